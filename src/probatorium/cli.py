@@ -1,0 +1,277 @@
+"""The `probatorium` command: parse, call, print. No logic lives here.
+
+Every env knob of the original README is honoured as the default of the
+matching flag (VALIDATE_DURATION, VALIDATE_MATRIX, VALIDATE_MATRIX_REFAPPS,
+VALIDATE_MATRIX_ENGINES, VALIDATE_REFAPP_ENGINE, VALIDATE_DIFF_STRICT,
+VALIDATE_DIFF_HOSTS, ...). Errors become one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import ProbatoriumError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark and production-readiness validation for HTTP servers.")
+console = Console(stderr=False, highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SLICE_NAMES = ("markov", "adversarial", "h2c", "ws", "sse")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '10m', '1h', '1h30m' → seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", t)
+    if not parts or "".join(n + u for n, u in parts) != t:
+        raise UsageError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h")
+    mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    total = sum(float(n) * mult[u] for n, u in parts)
+    if total <= 0:
+        raise UsageError(f"duration must be positive, got {text!r}")
+    return total
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _csv(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def default_concurrency(duration_s: float) -> int:
+    """Short runs stay small, long runs go wider (SPEC.md §5; PR tier passes 24)."""
+    if duration_s <= 120:
+        return 8
+    if duration_s <= 1800:
+        return 24
+    return 48
+
+
+def _fail(e: Exception, code: int = 2) -> None:
+    err.print(f"probatorium: error: {e}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(
+    duration: str = typer.Option(os.environ.get("VALIDATE_DURATION", "60s"), "--duration", "-d",
+                                 help="Total budget (30s, 10m, 1h); a matrix splits it over the cells. Env VALIDATE_DURATION."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c",
+                                              help="Walkers C shared by the slices. Env VALIDATE_CONCURRENCY; default follows the duration."),
+    seed: Optional[str] = typer.Option(os.environ.get("VALIDATE_SEED"), "--seed", help="Run seed (decimal or 0x hex); random if omitted, always recorded."),
+    slices: Optional[str] = typer.Option(None, "--slices", help=f"Only these slices: {','.join(SLICE_NAMES)}"),
+    matrix: bool = typer.Option(_env_bool("VALIDATE_MATRIX"), "--matrix/--no-matrix", help="Every refapp × engine cell. Env VALIDATE_MATRIX=1."),
+    refapps: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_REFAPPS"), "--refapps", help="Matrix refapps (csv). Env VALIDATE_MATRIX_REFAPPS."),
+    engines: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_ENGINES"), "--engines", help="Matrix engines (csv). Env VALIDATE_MATRIX_ENGINES."),
+    refapp: Optional[str] = typer.Option(None, "--refapp", help="Reference app slug (default auth_session_ratelimit)."),
+    app_target: Optional[str] = typer.Option(None, "--app", help="Any ASGI app MODULE:ATTR served by --engine."),
+    app_dir: Optional[str] = typer.Option(None, "--app-dir", help="Where --app is imported from (like uvicorn's)."),
+    cmd: Optional[str] = typer.Option(None, "--cmd", help="Any HTTP server command; {port} is substituted, or it prints 'ready addr=HOST:PORT'."),
+    url: Optional[str] = typer.Option(None, "--url", help="A server that is already running."),
+    engine: str = typer.Option(os.environ.get("VALIDATE_REFAPP_ENGINE", "auto"), "--engine", help="uvicorn, uvicorn-h11, hypercorn, granian, daphne, auto. Env VALIDATE_REFAPP_ENGINE."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="OpenAPI file for a target that is not a refapp."),
+    markov: Optional[Path] = typer.Option(None, "--markov", help="Markov session model for a target that is not a refapp."),
+    label: Optional[str] = typer.Option(None, "--label", help="Cell name for --app/--cmd/--url targets."),
+    echo_path: str = typer.Option("/echo", "--echo-path", help="Echo route (SPEC.md §3 contract)."),
+    health_path: str = typer.Option("/healthz", "--health-path", help="Health path the watchdog polls."),
+    debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (SPEC.md §3 contract)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target outside loopback."),
+    ready_timeout: float = typer.Option(30.0, "--ready-timeout", help="Seconds a started target has to accept connections."),
+    quiet_timeout: float = typer.Option(3.0, "--quiet-timeout", help="Seconds of silence after which a probe counts as hanging."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
+    results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
+) -> None:
+    """Run the validation tier on one target, or on the refapp × engine matrix."""
+    from .results.store import run_folder
+    from .targets.engines import ENGINES, resolve_engine
+    from .targets.launcher import TargetSpec, stop_all
+    from .targets.refapps import list_refapps, refapp_dir
+    from .validate.orchestrator import IMPLEMENTED_SLICES, CellPlan, Orchestrator, ValidateOptions, \
+        gate_exit_code, random_seed
+    from .results.schema import normalize_arch
+
+    try:
+        duration_s = parse_duration(duration)
+        if concurrency is None:
+            env_c = os.environ.get("VALIDATE_CONCURRENCY")
+            conc = int(env_c) if env_c else default_concurrency(duration_s)
+        else:
+            conc = concurrency
+        if conc < 1:
+            raise UsageError(f"--concurrency must be at least 1, got {conc}")
+        run_seed = random_seed() if seed in (None, "") else _parse_seed(seed)
+        chosen = _csv(slices)
+        for s in chosen:
+            if s not in SLICE_NAMES:
+                raise UsageError(f"unknown slice {s!r}; slices are {','.join(SLICE_NAMES)}")
+            if s not in IMPLEMENTED_SLICES:
+                raise UsageError(f"slice {s!r} is not built yet in this version; available: {','.join(IMPLEMENTED_SLICES)}")
+        if not chosen:
+            chosen = list(IMPLEMENTED_SLICES)
+        kinds = [k for k, v in (("refapp", refapp), ("app", app_target), ("cmd", cmd), ("url", url)) if v]
+        if len(kinds) > 1:
+            raise UsageError(f"choose one target: --{' / --'.join(kinds)} given together")
+        kind = kinds[0] if kinds else "refapp"
+        for name, path in (("--spec", spec), ("--markov", markov)):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{name} {path}: no such file")
+        if echo_path[:1] != "/" or health_path[:1] != "/":
+            raise UsageError("--echo-path and --health-path must start with '/'")
+        common = dict(health_path=health_path, allow_remote=allow_remote, ready_timeout=ready_timeout)
+        plans: list[CellPlan] = []
+        if kind in ("refapp", "app"):
+            if matrix:
+                engine_list = _csv(engines) or list(ENGINES)
+            else:
+                engine_list = [engine]
+            engine_list = [resolve_engine(e) for e in engine_list]
+            if kind == "refapp":
+                if matrix and not refapp:
+                    slugs = _csv(refapps) or list_refapps()
+                else:
+                    slugs = [refapp or "auth_session_ratelimit"]
+                for slug in slugs:
+                    refapp_dir(slug)
+                plans = [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common))
+                         for slug in slugs for e in engine_list]
+            else:
+                name = label or app_target
+                plans = [CellPlan(name, TargetSpec(kind="app", app=app_target, app_dir=app_dir, engine=e, **common))
+                         for e in engine_list]
+        elif kind == "cmd":
+            plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common))]
+        else:
+            plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common))]
+        if not plans:
+            raise UsageError("no cells to run (empty --refapps/--engines?)")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            run_dir = out
+        elif matrix:
+            run_dir = run_folder(results_dir, "validate-matrix", normalize_arch())
+        else:
+            version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") \
+                or f"{plans[0].label}-{plans[0].engine}"
+            run_dir = run_folder(results_dir, "validate", version)
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    except ValueError as e:
+        _fail(e)
+        return
+
+    stop_event = threading.Event()
+
+    def on_signal(signum, frame):  # first: finish gracefully; second: stop now
+        if stop_event.is_set():
+            stop_all(grace=1.0)
+            os._exit(130)
+        err.print(f"probatorium: {signal.Signals(signum).name}: stopping, writing a partial document…")
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    opts = ValidateOptions(duration_s=duration_s, concurrency=conc, seed=run_seed, slices=chosen,
+                           echo_path=echo_path, health_path=health_path, debug_path=debug_path,
+                           quiet_timeout=quiet_timeout, progress=lambda m: err.print(m, markup=False))
+    err.print(f"probatorium {__version__}: {len(plans)} cell(s), {duration_s:.0f}s, C={conc}, "
+              f"slices={','.join(chosen)}, seed={run_seed:#x}, results {run_dir}", markup=False)
+    orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
+                        stop_event=stop_event)
+    try:
+        doc = orch.run()
+    except ProbatoriumError as e:
+        stop_all()
+        _fail(e)
+        return
+    finally:
+        stop_all()
+    _print_summary(doc, run_dir)
+    raise typer.Exit(gate_exit_code(doc, interrupted=stop_event.is_set()))
+
+
+def _parse_seed(text: str) -> int:
+    try:
+        return int(text, 0) & ((1 << 64) - 1)
+    except ValueError:
+        raise UsageError(f"invalid --seed {text!r}: a decimal or 0x-hex integer") from None
+
+
+def _print_summary(doc, run_dir: Path) -> None:
+    table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
+    for col in ("cell", "status", "adv sent", "wrong", "hang", "lenient", "rfc1", "rfc2", "HIGH", "reason"):
+        table.add_column(col, overflow="fold")
+    for c in doc.validation_results.cells:
+        adv = c.tier_1.get("adversarial", {}) or {}
+        rfc = c.tier_1.get("rfc", {}) or {}
+        highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH"})
+        table.add_row(f"{c.refapp}/{c.engine}", c.status, str(adv.get("adv_sent", 0)),
+                      str(adv.get("adv_wrong_accepted", 0)), str(adv.get("adv_hang_until_timeout", 0)),
+                      str(adv.get("adv_lenient_accepted", 0)), str(rfc.get("rfc1_violations", 0)),
+                      str(rfc.get("rfc2_violations", 0)), ",".join(highs) or "-", (c.reason or "")[:80])
+    console.print(table)
+    console.print(f"results: {run_dir / 'validate-results.json'}", markup=False)
+
+
+@app.command("validate-diff")
+def validate_diff(
+    docs: list[Path] = typer.Argument(None, help="Documents or run folders; default: newest matrix doc per host."),
+    strict: bool = typer.Option(_env_bool("VALIDATE_DIFF_STRICT"), "--strict/--no-strict", help="Also fail on MED. Env VALIDATE_DIFF_STRICT=1."),
+    hosts: Optional[str] = typer.Option(os.environ.get("VALIDATE_DIFF_HOSTS"), "--hosts", help="Only these hosts. Env VALIDATE_DIFF_HOSTS."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <results>/validate-diff)."),
+    results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir"),
+) -> None:
+    """Compare cells: cross-engine, cross-arch and per-case divergences."""
+    from .validate.diff import run_diff
+
+    try:
+        code = run_diff(list(docs or []), out_dir=out, strict=strict, results_root=results_dir,
+                        hosts=_csv(hosts) or None, echo=lambda line: console.print(line, markup=False))
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    raise typer.Exit(code)
+
+
+@app.command()
+def refapps() -> None:
+    """List the reference apps."""
+    from .targets.refapps import list_refapps
+
+    for slug in list_refapps():
+        console.print(slug, markup=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"probatorium {__version__}", markup=False)
+
+
+def main() -> None:
+    """Console entry point: one line and exit 2 for our own errors, never a traceback for them."""
+    try:
+        app()
+    except ProbatoriumError as e:
+        err.print(f"probatorium: error: {e}", markup=False)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The one raw-socket client: send exact bytes, split and paced, and record what comes back.
+
+Slices that need byte-exact control (adversarial cases, h2c preambles,
+WebSocket frames) use `exchange`; it never interprets HTTP itself, it only
+records bytes, timing and how the connection ended, so verdicts stay pure
+functions over its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes written in one send call after waiting `delay` seconds."""
+
+    data: bytes
+    delay: float = 0.0
+
+
+@dataclass
+class Exchange:
+    """What happened on one connection."""
+
+    sent: bytes = b""
+    received: bytes = b""
+    eof: bool = False  # the server closed (FIN)
+    reset: bool = False  # the connection was reset (RST / EPIPE)
+    timed_out: bool = False  # we stopped reading because nothing more came
+    connect_error: str | None = None
+    send_error: str | None = None
+    elapsed: float = 0.0
+    first_byte_at: float | None = None  # seconds after connect
+    closed_at: float | None = None  # seconds after connect, when EOF/RST arrived
+    events: list[tuple[float, str, int]] = field(default_factory=list)
+
+    @property
+    def closed(self) -> bool:
+        return self.eof or self.reset
+
+
+async def exchange(
+    host: str,
+    port: int,
+    segments: list[Segment],
+    *,
+    quiet_timeout: float = 3.0,
+    total_timeout: float = 15.0,
+    connect_timeout: float = 3.0,
+    done: Callable[[bytes], bool] | None = None,
+    linger: float = 0.25,
+    rst_at_end: bool = False,
+) -> Exchange:
+    """Connect, send the segments, and read until the server closes or goes quiet.
+
+    Reading runs concurrently with sending, so an early response or close is
+    seen as it happens. Reading stops at EOF/RST, after `quiet_timeout`
+    seconds without new bytes once everything was sent, after `total_timeout`
+    seconds, or `linger` seconds after `done(received)` first returns True (to
+    catch bytes a server sends after the expected ones).
+    """
+    ex = Exchange()
+    t0 = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), connect_timeout)
+    except (OSError, asyncio.TimeoutError) as e:
+        ex.connect_error = f"{type(e).__name__}: {e}"
+        ex.elapsed = time.monotonic() - t0
+        return ex
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    sending_done = asyncio.Event()
+
+    async def sender() -> None:
+        try:
+            for seg in segments:
+                if seg.delay:
+                    await asyncio.sleep(seg.delay)
+                if ex.closed:
+                    break
+                writer.write(seg.data)
+                await writer.drain()
+                ex.sent += seg.data
+                ex.events.append((time.monotonic() - t0, "send", len(seg.data)))
+        except (ConnectionError, OSError) as e:
+            ex.send_error = f"{type(e).__name__}: {e}"
+        finally:
+            sending_done.set()
+
+    send_task = asyncio.create_task(sender())
+    deadline = t0 + total_timeout
+    done_at: float | None = None
+    last_activity = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                ex.timed_out = True
+                break
+            if done_at is not None:
+                wait = done_at + linger - now
+                if wait <= 0:
+                    break
+            elif sending_done.is_set():
+                wait = last_activity + quiet_timeout - now
+                if wait <= 0:
+                    ex.timed_out = True
+                    break
+            else:
+                wait = 0.1
+            wait = min(wait, deadline - now)
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout=max(wait, 0.001))
+            except asyncio.TimeoutError:
+                if not sending_done.is_set():
+                    last_activity = time.monotonic()
+                continue
+            except (ConnectionResetError, BrokenPipeError, OSError):
+                ex.reset = True
+                ex.closed_at = time.monotonic() - t0
+                break
+            if not chunk:
+                ex.eof = True
+                ex.closed_at = time.monotonic() - t0
+                break
+            if ex.first_byte_at is None:
+                ex.first_byte_at = time.monotonic() - t0
+            ex.received += chunk
+            ex.events.append((time.monotonic() - t0, "recv", len(chunk)))
+            last_activity = time.monotonic()
+            if done_at is None and done is not None and done(ex.received):
+                done_at = last_activity
+    finally:
+        send_task.cancel()
+        try:
+            await send_task
+        except (asyncio.CancelledError, Exception):
+            pass
+        if ex.send_error and not ex.closed and "reset" in ex.send_error.lower():
+            ex.reset = True
+        if rst_at_end and sock is not None:
+            try:  # SO_LINGER 0: close with RST, as an abrupt client would
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        except (asyncio.TimeoutError, OSError, ConnectionError):
+            pass
+    ex.elapsed = time.monotonic() - t0
+    return ex
+
+
+async def can_connect(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when the port accepts a TCP connection."""
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    w.close()
+    try:
+        await asyncio.wait_for(w.wait_closed(), 1.0)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        pass
+    return True

@@ -1,0 +1,812 @@
+"""Start (or reach) the server under test, know where it listens, and never
+leave it behind.
+
+Every process probatorium starts:
+
+- gets a free loopback port chosen here (refapp/app, ``cmd`` with
+  ``{port}``) or announces one with a ``ready addr=HOST:PORT`` line (``cmd``);
+- runs in its own session/process group, so ``stop()`` signals the engine
+  AND its workers (hypercorn and granian serve from child processes);
+- is started with ``PR_SET_PDEATHSIG=SIGKILL`` on Linux so it dies if the
+  validator is SIGKILLed; for refapp/app targets a tiny ``sitecustomize``
+  extends that to the engine's worker processes, which the kernel would
+  otherwise leave orphaned (the death signal is not inherited);
+- has stdout/stderr captured to ``log_dir/stdout.log`` and ``stderr.log``;
+- is registered for ``stop_all()``, which runs at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import ctypes
+import hashlib
+import http.client
+import os
+import queue
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from probatorium.errors import TargetStartError, UsageError
+from probatorium.targets.engines import HOST, engine_argv, engine_versions, resolve_engine
+from probatorium.targets.refapps import refapp_app_target
+from probatorium.targets.safety import check_target_allowed
+
+KINDS = ("refapp", "app", "cmd", "url")
+READY_PREFIX = "ready addr="
+#: Start attempts when the chosen port turns out to be taken (a race with
+#: another process between our probe bind and the engine's bind).
+START_ATTEMPTS = 3
+POLL_INTERVAL = 0.05
+#: Lines of the failing attempt's stderr quoted in a TargetStartError.
+ERROR_TAIL_LINES = 5
+
+_BIND_FAILURE = re.compile(
+    r"address already in use|eaddrinuse|errno 98|os error 98|errno 48", re.IGNORECASE
+)
+_PR_SET_PDEATHSIG = 1
+_ROOT_PID_ENV = "PROBATORIUM_TARGET_ROOT_PID"
+
+# Runs at start-up of every Python process of a refapp/app target (it is put
+# first on PYTHONPATH). The engine's main process records its pid; its direct
+# children (workers spawned or forked by the engine, multiprocessing's
+# resource tracker) then ask for SIGKILL when that main process dies. Only
+# direct children of the main process are covered on purpose: the death
+# signal fires when the creating THREAD exits, and an app that starts
+# subprocesses from worker threads must not see them killed by our doing.
+# Any sitecustomize the environment already had is chained afterwards.
+_CHILD_HOOK_SOURCE = '''\
+"""Written by probatorium: engine workers die with the engine (PR_SET_PDEATHSIG)."""
+
+
+def _probatorium_death_signal():
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    var = "%(root_var)s"
+    raw = os.environ.get(var)
+    if raw is None:
+        root = os.getpid()
+        os.environ[var] = str(root)
+    else:
+        try:
+            root = int(raw)
+        except ValueError:
+            return
+
+    def arm():
+        if os.getpid() != root and os.getppid() == root:
+            prctl(%(pdeathsig)d, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != root:  # the main process died before we armed
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    arm()
+    os.register_at_fork(after_in_child=arm)
+
+
+def _probatorium_chain():
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is not None and spec.loader is not None:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+
+_probatorium_death_signal()
+_probatorium_chain()
+''' % {"root_var": _ROOT_PID_ENV, "pdeathsig": _PR_SET_PDEATHSIG}
+
+
+@dataclass
+class TargetSpec:
+    """What to test and how to reach it (one of four kinds).
+
+    ``refapp``/``app`` are served by ``engine``; ``cmd`` is any command line
+    (``{port}`` is replaced by a free port, or the command prints
+    ``ready addr=HOST:PORT``); ``url`` is a server that is already running.
+    ``app_dir`` is where ``module:attr`` is imported from (default: the
+    current directory) and, for ``cmd``, the working directory.
+    """
+
+    kind: str
+    engine: str = "auto"
+    refapp: str | None = None
+    app: str | None = None
+    app_dir: str | None = None
+    cmd: str | None = None
+    url: str | None = None
+    health_path: str = "/healthz"
+    env: dict[str, str] = field(default_factory=dict)
+    allow_remote: bool = False
+    ready_timeout: float = 30.0
+
+    def cell_engine(self) -> str:
+        """The engine name a result cell carries: resolved engine, or ``cmd``/``url``."""
+        if self.kind in ("refapp", "app"):
+            return resolve_engine(self.engine)
+        return self.kind
+
+    def describe(self) -> str:
+        """One-line name for messages, e.g. ``refapp kitchen_sink on hypercorn``."""
+        if self.kind == "refapp":
+            return f"refapp {self.refapp} on {self.cell_engine()}"
+        if self.kind == "app":
+            return f"app {self.app} on {self.cell_engine()}"
+        if self.kind == "cmd":
+            return f"cmd {self.cmd!r}"
+        return f"url {self.url}"
+
+
+def _validate(spec: TargetSpec) -> None:
+    if spec.kind not in KINDS:
+        raise UsageError(f"unknown target kind {spec.kind!r}; valid kinds: {', '.join(KINDS)}")
+    if spec.kind == "refapp":
+        if not spec.refapp:
+            raise UsageError("a refapp target needs a refapp slug")
+        refapp_app_target(spec.refapp)  # UsageError naming the available refapps
+    elif spec.kind == "app":
+        module, _, attr = (spec.app or "").partition(":")
+        if not module or not attr:
+            raise UsageError(f"--app must be 'module:attr', got {spec.app!r}")
+    elif spec.kind == "cmd":
+        if not spec.cmd or not shlex.split(spec.cmd):
+            raise UsageError("a cmd target needs a non-empty command")
+    elif not spec.url:
+        raise UsageError("a url target needs a URL")
+    if spec.kind in ("refapp", "app"):
+        spec.cell_engine()  # UsageError on an unknown engine, before any process starts
+    if spec.app_dir is not None and spec.kind in ("app", "cmd") and not Path(spec.app_dir).is_dir():
+        raise UsageError(f"app dir {spec.app_dir!r} is not a directory")
+    if spec.ready_timeout <= 0:
+        raise UsageError(f"ready timeout must be positive, got {spec.ready_timeout}")
+    if not spec.health_path.startswith("/"):
+        raise UsageError(f"health path must start with '/', got {spec.health_path!r}")
+
+
+# --------------------------------------------------------------------------
+# process plumbing
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def free_port(host: str = HOST) -> int:
+    """A port that was free on `host` a moment ago (bind to 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_bindable(host: str, port: int) -> bool:
+    """Whether a server could bind `port` now.
+
+    SO_REUSEADDR as servers use it: connections of a previous run lingering
+    in TIME_WAIT do not make the port busy, another listener does.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _make_preexec() -> Callable[[], None] | None:
+    """A preexec_fn arming PR_SET_PDEATHSIG=SIGKILL in the child (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    # Resolve everything before fork: the child should only make the call.
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        # If the validator died between fork and prctl, no signal will come.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sigkill)
+
+    return preexec
+
+
+_Popen = subprocess.Popen[bytes]
+_PopenFuture = concurrent.futures.Future[_Popen]
+
+
+class _Spawner:
+    """Creates every child from one long-lived daemon thread.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
+    the process. Targets are restarted from orchestrator and watchdog threads
+    that come and go, so all forks happen on a thread that lives as long as
+    the validator (a daemon thread also outlives the atexit handlers that
+    stop targets gracefully).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[_PopenFuture, Callable[[], _Popen]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, job: Callable[[], _Popen]) -> _Popen:
+        """Run `job` (which creates a child) on the spawner thread; return its Popen."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="probatorium-spawner", daemon=True
+                )
+                self._thread.start()
+        future: _PopenFuture = concurrent.futures.Future()
+        self._jobs.put((future, job))
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (^C) while the child was being created: it must not
+            # outlive us unnoticed, so wait for it and kill it.
+            if not future.cancel() and future.exception(timeout=30) is None:
+                orphan = future.result()
+                _killpg(orphan.pid, signal.SIGKILL)
+                orphan.wait()
+            raise
+
+    def _loop(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+_HOOK_LOCK = threading.Lock()
+
+
+def _child_hook_dir() -> Path:
+    """The folder holding the worker death-signal ``sitecustomize.py``.
+
+    A per-user cache folder named after the hook's content: written once,
+    shared by every run, nothing to clean up (a run killed with SIGKILL must
+    not leave a folder behind each time). Not /tmp: a folder another user
+    could create there would put their code on our children's PYTHONPATH.
+    """
+    digest = hashlib.sha256(_CHILD_HOOK_SOURCE.encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    directory = cache / "probatorium" / f"child-hook-{digest}"
+    hook = directory / "sitecustomize.py"
+    with _HOOK_LOCK:
+        if hook.is_file() and hook.read_text() == _CHILD_HOOK_SOURCE:
+            return directory
+        directory.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename: a concurrent run never imports half a file.
+        fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(_CHILD_HOOK_SOURCE)
+        os.replace(temporary, hook)
+        return directory
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in process group `pgid`.
+
+    On Linux read /proc, because a zombie still "exists" for kill(0) and the
+    container's init may not reap orphans promptly.
+    """
+    proc = Path("/proc")
+    if sys.platform.startswith("linux") and proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[-1].split()
+            # fields: state, ppid, pgrp, ...
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_lines_from(path: Path, offset: int) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", errors="replace").splitlines()
+
+
+def _tail(path: Path, n: int, offset: int = 0) -> list[str]:
+    """The last `n` lines of `path` after byte `offset` (reads only the end)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return []
+    block = 64 * 1024
+    start = max(offset, size - block)
+    while True:
+        lines = _read_lines_from(path, start)
+        if start == offset or len(lines) > n:
+            return lines[-n:] if n > 0 else []
+        start = max(offset, start - block)
+        block *= 2
+
+
+def _parse_ready_line(line: str) -> tuple[str, int] | None:
+    text = line.strip()
+    if not text.startswith(READY_PREFIX):
+        return None
+    addr = text[len(READY_PREFIX):].split()[0] if text[len(READY_PREFIX):].split() else ""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    port = int(port_text)
+    if not 0 < port < 65536:
+        return None
+    # A wildcard bind listens on loopback too; talk to it there.
+    if host in ("0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, port
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _StdoutPump:
+    """Copies a child's stdout pipe to stdout.log and watches for the ready line."""
+
+    def __init__(self, pipe: IO[bytes], log_path: Path) -> None:
+        self.ready = threading.Event()
+        self.addr: tuple[str, int] | None = None
+        self._pipe = pipe
+        self._log_path = log_path
+        self._thread = threading.Thread(target=self._run, name="probatorium-stdout", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._log_path.open("ab") as log:
+            for raw in iter(self._pipe.readline, b""):
+                log.write(raw)
+                log.flush()
+                if self.addr is None:
+                    parsed = _parse_ready_line(raw.decode("utf-8", errors="replace"))
+                    if parsed is not None:
+                        self.addr = parsed
+                        self.ready.set()
+        self._pipe.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+# --------------------------------------------------------------------------
+# running targets
+
+_TARGETS: set[RunningTarget] = set()
+_TARGETS_LOCK = threading.Lock()
+
+
+class RunningTarget:
+    """A target that is up (or was): where it listens, its process, its logs."""
+
+    def __init__(self, spec: TargetSpec, log_dir: Path) -> None:
+        self.spec = spec
+        self.engine = spec.cell_engine()
+        self.log_dir = log_dir
+        self.stdout_path = log_dir / "stdout.log"
+        self.stderr_path = log_dir / "stderr.log"
+        self.host = HOST
+        self.port = 0
+        self.base_url = ""
+        self.pid: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.versions: dict[str, str] = (
+            engine_versions(self.engine) if spec.kind in ("refapp", "app") else {}
+        )
+        #: True once stop() was asked for: an exit from then on is ours, not a crash.
+        self.stopping = False
+        self.starts = 0
+        self._lock = threading.RLock()
+        self._pump: _StdoutPump | None = None
+        self._stderr_offset = 0
+        self._chose_port = spec.kind != "cmd" or "{port}" in (spec.cmd or "")
+
+    def __repr__(self) -> str:
+        return f"<RunningTarget {self.spec.describe()} at {self.base_url or '-'} pid={self.pid}>"
+
+    # -- state ---------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """Whether the started process is still running (url targets: always True)."""
+        if self.spec.kind == "url":
+            return True
+        return self.process is not None and self.process.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The process's exit status (negative = killed by that signal), None while running."""
+        if self.process is None:
+            return None
+        return self.process.poll()
+
+    def stderr_tail(self, n: int = 200) -> list[str]:
+        """The last `n` lines of stderr.log (all starts of this target)."""
+        return _tail(self.stderr_path, n)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the process group, wait up to `grace` s, then SIGKILL it. Idempotent."""
+        with self._lock:
+            self.stopping = True
+            process = self.process
+            if process is not None:
+                pgid = process.pid  # start_new_session: the child leads its own group
+                if process.poll() is None or _group_alive(pgid):
+                    _killpg(pgid, signal.SIGTERM)
+                    deadline = time.monotonic() + grace
+                    # The main process first (it reaps its workers when graceful),
+                    # then whatever is left of its group.
+                    try:
+                        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+                    while _group_alive(pgid) and time.monotonic() < deadline:
+                        time.sleep(POLL_INTERVAL)
+                    if process.poll() is None or _group_alive(pgid):
+                        _killpg(pgid, signal.SIGKILL)
+                        try:
+                            process.wait(timeout=5.0)
+                        except subprocess.TimeoutExpired:
+                            pass  # stuck in the kernel (D state); nothing more we can do
+                        hard_deadline = time.monotonic() + 5.0
+                        while _group_alive(pgid) and time.monotonic() < hard_deadline:
+                            time.sleep(POLL_INTERVAL)
+            if self._pump is not None:
+                self._pump.join(timeout=1.0)
+                self._pump = None
+        with _TARGETS_LOCK:
+            _TARGETS.discard(self)
+
+    def restart(self, grace: float = 5.0) -> None:
+        """Stop (see stop()), then start again on the same port when it is free.
+
+        Falls back to a new port (``port``/``base_url`` change) when another
+        process took it meanwhile; a ``cmd`` with a ready line picks its own.
+        Raises TargetStartError like start_target(); url targets cannot restart.
+        """
+        with self._lock:
+            if self.spec.kind == "url":
+                raise TargetStartError(f"{self.spec.describe()}: a url target cannot be restarted")
+            self.stop(grace)
+            self._launch(preferred_port=self.port or None)
+
+    # -- starting ------------------------------------------------------------
+
+    def _connect_url(self) -> None:
+        assert self.spec.url is not None
+        parts = urllib.parse.urlsplit(self.spec.url)
+        if parts.scheme != "http":
+            raise UsageError(f"only http:// targets are supported, got {self.spec.url!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise UsageError(
+                f"the target URL must be an origin like http://127.0.0.1:8000, got {self.spec.url!r}"
+            )
+        try:
+            host, port = parts.hostname, parts.port or 80
+        except ValueError as exc:
+            raise UsageError(f"bad target URL {self.spec.url!r}: {exc}") from exc
+        if not host:
+            raise UsageError(f"bad target URL {self.spec.url!r}: no host")
+        check_target_allowed(host, self.spec.allow_remote)
+        self.host, self.port = host, port
+        self.base_url = f"http://{_url_host(host)}:{port}"
+        deadline = time.monotonic() + self.spec.ready_timeout
+        while not _accepts_tcp(host, port):
+            if time.monotonic() >= deadline:
+                raise TargetStartError(
+                    f"{self.spec.describe()}: nothing accepts connections on {host}:{port} "
+                    f"(waited {self.spec.ready_timeout:g} s)"
+                )
+            time.sleep(POLL_INTERVAL)
+        with _TARGETS_LOCK:
+            _TARGETS.add(self)
+
+    def _argv(self, port: int | None) -> tuple[list[str], str | None]:
+        """The command line and working directory for one start."""
+        spec = self.spec
+        if spec.kind == "cmd":
+            assert spec.cmd is not None
+            argv = shlex.split(spec.cmd)
+            if port is not None:
+                argv = [arg.replace("{port}", str(port)) for arg in argv]
+            return argv, spec.app_dir
+        if spec.kind == "refapp":
+            assert spec.refapp is not None
+            app, app_dir = refapp_app_target(spec.refapp)
+        else:
+            assert spec.app is not None
+            app, app_dir = spec.app, Path(spec.app_dir or os.getcwd())
+        assert port is not None
+        return engine_argv(self.engine, app, port, str(app_dir.resolve())), str(app_dir.resolve())
+
+    def _environment(self, cwd: str | None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop(_ROOT_PID_ENV, None)  # never inherit a stale engine root
+        if self.spec.kind in ("refapp", "app") and cwd is not None:
+            paths = [str(_child_hook_dir()), cwd]
+            if env.get("PYTHONPATH"):
+                paths.append(env["PYTHONPATH"])
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
+
+    def _launch(self, preferred_port: int | None = None) -> None:
+        """Start the process and wait until it is ready; retry when the port was taken."""
+        spec = self.spec
+        uses_ready_line = not self._chose_port
+        for attempt in range(1, START_ATTEMPTS + 1):
+            port: int | None = None
+            if not uses_ready_line:
+                # Readiness is "the port accepts connections": a port someone
+                # else listens on would look ready at once, so never reuse a
+                # busy one.
+                if attempt == 1 and preferred_port and _port_bindable(HOST, preferred_port):
+                    port = preferred_port
+                else:
+                    port = free_port()
+            try:
+                self._spawn(port, attempt)
+                self._wait_ready(uses_ready_line)
+            except _PortTaken:
+                self._abandon()
+                if attempt == START_ATTEMPTS:
+                    raise TargetStartError(
+                        f"{spec.describe()}: could not bind a free port in {START_ATTEMPTS} "
+                        f"attempts: {self._error_tail()}"
+                    ) from None
+                continue
+            except BaseException:
+                # Never leave a process behind, whatever went wrong (including ^C).
+                self._abandon()
+                raise
+            with _TARGETS_LOCK:
+                _TARGETS.add(self)
+            return
+
+    def _spawn(self, port: int | None, attempt: int) -> None:
+        argv, cwd = self._argv(port)
+        env = self._environment(cwd)
+        self.starts += 1
+        banner = (
+            f"=== probatorium: start {self.starts} (attempt {attempt}) of "
+            f"{self.spec.describe()} at {_now_iso()} ===\n"
+        ).encode()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        uses_pipe = port is None
+        preexec = _make_preexec()
+        with self.stdout_path.open("ab") as out_log, self.stderr_path.open("ab") as err_log:
+            for log in (out_log, err_log):
+                log.write(banner)
+                log.flush()
+            self._stderr_offset = err_log.tell()
+
+            def popen() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if uses_pipe else out_log,
+                    stderr=err_log,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                )
+
+            try:
+                process = _SPAWNER.popen(popen)
+            except OSError as exc:
+                raise TargetStartError(
+                    f"{self.spec.describe()}: cannot run {argv[0]!r}: {exc}"
+                ) from exc
+        self.process = process
+        self.pid = process.pid
+        # Only now: until the new process is in place, the old one's exit is ours.
+        self.stopping = False
+        self._pump = None
+        if uses_pipe:
+            assert process.stdout is not None
+            self._pump = _StdoutPump(process.stdout, self.stdout_path)
+        if port is not None:
+            self.host, self.port = HOST, port
+            self.base_url = f"http://{HOST}:{port}"
+
+    def _wait_ready(self, uses_ready_line: bool) -> None:
+        spec = self.spec
+        process = self.process
+        assert process is not None
+        deadline = time.monotonic() + spec.ready_timeout
+        if uses_ready_line:
+            assert self._pump is not None
+            while not self._pump.ready.wait(POLL_INTERVAL):
+                self._check_running()
+                if time.monotonic() >= deadline:
+                    raise TargetStartError(
+                        f"{spec.describe()}: printed no '{READY_PREFIX}HOST:PORT' line within "
+                        f"{spec.ready_timeout:g} s: {self._error_tail()}"
+                    )
+            assert self._pump.addr is not None
+            host, port = self._pump.addr
+            check_target_allowed(host, spec.allow_remote)
+            self.host, self.port = host, port
+            self.base_url = f"http://{_url_host(host)}:{port}"
+        while not _accepts_tcp(self.host, self.port):
+            self._check_running()
+            if time.monotonic() >= deadline:
+                raise TargetStartError(
+                    f"{spec.describe()}: not accepting connections on {self.host}:{self.port} "
+                    f"after {spec.ready_timeout:g} s: {self._error_tail()}"
+                )
+            time.sleep(POLL_INTERVAL)
+        if spec.kind in ("refapp", "app"):
+            # Engines that listen in a supervisor and serve from a worker
+            # (hypercorn, granian) accept TCP before the app is even imported;
+            # only an HTTP answer (any status) proves the app loaded.
+            while not _answers_http(self.host, self.port, spec.health_path, deadline):
+                self._check_running()
+                if time.monotonic() >= deadline:
+                    raise TargetStartError(
+                        f"{spec.describe()}: accepted connections on {self.host}:{self.port} but "
+                        f"answered no HTTP request within {spec.ready_timeout:g} s: {self._error_tail()}"
+                    )
+                time.sleep(POLL_INTERVAL)
+            self._check_running()
+
+    def _check_running(self) -> None:
+        assert self.process is not None
+        code = self.process.poll()
+        if code is None:
+            return
+        # Let the stderr writer finish before quoting it.
+        time.sleep(POLL_INTERVAL)
+        tail = self._error_tail()
+        if self._chose_port and _BIND_FAILURE.search(tail):
+            raise _PortTaken()
+        raise TargetStartError(
+            f"{self.spec.describe()} exited with status {code} before it was ready: {tail}"
+        )
+
+    def _error_tail(self) -> str:
+        lines = [line.strip() for line in _tail(self.stderr_path, ERROR_TAIL_LINES, self._stderr_offset)]
+        lines = [line for line in lines if line]
+        return " | ".join(lines) if lines else "(stderr is empty)"
+
+    def _abandon(self) -> None:
+        """Kill whatever this failed start left running, without grace.
+
+        ``stopping`` stays set: a target that failed to start is down on
+        purpose as far as a watchdog is concerned; the caller got the error.
+        """
+        self.stop(grace=0.0)
+
+
+class _PortTaken(Exception):
+    """The engine could not bind the port we picked (someone else took it)."""
+
+
+def _accepts_tcp(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _answers_http(host: str, port: int, path: str, deadline: float) -> bool:
+    timeout = max(0.1, min(2.0, deadline - time.monotonic()))
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        response.read(65536)
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def start_target(spec: TargetSpec, log_dir: Path) -> RunningTarget:
+    """Start (or reach) the target `spec` describes and return once it is ready.
+
+    Raises UsageError for a bad spec or a refused non-loopback host, and
+    TargetStartError (one line: the target's name and the last stderr lines)
+    when it exits or is not ready within ``spec.ready_timeout``. Logs go to
+    `log_dir`/stdout.log and stderr.log (truncated here, appended on restart).
+    """
+    _validate(spec)
+    log_dir = Path(log_dir)
+    target = RunningTarget(spec, log_dir)
+    if spec.kind == "url":
+        target._connect_url()
+        return target
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for path in (target.stdout_path, target.stderr_path):
+        path.write_bytes(b"")
+    target._launch()
+    return target
+
+
+def running_targets() -> list[RunningTarget]:
+    """Targets started and not stopped yet."""
+    with _TARGETS_LOCK:
+        return list(_TARGETS)
+
+
+def stop_all(grace: float = 5.0) -> None:
+    """Stop every target still running (atexit and the CLI's signal handlers call this)."""
+    for target in running_targets():
+        try:
+            target.stop(grace)
+        except Exception:  # noqa: BLE001 - keep stopping the others
+            pass
+
+
+atexit.register(stop_all)

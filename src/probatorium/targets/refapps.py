@@ -1,0 +1,53 @@
+"""Where the reference apps live and how an engine is pointed at one.
+
+Each refapp is a folder ``refapps/<slug>/`` with ``app.py`` (exposing
+``app``), ``openapi.yaml``, ``markov.yaml`` and ``requirements.in``. The
+validator never imports a refapp: it only hands ``app:app`` and the folder to
+an engine process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from probatorium.errors import UsageError
+
+#: Environment variable that points probatorium at another refapps folder.
+REFAPPS_DIR_ENV = "PROBATORIUM_REFAPPS_DIR"
+
+
+def refapps_root() -> Path:
+    """The folder holding one sub-folder per refapp.
+
+    ``$PROBATORIUM_REFAPPS_DIR`` when set, else ``<repo>/refapps`` (this file
+    is ``<repo>/src/probatorium/targets/refapps.py``).
+    """
+    override = os.environ.get(REFAPPS_DIR_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    return Path(__file__).resolve().parents[3] / "refapps"
+
+
+def list_refapps() -> list[str]:
+    """Slugs of the refapps available (folders containing ``app.py``), sorted."""
+    root = refapps_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "app.py").is_file())
+
+
+def refapp_dir(slug: str) -> Path:
+    """The folder of refapp `slug`; UsageError naming the available ones if unknown."""
+    available = list_refapps()
+    # Compare against the listing rather than joining blindly, so that a slug
+    # like "../x" can never escape the refapps folder.
+    if slug not in available:
+        names = ", ".join(available) if available else f"none found under {refapps_root()}"
+        raise UsageError(f"unknown refapp {slug!r}; available: {names}")
+    return refapps_root() / slug
+
+
+def refapp_app_target(slug: str) -> tuple[str, Path]:
+    """``("app:app", folder)``: what an engine must serve, and from where."""
+    return "app:app", refapp_dir(slug)

@@ -1,0 +1,365 @@
+"""The validation orchestrator: run cells (target × slices for a budget) and judge them.
+
+One cell = one fresh target, watched by the watchdog, driven by the slice
+walkers until its budget ends, then judged against the invariant catalogue.
+A matrix is a list of cells run one after another with budget = total / cells.
+The run document is checkpointed while cells run, so an interrupted run
+leaves a valid document marked `partial: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ProbatoriumError, TargetStartError
+from ..rawclient import can_connect
+from ..results.schema import Cell, Incident, PropertyResult, ValidateDocument, ValidationResults, \
+    host_arch_pair, normalize_arch, utc_now_iso
+from ..results.store import Checkpointer, cell_folder_name, write_json_atomic
+from ..targets.launcher import RunningTarget, TargetSpec, start_target
+from ..targets.watchdog import Watchdog
+from .incidents import Evidence, IncidentRecorder
+from .invariants import CATALOGUE
+from .tier1.adversarial.runner import AdversarialSlice, derive_seed
+
+# SPEC.md §5: slice → (share of the walkers, concurrency at which it activates).
+SLICE_BUDGET: dict[str, tuple[float, int]] = {
+    "markov": (0.60, 1),
+    "adversarial": (0.20, 1),
+    "h2c": (0.10, 10),
+    "ws": (0.05, 20),
+    "sse": (0.05, 20),
+}
+IMPLEMENTED_SLICES = ("adversarial",)
+MAX_RESTARTS_PER_CELL = 3
+
+
+def allocate_walkers(concurrency: int, slices: list[str] | None) -> dict[str, int]:
+    """Split C walkers over the slices (SPEC.md §5).
+
+    Without an explicit list, a slice joins once C reaches its activation
+    threshold. With `--slices`, exactly the listed slices run, each with at
+    least one walker, in the catalogue's proportions.
+    """
+    c = max(1, concurrency)
+    active = list(slices) if slices else [s for s, (_, at) in SLICE_BUDGET.items() if c >= at]
+    total_share = sum(SLICE_BUDGET[s][0] for s in active)
+    alloc = {s: max(1, int(c * SLICE_BUDGET[s][0] / total_share)) for s in active}
+    # Hand out what rounding left over to the biggest shares first.
+    left = c - sum(alloc.values())
+    for s in sorted(active, key=lambda s: -SLICE_BUDGET[s][0]):
+        if left <= 0:
+            break
+        alloc[s] += 1
+        left -= 1
+    return alloc
+
+
+@dataclass
+class ValidateOptions:
+    """Everything a validation run needs besides the targets."""
+
+    duration_s: float
+    concurrency: int
+    seed: int
+    slices: list[str]
+    echo_path: str = "/echo"
+    health_path: str = "/healthz"
+    debug_path: str = "/debug/vars"
+    quiet_timeout: float = 3.0
+    checkpoint_interval: float = 10.0
+    progress: object = None  # callable(str) for one-line progress messages
+
+
+@dataclass
+class CellPlan:
+    """One cell to run: what to start and how to name it."""
+
+    label: str  # refapp slug or --label
+    spec: TargetSpec
+    index: int = 0
+
+    @property
+    def engine(self) -> str:
+        return self.spec.cell_engine()
+
+
+@dataclass
+class CellRun:
+    """Live state of the running cell (for checkpoints)."""
+
+    cell: Cell
+    slice: AdversarialSlice | None = None
+    recorder: IncidentRecorder | None = None
+    watchdog: Watchdog | None = None
+    extra_tally: dict = field(default_factory=dict)
+
+
+class Orchestrator:
+    """Runs a list of cells into one run folder."""
+
+    def __init__(self, plans: list[CellPlan], options: ValidateOptions, run_dir: Path, *, kind: str,
+                 command: list[str], stop_event: threading.Event | None = None) -> None:
+        self.plans = plans
+        self.opts = options
+        self.run_dir = run_dir
+        self.stop_event = stop_event or threading.Event()
+        self.arch = normalize_arch()
+        for i, p in enumerate(plans, 1):
+            p.index = i
+        self.document = ValidateDocument(
+            host_arch_pair=host_arch_pair(), kind=kind, probatorium_version=__version__, command=command,
+            partial=True,
+            validation_results=ValidationResults(started_at=utc_now_iso(), seed=options.seed,
+                                                 duration_s=options.duration_s),
+        )
+        self.checkpointer = Checkpointer(run_dir, self.document)
+        self.current: CellRun | None = None
+
+    def _say(self, msg: str) -> None:
+        if callable(self.opts.progress):
+            self.opts.progress(msg)
+
+    # ---- the run ---------------------------------------------------------------------
+    def run(self) -> ValidateDocument:
+        """Run every cell; always leave a valid document behind."""
+        budget = self.opts.duration_s / max(1, len(self.plans))
+        self.checkpointer.checkpoint()
+        try:
+            for plan in self.plans:
+                if self.stop_event.is_set():
+                    break
+                cell = self.run_cell(plan, budget)
+                self.checkpointer.record_cell(cell)
+        finally:
+            vr = self.document.validation_results
+            vr.finished_at = utc_now_iso()
+            self.document.incidents = [i for c in vr.cells for i in c.incidents]
+            self.document.finalize_back_compat()
+            interrupted = self.stop_event.is_set() or len(vr.cells) < len(self.plans)
+            if interrupted:
+                self.checkpointer.checkpoint()
+            else:
+                self.checkpointer.finish()
+        return self.document
+
+    def run_cell(self, plan: CellPlan, budget_s: float) -> Cell:
+        """Start the target, drive the slices for budget_s, stop it, judge."""
+        folder = cell_folder_name(plan.index, plan.label, plan.engine)
+        cell_seed = derive_seed(self.opts.seed, "cell", plan.label, plan.engine) & ((1 << 63) - 1)
+        cell = Cell(refapp=plan.label, engine=plan.engine, arch=self.arch, status="not_run",
+                    started_at=utc_now_iso(), seed=cell_seed, folder=folder, partial=True,
+                    target={"kind": plan.spec.kind, "describe": plan.spec.describe()})
+        cell_dir = self.run_dir / folder
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        self._say(f"cell {plan.index}/{len(self.plans)}: {plan.spec.describe()} for {budget_s:.0f}s")
+        try:
+            target = start_target(plan.spec, cell_dir)
+        except ProbatoriumError as e:
+            cell.reason = str(e)
+            cell.finished_at = utc_now_iso()
+            cell.partial = False
+            self._say(f"  not_run: {e}")
+            return cell
+        cell.versions = {"probatorium": __version__, **target.versions}
+        cell.target.update({"address": f"{target.host}:{target.port}", "pid": target.pid})
+        run = CellRun(cell=cell)
+        self.current = run
+        recorder = IncidentRecorder(
+            self.run_dir, folder, refapp=plan.label, engine=plan.engine, arch=self.arch,
+            versions=cell.versions, pid_getter=lambda: target.pid if target.alive() else None,
+            stderr_tail=lambda: target.stderr_tail(200),
+            on_incident=lambda inc: self._say(f"  incident {inc.severity} {inc.predicate} {inc.case} {inc.detail}"[:200]),
+        )
+        run.recorder = recorder
+        watchdog = Watchdog(
+            target, health_path=self.opts.health_path,
+            on_event=lambda ev: recorder.record(Evidence(predicate=ev.predicate, detail=ev.detail,
+                                                         seed=cell_seed)),
+        )
+        run.watchdog = watchdog
+        watchdog.start()
+        error = ""
+        try:
+            error = asyncio.run(self._drive(run, target, cell_seed, budget_s))
+        except Exception as e:  # a bug in a slice must not lose the cell
+            error = f"internal error while driving the cell: {type(e).__name__}: {e}"
+        finally:
+            watchdog.pause()
+            watchdog.stop()
+            target.stop()
+        self._judge(run, target, error)
+        self.current = None
+        return cell
+
+    async def _drive(self, run: CellRun, target: RunningTarget, cell_seed: int, budget_s: float) -> str:
+        """Run the slices' walkers until the budget ends; return an error text or ''."""
+        restarts = 0
+        restart_lock = asyncio.Lock()
+
+        async def alive() -> bool:
+            if target.pid is not None and not target.alive():
+                return False
+            for _ in range(3):
+                if await can_connect(target.host, target.port, 1.0):
+                    return True
+                await asyncio.sleep(0.3)
+            return False
+
+        async def recover() -> bool:
+            nonlocal restarts
+            async with restart_lock:
+                if await alive():
+                    return True
+                if target.pid is None or restarts >= MAX_RESTARTS_PER_CELL:
+                    return False
+                restarts += 1
+                run.cell.tier_1["target_restarts"] = restarts
+                self._say(f"  target died: restarting ({restarts}/{MAX_RESTARTS_PER_CELL})")
+                try:
+                    await asyncio.to_thread(target.restart)
+                except ProbatoriumError:
+                    return False
+                if adv is not None:
+                    adv.port = target.port
+                return await alive()
+
+        alloc = allocate_walkers(self.opts.concurrency, self.opts.slices)
+        run.cell.tier_1["walkers"] = alloc  # type: ignore[assignment]
+        adv = None
+        tasks = []
+        deadline = time.monotonic() + budget_s
+        stop = self.stop_event.is_set
+        if "adversarial" in alloc:
+            adv = AdversarialSlice(
+                target.host, target.port, echo_path=self.opts.echo_path, health_path=self.opts.health_path,
+                seed=derive_seed(cell_seed, "adversarial"), quiet_timeout=self.opts.quiet_timeout,
+                report=run.recorder.record if run.recorder else None, alive=alive, recover=recover,
+            )
+            run.slice = adv
+            try:
+                cal = await adv.calibrate()
+                run.extra_tally["adversarial_calibration"] = cal.__dict__
+                self._say(f"  adversarial: {cal.reason}")
+                tasks += [adv.walker(i, deadline, stop) for i in range(alloc["adversarial"])]
+            except (RuntimeError, OSError) as e:
+                adv.stopped_reason = f"calibration failed: {e}"
+                run.extra_tally["adversarial_calibration"] = {"error": str(e)}
+        checkpoint_task = asyncio.create_task(self._checkpoint_loop(run, target))
+        try:
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            checkpoint_task.cancel()
+            try:
+                await checkpoint_task
+            except asyncio.CancelledError:
+                pass
+        return adv.stopped_reason if adv else ""
+
+    async def _checkpoint_loop(self, run: CellRun, target: RunningTarget) -> None:
+        while True:
+            await asyncio.sleep(self.opts.checkpoint_interval)
+            self._fill_tallies(run)
+            snapshot = run.cell.model_copy(deep=True)
+            snapshot.incidents = list(run.recorder.incidents) if run.recorder else []
+            await asyncio.to_thread(self.checkpointer.record_cell, snapshot)
+
+    # ---- judging -----------------------------------------------------------------------
+    def _fill_tallies(self, run: CellRun) -> None:
+        t1 = run.cell.tier_1
+        if run.slice is not None:
+            adv = run.slice.counters()
+            t1["adversarial"] = adv
+            t1["rfc"] = dict(run.slice.rfc)
+            t1["requests_sent"] = adv.get("adv_sent", 0)
+
+    def _judge(self, run: CellRun, target: RunningTarget, error: str) -> None:
+        cell = run.cell
+        self._fill_tallies(run)
+        props: dict[str, PropertyResult] = {}
+        adv = run.slice
+        if adv is not None:
+            judged = adv.tally.get("adv_sent", 0)
+            why = adv.stopped_reason or "no adversarial case was judged"
+            for pid, key in (("I-ADV-ACCEPTED", "adv_wrong_accepted"), ("I-ADV-HANG", "adv_hang_until_timeout"),
+                             ("I-ADV-LENIENT", "adv_lenient_accepted")):
+                props[pid] = _counted(judged, adv.tally.get(key, 0), why)
+            checked = adv.rfc.get("responses_checked", 0)
+            props["I-RFC-1"] = _counted(checked, adv.rfc.get("rfc1_violations", 0), "no response was read")
+            props["I-RFC-2"] = _counted(checked, adv.rfc.get("rfc2_violations", 0), "no response was read")
+        wd = run.watchdog
+        events = {e.predicate for e in (wd.events if wd else [])}
+        recorded = {i.predicate for i in (run.recorder.incidents if run.recorder else [])}
+        if target.pid is None:
+            props["I-LIVENESS"] = PropertyResult(status="not_judged", reason="url target: no process to watch")
+        else:
+            dead = "I-LIVENESS" in events or "I-LIVENESS" in recorded
+            props["I-LIVENESS"] = PropertyResult(status="failed" if dead else "passed",
+                                                 evaluations=max(1, wd.health_checks if wd else 1))
+        checks = wd.health_checks if wd else 0
+        if "I-HANG" in events:
+            props["I-HANG"] = PropertyResult(status="failed", evaluations=checks)
+        elif checks:
+            props["I-HANG"] = PropertyResult(status="passed", evaluations=checks)
+        else:
+            props["I-HANG"] = PropertyResult(status="not_judged", reason="no health check ran")
+        if wd and wd.crash_markers:
+            cell.tier_1["crash_markers"] = len(wd.crash_markers)
+            write_json_atomic(self.run_dir / cell.folder / "crash_markers.json", wd.crash_markers)
+        cell.properties = props
+        cell.incidents = list(run.recorder.incidents) if run.recorder else []
+        cell.finished_at = utc_now_iso()
+        cell.partial = self.stop_event.is_set()
+        high_failed = [p for p, r in props.items() if r.status == "failed" and CATALOGUE[p].severity == "HIGH"]
+        judged_any = any(r.status != "not_judged" for p, r in props.items() if p not in ("I-LIVENESS", "I-HANG"))
+        if high_failed or any(i.severity == "HIGH" for i in cell.incidents):
+            cell.status = "failed"
+            cell.reason = "HIGH: " + ", ".join(sorted(set(high_failed) | {i.predicate for i in cell.incidents
+                                                                          if i.severity == "HIGH"}))
+        elif not judged_any:
+            cell.status = "failed"
+            cell.reason = "measured nothing: " + (error or "every predicate is not_judged")
+        else:
+            cell.status = "ok"
+            cell.reason = error
+        if self.stop_event.is_set():
+            cell.reason = (cell.reason + "; " if cell.reason else "") + "interrupted"
+        sidecar = {"adversarial": {"calibration": run.extra_tally.get("adversarial_calibration"),
+                                   "cases": adv.case_breakdown() if adv else {}}}
+        write_json_atomic(self.run_dir / cell.folder / "tier1_tally.json", sidecar)
+
+
+def _counted(evaluations: int, violations: int, why_not: str) -> PropertyResult:
+    if violations:
+        return PropertyResult(status="failed", evaluations=evaluations)
+    if evaluations:
+        return PropertyResult(status="passed", evaluations=evaluations)
+    return PropertyResult(status="not_judged", reason=why_not)
+
+
+def gate_exit_code(doc: ValidateDocument, interrupted: bool = False) -> int:
+    """SPEC.md §3: 1 = release gate failed (wins); 2 = not_run cell / infra / interrupted; else 0."""
+    cells = doc.validation_results.cells
+    if any(i.severity == "HIGH" for i in doc.incidents) or any(c.status == "failed" for c in cells):
+        return 1
+    if interrupted or any(c.status == "not_run" for c in cells) or not cells:
+        return 2
+    return 0
+
+
+def random_seed() -> int:
+    return random.SystemRandom().getrandbits(63)
+
+
+def incidents_summary(incidents: list[Incident]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in incidents:
+        out[i.severity] = out.get(i.severity, 0) + 1
+    return out

@@ -1,0 +1,216 @@
+"""The adversarial slice: walkers drive the catalogue over raw sockets and tally verdicts.
+
+Thin on purpose: rendering, verdicts and framing checks are pure functions in
+catalogue.py, verdict.py and ../http1.py; this module only schedules cases,
+talks to the target through the one raw-socket client, and hands findings
+to the incident path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .... import __version__
+from ....rawclient import Segment, exchange
+from ...incidents import Evidence, adversarial_repro
+from ..http1 import parse_response_stream
+from .cases import CASES
+from .catalogue import Case, Rendered, render
+from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
+
+VERDICT_PREDICATE = {
+    "wrong_accepted": "I-ADV-ACCEPTED",
+    "hang_until_timeout": "I-ADV-HANG",
+    "lenient_accepted": "I-ADV-LENIENT",
+    "crash": "I-LIVENESS",
+}
+# Worst first: the verdict a case shows in the per-case breakdown.
+SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
+
+
+def derive_seed(run_seed: int, *parts: object) -> int:
+    """A 64-bit seed for one walker, derived from the run seed (stable across runs and hosts)."""
+    h = hashlib.sha256(repr((run_seed, *parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big")
+
+
+@dataclass
+class Calibration:
+    echo: bool
+    target: str
+    baseline_status: int | None
+    reason: str
+
+
+@dataclass
+class CaseTally:
+    counts: Counter = field(default_factory=Counter)
+    example: dict | None = None  # the first non-passing example (reason, nonce)
+
+
+class AdversarialSlice:
+    """Runs the catalogue against one target from any number of walkers."""
+
+    name = "adversarial"
+
+    def __init__(self, host: str, port: int, *, echo_path: str = "/echo", health_path: str = "/healthz",
+                 seed: int = 0, cases: list[Case] | None = None, quiet_timeout: float = 3.0,
+                 report: Callable[[Evidence], None] | None = None,
+                 alive: Callable[[], Awaitable[bool]] | None = None,
+                 recover: Callable[[], Awaitable[bool]] | None = None) -> None:
+        self.host, self.port = host, port
+        self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.echo_path, self.health_path = echo_path, health_path
+        self.seed = seed
+        self.cases = list(cases or CASES)
+        self.quiet_timeout = quiet_timeout
+        self.report = report or (lambda ev: None)
+        self.alive = alive
+        self.recover = recover
+        self.tally: Counter = Counter()
+        self.rfc: Counter = Counter()
+        self.per_case: dict[str, CaseTally] = {c.name: CaseTally() for c in self.cases}
+        self.calibration: Calibration | None = None
+        self.stopped_reason = ""
+
+    # ---- calibration ---------------------------------------------------------------
+    async def _probe(self, path: str) -> tuple[int | None, dict | None]:
+        req = f"GET {path} HTTP/1.1\r\nHost: {self.host_header}\r\n\r\n".encode("latin-1")
+        ex = await exchange(self.host, self.port, [Segment(req)], quiet_timeout=3.0, total_timeout=6.0,
+                            done=lambda d: bool(parse_response_stream(d, ["GET"], eof=False).final_responses))
+        parsed = parse_response_stream(ex.received, ["GET"], eof=ex.closed)
+        self._count_violations(parsed.violations)
+        if not parsed.final_responses:
+            return None, None
+        resp = parsed.final_responses[0]
+        return resp.status, echo_record(resp)
+
+    async def calibrate(self) -> Calibration:
+        """Find out whether the echo route works, else which path answers, as the baseline."""
+        joiner = "&" if "?" in self.echo_path else "?"
+        status, rec = await self._probe(f"{self.echo_path}{joiner}adv=calibrate")
+        if status == 200 and rec is not None:
+            self.calibration = Calibration(True, self.echo_path, 200, "echo route answers: verdicts use it")
+            return self.calibration
+        tried = {self.echo_path: status}
+        for path in ("/", self.health_path):
+            st, _ = await self._probe(path)
+            tried[path] = st
+            if st is not None and st < 400:
+                self.calibration = Calibration(False, path, st, f"no echo route ({tried}); judging by status on {path}")
+                return self.calibration
+        answered = [(p, s) for p, s in tried.items() if s is not None]
+        if not answered:
+            raise RuntimeError(f"the target answered none of the calibration requests {list(tried)}")
+        path, st = answered[0]
+        self.calibration = Calibration(False, path, st, f"no echo route and no 2xx path ({tried}); status only")
+        return self.calibration
+
+    # ---- one case --------------------------------------------------------------------
+    async def run_case(self, case: Case, nonce: str) -> tuple[Rendered, Outcome, Verdict, bytes]:
+        cal = self.calibration
+        assert cal is not None
+        rendered = render(case, target=cal.target, host=self.host_header, nonce=nonce, echo=cal.echo)
+        segments = [Segment(s, case.pause if i else 0.0) for i, s in enumerate(rendered.segments)]
+        want = 1 + case.followups
+
+        def done(data: bytes) -> bool:
+            parsed = parse_response_stream(data, list(case.methods), eof=False)
+            return len([r for r in parsed.final_responses if r.complete]) >= want
+
+        ex = await exchange(
+            self.host, self.port, segments, quiet_timeout=self.quiet_timeout,
+            total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
+            done=None if case.close else done, linger=0.3,
+        )
+        outcome = Outcome(ex.received, ex.closed, ex.timed_out, ex.connect_error)
+        if (ex.connect_error or ex.closed) and not parse_response_stream(
+                ex.received, list(case.methods), eof=True).final_responses and self.alive is not None:
+            outcome.target_alive = await self.alive()
+        verdict = judge(case, rendered, outcome, echo=cal.echo)
+        return rendered, outcome, verdict, ex.sent
+
+    def _count_violations(self, violations) -> None:
+        for v in violations:
+            self.rfc["rfc1_violations" if v.predicate == "I-RFC-1" else "rfc2_violations"] += 1
+
+    def _account(self, case: Case, rendered: Rendered, outcome: Outcome, verdict: Verdict, sent: bytes) -> None:
+        v = verdict.verdict
+        self.tally["adv_sent"] += 1
+        self.tally[f"adv_{v}"] += 1
+        if verdict.continued_after_reject:
+            self.tally["adv_continued_after_reject"] += 1
+        self.rfc["responses_checked"] += len(parse_response_stream(outcome.received, list(case.methods),
+                                                                   eof=outcome.closed).final_responses)
+        self._count_violations(verdict.violations)
+        ct = self.per_case[case.name]
+        ct.counts[v] += 1
+        if ct.example is None and v not in ("served_ok", "well_rejected", "awaited"):
+            ct.example = {"verdict": v, "reason": verdict.reason, "nonce": rendered.nonce}
+        findings: list[tuple[str, str]] = []
+        if v in VERDICT_PREDICATE:
+            findings.append((VERDICT_PREDICATE[v], verdict.reason))
+        for viol in verdict.violations:
+            findings.append((viol.predicate, viol.detail))
+        cal = self.calibration
+        assert cal is not None
+        for predicate, detail in findings:
+            self.report(Evidence(
+                predicate=predicate, detail=f"{case.name}: {detail}", case=case.name, sent=sent,
+                received=outcome.received, seed=self.seed,
+                extra={"clause": case.clause, "level": case.level, "expect": case.expect, "verdict": v,
+                       "nonce": rendered.nonce, "echo_mode": cal.echo, "probe_target": cal.target,
+                       "closed": outcome.closed, "timed_out": outcome.timed_out},
+                repro=adversarial_repro(case=case, predicate=predicate, detail=detail, echo=cal.echo,
+                                        target=cal.target, nonce=rendered.nonce, addr=self.host_header,
+                                        quiet=self.quiet_timeout, version=__version__),
+            ))
+
+    # ---- walkers -----------------------------------------------------------------------
+    async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
+        """Cycle through the catalogue in a seeded order until the deadline."""
+        rng = random.Random(derive_seed(self.seed, "adversarial", walker_id))
+        order = list(self.cases)
+        n = 0
+        while time.monotonic() < deadline and not stop():
+            rng.shuffle(order)
+            for case in order:
+                if time.monotonic() >= deadline or stop():
+                    return
+                n += 1
+                rendered, outcome, verdict, sent = await self.run_case(case, f"w{walker_id}-{n}")
+                if verdict.verdict == "conn_error":
+                    self.tally["adv_conn_error"] += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                self._account(case, rendered, outcome, verdict, sent)
+                if verdict.verdict == "crash":
+                    if self.recover is None or not await self.recover():
+                        self.stopped_reason = f"the target died on case {case.name} and could not be restarted"
+                        return
+
+    def case_breakdown(self) -> dict:
+        """Per-case detail for tier1_tally.json (validate-diff compares the `verdict` field)."""
+        out = {}
+        for c in self.cases:
+            ct = self.per_case[c.name]
+            worst = min(ct.counts, key=lambda v: SEVERITY_ORDER.get(v, 99)) if ct.counts else "not_sent"
+            out[c.name] = {
+                "verdict": worst, "counts": dict(ct.counts), "level": c.level, "clause": c.clause,
+                "group": c.group, "expect": c.expect, "example": ct.example,
+            }
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """The `tier_1.adversarial` string→int map."""
+        base = {f"adv_{v}": 0 for v in VERDICTS if v != "conn_error"}
+        base["adv_sent"] = 0
+        base.update(self.tally)
+        base["adv_cases"] = len(self.cases)
+        return dict(base)
