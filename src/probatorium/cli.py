@@ -148,16 +148,21 @@ def validate(
                     slugs = [refapp or "auth_session_ratelimit"]
                 for slug in slugs:
                     refapp_dir(slug)
-                plans = [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common))
+                plans = [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common),
+                                  openapi=refapp_dir(slug) / "openapi.yaml")
                          for slug in slugs for e in engine_list]
             else:
                 name = label or app_target
-                plans = [CellPlan(name, TargetSpec(kind="app", app=app_target, app_dir=app_dir, engine=e, **common))
-                         for e in engine_list]
+                plans = [CellPlan(name, TargetSpec(kind="app", app=app_target, app_dir=app_dir, engine=e, **common),
+                                  openapi=spec) for e in engine_list]
         elif kind == "cmd":
-            plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common))]
+            plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common), openapi=spec)]
         else:
-            plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common))]
+            plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common), openapi=spec)]
+        if spec is not None:
+            from .validate.openapi import load_operations
+
+            load_operations(spec)  # a malformed spec is one clear line now, not a failure mid-run
         if not plans:
             raise UsageError("no cells to run (empty --refapps/--engines?)")
         if out is not None:

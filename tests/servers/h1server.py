@@ -78,7 +78,7 @@ OWS-trimmed, latin-1), ``body_length``, ``body_sha256`` (of the decoded body);
 ``GET /`` → ``hello``; ``GET /nocontent`` → 204; ``GET /notmodified`` → 304
 with an ETag; ``GET /chunked`` → chunked body; ``OPTIONS *`` → 200 with
 Allow; other methods on those fixed routes → 405; anything else → 404. Any
-request carrying ``X-Reflect`` gets it back as ``X-Reflected`` (in strict
+request carrying ``X-Request-Id`` gets it back as ``X-Request-Id`` (in strict
 mode its value cannot hold CR/LF/NUL, and the response writer enforces it).
 
 Planted bugs (``--bug NAME``, repeatable or comma-separated)
@@ -167,7 +167,7 @@ bad-chunked-resp
     of hexadecimal (I-RFC-1). Violates RFC 9112 §7.1 (chunk-size = 1*HEXDIG).
 resp-header-crlf
     Also accepts NUL and bare CR in request field values (as nul-in-value)
-    and reflects ``X-Reflect`` raw into the response header ``X-Reflected``,
+    and reflects ``X-Request-Id`` raw into the response header ``X-Request-Id``,
     so a NUL / bare CR (or CRLF SP with obs-fold) reaches a response header
     (I-RFC-2, response splitting). Violates RFC 9110 §5.5 (field values with
     CR, LF or NUL are invalid; a sender MUST NOT generate them) and RFC 9112
@@ -211,7 +211,7 @@ BUGS: dict[str, str] = {
     "head-body": "sends a body on HEAD responses (RFC 9110 §9.3.2)",
     "body-on-204": "/nocontent 204 carries Content-Length and a body (RFC 9110 §15.3.5)",
     "bad-chunked-resp": "response chunk sizes written in decimal (RFC 9112 §7.1)",
-    "resp-header-crlf": "accepts NUL/CR in values, reflects X-Reflect raw into X-Reflected (RFC 9110 §5.5)",
+    "resp-header-crlf": "accepts NUL/CR in values, reflects X-Request-Id raw into the response (RFC 9110 §5.5)",
 }
 
 MAX_REQUEST_LINE = 8192  # bytes, without CRLF
@@ -916,7 +916,9 @@ class Connection:
             data = {"sse_open": 0, "ws_open": 0, "tasks": threading.active_count(), "requests": n}
             return Response(200, [("Content-Type", "application/json")], json.dumps(data).encode())
         if path == "/":
-            return Response(200, [("Content-Type", "text/plain")], b"hello")
+            if b'"hello-v1"' in [v.strip() for v in req.values(b"if-none-match")]:
+                return Response(304, [("ETag", '"hello-v1"')])
+            return Response(200, [("Content-Type", "text/plain"), ("ETag", '"hello-v1"')], b"hello")
         if path == "/nocontent":
             if "body-on-204" in self.bugs:
                 return Response(204, [("Content-Type", "text/plain")], b"this body must not be here\n", force_body=True)
@@ -968,11 +970,11 @@ class Connection:
     def _send(self, resp: Response, req: Request) -> None:
         headers = list(resp.headers)
         raw: list[tuple[bytes, bytes]] = []
-        for v in req.values(b"x-reflect")[:1]:
+        for v in req.values(b"x-request-id")[:1]:
             if "resp-header-crlf" in self.bugs:
-                raw.append((b"X-Reflected", v))
+                raw.append((b"X-Request-Id", v))
             else:
-                headers.append(("X-Reflected", v))
+                headers.append(("X-Request-Id", v))
         if self.server.stopping.is_set():
             req.keep_alive = False  # graceful shutdown: finish this one, then close
         if not req.keep_alive:

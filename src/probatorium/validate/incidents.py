@@ -10,6 +10,7 @@ repro.py, a standard-library-only script that replays the case.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -172,7 +173,7 @@ Standard library only. Exit status 1 when the finding reproduces.
 """
 import hashlib, json, re, socket, sys, time
 
-CASE = {case_json}
+CASE = json.loads(r"""{case_json}""")
 ECHO = {echo!r}
 TARGET = {target!r}
 NONCE = {nonce!r}
@@ -233,10 +234,9 @@ def main():
     if ECHO:
         print("requests the application received (nonces):", [n.decode() for n in nonces])
     try:
-        from probatorium.validate.tier1.adversarial.catalogue import Rendered
-        from probatorium.validate.tier1.adversarial.cases import CASES
+        from probatorium.validate.tier1.adversarial.catalogue import Case, Rendered
         from probatorium.validate.tier1.adversarial.verdict import Outcome, judge
-        case = next(c for c in CASES if c.name == CASE["name"])
+        case = Case(**{{k: tuple(v) if isinstance(v, list) else v for k, v in CASE.items()}})
         body = None if CASE["body"] is None else subst(CASE["body"], addr)
         v = judge(case, Rendered(tuple(segments), NONCE, body),
                   Outcome(data, how != "timeout (connection still open)", how.startswith("timeout")), echo=ECHO)
@@ -264,9 +264,7 @@ def adversarial_repro(*, case: "_catalogue.Case", predicate: str, detail: str, e
     """Source of a standalone repro.py for one adversarial finding."""
     resolve_src = inspect.getsource(_catalogue._resolve_lengths).replace("_MARK_RE", "MARK_RE")
     resolve_src = 'MARK_RE = re.compile(rb"\\$(CL|X)(\\d)")\n\n' + resolve_src
-    case_json = json.dumps({
-        "name": case.name, "template": case.template, "pause": case.pause, "body": case.body,
-    }, indent=1)
+    case_json = json.dumps(dataclasses.asdict(case), indent=1)
     return _REPRO_TEMPLATE.format(
         predicate=predicate, case=case.name, version=version, clause=case.clause, level=case.level,
         expect=case.expect, detail=detail.replace('"""', "'''"), default_addr=addr, case_json=case_json,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class CellPlan:
     label: str  # refapp slug or --label
     spec: TargetSpec
     index: int = 0
+    openapi: Path | None = None  # the target's OpenAPI document (a refapp's own, or --spec)
 
     @property
     def engine(self) -> str:
@@ -95,6 +97,7 @@ class CellRun:
     """Live state of the running cell (for checkpoints)."""
 
     cell: Cell
+    plan: CellPlan
     slice: AdversarialSlice | None = None
     recorder: IncidentRecorder | None = None
     watchdog: Watchdog | None = None
@@ -167,9 +170,9 @@ class Orchestrator:
             cell.partial = False
             self._say(f"  not_run: {e}")
             return cell
-        cell.versions = {"probatorium": __version__, **target.versions}
+        cell.versions = {"probatorium": __version__, **target.versions, **_refapp_versions(plan.spec)}
         cell.target.update({"address": f"{target.host}:{target.port}", "pid": target.pid})
-        run = CellRun(cell=cell)
+        run = CellRun(cell=cell, plan=plan)
         self.current = run
         recorder = IncidentRecorder(
             self.run_dir, folder, refapp=plan.label, engine=plan.engine, arch=self.arch,
@@ -222,10 +225,15 @@ class Orchestrator:
                 restarts += 1
                 run.cell.tier_1["target_restarts"] = restarts
                 self._say(f"  target died: restarting ({restarts}/{MAX_RESTARTS_PER_CELL})")
+                if run.watchdog:
+                    run.watchdog.pause()
                 try:
                     await asyncio.to_thread(target.restart)
                 except ProbatoriumError:
                     return False
+                finally:
+                    if run.watchdog:
+                        run.watchdog.resume()
                 if adv is not None:
                     adv.port = target.port
                 return await alive()
@@ -241,6 +249,7 @@ class Orchestrator:
                 target.host, target.port, echo_path=self.opts.echo_path, health_path=self.opts.health_path,
                 seed=derive_seed(cell_seed, "adversarial"), quiet_timeout=self.opts.quiet_timeout,
                 report=run.recorder.record if run.recorder else None, alive=alive, recover=recover,
+                sweep=sweep_targets(run.plan.openapi, self.opts),
             )
             run.slice = adv
             try:
@@ -319,10 +328,15 @@ class Orchestrator:
         cell.partial = self.stop_event.is_set()
         high_failed = [p for p, r in props.items() if r.status == "failed" and CATALOGUE[p].severity == "HIGH"]
         judged_any = any(r.status != "not_judged" for p, r in props.items() if p not in ("I-LIVENESS", "I-HANG"))
+        if adv is not None and adv.internal_errors:
+            write_json_atomic(self.run_dir / cell.folder / "internal_errors.json", adv.internal_errors)
         if high_failed or any(i.severity == "HIGH" for i in cell.incidents):
             cell.status = "failed"
             cell.reason = "HIGH: " + ", ".join(sorted(set(high_failed) | {i.predicate for i in cell.incidents
                                                                           if i.severity == "HIGH"}))
+        elif error.startswith("internal error"):
+            cell.status = "not_run"  # probatorium's own failure: never reported as a pass
+            cell.reason = error
         elif not judged_any:
             cell.status = "failed"
             cell.reason = "measured nothing: " + (error or "every predicate is not_judged")
@@ -334,6 +348,46 @@ class Orchestrator:
         sidecar = {"adversarial": {"calibration": run.extra_tally.get("adversarial_calibration"),
                                    "cases": adv.case_breakdown() if adv else {}}}
         write_json_atomic(self.run_dir / cell.folder / "tier1_tally.json", sidecar)
+
+
+def sweep_targets(openapi: Path | None, opts: ValidateOptions) -> list[tuple[str, str]]:
+    """(method, path) pairs whose responses the adversarial slice checks for framing each round:
+    the contract paths, and from the OpenAPI document every GET (also as HEAD) and every
+    operation that declares a 204 or 304 (path parameters filled with 1)."""
+    out = [("GET", "/"), ("HEAD", "/"), ("GET", opts.health_path), ("HEAD", opts.health_path),
+           ("GET", opts.debug_path), ("HEAD", opts.echo_path), ("OPTIONS", opts.echo_path)]
+    if openapi is not None and openapi.is_file():
+        from .openapi import load_operations
+
+        for op in load_operations(openapi):
+            path = op.concrete_path()
+            bodiless = any(code in ("204", "304") for code in op.responses)
+            if op.method == "GET":
+                out += [("GET", path), ("HEAD", path)]
+            elif bodiless and op.method in ("DELETE", "PUT", "POST", "PATCH", "OPTIONS"):
+                out.append((op.method, path))
+    return list(dict.fromkeys(out))
+
+
+def _refapp_versions(spec: TargetSpec) -> dict[str, str]:
+    """Versions of the packages a refapp lists in its requirements.in (the stack under test)."""
+    if spec.kind != "refapp" or not spec.refapp:
+        return {}
+    from importlib import metadata
+
+    from ..targets.refapps import refapp_dir
+
+    out: dict[str, str] = {}
+    req = refapp_dir(spec.refapp) / "requirements.in"
+    if req.is_file():
+        for line in req.read_text().splitlines():
+            name = re.split(r"[<>=\[;\s]", line.strip(), maxsplit=1)[0]
+            if name and not name.startswith("#"):
+                try:
+                    out[name] = metadata.version(name)
+                except metadata.PackageNotFoundError:
+                    out[name] = "not installed"
+    return out
 
 
 def _counted(evaluations: int, violations: int, why_not: str) -> PropertyResult:

@@ -101,6 +101,10 @@ def _parse_head(head: bytes, offset: int, out: StreamParse) -> Response | None:
     if not m:
         out.violations.append(Violation(RFC1, f"malformed status line {lines[0][:80]!r}", offset))
         return None
+    if not 100 <= int(m.group(3)) <= 599:
+        # RFC 9110 §15: status codes are 100..599.
+        out.violations.append(Violation(RFC1, f"status code out of range {lines[0][:80]!r}", offset))
+        return None
     headers: list[tuple[bytes, bytes]] = []
     pos = offset + len(lines[0]) + 2
     for line in lines[1:]:
@@ -143,6 +147,9 @@ def _content_length(resp: Response, out: StreamParse) -> int | None:
     if not all(DIGITS_RE.match(p) for p in parts):
         out.violations.append(Violation(RFC1, f"invalid Content-Length {values!r}", resp.offset))
         return -1
+    if any(len(p.lstrip(b"0")) > 18 for p in parts):
+        out.violations.append(Violation(RFC1, f"absurd Content-Length {values[0][:40]!r}", resp.offset))
+        return -1
     if len({int(p) for p in parts}) > 1:
         out.violations.append(Violation(RFC1, f"conflicting Content-Length values {values!r}", resp.offset))
         return -1
@@ -159,8 +166,8 @@ def _parse_chunked(data: bytes, pos: int, eof: bool, out: StreamParse, resp: Res
     while True:
         nl = data.find(b"\r\n", pos)
         if nl < 0:
-            if eof or len(data) - pos > 1024:
-                if b"\n" in data[pos : pos + 1024]:
+            if eof or len(data) - pos > 65536:
+                if b"\n" in data[pos : pos + 65536]:
                     out.violations.append(Violation(RFC1, "chunk-size line not terminated by CRLF", pos))
                 elif eof:
                     out.violations.append(Violation(RFC1, "connection closed inside a chunked body", pos))
@@ -170,7 +177,7 @@ def _parse_chunked(data: bytes, pos: int, eof: bool, out: StreamParse, resp: Res
             return None
         line = data[pos:nl]
         m = CHUNK_SIZE_RE.match(line)
-        if not m or len(m.group(1)) > 16:
+        if not m or len(m.group(1).lstrip(b"0")) > 16:
             out.violations.append(Violation(RFC1, f"invalid chunk-size line {line[:60]!r}", pos))
             return -1
         size = int(m.group(1), 16)
@@ -188,6 +195,9 @@ def _parse_chunked(data: bytes, pos: int, eof: bool, out: StreamParse, resp: Res
                 if line == b"":
                     resp.body = bytes(body)
                     return nl + 2
+                if b"\x00" in line or b"\r" in line or b"\n" in line:
+                    out.violations.append(Violation(RFC2, f"CR/LF/NUL inside a trailer line {line[:60]!r}", pos))
+                    return -1
                 if b":" not in line or not TOKEN_RE.match(line.partition(b":")[0]):
                     out.violations.append(Violation(RFC1, f"malformed trailer line {line[:60]!r}", pos))
                     return -1
@@ -235,6 +245,11 @@ def parse_response_stream(
             out.violations.append(Violation(RFC1, f"{what}: {data[pos:pos+40]!r}", pos))
             out.trailing_garbage = data[pos:]
             break
+        first_nl = data.find(b"\n", pos)
+        if first_nl > pos and data[first_nl - 1 : first_nl] != b"\r":
+            out.violations.append(Violation(RFC2, "response head uses bare LF line terminators", pos))
+            out.trailing_garbage = data[pos:]
+            break
         end = data.find(b"\r\n\r\n", pos)
         if end < 0:
             if b"\n\n" in data[pos : pos + 65536] or (eof and b"\n" in data[pos:] and b"\r\n" not in data[pos:]):
@@ -254,6 +269,9 @@ def parse_response_stream(
         method = methods[n_final] if n_final < len(methods) else "GET"
         te = resp.header_values(b"transfer-encoding")
         cl = _content_length(resp, out)
+        if te and cl is not None:
+            # RFC 9112 §6.2: a sender MUST NOT send Content-Length with Transfer-Encoding.
+            out.violations.append(Violation(RFC1, "response carries both Content-Length and Transfer-Encoding", resp.offset))
         if resp.interim or resp.status in (204, 304) or method == "HEAD":
             # RFC 9112 §6.3 rule 1: no body, whatever the headers say.
             if resp.status == 204 or resp.interim:
@@ -263,10 +281,10 @@ def parse_response_stream(
                     out.violations.append(Violation(RFC1, f"Transfer-Encoding on a {resp.status} response", resp.offset))
             resp.framing = "none"
         elif te:
-            if cl is not None:
-                # RFC 9112 §6.2: a sender MUST NOT send Content-Length with Transfer-Encoding.
-                out.violations.append(Violation(RFC1, "response carries both Content-Length and Transfer-Encoding", resp.offset))
             codings = [c.strip(b" \t").lower() for v in te for c in v.split(b",") if c.strip(b" \t")]
+            if codings.count(b"chunked") > 1:
+                # RFC 9112 §6.1: a sender MUST NOT apply chunked more than once.
+                out.violations.append(Violation(RFC1, f"chunked applied more than once {te!r}", resp.offset))
             if codings and codings[-1] == b"chunked":
                 resp.framing = "chunked"
                 after = _parse_chunked(data, pos, eof, out, resp)
@@ -276,6 +294,7 @@ def parse_response_stream(
                     out.incomplete = data[resp.offset :]
                     return out
                 if after < 0:
+                    resp.complete = False
                     out.responses.append(resp)
                     out.trailing_garbage = data[pos:]
                     return out

@@ -42,7 +42,7 @@ def bad_chunk(name: str, chunked_body: str, note: str, level: str = "MUST") -> C
     """An invalid chunked body followed by a pipelined request (framing unknowable: close)."""
     return Case(
         name=name, group="chunked", clause="RFC 9112 §7.1", level=level,  # type: ignore[arg-type]
-        expect="reject", close=True, methods=("POST", "GET"),
+        expect="reject", close=True, keep_open_ok=True, methods=("POST", "GET"),
         template=post("Transfer-Encoding: chunked\r\n", chunked_body) + FOLLOW, note=note,
     )
 
@@ -91,7 +91,8 @@ CASES: list[Case] = [
          "GET $T HTTP/1.1\rX-Adv: b\r\n" + H + "\r\n",
          note="a bare CR is invalid or replaced by SP; either way the request-line is invalid"),
     Case("bare_cr_in_value", "line-endings", "RFC 9112 §2.2, RFC 9110 §5.5", "MUST", "either",
-         get("X-Adv: a\rb\r\n"), sanitize=True, body=""),
+         get("X-Adv: a\rb\r\nX-Request-Id: a\rX-Probatorium-Injected: cr\r\n"), sanitize=True, body="",
+         note="X-Request-Id is often reflected: a bare CR kept in it reaches the response head"),
     Case("bare_cr_before_crlf", "line-endings", "RFC 9112 §2.2", "MUST", "either",
          get("X-Adv: ab\r\r\n"), sanitize=True, body=""),
 
@@ -102,16 +103,17 @@ CASES: list[Case] = [
          note="a parser that ignores the malformed Content-Length runs the body as a request"),
     Case("tab_before_colon_cl", "fields", "RFC 9112 §5.1", "MUST", "reject",
          post("Content-Length\t: $CL1\r\n", SMUG), inner=True, methods=("POST",)),
-    Case("obs_fold_value", "fields", "RFC 9112 §5.2", "MUST", "either", get("X-Adv: a\r\n b\r\n"),
+    Case("obs_fold_value", "fields", "RFC 9112 §5.2", "MUST", "either",
+         get("X-Adv: a\r\n b\r\nX-Request-Id: a\r\n X-Probatorium-Injected: fold\r\n"),
          sanitize=True, body="", note="reject with 400 or replace the fold with SP"),
     Case("obs_fold_first_field", "fields", "RFC 9112 §2.2", "MUST", "either",
          "GET $T HTTP/1.1\r\n X-Adv-Ws: b\r\n" + H + "\r\n", forbid_headers=("x-adv-ws",), body="",
          note="whitespace after the start-line: reject, or consume the line without processing it"),
     Case("obs_fold_transfer_encoding", "fields", "RFC 9112 §5.2, §6.1", "MUST", "either",
          post("Transfer-Encoding: \r\n chunked\r\nContent-Length: $CL1\r\n", "0\r\n\r\n" + SMUG),
-         close=True, body="", methods=("POST", "GET")),
-    Case("nul_in_value", "fields", "RFC 9110 §5.5", "MUST", "either", get("X-Adv: a\x00b\r\n"),
-         sanitize=True, body=""),
+         close=True, keep_open_ok=True, body="", methods=("POST", "GET")),
+    Case("nul_in_value", "fields", "RFC 9110 §5.5", "MUST", "either",
+         get("X-Adv: a\x00b\r\nX-Request-Id: a\x00b\r\n"), sanitize=True, body=""),
     Case("ctl_in_value", "fields", "RFC 9110 §5.5", "SHOULD", "reject", get("X-Adv: a\x01b\r\n")),
     Case("del_in_value", "fields", "RFC 9110 §5.5", "SHOULD", "reject", get("X-Adv: a\x7fb\r\n")),
     Case("empty_field_name", "fields", "RFC 9112 §5, RFC 9110 §5.1", "MUST", "reject", get(": b\r\n"),
@@ -162,7 +164,7 @@ CASES: list[Case] = [
          note="reject, or frame by Transfer-Encoding alone; either way close the connection"),
     Case("te_cl_smuggle", "transfer-encoding", "RFC 9112 §6.1, §6.3 (3)", "MUST", "either",
          post("Transfer-Encoding: chunked\r\nContent-Length: $CL1\r\n", "$X2\r\n$E1" + SMUG + "$E2\r\n0\r\n\r\n"),
-         close=True, body=SMUG, methods=("POST",),
+         close=True, inner=True, body=SMUG, methods=("POST",),
          note="a Content-Length-framing parser stops after the chunk-size line and runs the chunk as a request"),
     Case("te_chunked_http10", "transfer-encoding", "RFC 9112 §6.1", "MUST", "either",
          post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", version="HTTP/1.0") + FOLLOW,
@@ -174,6 +176,12 @@ CASES: list[Case] = [
     bad_te("te_xchunked", "xchunked", "a coding that merely contains 'chunked'"),
     bad_te("te_chunked_vtab", "\x0bchunked", "VT is not OWS: the coding is not 'chunked'"),
     bad_te("te_chunked_quoted", '"chunked"', "a quoted string is not the token chunked"),
+    Case("te_chunked_not_final_alone", "transfer-encoding", "RFC 9112 §6.3 (4)", "MUST", "reject",
+         post("Transfer-Encoding: chunked, gzip\r\n", "5\r\nhello\r\n0\r\n\r\n") + FOLLOW, close=True,
+         methods=("POST", "GET"), note="no Content-Length to hide behind: chunked not final is still a 400"),
+    Case("te_xchunked_alone", "transfer-encoding", "RFC 9112 §6.3 (4)", "MUST", "reject",
+         post("Transfer-Encoding: xchunked\r\n", "5\r\nhello\r\n0\r\n\r\n") + FOLLOW, close=True,
+         methods=("POST", "GET"), note="substring matching of 'chunked'"),
     Case("te_duplicate_chunked", "transfer-encoding", "RFC 9112 §6.1, §7", "SHOULD", "reject",
          post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
          body="hello", methods=("POST",), note="chunked applied twice"),
@@ -203,7 +211,7 @@ CASES: list[Case] = [
     bad_chunk("chunk_size_leading_space", " 5\r\nhello\r\n0\r\n\r\n", "no whitespace before chunk-size"),
     Case("chunk_size_overflow", "chunked", "RFC 9112 §7.1", "MUST", "reject",
          post("Transfer-Encoding: chunked\r\n", "10000000000000005\r\nhello\r\n0\r\n\r\n") + FOLLOW,
-         close=True, wait_ok=True, methods=("POST", "GET"),
+         close=True, keep_open_ok=True, wait_ok=True, methods=("POST", "GET"),
          note="17 hex digits wrap to 5 in a 64-bit parser; waiting for 2**68 bytes is legitimate"),
     bad_chunk("chunk_size_empty", "\r\nhello\r\n0\r\n\r\n", "an empty chunk-size line"),
     bad_chunk("chunk_data_missing_crlf", "5\r\nhelloXX0\r\n\r\n", "chunk-data must be followed by CRLF"),
@@ -320,6 +328,16 @@ CASES: list[Case] = [
     Case("pipelined_after_bad_header", "pipelining", "RFC 9112 §5.1", "MUST", "reject",
          get("X-Adv : b\r\n") + FOLLOW, methods=("GET", "GET"),
          note="after rejecting a request the rest of the stream is untrustworthy"),
+
+    # ---- response header injection canaries (I-RFC-2) ---------------------------------
+    Case("crlf_pct_encoded_in_query", "response-injection", "RFC 9110 §5.5", "MAY", "either",
+         get(target="$T&next=%0d%0aX-Probatorium-Injected:%20query"),
+         note="a server that decodes the query into a response header (redirects) injects a field"),
+    Case("crlf_pct_encoded_in_path", "response-injection", "RFC 9110 §5.5", "MAY", "either",
+         get(target="/%0d%0aX-Probatorium-Injected:%20path/"),
+         note="path-based redirects (trailing slash, canonicalisation) copy the path into Location"),
+    Case("crlf_pct_encoded_in_request_id", "response-injection", "RFC 9110 §5.5", "MAY", "either",
+         get("X-Request-Id: a%0d%0aX-Probatorium-Injected:%20rid\r\n"), body=""),
 
     # ---- size limits ----------------------------------------------------------------
     Case("huge_header_value_64k", "limits", "RFC 9110 §5.4, RFC 6585 §5", "MAY", "reject",

@@ -52,6 +52,7 @@ class Case:
     pause: float = 0.0
     body: str | None = None  # body the application must receive if it serves the primary
     close: bool = False  # MUST close after responding; nothing after the primary may be processed
+    keep_open_ok: bool = False  # after a REJECTION the RFC does not require closing (only not continuing)
     inner: bool = False  # $S lies INSIDE the primary's body by RFC framing: executing it is smuggling
     followups: int = 0  # further requests a keep-alive server may legitimately serve
     methods: tuple[str, ...] = ("GET",)  # request methods by RFC framing, for response framing (HEAD)

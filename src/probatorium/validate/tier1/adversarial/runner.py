@@ -63,7 +63,8 @@ class AdversarialSlice:
                  seed: int = 0, cases: list[Case] | None = None, quiet_timeout: float = 3.0,
                  report: Callable[[Evidence], None] | None = None,
                  alive: Callable[[], Awaitable[bool]] | None = None,
-                 recover: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 recover: Callable[[], Awaitable[bool]] | None = None,
+                 sweep: list[tuple[str, str]] | None = None) -> None:
         self.host, self.port = host, port
         self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.echo_path, self.health_path = echo_path, health_path
@@ -78,14 +79,22 @@ class AdversarialSlice:
         self.per_case: dict[str, CaseTally] = {c.name: CaseTally() for c in self.cases}
         self.calibration: Calibration | None = None
         self.stopped_reason = ""
+        self.internal_errors: list[str] = []
+        # (method, path) pairs to sweep for response framing: known contract paths plus the spec's.
+        self.sweep_targets = list(dict.fromkeys(sweep or []))
+        self.sweep_cases = [sweep_case(m, p) for m, p in self.sweep_targets] + [sweep_case("OPTIONS", "*")]
+        for c in self.sweep_cases:
+            self.per_case.setdefault(c.name, CaseTally())
 
     # ---- calibration ---------------------------------------------------------------
     async def _probe(self, path: str) -> tuple[int | None, dict | None]:
-        req = f"GET {path} HTTP/1.1\r\nHost: {self.host_header}\r\n\r\n".encode("latin-1")
-        ex = await exchange(self.host, self.port, [Segment(req)], quiet_timeout=3.0, total_timeout=6.0,
-                            done=lambda d: bool(parse_response_stream(d, ["GET"], eof=False).final_responses))
-        parsed = parse_response_stream(ex.received, ["GET"], eof=ex.closed)
-        self._count_violations(parsed.violations)
+        """One plain GET, judged like any case so framing findings are reported from the start."""
+        case = sweep_case("GET", path, name=f"calibrate GET {path}")
+        self.per_case.setdefault(case.name, CaseTally())
+        rendered, outcome, verdict, sent = await self.run_case(case, "calibrate", echo=False, target=path)
+        if verdict.verdict != "conn_error":
+            self._account(case, rendered, outcome, verdict, sent, echo=False, target=path)
+        parsed = parse_response_stream(outcome.received, ["GET"], eof=outcome.closed)
         if not parsed.final_responses:
             return None, None
         resp = parsed.final_responses[0]
@@ -113,10 +122,12 @@ class AdversarialSlice:
         return self.calibration
 
     # ---- one case --------------------------------------------------------------------
-    async def run_case(self, case: Case, nonce: str) -> tuple[Rendered, Outcome, Verdict, bytes]:
+    async def run_case(self, case: Case, nonce: str, *, echo: bool | None = None,
+                       target: str | None = None) -> tuple[Rendered, Outcome, Verdict, bytes]:
         cal = self.calibration
-        assert cal is not None
-        rendered = render(case, target=cal.target, host=self.host_header, nonce=nonce, echo=cal.echo)
+        echo = cal.echo if echo is None and cal is not None else bool(echo)
+        target = target or (cal.target if cal is not None else self.echo_path)
+        rendered = render(case, target=target, host=self.host_header, nonce=nonce, echo=echo)
         segments = [Segment(s, case.pause if i else 0.0) for i, s in enumerate(rendered.segments)]
         want = 1 + case.followups
 
@@ -133,14 +144,15 @@ class AdversarialSlice:
         if (ex.connect_error or ex.closed) and not parse_response_stream(
                 ex.received, list(case.methods), eof=True).final_responses and self.alive is not None:
             outcome.target_alive = await self.alive()
-        verdict = judge(case, rendered, outcome, echo=cal.echo)
+        verdict = judge(case, rendered, outcome, echo=echo)
         return rendered, outcome, verdict, ex.sent
 
     def _count_violations(self, violations) -> None:
         for v in violations:
             self.rfc["rfc1_violations" if v.predicate == "I-RFC-1" else "rfc2_violations"] += 1
 
-    def _account(self, case: Case, rendered: Rendered, outcome: Outcome, verdict: Verdict, sent: bytes) -> None:
+    def _account(self, case: Case, rendered: Rendered, outcome: Outcome, verdict: Verdict, sent: bytes,
+                 *, echo: bool | None = None, target: str | None = None) -> None:
         v = verdict.verdict
         self.tally["adv_sent"] += 1
         self.tally[f"adv_{v}"] += 1
@@ -158,17 +170,18 @@ class AdversarialSlice:
             findings.append((VERDICT_PREDICATE[v], verdict.reason))
         for viol in verdict.violations:
             findings.append((viol.predicate, viol.detail))
-        cal = self.calibration
-        assert cal is not None
+        cal = self.calibration or Calibration(False, self.echo_path, None, "calibrating")
+        echo = cal.echo if echo is None else echo
+        target = cal.target if target is None else target
         for predicate, detail in findings:
             self.report(Evidence(
                 predicate=predicate, detail=f"{case.name}: {detail}", case=case.name, sent=sent,
                 received=outcome.received, seed=self.seed,
                 extra={"clause": case.clause, "level": case.level, "expect": case.expect, "verdict": v,
-                       "nonce": rendered.nonce, "echo_mode": cal.echo, "probe_target": cal.target,
+                       "nonce": rendered.nonce, "echo_mode": echo, "probe_target": target,
                        "closed": outcome.closed, "timed_out": outcome.timed_out},
-                repro=adversarial_repro(case=case, predicate=predicate, detail=detail, echo=cal.echo,
-                                        target=cal.target, nonce=rendered.nonce, addr=self.host_header,
+                repro=adversarial_repro(case=case, predicate=predicate, detail=detail, echo=echo,
+                                        target=target, nonce=rendered.nonce, addr=self.host_header,
                                         quiet=self.quiet_timeout, version=__version__),
             ))
 
@@ -176,20 +189,41 @@ class AdversarialSlice:
     async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
         """Cycle through the catalogue in a seeded order until the deadline."""
         rng = random.Random(derive_seed(self.seed, "adversarial", walker_id))
-        order = list(self.cases)
+        # One walker also sweeps the known paths for response framing each round.
+        order = list(self.cases) + (self.sweep_cases if walker_id == 0 else [])
         n = 0
         while time.monotonic() < deadline and not stop():
             rng.shuffle(order)
-            for case in order:
+            queue = list(order)
+            while queue:
+                case = queue.pop(0)
                 if time.monotonic() >= deadline or stop():
                     return
                 n += 1
-                rendered, outcome, verdict, sent = await self.run_case(case, f"w{walker_id}-{n}")
+                try:
+                    rendered, outcome, verdict, sent = await self.run_case(case, f"w{walker_id}-{n}")
+                except Exception as e:  # a probatorium bug on one case must not stop the walker
+                    self.tally["adv_internal_error"] += 1
+                    if not self.internal_errors:
+                        import traceback
+                        self.internal_errors.append(f"{case.name}: {traceback.format_exc()}")
+                    continue
                 if verdict.verdict == "conn_error":
                     self.tally["adv_conn_error"] += 1
                     await asyncio.sleep(0.2)
                     continue
-                self._account(case, rendered, outcome, verdict, sent)
+                try:
+                    self._account(case, rendered, outcome, verdict, sent)
+                except Exception:
+                    self.tally["adv_internal_error"] += 1
+                    if not self.internal_errors:
+                        import traceback
+                        self.internal_errors.append(f"{case.name}: {traceback.format_exc()}")
+                if case.group == "sweep" and case.methods == ("GET",) and "If-None-Match" not in case.template:
+                    cond = conditional_case(case, outcome.received)
+                    if cond is not None:
+                        self.per_case.setdefault(cond.name, CaseTally())
+                        queue.insert(0, cond)
                 if verdict.verdict == "crash":
                     if self.recover is None or not await self.recover():
                         self.stopped_reason = f"the target died on case {case.name} and could not be restarted"
@@ -198,10 +232,11 @@ class AdversarialSlice:
     def case_breakdown(self) -> dict:
         """Per-case detail for tier1_tally.json (validate-diff compares the `verdict` field)."""
         out = {}
-        for c in self.cases:
-            ct = self.per_case[c.name]
+        known = {c.name: c for c in self.cases + self.sweep_cases}
+        for name, ct in self.per_case.items():
+            c = known.get(name) or sweep_case("GET", "/", name=name)
             worst = min(ct.counts, key=lambda v: SEVERITY_ORDER.get(v, 99)) if ct.counts else "not_sent"
-            out[c.name] = {
+            out[name] = {
                 "verdict": worst, "counts": dict(ct.counts), "level": c.level, "clause": c.clause,
                 "group": c.group, "expect": c.expect, "example": ct.example,
             }
@@ -214,3 +249,35 @@ class AdversarialSlice:
         base.update(self.tally)
         base["adv_cases"] = len(self.cases)
         return dict(base)
+
+
+def sweep_case(method: str, path: str, name: str | None = None) -> Case:
+    """A valid request to a known path, sent to check the framing of whatever the target answers."""
+    body = ""
+    extra = ""
+    if method in ("POST", "PUT", "PATCH"):
+        body, extra = "{}", "Content-Type: application/json\r\nContent-Length: 2\r\n"
+    return Case(
+        name=name or f"sweep {method} {path}", group="sweep", clause="RFC 9112 §6.3, RFC 9110 §6.4.1",
+        level="MAY", expect="either", template=f"{method} {path} HTTP/1.1\r\nHost: $H\r\n{extra}\r\n{body}",
+        methods=(method,), note="response framing of a declared route (204/304/HEAD/chunked bodies)",
+    )
+
+
+def conditional_case(plain: Case, received: bytes) -> Case | None:
+    """Revalidate a GET that returned a validator: the 304 it provokes must carry no body."""
+    parsed = parse_response_stream(received, ["GET"], eof=True)
+    if not parsed.final_responses:
+        return None
+    resp = parsed.final_responses[0]
+    etag, lm = resp.header(b"etag"), resp.header(b"last-modified")
+    if not etag and not lm:
+        return None
+    cond = f"If-None-Match: {etag.decode('latin-1')}\r\n" if etag else \
+        f"If-Modified-Since: {lm.decode('latin-1')}\r\n"
+    head, _, rest = plain.template.partition("\r\n")
+    return Case(
+        name=plain.name.replace("sweep GET", "sweep conditional GET", 1), group="sweep", clause="RFC 9110 §13.1, §15.4.5",
+        level="MAY", expect="either", template=f"{head}\r\n{cond}{rest}", methods=("GET",),
+        note="a 304 has no body whatever its headers say",
+    )

@@ -65,6 +65,17 @@ class Verdict:
     echo_seen: list[str] = field(default_factory=list)  # nonces the application reported
 
 
+CANARY_FIELD = b"x-probatorium-injected"
+
+
+def injected_fields(parsed: StreamParse) -> list[Violation]:
+    """A response field named like our canary exists only if request bytes were injected into the head."""
+    return [
+        Violation("I-RFC-2", f"header injection: request bytes became the response field {k!r}: {v[:60]!r}", r.offset)
+        for r in parsed.responses for k, v in r.headers if k.lower() == CANARY_FIELD
+    ]
+
+
 def echo_record(resp: Response) -> dict | None:
     """The echo route's JSON record in a response body, if it is one (SPEC.md §3 contract)."""
     body = resp.body.strip()
@@ -99,11 +110,12 @@ def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Ve
     if outcome.connect_error:
         return Verdict("conn_error", outcome.connect_error)
     parsed: StreamParse = parse_response_stream(outcome.received, list(case.methods), eof=outcome.closed)
-    viol = parsed.violations
+    viol = parsed.violations + injected_fields(parsed)
     if not outcome.target_alive:
         return Verdict("crash", "the target died during the case", viol)
 
-    finals = parsed.final_responses
+    # Final responses, and a 101 (after which the stream is another protocol).
+    finals = [r for r in parsed.responses if not r.interim or r.status == 101]
     records = [(r, echo_record(r)) for r in finals]
     nonce = rendered.nonce
     seen = [n for _, rec in records if rec is not None and (n := echo_nonce(rec)) is not None]
@@ -116,19 +128,25 @@ def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Ve
     # --- evidence about the primary request -------------------------------------------
     if echo and any(n == nonce for n in seen):
         accepted = True
-    elif primary is not None and primary.status == 101:
-        accepted = True
-    elif primary is not None:
-        # No echo record for the primary: judge by status. A status other than a parser
-        # rejection means the request was routed, i.e. it reached the application.
-        accepted = primary_rec is None and not _is_rejection(primary)
-    else:
+    elif primary is None:
         accepted = False
+    elif primary.status == 101:
+        accepted = True
+    else:
+        rec_nonce = echo_nonce(primary_rec) if primary_rec is not None else None
+        if echo and rec_nonce is not None and rec_nonce != nonce:
+            accepted = False  # the first answer belongs to another request: the primary was not served
+        else:
+            # Judge by status: anything but a parser rejection or a 5xx means the request was routed,
+            # i.e. it reached the application.
+            accepted = not _is_rejection(primary)
     rejected = not accepted and (primary is not None or outcome.closed)
 
     if echo:
         smuggled = case.inner and f"{nonce}-s" in seen
         later = [n for n in seen if n in (f"{nonce}-s", f"{nonce}-u")]
+        if len(finals) > 1 and not later:  # a second response without an echo record still ran something
+            later = ["?"] * (len(finals) - 1)
     else:
         # Without echo records the count of responses tells how many requests ran.
         smuggled = case.inner and len(finals) > 1
@@ -143,7 +161,8 @@ def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Ve
         return wrong("switched protocols on an invalid upgrade request")
     if case.close and later:
         return wrong("processed a request after one that requires closing the connection")
-    if case.close and (accepted or rejected) and primary is not None and not outcome.closed:
+    if case.close and (accepted or (rejected and not case.keep_open_ok)) and primary is not None \
+            and not outcome.closed:
         return wrong("kept the connection open where it MUST be closed after the response")
 
     if accepted and echo and primary_rec is not None:
