@@ -25,8 +25,9 @@ from .errors import ProbatoriumError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark and production-readiness validation for HTTP servers.")
-console = Console(stderr=False, highlight=False)
-err = Console(stderr=True, highlight=False)
+# Pipes and CI logs get a wide table instead of rich's 80-column default.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 SLICE_NAMES = ("markov", "adversarial", "h2c", "ws", "sse")
 
@@ -158,6 +159,11 @@ def validate(
         elif kind == "cmd":
             plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common), openapi=spec)]
         else:
+            from urllib.parse import urlsplit
+
+            from .targets.safety import check_target_allowed
+
+            check_target_allowed(urlsplit(url).hostname or "", allow_remote)  # refuse before anything starts
             plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common), openapi=spec)]
         if spec is not None:
             from .validate.openapi import load_operations
@@ -252,6 +258,30 @@ def validate_diff(
         _fail(e)
         return
     raise typer.Exit(code)
+
+
+@app.command("repro-check")
+def repro_check(
+    run: Path = typer.Argument(..., help="A run folder (or its validate-results.json)."),
+    include_med: bool = typer.Option(True, "--med/--high-only", help="Also check MED findings."),
+) -> None:
+    """Re-run every finding's repro.py against a fresh target; exit 1 if any does not reproduce."""
+    from .validate.reprocheck import check_reproducers
+
+    try:
+        results = check_reproducers(run, ("HIGH", "MED") if include_med else ("HIGH",))
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    table = Table(title="repro-check")
+    for col in ("engine", "predicate", "case", "outcome"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.engine, r.predicate, r.case, r.outcome)
+    console.print(table)
+    bad = [r for r in results if r.outcome != "REPRODUCED"]
+    console.print(f"{len(results) - len(bad)}/{len(results)} reproduced", markup=False)
+    raise typer.Exit(1 if bad else 0)
 
 
 @app.command()

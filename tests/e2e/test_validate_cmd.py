@@ -11,7 +11,7 @@ import pytest
 
 from probatorium.results.store import load_document
 
-from .conftest import H1SERVER, h1cmd, load_doc, run_cli
+from e2e_helpers import H1SERVER, h1cmd, load_doc, run_cli
 
 
 def _validate(tmp_path, cmd: str, seconds: int = 8, extra: list[str] | None = None):

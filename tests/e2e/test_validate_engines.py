@@ -7,7 +7,7 @@ import json
 
 from probatorium.results.store import load_document
 
-from .conftest import load_doc, run_cli
+from e2e_helpers import load_doc, run_cli
 
 
 def test_matrix_two_engines_and_diff(tmp_path):

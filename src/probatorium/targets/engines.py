@@ -63,7 +63,9 @@ ENGINE_DEFS: dict[str, EngineDef] = {
         # Hypercorn has no app-dir flag: cwd + PYTHONPATH (set by the launcher)
         # resolve the module. Its access log is off unless asked for.
         module="hypercorn",
-        args=("--bind", "{host}:{port}", "{app}"),
+        # --workers 0 serves in the process we start: signals, /proc and py-spy then
+        # reach the process that actually runs the app (the default forks a child).
+        args=("--bind", "{host}:{port}", "--workers", "0", "{app}"),
         packages=("hypercorn", "h11", "h2"),
     ),
     "granian": EngineDef(

@@ -147,7 +147,7 @@ def collect_process_forensics(pid: int | None, folder: Path) -> list[str]:
         missing.append("py-spy.txt: py-spy is not installed")
     else:
         try:
-            res = subprocess.run([pyspy, "dump", "--pid", str(pid)], capture_output=True, timeout=15)
+            res = subprocess.run([pyspy, "dump", "--subprocesses", "--pid", str(pid)], capture_output=True, timeout=15)
             out = res.stdout + (b"\n--- stderr ---\n" + res.stderr if res.stderr else b"")
             write_bytes_atomic(folder / "py-spy.txt", out)
             if res.returncode != 0:
@@ -210,7 +210,8 @@ def main():
             break
     sock.settimeout({quiet})
     data, how = b"", "timeout (connection still open)"
-    while True:
+    deadline = time.monotonic() + {quiet} + 10  # a streaming answer never goes quiet
+    while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
         except socket.timeout:

@@ -10,6 +10,7 @@ leaves a valid document marked `partial: true`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import re
 import threading
@@ -158,7 +159,8 @@ class Orchestrator:
         cell_seed = derive_seed(self.opts.seed, "cell", plan.label, plan.engine) & ((1 << 63) - 1)
         cell = Cell(refapp=plan.label, engine=plan.engine, arch=self.arch, status="not_run",
                     started_at=utc_now_iso(), seed=cell_seed, folder=folder, partial=True,
-                    target={"kind": plan.spec.kind, "describe": plan.spec.describe()})
+                    target={"describe": plan.spec.describe(),
+                            **{k: v for k, v in dataclasses.asdict(plan.spec).items() if k != "env"}})
         cell_dir = self.run_dir / folder
         cell_dir.mkdir(parents=True, exist_ok=True)
         self._say(f"cell {plan.index}/{len(self.plans)}: {plan.spec.describe()} for {budget_s:.0f}s")
@@ -178,7 +180,8 @@ class Orchestrator:
             self.run_dir, folder, refapp=plan.label, engine=plan.engine, arch=self.arch,
             versions=cell.versions, pid_getter=lambda: target.pid if target.alive() else None,
             stderr_tail=lambda: target.stderr_tail(200),
-            on_incident=lambda inc: self._say(f"  incident {inc.severity} {inc.predicate} {inc.case} {inc.detail}"[:200]),
+            on_incident=lambda inc: inc.severity != "LOW" and self._say(
+                f"  incident {inc.severity} {inc.predicate}: {inc.detail}"[:200]),
         )
         run.recorder = recorder
         watchdog = Watchdog(

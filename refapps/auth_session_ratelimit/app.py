@@ -1,0 +1,927 @@
+"""Reference app ``auth_session_ratelimit`` for probatorium.
+
+A Starlette application that exercises real middleware packages:
+
+* ``starlette.middleware.sessions.SessionMiddleware`` (itsdangerous-signed
+  cookie ``session``),
+* ``starlette.middleware.authentication.AuthenticationMiddleware`` (session
+  cookie or ``Authorization: Bearer <token>``),
+* ``slowapi.middleware.SlowAPIASGIMiddleware`` backed by ``limits`` in-memory
+  storage (one shared counter per client key: the logged-in user, else the
+  peer address), configurable with ``REFAPP_RATE_LIMIT``.
+
+Route layout (see openapi.yaml for the contract):
+
+* guarded (session/auth + rate limit): ``/login``, ``/logout``, ``/me``,
+  ``/api/users...``;
+* open (no session, no rate limit): ``/ws``, ``/events``, ``/healthz``,
+  ``/debug/vars``, ``/echo`` and ``/echo/{rest:path}``.
+
+The split is made by a pure ASGI path dispatcher, so the session and rate-limit
+middlewares never see the open paths at all.
+
+Run on its own::
+
+    python app.py [--port N] [--engine uvicorn|uvicorn-h11|hypercorn|granian|daphne]
+
+prints ``ready addr=127.0.0.1:PORT`` once the port accepts connections.
+
+State (users, posts) lives in process memory: run ONE worker per server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import tracemalloc
+from collections import Counter, OrderedDict
+from typing import Any
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from slowapi.middleware import SlowAPIASGIMiddleware
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    SimpleUser,
+    requires,
+)
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+# --------------------------------------------------------------------------
+# configuration (environment)
+# --------------------------------------------------------------------------
+
+#: Rate limit per client key, in ``limits`` notation; several limits may be
+#: separated by ";" (e.g. "20/second;600/minute"). "off" disables limiting.
+#: The default is generous so that validator traffic (one key per logged-in
+#: walker) never trips it; set it tiny to exercise the 429 path.
+RATE_LIMIT = os.environ.get("REFAPP_RATE_LIMIT", "1000/second").strip()
+RATE_LIMIT_ENABLED = RATE_LIMIT.lower() not in ("", "0", "off", "none", "disabled")
+
+#: Secret for the session cookie and bearer tokens. Random per process unless
+#: given, so sessions do not survive a restart unless REFAPP_SECRET_KEY is set.
+SECRET_KEY = os.environ.get("REFAPP_SECRET_KEY") or secrets.token_urlsafe(32)
+
+SESSION_COOKIE = "session"
+SESSION_MAX_AGE = 14 * 24 * 3600
+TOKEN_SALT = "refapp-auth-session-ratelimit-token"
+
+#: Bodies of JSON endpoints larger than this are refused with 413.
+MAX_JSON_BODY = 64 * 1024
+
+#: Field limits (mirrored in openapi.yaml).
+MAX_NAME = 200
+MAX_EMAIL = 320
+MAX_TITLE = 200
+MAX_POST_BODY = 2000
+MAX_CREDENTIAL = 256
+
+#: Quotas keep memory bounded under long fuzzing runs (403 when exceeded).
+MAX_USERS_PER_OWNER = 1000
+MAX_POSTS_PER_USER = 200
+MAX_USERS_TOTAL = 50_000
+MAX_POSTS_TOTAL = 100_000
+MAX_ACCOUNTS = 10_000
+
+SSE_INTERVAL_S = 0.1
+
+# --------------------------------------------------------------------------
+# process-wide observable state (/debug/vars)
+# --------------------------------------------------------------------------
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.requests = 0
+        self.sse_open = 0
+        self.ws_open = 0
+
+
+STATS = _Stats()
+
+
+class _Shutdown:
+    """Tells long-lived streams (SSE, WebSocket) that the server is stopping.
+
+    Engines differ in how they signal a shutdown to in-flight requests: uvicorn
+    waits for open responses to finish before it runs lifespan shutdown, so an
+    endless SSE stream would keep it alive forever. We therefore chain the
+    engine's own SIGTERM/SIGINT handler (when it is a Python callable) and also
+    react to lifespan shutdown.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.hooked = False
+        self.ws_tasks: set[asyncio.Task[Any]] = set()
+
+    def begin(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for task in list(self.ws_tasks):
+            task.cancel()
+
+    def hook_signals(self) -> None:
+        if self.hooked:
+            return
+        self.hooked = True
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                prev = signal.getsignal(sig)
+            except (ValueError, OSError):
+                continue
+            if not callable(prev):
+                # SIG_DFL / SIG_IGN / not set from Python: leave the engine's
+                # (or the OS default) behaviour exactly as it is.
+                continue
+
+            def handler(signum: int, frame: Any, _prev: Any = prev) -> None:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(self.begin)
+                _prev(signum, frame)
+
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
+
+
+SHUTDOWN = _Shutdown()
+
+# --------------------------------------------------------------------------
+# in-memory data (single process, single event loop: no locking needed)
+# --------------------------------------------------------------------------
+
+
+class Store:
+    def __init__(self) -> None:
+        self.accounts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.users: dict[int, dict[str, Any]] = {}
+        self.posts: dict[int, dict[int, dict[str, Any]]] = {}  # user id -> posts
+        self.owner_index: dict[str, dict[int, None]] = {}
+        self.user_owner: dict[int, str] = {}
+        self.post_count = 0
+        self._user_ids = itertools.count(1)
+        self._post_ids = itertools.count(1)
+
+    # accounts ------------------------------------------------------------
+    def login(self, name: str) -> None:
+        acct = self.accounts.pop(name, None)
+        if acct is None:
+            acct = {"created": time.time(), "logins": 0}
+        acct["logins"] += 1
+        self.accounts[name] = acct
+        while len(self.accounts) > MAX_ACCOUNTS:
+            self.accounts.popitem(last=False)
+
+    # users ---------------------------------------------------------------
+    def list_users(self, owner: str) -> list[dict[str, Any]]:
+        return [self.users[uid] for uid in self.owner_index.get(owner, ())]
+
+    def get_user(self, owner: str, uid: int) -> dict[str, Any]:
+        if self.user_owner.get(uid) != owner:
+            # someone else's resource is indistinguishable from a missing one
+            raise HTTPException(404, "no such user")
+        return self.users[uid]
+
+    def create_user(self, owner: str, name: str, email: str) -> dict[str, Any]:
+        owned = self.owner_index.setdefault(owner, {})
+        if len(owned) >= MAX_USERS_PER_OWNER or len(self.users) >= MAX_USERS_TOTAL:
+            if not owned:
+                self.owner_index.pop(owner, None)
+            raise HTTPException(403, "user quota exceeded")
+        uid = next(self._user_ids)
+        user = {"id": uid, "name": name, "email": email}
+        self.users[uid] = user
+        self.user_owner[uid] = owner
+        self.posts[uid] = {}
+        owned[uid] = None
+        return user
+
+    def update_user(self, owner: str, uid: int, name: str, email: str) -> dict[str, Any]:
+        user = self.get_user(owner, uid)
+        user["name"] = name
+        user["email"] = email
+        return user
+
+    def delete_user(self, owner: str, uid: int) -> None:
+        self.get_user(owner, uid)
+        del self.users[uid]
+        del self.user_owner[uid]
+        self.post_count -= len(self.posts.pop(uid, {}))
+        owned = self.owner_index.get(owner)
+        if owned is not None:
+            owned.pop(uid, None)
+            if not owned:
+                del self.owner_index[owner]
+
+    # posts ---------------------------------------------------------------
+    def list_posts(self, owner: str, uid: int) -> list[dict[str, Any]]:
+        self.get_user(owner, uid)
+        return list(self.posts[uid].values())
+
+    def create_post(self, owner: str, uid: int, title: str, body: str) -> dict[str, Any]:
+        self.get_user(owner, uid)
+        posts = self.posts[uid]
+        if len(posts) >= MAX_POSTS_PER_USER or self.post_count >= MAX_POSTS_TOTAL:
+            raise HTTPException(403, "post quota exceeded")
+        pid = next(self._post_ids)
+        post = {"id": pid, "user_id": uid, "title": title, "body": body}
+        posts[pid] = post
+        self.post_count += 1
+        return post
+
+    def get_post(self, owner: str, uid: int, pid: int) -> dict[str, Any]:
+        self.get_user(owner, uid)
+        post = self.posts[uid].get(pid)
+        if post is None:
+            raise HTTPException(404, "no such post")
+        return post
+
+
+STORE = Store()
+
+# --------------------------------------------------------------------------
+# authentication: session cookie or bearer token
+# --------------------------------------------------------------------------
+
+TOKENS = URLSafeTimedSerializer(SECRET_KEY, salt=TOKEN_SALT)
+
+
+def issue_token(name: str) -> str:
+    return TOKENS.dumps({"u": name})
+
+
+def _token_user(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    try:
+        data = TOKENS.loads(credentials.strip(), max_age=SESSION_MAX_AGE)
+    except BadData:  # bad signature, expired, malformed
+        return None
+    user = data.get("u") if isinstance(data, dict) else None
+    return user if isinstance(user, str) and user else None
+
+
+def current_user_name(conn: HTTPConnection) -> str | None:
+    session = conn.scope.get("session")
+    if isinstance(session, dict):
+        user = session.get("user")
+        if isinstance(user, str) and user:
+            return user
+    return _token_user(conn.headers.get("authorization"))
+
+
+class SessionOrTokenBackend(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        name = current_user_name(conn)
+        if name is None:
+            return None
+        return AuthCredentials(["authenticated"]), SimpleUser(name)
+
+
+def rate_limit_key(request: Request) -> str:
+    """One shared counter per logged-in user, else per peer address."""
+    user = request.scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        return "user:" + user.display_name
+    client = request.client
+    return "addr:" + (client.host if client and client.host else "unknown")
+
+
+LIMITER = Limiter(
+    key_func=rate_limit_key,
+    application_limits=[RATE_LIMIT] if RATE_LIMIT_ENABLED else [],
+    storage_uri="memory://",
+    strategy="fixed-window",
+    headers_enabled=False,  # we add headers on 429 only (see rate_limited)
+    enabled=RATE_LIMIT_ENABLED,
+)
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type")
+    if ctype is not None:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise HTTPException(415, "Content-Type must be application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and (len(declared) > 12 or int(declared) > MAX_JSON_BODY):
+        raise HTTPException(413, "body too large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_JSON_BODY:
+                raise HTTPException(413, "body too large")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(400, "client disconnected") from None
+    try:
+        data = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError):
+        raise HTTPException(400, "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, "body must be a JSON object")
+    return data
+
+
+def _check_text(key: str, value: Any, min_len: int, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise HTTPException(400, f"'{key}' must be a string")
+    if not (min_len <= len(value) <= max_len):
+        raise HTTPException(400, f"'{key}' must have {min_len}..{max_len} characters")
+    try:
+        # JSON may carry lone surrogates ("\ud800"): they cannot be written
+        # back as UTF-8, so refuse them here instead of failing on output.
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPException(400, f"'{key}' is not valid Unicode text") from None
+    return value
+
+
+def _string_field(data: dict[str, Any], key: str, max_len: int, *, min_len: int = 1) -> str:
+    return _check_text(key, data.get(key), min_len, max_len)
+
+
+def _email_field(data: dict[str, Any]) -> str:
+    email = _string_field(data, "email", MAX_EMAIL, min_len=3)
+    local, at, domain = email.partition("@")
+    if not at or not local or not domain or "@" in domain or any(c.isspace() for c in email):
+        raise HTTPException(400, "'email' must look like local@domain")
+    return email
+
+
+def _location(request: Request, path: str) -> str:
+    return request.scope.get("root_path", "") + path
+
+
+# --------------------------------------------------------------------------
+# guarded endpoints
+# --------------------------------------------------------------------------
+
+
+async def login(request: Request) -> Response:
+    data = await read_json_object(request)
+    username = data.get("username")
+    password = data.get("password")
+    for key, value in (("username", username), ("password", password)):
+        _check_text(key, value, 1, MAX_CREDENTIAL)
+    assert isinstance(username, str)
+    STORE.login(username)  # any non-empty pair is accepted (contract)
+    request.session.clear()
+    request.session["user"] = username
+    return JSONResponse({"user": username, "token": issue_token(username)})
+
+
+@requires("authenticated", status_code=401)
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    return Response(status_code=204)
+
+
+@requires("authenticated", status_code=401)
+async def me(request: Request) -> Response:
+    return JSONResponse({"user": request.user.display_name})
+
+
+@requires("authenticated", status_code=401)
+async def users_collection(request: Request) -> Response:
+    owner = request.user.display_name
+    if request.method == "POST":
+        data = await read_json_object(request)
+        name = _string_field(data, "name", MAX_NAME)
+        email = _email_field(data)
+        user = STORE.create_user(owner, name, email)
+        return JSONResponse(
+            user,
+            status_code=201,
+            headers={"Location": _location(request, f"/api/users/{user['id']}")},
+        )
+    return JSONResponse(STORE.list_users(owner))
+
+
+@requires("authenticated", status_code=401)
+async def user_item(request: Request) -> Response:
+    owner = request.user.display_name
+    uid: int = request.path_params["id"]
+    if request.method == "PUT":
+        STORE.get_user(owner, uid)  # 404 before validating the body
+        data = await read_json_object(request)
+        name = _string_field(data, "name", MAX_NAME)
+        email = _email_field(data)
+        return JSONResponse(STORE.update_user(owner, uid, name, email))
+    if request.method == "DELETE":
+        STORE.delete_user(owner, uid)
+        return Response(status_code=204)
+    return JSONResponse(STORE.get_user(owner, uid))
+
+
+@requires("authenticated", status_code=401)
+async def posts_collection(request: Request) -> Response:
+    owner = request.user.display_name
+    uid: int = request.path_params["id"]
+    if request.method == "POST":
+        STORE.get_user(owner, uid)
+        data = await read_json_object(request)
+        title = _string_field(data, "title", MAX_TITLE)
+        body = _string_field(data, "body", MAX_POST_BODY, min_len=0)
+        post = STORE.create_post(owner, uid, title, body)
+        return JSONResponse(
+            post,
+            status_code=201,
+            headers={"Location": _location(request, f"/api/users/{uid}/posts/{post['id']}")},
+        )
+    return JSONResponse(STORE.list_posts(owner, uid))
+
+
+@requires("authenticated", status_code=401)
+async def post_item(request: Request) -> Response:
+    owner = request.user.display_name
+    return JSONResponse(STORE.get_post(owner, request.path_params["id"], request.path_params["post_id"]))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="refapp"')
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def rate_limited(request: Request, exc: Exception) -> Response:
+    """429 with Retry-After / X-RateLimit-* computed from the limits storage."""
+    assert isinstance(exc, RateLimitExceeded)
+    headers: dict[str, str] = {}
+    current = getattr(request.state, "view_rate_limit", None)
+    if current is not None:
+        item, args = current
+        reset_at, remaining = LIMITER.limiter.get_window_stats(item, *args)
+        headers = {
+            "Retry-After": str(max(1, int(reset_at - time.time() + 0.999))),
+            "X-RateLimit-Limit": str(item.amount),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(int(reset_at)),
+        }
+    return JSONResponse({"error": f"rate limit exceeded: {exc.detail}"}, status_code=429, headers=headers)
+
+
+guarded_app = Starlette(
+    routes=[
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/me", me, methods=["GET"]),
+        Route("/api/users", users_collection, methods=["GET", "POST"]),
+        Route("/api/users/{id:int}", user_item, methods=["GET", "PUT", "DELETE"]),
+        Route("/api/users/{id:int}/posts", posts_collection, methods=["GET", "POST"]),
+        Route("/api/users/{id:int}/posts/{post_id:int}", post_item, methods=["GET"]),
+    ],
+    middleware=[
+        # outermost first: session -> auth -> rate limit -> routes
+        Middleware(
+            SessionMiddleware,
+            secret_key=SECRET_KEY,
+            session_cookie=SESSION_COOKIE,
+            max_age=SESSION_MAX_AGE,
+            same_site="lax",
+            https_only=False,
+        ),
+        Middleware(AuthenticationMiddleware, backend=SessionOrTokenBackend()),
+        Middleware(SlowAPIASGIMiddleware),
+    ],
+    exception_handlers={HTTPException: http_error, RateLimitExceeded: rate_limited},
+)
+guarded_app.state.limiter = LIMITER
+# "/api/users/" is a 404, not a 307 to a URL rebuilt from the Host header.
+guarded_app.router.redirect_slashes = False
+
+# --------------------------------------------------------------------------
+# open endpoints (outside session and rate limit)
+# --------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def _coro_name(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or type(coro).__name__
+
+
+async def debug_vars(request: Request) -> Response:
+    try:
+        all_tasks = asyncio.all_tasks()
+    except RuntimeError:
+        all_tasks = set()
+    tasks = len(all_tasks)
+    by_coro = Counter(_coro_name(t) for t in all_tasks).most_common(5)
+    body: dict[str, Any] = {
+        "sse_open": STATS.sse_open,
+        "ws_open": STATS.ws_open,
+        "tasks": tasks,
+        "requests": STATS.requests,
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - STATS.started, 3),
+        "tasks_top": [[name, count] for name, count in by_coro],
+        "threads": threading.active_count(),
+        "accounts": len(STORE.accounts),
+        "users": len(STORE.users),
+        "posts": STORE.post_count,
+        "rate_limit": RATE_LIMIT if RATE_LIMIT_ENABLED else "off",
+        "stopping": SHUTDOWN.stopping,
+    }
+    if tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot()
+        body["tracemalloc_top"] = [
+            {"where": str(stat.traceback[0]), "size": stat.size, "count": stat.count}
+            for stat in snapshot.statistics("lineno")[:10]
+        ]
+    return JSONResponse(body)
+
+
+async def echo(request: Request) -> Response:
+    scope = request.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes | bytearray) else scope.get("path", "")
+    query = scope.get("query_string", b"") or b""
+    target = path + ("?" + query.decode("latin-1") if query else "")
+    digest = hashlib.sha256()
+    length = 0
+    try:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            length += len(chunk)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to read it
+    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])]
+    return JSONResponse(
+        {
+            "method": scope.get("method"),
+            "target": target,
+            "http_version": scope.get("http_version"),
+            "headers": headers,
+            "body_length": length,
+            "body_sha256": digest.hexdigest(),
+        }
+    )
+
+
+class EchoEndpoint:
+    """Plain ASGI endpoint so that Starlette's Route accepts ANY method
+    (function endpoints default to GET/HEAD only)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await echo(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+class StreamState:
+    """Per-stream flag set when the server reports ``http.disconnect``."""
+
+    __slots__ = ("gone",)
+
+    def __init__(self) -> None:
+        self.gone = False
+
+
+async def _event_stream(state: StreamState, first_id: int):
+    n = first_id
+    # Stop on client disconnect (flag set by SSEResponse's receive watcher),
+    # on server shutdown (SHUTDOWN.stopping), or by cancellation (Starlette
+    # cancels the stream task once it sees http.disconnect).
+    while not (state.gone or SHUTDOWN.stopping):
+        payload = json.dumps({"n": n, "ts": round(time.time(), 3)})
+        yield f"id: {n}\nevent: tick\ndata: {payload}\n\n"
+        n += 1
+        await asyncio.sleep(SSE_INTERVAL_S)
+
+
+class SSEResponse(StreamingResponse):
+    """A StreamingResponse whose open-stream slot is freed deterministically.
+
+    The slot is held for exactly the duration of the ASGI call: it is released
+    whether the stream ends by client disconnect, by cancellation, by send
+    failure or by server shutdown, without relying on generator finalisation.
+
+    Disconnects are observed through the single receive() loop Starlette
+    already runs (``listen_for_disconnect``) instead of
+    ``Request.is_disconnected()``: the latter cancels a pending receive(),
+    and under granian 2.8 cancelling its receive future intermittently aborts
+    the response (the stream is cut after the first event).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, state: StreamState, first_id: int, headers: dict[str, str]) -> None:
+        super().__init__(_event_stream(state, first_id), headers=headers)
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                state.gone = True
+            return message
+
+        STATS.sse_open += 1
+        try:
+            await super().__call__(scope, watched_receive, send)
+        except (ClientDisconnect, OSError):
+            state.gone = True
+        finally:
+            STATS.sse_open -= 1
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+async def events(request: Request) -> Response:
+    first = 1
+    last = request.headers.get("last-event-id", "").strip()
+    if last.isascii() and last.isdigit() and len(last) < 19:
+        first = int(last) + 1
+    return SSEResponse(StreamState(), first, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def ws_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    task = asyncio.current_task()
+    STATS.ws_open += 1
+    if task is not None:
+        SHUTDOWN.ws_tasks.add(task)
+    try:
+        if SHUTDOWN.stopping:
+            await websocket.close(code=1001)
+            return
+        while True:
+            message = await websocket.receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                if message.get("text") is not None:
+                    await websocket.send_text(message["text"])
+                elif message.get("bytes") is not None:
+                    await websocket.send_bytes(message["bytes"])
+            elif kind == "websocket.disconnect":
+                return
+    except asyncio.CancelledError:
+        if not SHUTDOWN.stopping:
+            raise
+        # server shutdown: say goodbye with 1001 "going away"
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1001)
+    except (WebSocketDisconnect, OSError):
+        pass
+    finally:
+        STATS.ws_open -= 1
+        if task is not None:
+            SHUTDOWN.ws_tasks.discard(task)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app: Starlette):
+    SHUTDOWN.hook_signals()
+    try:
+        yield
+    finally:
+        SHUTDOWN.begin()
+
+
+open_app = Starlette(
+    routes=[
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/debug/vars", debug_vars, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/echo", EchoEndpoint()),  # any method
+        Route("/echo/{rest:path}", EchoEndpoint()),  # any method
+        WebSocketRoute("/ws", ws_echo),
+    ],
+    exception_handlers={HTTPException: http_error},
+    lifespan=lifespan,
+)
+
+open_app.router.redirect_slashes = False
+
+OPEN_PATHS = frozenset({"/healthz", "/debug/vars", "/events", "/ws", "/echo"})
+
+# --------------------------------------------------------------------------
+# top-level ASGI composition
+# --------------------------------------------------------------------------
+
+
+class RequestCounterMiddleware:
+    """Pure ASGI (never buffers streaming responses): counts HTTP requests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            STATS.requests += 1
+        if not SHUTDOWN.hooked and scope["type"] != "lifespan":
+            # engines without lifespan support (daphne) get the hook here
+            SHUTDOWN.hook_signals()
+        await self.app(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches on: ``path`` without ``root_path``."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
+class ExemptPathDispatcher:
+    """Routes the open paths around the session and rate-limit stack."""
+
+    def __init__(self, open_app: ASGIApp, guarded_app: ASGIApp) -> None:
+        self.open_app = open_app
+        self.guarded_app = guarded_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.open_app(scope, receive, send)
+            return
+        path = route_path(scope)
+        if path in OPEN_PATHS or path.startswith("/echo/"):
+            await self.open_app(scope, receive, send)
+        else:
+            await self.guarded_app(scope, receive, send)
+
+
+app = RequestCounterMiddleware(ExemptPathDispatcher(open_app, guarded_app))
+
+# --------------------------------------------------------------------------
+# stand-alone runner
+# --------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
+
+
+def _ready(host: str, port: int) -> None:
+    print(f"ready addr={host}:{port}", flush=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _run_uvicorn(host: str, port: int, h11: bool) -> int:
+    import uvicorn
+
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        loop="asyncio" if h11 else "uvloop",
+        http="h11" if h11 else "httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            _ready(host, port)
+        await serving
+
+    factory = config.get_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+    return 0
+
+
+def _run_hypercorn(host: str, port: int) -> int:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        while not serving.done():
+            if await loop.run_in_executor(None, _port_open, host, port):
+                _ready(host, port)
+                break
+            await asyncio.sleep(0.02)
+        await serving
+
+    asyncio.run(main())
+    return 0
+
+
+def _run_cli(engine: str, host: str, port: int) -> int:
+    """granian and daphne: run their CLI as a child, forward signals."""
+    import subprocess
+
+    if port == 0:
+        probe = _bind(host, 0)
+        port = probe.getsockname()[1]
+        probe.close()
+    if engine == "granian":
+        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
+                "--workers", "1", "--log-level", "warning", "app:app"]
+    else:
+        argv = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "-v", "0", "app:app"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen(argv, cwd=HERE, env=env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    deadline = time.monotonic() + 30
+    while child.poll() is None and time.monotonic() < deadline:
+        if _port_open(host, port):
+            _ready(host, port)
+            break
+        time.sleep(0.05)
+    return child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
+    parser.add_argument("--engine", choices=ENGINES, default="uvicorn")
+    args = parser.parse_args(argv)
+    if args.engine in ("uvicorn", "uvicorn-h11"):
+        return _run_uvicorn(args.host, args.port, h11=args.engine == "uvicorn-h11")
+    if args.engine == "hypercorn":
+        return _run_hypercorn(args.host, args.port)
+    return _run_cli(args.engine, args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Re-run the reproducers of a finished run against fresh targets.
+
+A finding whose repro.py does not reproduce it is a bug in probatorium, so
+this is how a run's findings are audited: for every cell with incidents that
+carry a repro.py, start the same target again (same refapp/app/cmd and
+engine), run each reproducer against it, and report REPRODUCED or not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ProbatoriumError
+from ..results.store import load_document
+from ..targets.launcher import TargetSpec, start_target
+
+
+@dataclass
+class ReproResult:
+    cell: str
+    engine: str
+    predicate: str
+    case: str
+    outcome: str  # REPRODUCED | NOT REPRODUCED | ERROR: ...
+    dossier: str
+
+
+def check_reproducers(run_dir: Path, severities: tuple[str, ...] = ("HIGH", "MED"),
+                      timeout: float = 60.0, log_dir: Path | None = None) -> list[ReproResult]:
+    """Run every incident's repro.py (of the given severities) against a fresh target of its cell."""
+    doc = load_document(run_dir)
+    root = run_dir if run_dir.is_dir() else run_dir.parent
+    results: list[ReproResult] = []
+    for cell in doc.validation_results.cells:
+        incidents = [i for i in cell.incidents if i.severity in severities and (root / i.dossier / "repro.py").is_file()]
+        if not incidents:
+            continue
+        fields = {k: v for k, v in cell.target.items() if k in TargetSpec.__dataclass_fields__}
+        if not fields.get("kind"):
+            results += [ReproResult(cell.folder, cell.engine, i.predicate, i.case, "ERROR: cell has no target spec",
+                                    i.dossier) for i in incidents]
+            continue
+        spec = TargetSpec(**fields)
+        try:
+            target = start_target(spec, (log_dir or root / "repro-check") / cell.folder)
+        except ProbatoriumError as e:
+            results += [ReproResult(cell.folder, cell.engine, i.predicate, i.case, f"ERROR: {e}", i.dossier)
+                        for i in incidents]
+            continue
+        try:
+            addr = f"{target.host}:{target.port}"
+            for inc in incidents:
+                repro = root / inc.dossier / "repro.py"
+                try:
+                    res = subprocess.run([sys.executable, str(repro), addr], capture_output=True, text=True,
+                                         timeout=timeout)
+                    lines = [ln for ln in res.stdout.splitlines() if "REPRODUCED" in ln]
+                    outcome = lines[-1].strip() if lines else f"ERROR: no verdict (exit {res.returncode})"
+                except subprocess.TimeoutExpired:
+                    outcome = "ERROR: repro.py timed out"
+                results.append(ReproResult(cell.folder, cell.engine, inc.predicate, inc.case, outcome, inc.dossier))
+                if not target.alive():
+                    target.restart()
+        finally:
+            target.stop()
+    return results
