@@ -259,8 +259,8 @@ def test_sigkilled_validator_takes_engine_workers_with_it(app_dir: Path, tmp_pat
         assert validator.stdout is not None
         pgids = [int(pid) for pid in validator.stdout.readline().split()]
         assert len(pgids) == 2
-        for pgid in pgids:
-            assert len(group_members(pgid)) >= 2  # supervisor + worker(s)
+        assert len(group_members(pgids[0])) >= 1  # hypercorn serves in-process (--workers 0)
+        assert len(group_members(pgids[1])) >= 2  # granian: supervisor + worker
         validator.kill()
         validator.wait()
         assert wait_for(lambda: all(group_members(pgid) == [] for pgid in pgids), 10)
