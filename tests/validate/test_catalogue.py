@@ -171,7 +171,8 @@ def test_get_with_body_cl_lengths():
     assert rest.startswith(f"GET /echo?adv={NONCE}-s HTTP/1.1\r\n".encode())
 
 
-@pytest.mark.parametrize("name", [c.name for c in CASES if "$CL1" in c.template and "$E1" not in c.template])
+@pytest.mark.parametrize("name", [c.name for c in CASES if "$CL1" in c.template and "$E1" not in c.template
+                                  and ":\r\n $CL1" not in c.template])  # obs-fold: split_head cannot read it
 @pytest.mark.parametrize("echo", [True, False], ids=["echo", "status"])
 def test_cl_marker_without_end_marker_counts_the_rest(name, echo):
     """Without $E1 the marker's Content-Length is the length of everything after the head,

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -80,6 +80,8 @@ class AdversarialSlice:
         self.calibration: Calibration | None = None
         self.stopped_reason = ""
         self.internal_errors: list[str] = []
+        self._queue: deque[Case] = deque()
+        self._round = 0
         # (method, path) pairs to sweep for response framing: known contract paths plus the spec's.
         self.sweep_targets = list(dict.fromkeys(sweep or []))
         self.sweep_cases = [sweep_case(m, p) for m, p in self.sweep_targets] + [sweep_case("OPTIONS", "*")]
@@ -138,7 +140,7 @@ class AdversarialSlice:
         ex = await exchange(
             self.host, self.port, segments, quiet_timeout=self.quiet_timeout,
             total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
-            done=None if case.close else done, linger=0.3,
+            done=None if case.close else done, linger=0.15,
         )
         outcome = Outcome(ex.received, ex.closed, ex.timed_out, ex.connect_error)
         if (ex.connect_error or ex.closed) and not parse_response_stream(
@@ -186,48 +188,51 @@ class AdversarialSlice:
             ))
 
     # ---- walkers -----------------------------------------------------------------------
+    def _next_case(self) -> Case:
+        """The next case of the current round: all walkers share one seeded shuffle of the
+        catalogue plus the sweep, so a round covers every case once as fast as C walkers can."""
+        if not self._queue:
+            self._round += 1
+            order = list(self.cases) + list(self.sweep_cases)
+            random.Random(derive_seed(self.seed, "adversarial-round", self._round)).shuffle(order)
+            self._queue.extend(order)
+        return self._queue.popleft()
+
+    def _internal_error(self, case: Case) -> None:
+        self.tally["adv_internal_error"] += 1
+        if not self.internal_errors:
+            import traceback
+
+            self.internal_errors.append(f"{case.name}: {traceback.format_exc()}")
+
     async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
-        """Cycle through the catalogue in a seeded order until the deadline."""
-        rng = random.Random(derive_seed(self.seed, "adversarial", walker_id))
-        # One walker also sweeps the known paths for response framing each round.
-        order = list(self.cases) + (self.sweep_cases if walker_id == 0 else [])
+        """Take cases from the shared round until the deadline."""
         n = 0
         while time.monotonic() < deadline and not stop():
-            rng.shuffle(order)
-            queue = list(order)
-            while queue:
-                case = queue.pop(0)
-                if time.monotonic() >= deadline or stop():
+            case = self._next_case()
+            n += 1
+            try:
+                rendered, outcome, verdict, sent = await self.run_case(case, f"w{walker_id}-{n}")
+            except Exception:  # a probatorium bug on one case must not stop the walker
+                self._internal_error(case)
+                continue
+            if verdict.verdict == "conn_error":
+                self.tally["adv_conn_error"] += 1
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                self._account(case, rendered, outcome, verdict, sent)
+            except Exception:
+                self._internal_error(case)
+            if case.name.startswith("sweep GET "):
+                cond = conditional_case(case, outcome.received)
+                if cond is not None:
+                    self.per_case.setdefault(cond.name, CaseTally())
+                    self._queue.appendleft(cond)
+            if verdict.verdict == "crash":
+                if self.recover is None or not await self.recover():
+                    self.stopped_reason = f"the target died on case {case.name} and could not be restarted"
                     return
-                n += 1
-                try:
-                    rendered, outcome, verdict, sent = await self.run_case(case, f"w{walker_id}-{n}")
-                except Exception as e:  # a probatorium bug on one case must not stop the walker
-                    self.tally["adv_internal_error"] += 1
-                    if not self.internal_errors:
-                        import traceback
-                        self.internal_errors.append(f"{case.name}: {traceback.format_exc()}")
-                    continue
-                if verdict.verdict == "conn_error":
-                    self.tally["adv_conn_error"] += 1
-                    await asyncio.sleep(0.2)
-                    continue
-                try:
-                    self._account(case, rendered, outcome, verdict, sent)
-                except Exception:
-                    self.tally["adv_internal_error"] += 1
-                    if not self.internal_errors:
-                        import traceback
-                        self.internal_errors.append(f"{case.name}: {traceback.format_exc()}")
-                if case.group == "sweep" and case.methods == ("GET",) and "If-None-Match" not in case.template:
-                    cond = conditional_case(case, outcome.received)
-                    if cond is not None:
-                        self.per_case.setdefault(cond.name, CaseTally())
-                        queue.insert(0, cond)
-                if verdict.verdict == "crash":
-                    if self.recover is None or not await self.recover():
-                        self.stopped_reason = f"the target died on case {case.name} and could not be restarted"
-                        return
 
     def case_breakdown(self) -> dict:
         """Per-case detail for tier1_tally.json (validate-diff compares the `verdict` field)."""
