@@ -35,6 +35,7 @@ class Exchange:
     timed_out: bool = False  # we stopped reading because nothing more came
     connect_error: str | None = None
     send_error: str | None = None
+    overflow: bool = False  # reading stopped at max_bytes
     elapsed: float = 0.0
     first_byte_at: float | None = None  # seconds after connect
     closed_at: float | None = None  # seconds after connect, when EOF/RST arrived
@@ -56,6 +57,7 @@ async def exchange(
     done: Callable[[bytes], bool] | None = None,
     linger: float = 0.25,
     rst_at_end: bool = False,
+    max_bytes: int = 4 << 20,
 ) -> Exchange:
     """Connect, send the segments, and read until the server closes or goes quiet.
 
@@ -137,6 +139,9 @@ async def exchange(
                 ex.first_byte_at = time.monotonic() - t0
             ex.received += chunk
             ex.events.append((time.monotonic() - t0, "recv", len(chunk)))
+            if len(ex.received) >= max_bytes:
+                ex.overflow = True
+                break
             last_activity = time.monotonic()
             if done_at is None and done is not None and done(ex.received):
                 done_at = last_activity

@@ -197,6 +197,10 @@ class Orchestrator:
         except Exception as e:  # a bug in a slice must not lose the cell
             error = f"internal error while driving the cell: {type(e).__name__}: {e}"
         finally:
+            # The watchdog polls every 2 s: a target that died in the last moments is caught here.
+            if target.pid is not None and not target.alive() and not recorder.seen("I-LIVENESS"):
+                recorder.record(Evidence(predicate="I-LIVENESS", seed=cell_seed,
+                                         detail=f"the target exited (status {target.exit_code()}) during the cell"))
             watchdog.pause()
             watchdog.stop()
             target.stop()

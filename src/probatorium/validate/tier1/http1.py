@@ -30,6 +30,7 @@ STATUS_LINE_RE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([\t \x21-\x7e\x80-\xf
 CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]+)((?:[ \t]*;[ \t]*[" + TCHAR + rb"]+(?:[ \t]*=[ \t]*(?:[" + TCHAR + rb"]+|\"(?:[^\"\\\r\n]|\\.)*\"))?)*)[ \t]*\Z")
 DIGITS_RE = re.compile(rb"[0-9]+\Z")
 
+MAX_HEAD = 1 << 20  # no real server sends a 1 MiB response head: beyond it, the head is unbounded
 RFC1 = "I-RFC-1"
 RFC2 = "I-RFC-2"
 
@@ -257,6 +258,9 @@ def parse_response_stream(
                 out.trailing_garbage = data[pos:]
             elif eof:
                 out.violations.append(Violation(RFC1, "connection closed inside a response head", pos))
+                out.trailing_garbage = data[pos:]
+            elif len(data) - pos > MAX_HEAD:
+                out.violations.append(Violation(RFC1, f"response head longer than {MAX_HEAD} bytes without its end", pos))
                 out.trailing_garbage = data[pos:]
             else:
                 out.incomplete = data[pos:]

@@ -95,7 +95,9 @@ class AdversarialSlice:
         self.per_case.setdefault(case.name, CaseTally())
         rendered, outcome, verdict, sent = await self.run_case(case, "calibrate", echo=False, target=path)
         if verdict.verdict != "conn_error":
-            self._account(case, rendered, outcome, verdict, sent, echo=False, target=path)
+            self._account(case, rendered, outcome, verdict, sent, echo=False, target=path, calibration=True)
+        if verdict.verdict == "crash" and self.recover is not None:
+            await self.recover()  # a plain GET killed it: bring it back for the next probe
         parsed = parse_response_stream(outcome.received, ["GET"], eof=outcome.closed)
         if not parsed.final_responses:
             return None, None
@@ -154,10 +156,13 @@ class AdversarialSlice:
             self.rfc["rfc1_violations" if v.predicate == "I-RFC-1" else "rfc2_violations"] += 1
 
     def _account(self, case: Case, rendered: Rendered, outcome: Outcome, verdict: Verdict, sent: bytes,
-                 *, echo: bool | None = None, target: str | None = None) -> None:
+                 *, echo: bool | None = None, target: str | None = None, calibration: bool = False) -> None:
         v = verdict.verdict
-        self.tally["adv_sent"] += 1
-        self.tally[f"adv_{v}"] += 1
+        if calibration:  # a plain GET: its framing counts, it is not an adversarial evaluation
+            self.tally["adv_calibration_probes"] += 1
+        else:
+            self.tally["adv_sent"] += 1
+            self.tally[f"adv_{v}"] += 1
         if verdict.continued_after_reject:
             self.tally["adv_continued_after_reject"] += 1
         self.rfc["responses_checked"] += len(parse_response_stream(outcome.received, list(case.methods),
@@ -168,7 +173,7 @@ class AdversarialSlice:
         if ct.example is None and v not in ("served_ok", "well_rejected", "awaited"):
             ct.example = {"verdict": v, "reason": verdict.reason, "nonce": rendered.nonce}
         findings: list[tuple[str, str]] = []
-        if v in VERDICT_PREDICATE:
+        if v in VERDICT_PREDICATE and (not calibration or v == "crash"):
             findings.append((VERDICT_PREDICATE[v], verdict.reason))
         for viol in verdict.violations:
             findings.append((viol.predicate, viol.detail))

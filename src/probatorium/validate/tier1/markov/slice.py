@@ -1,0 +1,464 @@
+"""The Markov slice: session-shaped traffic from markov.yaml over the OpenAPI operations.
+
+Each walker owns one keep-alive connection, a cookie jar, a bearer token, a
+pool of captured values and a seeded `random.Random` (seed derived from the
+slice seed and the walker id). It logs in with its own credentials, follows
+weighted transitions, fills `{params}` only from values captured in earlier
+responses (a transition whose params have no captured value is not taken),
+re-logs in on 401, and starts a new session after a terminal state (logout).
+
+Every response goes through the strict parser (I-RFC-1/I-RFC-2); a 5xx with
+`{"x-invariant": "<ID>"}` reports that predicate; when the spec offers the
+key/value contract, walkers also check read-after-write on walker-owned keys
+(I-DRV-1). Tallies are plain str→int maps (`counters()`, `per_operation()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import string
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from .... import __version__
+from ...incidents import Evidence
+from ...openapi import Operation, load_operations
+from ..adversarial.runner import derive_seed
+from .client import CookieJar, H1Connection, HttpResult
+from .repro import markov_repro
+from .model import MarkovModel, State, check_against, default_chain, kv_operations, load_markov
+from .values import Bindings, Templates, body_bytes, captures
+
+TRACE_LEN = 200
+REPLAY_LEN = 40
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+COUNTER_KEYS = ("requests", *STATUS_CLASSES, "errors", "logins", "login_failures", "relogins", "sessions",
+                "captured", "captured_used", "dead_ends", "invariant_hits", "rfc_violations",
+                "drv_checks", "drv_read_after_write_mismatch", "drv_after_delete_mismatch", "drv_unjudged",
+                "backoffs", "internal_errors")
+
+
+class Connection(Protocol):
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
+                      body: bytes | None = None) -> HttpResult: ...
+
+    async def close(self) -> None: ...
+
+
+def status_class(status: int | None) -> str:
+    if status is None:
+        return "errors"
+    return f"{status // 100}xx" if 200 <= status < 600 else "errors"
+
+
+class Walker:
+    """One walker's session state."""
+
+    def __init__(self, slice_: "MarkovSlice", walker_id: int) -> None:
+        self.id = walker_id
+        self.seed = derive_seed(slice_.seed, "markov-walker", walker_id)
+        self.rng = random.Random(self.seed)
+        self.tag = f"{slice_.seed & 0xFFFFFFFF:08x}-{walker_id}"
+        self.username = f"walker-{self.tag}"
+        self.password = "pw-" + hashlib.sha256(f"{slice_.seed}:{walker_id}".encode()).hexdigest()[:16]
+        self.conn: Connection = slice_.connection_factory()
+        self.jar = CookieJar()
+        self.token: str | None = None
+        self.logged_in = False
+        self.state: State | None = None
+        self.bindings = Bindings()
+        self.trace: deque[tuple[str, str, int | str]] = deque(maxlen=TRACE_LEN)
+        self.sent_log: deque[bytes] = deque(maxlen=REPLAY_LEN)  # raw requests, for repro.py
+        self.steps = 0
+        self.kv_n = 0
+        self.conn_errors = 0
+
+    def headers(self, content_type: str | None = None) -> list[tuple[str, str]]:
+        h = [("User-Agent", f"probatorium-markov/{__version__}"), ("Accept", "application/json")]
+        cookie = self.jar.header()
+        if cookie:
+            h.append(("Cookie", cookie))
+        if self.token:
+            h.append(("Authorization", f"Bearer {self.token}"))
+        if content_type:
+            h.append(("Content-Type", content_type))
+        return h
+
+    def end_session(self) -> None:
+        self.jar.clear()
+        self.token = None
+        self.logged_in = False
+        self.state = None
+        self.bindings.clear()
+
+
+class MarkovSlice:
+    """Session-shaped traffic from a Markov model, from any number of walkers."""
+
+    name = "markov"
+
+    def __init__(self, host: str, port: int, *, openapi: Path | str | list[Operation] | None = None,
+                 markov: Path | str | MarkovModel | None = None, seed: int = 0,
+                 report: Callable[[Evidence], None] | None = None,
+                 credentials: Callable[[int], tuple[str, str]] | None = None,
+                 kv: bool = True, kv_ratio: float = 0.25, timeout: float = 10.0,
+                 alive: Callable[[], Awaitable[bool]] | None = None,
+                 recover: Callable[[], Awaitable[bool]] | None = None,
+                 connection_factory: Callable[[], Connection] | None = None,
+                 max_steps: int | None = None) -> None:
+        self.host, self.port = host, port
+        self.seed = seed
+        self.report = report or (lambda ev: None)
+        self.credentials = credentials
+        self.timeout = timeout
+        self.alive, self.recover = alive, recover
+        self.max_steps = max_steps
+        self.connection_factory: Callable[[], Connection] = connection_factory or (
+            lambda: H1Connection(self.host, self.port, timeout=self.timeout))
+        self.openapi_path = None if openapi is None or isinstance(openapi, list) else str(Path(openapi).resolve())
+        self.markov_path = str(Path(markov).resolve()) if isinstance(markov, (str, Path)) else None
+        if isinstance(openapi, list):
+            self.operations = openapi
+        elif openapi is not None:
+            self.operations = load_operations(openapi)
+        else:
+            self.operations = []
+        if isinstance(markov, MarkovModel):
+            self.model = markov
+        elif markov is not None:
+            self.model = load_markov(markov)
+        else:
+            self.model = default_chain(self.operations)
+        self.notes: list[str] = list(self.model.notes)
+        if self.operations and isinstance(markov, (str, Path)):
+            self.notes += check_against(self.model, self.operations)
+        self.ops = {(o.method, o.path): o for o in self.operations}
+        self.kv = kv_operations(self.operations) if kv else None
+        self.kv_ratio = kv_ratio if self.kv else 0.0
+        if self.kv is not None:
+            self.notes.append("key/value contract found: walkers check read-after-write on walker-owned keys")
+        self.templates = Templates([s.path for s in self.model.states.values()] + [o.path for o in self.operations])
+        self.tally: Counter = Counter()
+        self.rfc: Counter = Counter()
+        self.per_op: dict[str, Counter] = {}
+        self.internal_errors: list[str] = []
+        self.stopped_reason = ""
+        self.walkers: dict[int, Walker] = {}
+
+    # ---- accounting ---------------------------------------------------------------------
+    def _evidence_extra(self, w: Walker, **more: Any) -> dict[str, Any]:
+        return {"slice": "markov", "walker": w.id, "walker_seed": f"0x{w.seed:016x}", "slice_seed": self.seed,
+                "steps": w.steps, "username": w.username, "trace": [list(t) for t in w.trace], **more}
+
+    def _evidence(self, w: Walker, predicate: str, detail: str, case: str, sent: bytes | None,
+                  received: bytes | None, **more: Any) -> Evidence:
+        return Evidence(predicate=predicate, detail=detail, case=case, sent=sent, received=received, seed=w.seed,
+                        extra=self._evidence_extra(w, **more),
+                        repro=markov_repro(predicate=predicate, detail=detail, slice_seed=self.seed, walker_id=w.id,
+                                           steps=w.steps, openapi=self.openapi_path, markov=self.markov_path,
+                                           requests=list(w.sent_log), addr=f"{self.host}:{self.port}",
+                                           version=__version__))
+
+    def _record(self, w: Walker, op_key: str, res: HttpResult) -> None:
+        self.tally["requests"] += 1
+        cls = status_class(res.status)
+        self.tally[cls] += 1
+        op = self.per_op.setdefault(op_key, Counter())
+        op["requests"] += 1
+        op[cls] += 1
+        if res.status is not None and not 200 <= res.status < 300:
+            op[str(res.status)] += 1
+        w.trace.append((res.method, res.target, res.status if res.status is not None else (res.error or "error")))
+        if res.response is not None:
+            self.rfc["responses_checked"] += 1
+        for v in res.violations:
+            self.rfc["rfc1_violations" if v.predicate == "I-RFC-1" else "rfc2_violations"] += 1
+            self.tally["rfc_violations"] += 1
+            self.report(self._evidence(w, v.predicate, f"markov {op_key}: {v.detail}", f"markov {op_key}",
+                                       res.sent, res.received, offset=v.offset, operation=op_key))
+        if res.status is not None and res.status >= 500:
+            tag = _invariant_tag(res)
+            if tag:
+                self.tally["invariant_hits"] += 1
+                self.tally[f"invariant_{tag}"] += 1
+                op["invariant_hits"] += 1
+                self.report(self._evidence(
+                    w, tag, f"the target reported {tag} (x-invariant) answering {res.method} {res.target} "
+                            f"with {res.status}", f"markov {op_key}", res.sent, res.received,
+                    operation=op_key, status=res.status))
+
+    async def _send(self, w: Walker, op_key: str, method: str, target: str, body: bytes | None = None,
+                    content_type: str | None = None) -> HttpResult:
+        res = await w.conn.request(method, target, w.headers(content_type), body)
+        w.sent_log.append(res.sent)
+        self._record(w, op_key, res)
+        for v in res.header_values(b"set-cookie"):
+            w.jar.update([v])
+        if res.status is None:
+            w.conn_errors += 1
+        else:
+            w.conn_errors = 0
+        return res
+
+    # ---- login ----------------------------------------------------------------------------
+    async def _login(self, w: Walker) -> bool:
+        assert self.model.login is not None
+        method, path = self.model.login
+        user, pw = self.credentials(w.id) if self.credentials else (w.username, w.password)
+        body = json.dumps({"username": user, "password": pw}).encode()
+        w.jar.clear()
+        w.token = None
+        res = await self._send(w, f"{method} {path}", method, path, body, "application/json")
+        if res.status is not None and 200 <= res.status < 300:
+            self.tally["logins"] += 1
+            token = _json_field(res, ("token", "access_token"))
+            if isinstance(token, str) and token:
+                w.token = token
+            w.logged_in = True
+            return True
+        self.tally["login_failures"] += 1
+        return False
+
+    # ---- one Markov step ------------------------------------------------------------------
+    def _fillable(self, w: Walker, st: State) -> bool:
+        return w.bindings.can_fill(st.params)
+
+    def _pick(self, w: Walker, options: list[tuple[str, float]]) -> State | None:
+        cands = [(self.model.states[n], wt) for n, wt in options if self._fillable(w, self.model.states[n])]
+        if not cands:
+            return None
+        total = sum(wt for _, wt in cands)
+        x = w.rng.random() * total
+        for st, wt in cands:
+            x -= wt
+            if x < 0:
+                return st
+        return cands[-1][0]
+
+    def _entry_state(self, w: Walker) -> State | None:
+        start = self.model.states.get(self.model.start)
+        if start is not None and self._fillable(w, start):
+            return start
+        return self._pick(w, [(n, 1.0) for n in self.model.states])
+
+    async def _run_state(self, w: Walker, st: State) -> HttpResult | None:
+        used = w.bindings.choose(st.params, w.rng)
+        if used is None:
+            return None
+        target = st.path
+        for name, value in used.items():
+            target = target.replace("{" + name + "}", quote(value, safe=""))
+        op = self.ops.get((st.method, st.path))
+        body = ctype = None
+        if op is not None:
+            target += _query(op, w.rng)
+            if op.body_media is not None and (op.body_required or st.method in ("POST", "PUT", "PATCH")):
+                body, ctype = body_bytes(op.body_media, op.body_schema, w.rng, fill=used)
+        elif st.method in ("POST", "PUT", "PATCH"):
+            body, ctype = b"{}", "application/json"
+        if used:
+            self.tally["captured_used"] += 1
+        res = await self._send(w, st.key, st.method, target, body, ctype)
+        if res.status is not None and 200 <= res.status < 300:
+            if st.method == "DELETE":
+                w.bindings.forget(used)
+            else:
+                for b in captures(self.templates, st.path, used, res.status, res.header(b"location"), res.body,
+                                  res.header(b"content-type")):
+                    if w.bindings.add(b):
+                        self.tally["captured"] += 1
+        elif res.status in (404, 410) and used:
+            w.bindings.forget(used)  # the resource is gone: stop using it
+        return res
+
+    async def step(self, w: Walker) -> None:
+        """One unit of work: a login, a key/value check, or one Markov transition."""
+        w.steps += 1
+        if self.model.login is not None and not w.logged_in:
+            if not await self._login(w):
+                await asyncio.sleep(min(1.0, 0.05 * (1 + self.tally["login_failures"] % 10)))
+                return
+            w.state = None
+        if self.kv is not None and (not self.model.states or w.rng.random() < self.kv_ratio):
+            await self._kv_cycle(w)
+            return
+        if w.state is None:
+            w.state = self._entry_state(w)
+            if w.state is None:
+                self.tally["dead_ends"] += 1
+                await asyncio.sleep(0.05)
+                return
+        st = w.state
+        res = await self._run_state(w, st)
+        if res is None:  # lost its captured value (e.g. after a 404): go back to the entry state
+            self.tally["dead_ends"] += 1
+            w.state = None
+            return
+        if res.status == 401 and self.model.login is not None:
+            self.tally["relogins"] += 1
+            w.logged_in = False
+            return  # log in again, then retry this state
+        if res.status is None:
+            await asyncio.sleep(0.05)
+        if res.status == 429 or (res.status == 503 and res.header(b"retry-after") is not None):
+            self.tally["backoffs"] += 1
+            await asyncio.sleep(_retry_after(res))
+            return  # the same state again after the pause
+        if st.terminal:
+            self.tally["sessions"] += 1
+            w.end_session()
+            return
+        nxt = self._pick(w, list(st.transitions))
+        if nxt is None:
+            self.tally["dead_ends"] += 1
+            nxt = self._entry_state(w)
+        w.state = nxt
+
+    # ---- key/value contract (I-DRV-1 from outside) -------------------------------------------
+    def _kv_target(self, method: str, key: str) -> str:
+        assert self.kv is not None
+        op = self.kv[method]
+        return op.path.replace("{" + op.path_params[0] + "}", quote(key, safe=""))
+
+    def _drv_mismatch(self, w: Walker, what: str, key: str, expected: str | None, reads: list[HttpResult],
+                      detail: str) -> None:
+        self.tally["drv_read_after_write_mismatch"] += 1
+        if what == "delete":
+            self.tally["drv_after_delete_mismatch"] += 1
+        self.report(self._evidence(
+            w, "I-DRV-1", f"markov kv read-after-{what}: {detail}", f"markov kv read-after-{what}",
+            b"".join(r.sent for r in reads), b"".join(r.received for r in reads), key=key, expected=expected))
+
+    async def _kv_cycle(self, w: Walker) -> None:
+        assert self.kv is not None
+        w.kv_n += 1
+        key = f"pw-{w.tag}-{w.kv_n}"
+        put_key, get_key, del_key = (f"{m} {self.kv[m].path}" for m in ("PUT", "GET", "DELETE"))
+        for _round in range(1 + (w.rng.random() < 0.3)):
+            value = "".join(w.rng.choice(string.ascii_letters + string.digits) for _ in range(w.rng.randint(8, 48)))
+            put = await self._send(w, put_key, "PUT", self._kv_target("PUT", key), value.encode(),
+                                   "application/octet-stream")
+            if put.status is None or not 200 <= put.status < 300:
+                return  # not acknowledged: nothing to check
+            get = await self._send(w, get_key, "GET", self._kv_target("GET", key))
+            if get.status is None or get.status == 429:
+                self.tally["drv_unjudged"] += 1
+                return
+            self.tally["drv_checks"] += 1
+            if get.status != 200 or get.body != value.encode():
+                got = get.body[:80]
+                self._drv_mismatch(w, "write", key, value, [put, get],
+                                   f"PUT {key!r} answered {put.status}, then GET answered {get.status} with "
+                                   f"{got!r} instead of {value!r}")
+        dele = await self._send(w, del_key, "DELETE", self._kv_target("DELETE", key))
+        if dele.status is None or not 200 <= dele.status < 300:
+            return
+        get = await self._send(w, get_key, "GET", self._kv_target("GET", key))
+        if get.status is None or get.status == 429:
+            self.tally["drv_unjudged"] += 1
+            return
+        self.tally["drv_checks"] += 1
+        if get.status != 404:
+            self._drv_mismatch(w, "delete", key, None, [dele, get],
+                               f"DELETE {key!r} answered {dele.status}, then GET answered {get.status} "
+                               f"(expected 404) with {get.body[:80]!r}")
+
+    # ---- walkers ------------------------------------------------------------------------------
+    async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
+        """Walk sessions until the deadline (or `max_steps` steps, for tests)."""
+        w = Walker(self, walker_id)
+        self.walkers[walker_id] = w
+        try:
+            while time.monotonic() < deadline and not stop():
+                if self.max_steps is not None and w.steps >= self.max_steps:
+                    break
+                try:
+                    await self.step(w)
+                except Exception:  # a probatorium bug must not stop the walker silently
+                    self.tally["internal_errors"] += 1
+                    if len(self.internal_errors) < 5:
+                        self.internal_errors.append(f"markov walker {walker_id}: {traceback.format_exc()}")
+                    await asyncio.sleep(0.05)
+                if w.conn_errors >= 3:
+                    if self.alive is not None and not await self.alive():
+                        if self.recover is None or not await self.recover():
+                            self.stopped_reason = "the target is gone and could not be restarted"
+                            return
+                        await w.conn.close()
+                        w.conn = self.connection_factory()  # the restarted target may listen elsewhere
+                        w.end_session()
+                    w.conn_errors = 0
+                    await asyncio.sleep(0.2)
+        finally:
+            await w.conn.close()
+
+    def trace(self, walker_id: int) -> list[tuple[str, str, int | str]]:
+        w = self.walkers.get(walker_id)
+        return list(w.trace) if w else []
+
+    def counters(self) -> dict[str, int]:
+        """The `tier_1.markov` string→int map."""
+        base = {k: 0 for k in COUNTER_KEYS}
+        base.update(self.tally)
+        base["states"] = len(self.model.states)
+        base["kv_contract"] = int(self.kv is not None)
+        return dict(base)
+
+    def per_operation(self) -> dict[str, dict[str, int]]:
+        """Per operation ("GET /api/users/{id}") status-class counts, for tier1_tally.json."""
+        return {k: dict(v) for k, v in sorted(self.per_op.items())}
+
+
+def _json_doc(res: HttpResult) -> Any:
+    if not res.body:
+        return None
+    try:
+        return json.loads(res.body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json_field(res: HttpResult, names: tuple[str, ...]) -> Any:
+    doc = _json_doc(res)
+    if isinstance(doc, dict):
+        for n in names:
+            if n in doc:
+                return doc[n]
+    return None
+
+
+def _retry_after(res: HttpResult) -> float:
+    """A short pause for a 429/503: Retry-After when it is small, else 0.25 s (never over 1 s)."""
+    raw = res.header(b"retry-after") or b""
+    try:
+        return max(0.05, min(1.0, float(raw.decode("latin-1").strip())))
+    except ValueError:
+        return 0.25
+
+
+def _invariant_tag(res: HttpResult) -> str | None:
+    tag = _json_field(res, ("x-invariant",))
+    if isinstance(tag, str) and tag.strip() and len(tag) < 64:
+        return tag.strip()
+    return None
+
+
+def _query(op: Operation, rng: random.Random) -> str:
+    """Required query parameters, generated from their schemas."""
+    from .values import generate
+
+    parts = []
+    for p in op.parameters:
+        if p.get("in") == "query" and p.get("required"):
+            v = generate(p.get("schema") or {"type": "string"}, rng, name=str(p["name"]))
+            v = v if isinstance(v, str) else json.dumps(v)
+            parts.append(f"{quote(str(p['name']), safe='')}={quote(v, safe='')}")
+    return ("?" + "&".join(parts)) if parts else ""
