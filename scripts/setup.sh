@@ -16,6 +16,8 @@ if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
     echo "setup: the venv module is missing: apt-get install python3-venv" >&2; exit 2
   fi
 fi
+# Real backing services (postgres, redis, memcached) come from Debian packages.
+bash scripts/install-debian-packages.sh
 stamp=.venv/.lock-stamp
 if [ ! -x .venv/bin/python ] || ! cmp -s requirements.lock "$stamp" 2>/dev/null; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv

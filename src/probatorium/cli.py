@@ -93,6 +93,7 @@ def validate(
     health_path: str = typer.Option("/healthz", "--health-path", help="Health path the watchdog polls."),
     debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (SPEC.md §3 contract)."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target outside loopback."),
+    services_opt: Optional[str] = typer.Option(None, "--services", help="Start these backing services (postgres,redis,memcached) and pass their addresses to the target."),
     ready_timeout: float = typer.Option(30.0, "--ready-timeout", help="Seconds a started target has to accept connections."),
     quiet_timeout: float = typer.Option(3.0, "--quiet-timeout", help="Seconds of silence after which a probe counts as hanging."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
@@ -171,6 +172,9 @@ def validate(
             load_operations(spec)  # a malformed spec is one clear line now, not a failure mid-run
         if not plans:
             raise UsageError("no cells to run (empty --refapps/--engines?)")
+        for svc in _csv(services_opt):
+            if svc not in ("postgres", "redis", "memcached"):
+                raise UsageError(f"unknown service {svc!r}; services are postgres,redis,memcached")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             run_dir = out
@@ -200,7 +204,8 @@ def validate(
     signal.signal(signal.SIGTERM, on_signal)
     opts = ValidateOptions(duration_s=duration_s, concurrency=conc, seed=run_seed, slices=chosen,
                            echo_path=echo_path, health_path=health_path, debug_path=debug_path,
-                           quiet_timeout=quiet_timeout, progress=lambda m: err.print(m, markup=False))
+                           quiet_timeout=quiet_timeout, services=_csv(services_opt),
+                           progress=lambda m: err.print(m, markup=False))
     err.print(f"probatorium {__version__}: {len(plans)} cell(s), {duration_s:.0f}s, C={conc}, "
               f"slices={','.join(chosen)}, seed={run_seed:#x}, results {run_dir}", markup=False)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
@@ -282,6 +287,26 @@ def repro_check(
     bad = [r for r in results if r.outcome != "REPRODUCED"]
     console.print(f"{len(results) - len(bad)}/{len(results)} reproduced", markup=False)
     raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def services(
+    action: str = typer.Argument(..., help="up | down | status"),
+    names: Optional[str] = typer.Argument(None, help="postgres,redis,memcached (default: all)"),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Start, stop or list the real backing services (DATABASE_URL, REDIS_URL, MEMCACHED_ADDR)."""
+    from .services.cli import services_command
+
+    raise typer.Exit(services_command(action, _csv(names), as_json=json_out))
+
+
+@app.command()
+def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive.")) -> None:
+    """Undo whatever killed runs left behind (service processes, data directories)."""
+    from .services.cli import cleanup_command
+
+    raise typer.Exit(cleanup_command(include_live=include_live))
 
 
 @app.command()

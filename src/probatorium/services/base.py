@@ -182,11 +182,26 @@ def service_user(service: str) -> pwd.struct_passwd | None:
                  f"({', '.join(choices)}) exists to run it as; set PROBATORIUM_SERVICE_USER")
 
 
+def _default_root() -> Path:
+    return Path(os.environ.get("TMPDIR") or "/tmp") / f"probatorium-services-{os.geteuid()}"
+
+
+def prune_default_root() -> None:
+    """Remove the default services root once it is empty (a configured root —
+    PROBATORIUM_SERVICES_TMPDIR or root= — belongs to whoever configured it)."""
+    if os.environ.get("PROBATORIUM_SERVICES_TMPDIR"):
+        return
+    try:
+        os.rmdir(_default_root())
+    except OSError:
+        pass  # not empty (another run is using it) or already gone
+
+
 def services_root(explicit: str | os.PathLike | None = None) -> Path:
     """The temp root of throw-away service directories, created safely (0711,
     ours, not a symlink) so an unprivileged service user can traverse it."""
     base = explicit or os.environ.get("PROBATORIUM_SERVICES_TMPDIR")
-    root = Path(base) if base else Path(os.environ.get("TMPDIR") or "/tmp") / f"probatorium-services-{os.geteuid()}"
+    root = Path(base) if base else _default_root()
     try:
         root.mkdir(mode=0o711, parents=True, exist_ok=True)
     except OSError as e:

@@ -38,6 +38,7 @@ from probatorium.services.base import (
     ServiceStatus,
     ServiceUnavailable,
     normalise_names,
+    prune_default_root,
     remove_tree,
     service_user,
     services_root,
@@ -189,30 +190,43 @@ class ServiceManager:
                                                                 if n in self._running]
             if len(wanted) == len(self._running):
                 _live_managers.discard(self)
-            if len(wanted) <= 1:
-                return [self._stop(name) for name in wanted]
-            results: dict[str, str] = {}
+            try:
+                return self._down(wanted)
+            finally:
+                if self._root_arg is None:
+                    prune_default_root()
 
-            def one(name: str) -> None:
-                try:
-                    results[name] = self._stop(name)
-                except Exception as e:  # pragma: no cover - reported, never raised mid-teardown
-                    results[name] = f"{name}: stop failed: {e}"
+    def _down(self, wanted: list[str]) -> list[str]:
+        if len(wanted) <= 1:
+            return [self._stop(name) for name in wanted]
+        results: dict[str, str] = {}
 
-            threads = [threading.Thread(target=one, args=(n,), name=f"stop-{n}") for n in wanted]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return [results[n] for n in reversed(wanted)]
+        def one(name: str) -> None:
+            try:
+                results[name] = self._stop(name)
+            except Exception as e:  # pragma: no cover - reported, never raised mid-teardown
+                results[name] = f"{name}: stop failed: {e}"
+
+        threads = [threading.Thread(target=one, args=(n,), name=f"stop-{n}") for n in wanted]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [results[n] for n in reversed(wanted)]
 
     # -- internals ---------------------------------------------------------
     def _start(self, name: str, bins: dict[str, str]) -> _Running:
         server = SERVERS[name]
         user = service_user(name)
-        root = services_root(self._root_arg)
         t0 = time.monotonic()
-        service_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+        for attempt in range(3):
+            root = services_root(self._root_arg)
+            try:
+                service_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+                break
+            except FileNotFoundError:  # another run pruned the empty default root just now
+                if attempt == 2:
+                    raise
         (service_dir / MARKER).write_text(f"{name} owner={os.getpid()}\n")
         entry_id = uuid.uuid4().hex
         owner_ticks = _proc.proc_start_ticks(os.getpid())
@@ -235,6 +249,7 @@ class ServiceManager:
             for _attempt in range(PORT_ATTEMPTS):
                 ctx.port = free_port(ctx.host)
                 argv = server.argv(ctx)
+                log_offset = ctx.log_path.stat().st_size if ctx.log_path.exists() else 0
                 popen = _proc.Spawner.run(self._spawn, argv, ctx, self._preexec(server))
                 start_ticks = _proc.proc_start_ticks(popen.pid)
                 self.manifest.mark(entry_id, pid=popen.pid, pgid=popen.pid, start_ticks=start_ticks,
@@ -245,7 +260,7 @@ class ServiceManager:
                 except ServerExited as e:
                     last_exit = e.code
                     log = _log_tail(ctx.log_path)
-                    if "in use" in log.lower():  # lost the port race: try another port
+                    if _port_taken(ctx.log_path, log_offset):  # lost the port race: try another port
                         popen = None
                         continue
                     raise ServiceUnavailable(name, f"service {name} exited at start (exit {e.code}): {log}")
@@ -317,6 +332,17 @@ def _log_tail(path: Path, lines: int = 2) -> str:
     except OSError:
         return "no log"
     return " | ".join(line.strip() for line in text[-lines:]) or "no output"
+
+
+def _port_taken(path: Path, offset: int) -> bool:
+    """Did the attempt whose log starts at ``offset`` fail to bind its port?"""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace").lower()
+    except OSError:
+        return False
+    return "address already in use" in text or "eaddrinuse" in text
 
 
 def _kill_leftover_group_from_manifest(manifest: Manifest, entry_id: str) -> None:
@@ -403,6 +429,7 @@ def stop_recorded(names=None, manifest: Manifest | None = None) -> list[str]:
         if not e.get("detached") and _owner_alive(e):
             continue  # a live validator's service: not ours to stop
         out.append(_undo_entry(manifest, e, "services down"))
+    prune_default_root()
     return out
 
 
@@ -450,6 +477,7 @@ def cleanup_manifest(manifest: Manifest | None = None, *, include_live: bool = F
         if stale_only and e.get("detached"):
             continue
         out.append(_undo_entry(manifest, e, "cleanup"))
+    prune_default_root()
     return out
 
 

@@ -132,6 +132,39 @@ def processes_in_dir(directory: str | os.PathLike) -> dict[int, int]:
     return found
 
 
+def listening_pids_ok(pid: int, port: int, host_hex: str = "0100007F") -> bool | None:
+    """Does ``pid`` hold the socket listening on 127.0.0.1:``port``?
+
+    None when that cannot be told (no /proc/net/tcp, or the fds of ``pid``
+    are not readable). A health probe must be answered by OUR server, not by
+    another one that already sat on the port we picked.
+    """
+    try:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    want = f"{host_hex}:{port:04X}"
+    inodes = set()
+    for row in rows:
+        cols = row.split()
+        if len(cols) > 9 and cols[1] == want and cols[3] == "0A":  # LISTEN
+            inodes.add(cols[9])
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def make_preexec(death_signal: int | None):
     """A preexec_fn that asks the kernel to send ``death_signal`` to the child
     when the thread that forked it dies (PR_SET_PDEATHSIG).

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probatorium.services.base import BinFinder, ServiceUnavailable
+from probatorium.services.proc import listening_pids_ok
 
 HOST = "127.0.0.1"
 
@@ -62,7 +63,7 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
-def _exchange(host: str, port: int, payload: bytes, until: bytes, timeout: float = 2.0) -> bytes:
+def _exchange(host: str, port: int, payload: bytes, until: bytes, timeout: float = 1.0) -> bytes:
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.settimeout(timeout)
         s.sendall(payload)
@@ -260,6 +261,10 @@ def wait_healthy(server: ServerDef, ctx: StartContext, proc: subprocess.Popen, t
         if proc.poll() is not None:
             raise ServerExited(proc.returncode)
         try:
+            # Only probe once OUR process holds the listening socket: whatever
+            # else sits on the port (we lost a race for it) must not answer for it.
+            if listening_pids_ok(proc.pid, ctx.port) is False:
+                raise NotReadyYet(f"port {ctx.port} not listened on by pid {proc.pid}")
             return server.probe(ctx)
         except NotReadyYet as e:
             last = str(e)

@@ -76,6 +76,7 @@ class ValidateOptions:
     debug_path: str = "/debug/vars"
     quiet_timeout: float = 3.0
     checkpoint_interval: float = 10.0
+    services: list[str] = field(default_factory=list)  # backing services every target gets
     progress: object = None  # callable(str) for one-line progress messages
 
 
@@ -135,13 +136,19 @@ class Orchestrator:
         """Run every cell; always leave a valid document behind."""
         budget = self.opts.duration_s / max(1, len(self.plans))
         self.checkpointer.checkpoint()
+        manager, services_reason = self._start_services()
         try:
             for plan in self.plans:
                 if self.stop_event.is_set():
                     break
-                cell = self.run_cell(plan, budget)
+                if services_reason:
+                    cell = self._not_run_cell(plan, services_reason)
+                else:
+                    cell = self.run_cell(plan, budget)
                 self.checkpointer.record_cell(cell)
         finally:
+            if manager is not None:
+                manager.down()
             vr = self.document.validation_results
             vr.finished_at = utc_now_iso()
             self.document.incidents = [i for c in vr.cells for i in c.incidents]
@@ -152,6 +159,37 @@ class Orchestrator:
             else:
                 self.checkpointer.finish()
         return self.document
+
+    def _start_services(self):
+        """Start the backing services once for the run; their addresses go into every target's env.
+        A missing service is a reason for the dependent cells to be not_run, never a traceback."""
+        if not self.opts.services:
+            return None, ""
+        from ..services import ServiceManager
+
+        manager = ServiceManager()
+        missing = manager.unavailable(self.opts.services)
+        if missing:
+            return None, "; ".join(missing.values())
+        try:
+            manager.up(self.opts.services)
+        except ProbatoriumError as e:
+            manager.down()
+            return None, str(e)
+        env = manager.env()
+        # Schema models keep extra fields: the run document records where the services were.
+        setattr(self.document.validation_results, "services", dict(env))
+        for plan in self.plans:
+            plan.spec.env.update(env)
+        self._say("services: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+        return manager, ""
+
+    def _not_run_cell(self, plan: CellPlan, reason: str) -> Cell:
+        folder = cell_folder_name(plan.index, plan.label, plan.engine)
+        now = utc_now_iso()
+        return Cell(refapp=plan.label, engine=plan.engine, arch=self.arch, status="not_run", reason=reason,
+                    started_at=now, finished_at=now, folder=folder,
+                    target={"describe": plan.spec.describe()})
 
     def run_cell(self, plan: CellPlan, budget_s: float) -> Cell:
         """Start the target, drive the slices for budget_s, stop it, judge."""
