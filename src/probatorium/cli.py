@@ -64,6 +64,10 @@ def default_concurrency(duration_s: float) -> int:
     return 48
 
 
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
 def _fail(e: Exception, code: int = 2) -> None:
     err.print(f"probatorium: error: {e}", markup=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -151,25 +155,33 @@ def validate(
                 for slug in slugs:
                     refapp_dir(slug)
                 plans = [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common),
-                                  openapi=refapp_dir(slug) / "openapi.yaml")
+                                  openapi=refapp_dir(slug) / "openapi.yaml",
+                                  markov=markov or _existing(refapp_dir(slug) / "markov.yaml"))
                          for slug in slugs for e in engine_list]
             else:
                 name = label or app_target
                 plans = [CellPlan(name, TargetSpec(kind="app", app=app_target, app_dir=app_dir, engine=e, **common),
-                                  openapi=spec) for e in engine_list]
+                                  openapi=spec, markov=markov) for e in engine_list]
         elif kind == "cmd":
-            plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common), openapi=spec)]
+            plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common), openapi=spec,
+                              markov=markov)]
         else:
             from urllib.parse import urlsplit
 
             from .targets.safety import check_target_allowed
 
             check_target_allowed(urlsplit(url).hostname or "", allow_remote)  # refuse before anything starts
-            plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common), openapi=spec)]
+            plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common), openapi=spec,
+                              markov=markov)]
         if spec is not None:
             from .validate.openapi import load_operations
 
             load_operations(spec)  # a malformed spec is one clear line now, not a failure mid-run
+        if "markov" in chosen:
+            from .validate.tier1.markov.model import load_markov
+
+            for mpath in dict.fromkeys(p.markov for p in plans if p.markov is not None):
+                load_markov(mpath)  # same: a bad markov.yaml is one line naming the file and the line
         if not plans:
             raise UsageError("no cells to run (empty --refapps/--engines?)")
         for svc in _csv(services_opt):

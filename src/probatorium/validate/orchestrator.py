@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ProbatoriumError, TargetStartError
+from ..errors import ProbatoriumError, TargetStartError, UsageError
 from ..rawclient import can_connect
 from ..results.schema import Cell, Incident, PropertyResult, ValidateDocument, ValidationResults, \
     host_arch_pair, normalize_arch, utc_now_iso
@@ -29,6 +29,7 @@ from ..targets.watchdog import Watchdog
 from .incidents import Evidence, IncidentRecorder
 from .invariants import CATALOGUE
 from .tier1.adversarial.runner import AdversarialSlice, derive_seed
+from .tier1.markov.slice import MarkovSlice
 
 # SPEC.md §5: slice → (share of the walkers, concurrency at which it activates).
 SLICE_BUDGET: dict[str, tuple[float, int]] = {
@@ -38,7 +39,7 @@ SLICE_BUDGET: dict[str, tuple[float, int]] = {
     "ws": (0.05, 20),
     "sse": (0.05, 20),
 }
-IMPLEMENTED_SLICES = ("adversarial",)
+IMPLEMENTED_SLICES = ("markov", "adversarial")
 MAX_RESTARTS_PER_CELL = 3
 
 
@@ -88,6 +89,7 @@ class CellPlan:
     spec: TargetSpec
     index: int = 0
     openapi: Path | None = None  # the target's OpenAPI document (a refapp's own, or --spec)
+    markov: Path | None = None  # the Markov session model (a refapp's own markov.yaml, or --markov)
 
     @property
     def engine(self) -> str:
@@ -101,6 +103,7 @@ class CellRun:
     cell: Cell
     plan: CellPlan
     slice: AdversarialSlice | None = None
+    markov: MarkovSlice | None = None
     recorder: IncidentRecorder | None = None
     watchdog: Watchdog | None = None
     extra_tally: dict = field(default_factory=dict)
@@ -281,11 +284,14 @@ class Orchestrator:
                         run.watchdog.resume()
                 if adv is not None:
                     adv.port = target.port
+                if mk is not None:
+                    mk.port = target.port
                 return await alive()
 
         alloc = allocate_walkers(self.opts.concurrency, self.opts.slices)
         run.cell.tier_1["walkers"] = alloc  # type: ignore[assignment]
         adv = None
+        mk = None
         tasks = []
         deadline = time.monotonic() + budget_s
         stop = self.stop_event.is_set
@@ -305,6 +311,25 @@ class Orchestrator:
             except (RuntimeError, OSError) as e:
                 adv.stopped_reason = f"calibration failed: {e}"
                 run.extra_tally["adversarial_calibration"] = {"error": str(e)}
+        if "markov" in alloc:
+            openapi = run.plan.openapi if run.plan.openapi is not None and run.plan.openapi.is_file() else None
+            try:
+                mk = MarkovSlice(
+                    target.host, target.port, openapi=openapi, markov=run.plan.markov,
+                    seed=derive_seed(cell_seed, "markov"), report=run.recorder.record if run.recorder else None,
+                    alive=alive, recover=recover,
+                )
+            except UsageError as e:  # checked up front by the CLI; a library caller may still pass a bad file
+                run.extra_tally["markov"] = {"error": str(e)}
+                self._say(f"  markov: {e}")
+            else:
+                run.markov = mk
+                run.extra_tally["markov"] = {"model": mk.model.describe(), "notes": mk.notes}
+                self._say(f"  markov: {mk.model.describe()}")
+                if mk.model.states or mk.kv is not None:
+                    tasks += [mk.walker(i, deadline, stop) for i in range(alloc["markov"])]
+                else:
+                    mk.stopped_reason = "nothing to walk: no markov.yaml and no session operation in the OpenAPI"
         checkpoint_task = asyncio.create_task(self._checkpoint_loop(run, target))
         try:
             if tasks:
@@ -315,7 +340,7 @@ class Orchestrator:
                 await checkpoint_task
             except asyncio.CancelledError:
                 pass
-        return adv.stopped_reason if adv else ""
+        return "; ".join(r for r in (adv.stopped_reason if adv else "", mk.stopped_reason if mk else "") if r)
 
     async def _checkpoint_loop(self, run: CellRun, target: RunningTarget) -> None:
         while True:
@@ -326,13 +351,29 @@ class Orchestrator:
             await asyncio.to_thread(self.checkpointer.record_cell, snapshot)
 
     # ---- judging -----------------------------------------------------------------------
+    @staticmethod
+    def _rfc(run: CellRun) -> dict[str, int]:
+        """Framing checks of every slice that reads responses, summed."""
+        total: dict[str, int] = {}
+        for sl in (run.slice, run.markov):
+            for k, v in (sl.rfc if sl is not None else {}).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
     def _fill_tallies(self, run: CellRun) -> None:
         t1 = run.cell.tier_1
+        sent = 0
         if run.slice is not None:
             adv = run.slice.counters()
             t1["adversarial"] = adv
-            t1["rfc"] = dict(run.slice.rfc)
-            t1["requests_sent"] = adv.get("adv_sent", 0)
+            sent += adv.get("adv_sent", 0)
+        if run.markov is not None:
+            mk = run.markov.counters()
+            t1["markov"] = mk
+            sent += mk.get("requests", 0)
+        if run.slice is not None or run.markov is not None:
+            t1["rfc"] = self._rfc(run)
+            t1["requests_sent"] = sent
 
     def _judge(self, run: CellRun, target: RunningTarget, error: str) -> None:
         cell = run.cell
@@ -345,9 +386,21 @@ class Orchestrator:
             for pid, key in (("I-ADV-ACCEPTED", "adv_wrong_accepted"), ("I-ADV-HANG", "adv_hang_until_timeout"),
                              ("I-ADV-LENIENT", "adv_lenient_accepted")):
                 props[pid] = _counted(judged, adv.tally.get(key, 0), why)
-            checked = adv.rfc.get("responses_checked", 0)
-            props["I-RFC-1"] = _counted(checked, adv.rfc.get("rfc1_violations", 0), "no response was read")
-            props["I-RFC-2"] = _counted(checked, adv.rfc.get("rfc2_violations", 0), "no response was read")
+        mk = run.markov
+        if adv is not None or mk is not None:
+            rfc = self._rfc(run)
+            checked = rfc.get("responses_checked", 0)
+            props["I-RFC-1"] = _counted(checked, rfc.get("rfc1_violations", 0), "no response was read")
+            props["I-RFC-2"] = _counted(checked, rfc.get("rfc2_violations", 0), "no response was read")
+        if mk is not None:
+            if mk.kv is None:
+                props["I-DRV-1"] = PropertyResult(
+                    status="not_judged", reason="the OpenAPI document offers no PUT/GET/DELETE /kv/{key} "
+                                                "(key/value contract); refapp self-checks still report it")
+            else:
+                props["I-DRV-1"] = _counted(mk.tally.get("drv_checks", 0),
+                                            mk.tally.get("drv_read_after_write_mismatch", 0),
+                                            mk.stopped_reason or "no acknowledged write was read back")
         wd = run.watchdog
         events = {e.predicate for e in (wd.events if wd else [])}
         recorded = {i.predicate for i in (run.recorder.incidents if run.recorder else [])}
@@ -373,8 +426,9 @@ class Orchestrator:
         cell.partial = self.stop_event.is_set()
         high_failed = [p for p, r in props.items() if r.status == "failed" and CATALOGUE[p].severity == "HIGH"]
         judged_any = any(r.status != "not_judged" for p, r in props.items() if p not in ("I-LIVENESS", "I-HANG"))
-        if adv is not None and adv.internal_errors:
-            write_json_atomic(self.run_dir / cell.folder / "internal_errors.json", adv.internal_errors)
+        internal = (adv.internal_errors if adv is not None else []) + (mk.internal_errors if mk is not None else [])
+        if internal:
+            write_json_atomic(self.run_dir / cell.folder / "internal_errors.json", internal)
         if high_failed or any(i.severity == "HIGH" for i in cell.incidents):
             cell.status = "failed"
             cell.reason = "HIGH: " + ", ".join(sorted(set(high_failed) | {i.predicate for i in cell.incidents
@@ -391,7 +445,9 @@ class Orchestrator:
         if self.stop_event.is_set():
             cell.reason = (cell.reason + "; " if cell.reason else "") + "interrupted"
         sidecar = {"adversarial": {"calibration": run.extra_tally.get("adversarial_calibration"),
-                                   "cases": adv.case_breakdown() if adv else {}}}
+                                   "cases": adv.case_breakdown() if adv else {}},
+                   "markov": {**run.extra_tally.get("markov", {}),
+                              "per_operation": mk.per_operation() if mk else {}}}
         write_json_atomic(self.run_dir / cell.folder / "tier1_tally.json", sidecar)
 
 

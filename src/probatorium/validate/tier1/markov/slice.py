@@ -66,6 +66,7 @@ class Walker:
         self.id = walker_id
         self.seed = derive_seed(slice_.seed, "markov-walker", walker_id)
         self.rng = random.Random(self.seed)
+        self.pace = random.Random(self.seed ^ 0x5A5A)
         self.tag = f"{slice_.seed & 0xFFFFFFFF:08x}-{walker_id}"
         self.username = f"walker-{self.tag}"
         self.password = "pw-" + hashlib.sha256(f"{slice_.seed}:{walker_id}".encode()).hexdigest()[:16]
@@ -113,7 +114,7 @@ class MarkovSlice:
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  connection_factory: Callable[[], Connection] | None = None,
-                 max_steps: int | None = None) -> None:
+                 max_steps: int | None = None, think: float = 0.0) -> None:
         self.host, self.port = host, port
         self.seed = seed
         self.report = report or (lambda ev: None)
@@ -121,6 +122,7 @@ class MarkovSlice:
         self.timeout = timeout
         self.alive, self.recover = alive, recover
         self.max_steps = max_steps
+        self.think = think  # mean pause between steps (s); 0 = back to back
         self.connection_factory: Callable[[], Connection] = connection_factory or (
             lambda: H1Connection(self.host, self.port, timeout=self.timeout))
         self.openapi_path = None if openapi is None or isinstance(openapi, list) else str(Path(openapi).resolve())
@@ -286,7 +288,7 @@ class MarkovSlice:
             if not await self._login(w):
                 await asyncio.sleep(min(1.0, 0.05 * (1 + self.tally["login_failures"] % 10)))
                 return
-            w.state = None
+            # a new session starts at the entry state; after a re-login (401) the state is retried
         if self.kv is not None and (not self.model.states or w.rng.random() < self.kv_ratio):
             await self._kv_cycle(w)
             return
@@ -387,6 +389,8 @@ class MarkovSlice:
                     if len(self.internal_errors) < 5:
                         self.internal_errors.append(f"markov walker {walker_id}: {traceback.format_exc()}")
                     await asyncio.sleep(0.05)
+                if self.think > 0:  # jitter from its own RNG, so pacing never changes the walk
+                    await asyncio.sleep(w.pace.uniform(0.5, 1.5) * self.think)
                 if w.conn_errors >= 3:
                     if self.alive is not None and not await self.alive():
                         if self.recover is None or not await self.recover():
