@@ -35,6 +35,8 @@ def run_loadgen_command(
     timeout: float = 10.0,
     expect_status: Sequence[int] | None = None,
     allow_remote: bool = False,
+    kind: str = "http",
+    ws_message: str | None = None,
 ) -> int:
     """Run one load test and print the result. Returns the exit code.
 
@@ -42,6 +44,9 @@ def run_loadgen_command(
     (any error class) or open-loop slots were unsent; 2: configuration error or
     the target never accepted a connection (one line on stderr).
     ``headers`` are ``"Name: value"`` strings; ``body`` a string (``@file`` reads a file).
+    ``kind``: "http" (default), "ws" (WebSocket echo: requests = echoed messages of
+    ``ws_message``), "sse" (``connections`` subscribers: requests = events delivered,
+    latency = delivery lag of events whose data is an epoch timestamp).
     """
     try:
         if isinstance(body, str) and body.startswith("@"):
@@ -65,6 +70,8 @@ def run_loadgen_command(
             timeout=timeout,
             expected_statuses=frozenset(expect_status) if expect_status else None,
             allow_remote=allow_remote,
+            kind=kind,
+            **({"ws_message": ws_message.encode()} if ws_message is not None else {}),
         )
         result = run_load(cfg)
     except OSError as exc:
@@ -86,6 +93,8 @@ def render_table(r: LoadResult, console=None) -> None:
 
     console = console or Console()
     mode = f"open loop @ {r.target_rps:g} rps" if r.mode == "open" else "closed loop"
+    if r.kind != "http":
+        mode = {"ws": "WebSocket echo, ", "sse": "SSE subscribers, "}[r.kind] + mode
     t = Table(title=f"{r.url}  {mode}, {r.connections} conns, {r.workers} worker(s), {r.duration_s:g}s",
               show_header=True, header_style="bold")
     t.add_column("")

@@ -51,6 +51,8 @@ class LoadConfig:
     cpus: list[int] | None = None  # CPUs the workers are pinned to (default: our affinity)
     allow_remote: bool = False
     grace: float | None = None  # how long in-flight requests may finish at the end (default min(timeout, 5))
+    kind: str = "http"  # "http" | "ws" (WebSocket echo) | "sse" (SSE subscribers)
+    ws_message: bytes = b"Hello, World!"  # the payload every WebSocket message carries
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -63,6 +65,12 @@ class LoadConfig:
             raise UsageError("loadgen: warmup must be >= 0")
         if self.workers is not None and self.workers < 1:
             raise UsageError("loadgen: workers must be >= 1")
+        if self.kind not in ("http", "ws", "sse"):
+            raise UsageError(f"loadgen: unknown kind {self.kind!r} (http, ws, sse)")
+        if self.kind == "sse" and self.rate is not None:
+            raise UsageError("loadgen: SSE subscribers are passive: no --rate")
+        if isinstance(self.ws_message, str):
+            self.ws_message = self.ws_message.encode()
         if isinstance(self.body, str):
             self.body = self.body.encode()
         self.method = self.method.upper()

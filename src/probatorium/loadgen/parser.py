@@ -76,6 +76,9 @@ class ResponseParser:
         "_max_head",
         "no_body",
         "cache",
+        "_sink",
+        "on_head",
+        "stream",
     )
 
     def __init__(
@@ -101,6 +104,11 @@ class ResponseParser:
         #: final responses framed by Content-Length: lets the caller skip re-parsing a head
         #: it has already validated (benchmarks answer the same head over and over).
         self.cache: dict[bytes, tuple[int, int, bool]] = {}
+        #: optional: called with (status, lowercased head) when a final response head is parsed
+        self.on_head: Callable[[int, bytes], None] | None = None
+        #: optional: called with each piece of body as it arrives (streaming, e.g. SSE)
+        self.stream: Callable[[bytes], None] | None = None
+        self._sink: Callable[[bytes], None] | None = None
 
     @property
     def idle(self) -> bool:
@@ -139,12 +147,12 @@ class ResponseParser:
                 avail = n - pos
                 rem = self._remaining
                 if avail < rem:
-                    if self._body is not None:
-                        self._body.append(data[pos:])
+                    if self._sink is not None:
+                        self._sink(data[pos:])
                     self._remaining = rem - avail
                     return
-                if self._body is not None:
-                    self._body.append(data[pos : pos + rem])
+                if self._sink is not None:
+                    self._sink(data[pos : pos + rem])
                 pos += rem
                 self._remaining = 0
                 if st == _BODY_CL:
@@ -199,8 +207,8 @@ class ResponseParser:
                     pos = eol + 2
                 continue
             # _BODY_EOF: everything until the peer closes belongs to the body.
-            if self._body is not None:
-                self._body.append(data[pos:])
+            if self._sink is not None:
+                self._sink(data[pos:])
             return
 
     def feed_eof(self) -> bool:
@@ -245,6 +253,10 @@ class ResponseParser:
         cl, cl_conflict = _header_value(lower, b"\r\ncontent-length:")
         self._status = status
         self._body = [] if self._keep_body else None
+        self._sink = self.stream if self.stream is not None else (
+            self._body.append if self._body is not None else None)
+        if self.on_head is not None:
+            self.on_head(status, lower)
         if self.no_body or status == 204 or status == 304:
             if status == 204 and (cl is not None and cl != b"0"):
                 raise ParseError("204 response with a non-zero Content-Length")

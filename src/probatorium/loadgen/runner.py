@@ -66,6 +66,8 @@ class LoadResult:
     warmup: PhaseResult | None
     queue_overflow: int = 0
     event_loop: str = ""
+    kind: str = "http"  # http | ws (requests = echoed messages) | sse (requests = events delivered)
+    events_untimed: int = 0  # sse: events without a timestamp (counted, no latency)
     per_worker: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -176,7 +178,8 @@ def merge_results(cfg: LoadConfig, rs: list[dict[str, Any]]) -> LoadResult:
     """Merge per-worker results: histograms add bucket by bucket; counts add up."""
     rs = sorted(rs, key=lambda r: r["index"])
     total = hist.merge_encoded(r["histogram"] for r in rs)
-    requests = total.get_total_count()
+    untimed = sum(r.get("events_untimed", 0) for r in rs)
+    requests = total.get_total_count() + untimed
     duration = cfg.duration
     errors = _sum_errors([r["errors"] for r in rs])
     unsent = sum(r["unsent"] for r in rs)
@@ -211,7 +214,7 @@ def merge_results(cfg: LoadConfig, rs: list[dict[str, Any]]) -> LoadResult:
     warm = None
     if cfg.warmup > 0:
         wh = hist.merge_encoded(r["warmup"]["histogram"] for r in rs)
-        wreq = wh.get_total_count()
+        wreq = sum(r["warmup"]["requests"] for r in rs)
         warm = PhaseResult(
             requests=wreq,
             errors=_sum_errors([r["warmup"]["errors"] for r in rs]),
@@ -243,6 +246,8 @@ def merge_results(cfg: LoadConfig, rs: list[dict[str, Any]]) -> LoadResult:
         loop_lag_ms=lag,
         warmup=warm,
         queue_overflow=sum(r["queue_overflow"] for r in rs),
+        kind=cfg.kind,
+        events_untimed=untimed,
         event_loop=rs[0].get("loop", "") if rs else "",
         per_worker=[
             {k: r[k] for k in ("index", "pid", "cpu", "connections", "connects_ok", "requests", "errors", "unsent", "loop_lag_ms")}

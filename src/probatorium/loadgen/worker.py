@@ -151,9 +151,8 @@ class Conn(asyncio.Protocol):
             w.cur.append(us)
         else:
             w.record_slow(t0, us)
-        if status >= w.status_floor or (w.statuses is not None and status not in w.statuses):
-            if not w.cfg.status_ok(status):
-                w.error("status", t0)
+        if status >= w.status_floor and not w.cfg.status_ok(status):
+            w.error("status", t0)
         elif w.expect_body is not None and body != w.expect_body:
             w.error("protocol", t0)
         if close or w.close_mode:
@@ -181,6 +180,20 @@ class Worker:
         self.nconns = nconns
         self.host, self.port, _ = parse_url(cfg.url)
         self.request = build_request(cfg)
+        self.events_untimed = 0
+        self.events_untimed_warm = 0
+        if cfg.kind != "http":
+            from probatorium.loadgen import streams
+
+            if cfg.kind == "ws":
+                self.ws_handshake, self.ws_accept = streams.ws_handshake(cfg)
+                self.ws_payload = cfg.ws_message
+                self.request = streams.ws_frame(cfg.ws_message)
+            else:
+                self.request = streams.sse_request(cfg)
+            self.conn_cls = streams.conn_factory(cfg.kind)
+        else:
+            self.conn_cls = Conn
         self.close_mode = cfg.close
         self.expect_body = cfg.expect_body
         self.statuses = cfg.expected_statuses
@@ -224,6 +237,8 @@ class Worker:
         return (t - self.warm_end_ns) // NS
 
     def record_slow(self, t0: int, us: int) -> None:
+        if not self.sec_lat:  # before the run started
+            return
         if t0 < self.warm_end_ns:
             self.warm_lat.append(us)
             return
@@ -243,7 +258,16 @@ class Worker:
         self.cur_start = self.warm_end_ns + idx * NS
         self.cur_end = self.cur_start + NS
 
+    def events_untimed_phase(self, t: int) -> None:
+        if t < self.warm_end_ns:
+            self.events_untimed_warm += 1
+        else:
+            self.events_untimed += 1
+
     def error(self, cls: str, t: int) -> None:
+        if not self.sec_errors:  # before the run started (connecting)
+            self.errors[cls] += 1
+            return
         if t < self.warm_end_ns:
             self.errors_warm[cls] += 1
             return
@@ -327,7 +351,7 @@ class Worker:
         while not self.stop_evt.is_set() and self.sending:
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: Conn(self), self.host, self.port), ct
+                    loop.create_connection(lambda: self.conn_cls(self), self.host, self.port), ct
                 )
             except (OSError, asyncio.TimeoutError):
                 if self.sending:
@@ -484,9 +508,10 @@ class Worker:
             "errors": self.errors,
             "unsent": self.unsent,
             "queue_overflow": self.overflow,
+            "events_untimed": self.events_untimed,
             "seconds": seconds,
             "warmup": {
-                "requests": warm.get_total_count(),
+                "requests": warm.get_total_count() + self.events_untimed_warm,
                 "histogram": hist.encode(warm),
                 "errors": self.errors_warm,
                 "unsent": self.unsent_warm,
@@ -512,6 +537,20 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
+def _recv(pipe: Any, timeout: float) -> Any:
+    """pipe.recv() that survives the socket having been made non-blocking under us."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no message from the parent")
+        if pipe.poll(left):
+            try:
+                return pipe.recv()
+            except BlockingIOError:
+                time.sleep(0.001)
+
+
 def worker_main(cfg: LoadConfig, index: int, nworkers: int, nconns: int, cpu: int | None, pipe: Any) -> None:
     """Entry point of a worker process: connect, report ready, wait for the start time, run."""
     if cpu is not None:
@@ -525,7 +564,7 @@ def worker_main(cfg: LoadConfig, index: int, nworkers: int, nconns: int, cpu: in
         w = Worker(cfg, index, nworkers, nconns)
         connected = loop.run_until_complete(w.connect_all())
         pipe.send(("ready", connected))
-        msg = pipe.recv()
+        msg = _recv(pipe, 120.0)
         if msg[0] != "go":
             return
         result = loop.run_until_complete(w.run(msg[1]))
@@ -533,7 +572,10 @@ def worker_main(cfg: LoadConfig, index: int, nworkers: int, nconns: int, cpu: in
         pipe.send(("result", result))
     except BaseException as exc:  # report, never hang the parent
         try:
-            pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+            import traceback
+
+            tb = traceback.format_exc(limit=-3).strip().splitlines()
+            pipe.send(("error", f"{type(exc).__name__}: {exc} [{' | '.join(l.strip() for l in tb[-6:])}]"))
         except Exception:
             pass
         raise
