@@ -107,7 +107,7 @@ def validate(
     from .results.store import run_folder
     from .targets.engines import ENGINES, resolve_engine
     from .targets.launcher import TargetSpec, stop_all
-    from .targets.refapps import list_refapps, refapp_dir
+    from .targets.refapps import list_refapps, refapp_dir, refapp_services
     from .validate.orchestrator import IMPLEMENTED_SLICES, CellPlan, Orchestrator, ValidateOptions, \
         gate_exit_code, random_seed
     from .results.schema import normalize_arch
@@ -156,7 +156,8 @@ def validate(
                     refapp_dir(slug)
                 plans = [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common),
                                   openapi=refapp_dir(slug) / "openapi.yaml",
-                                  markov=markov or _existing(refapp_dir(slug) / "markov.yaml"))
+                                  markov=markov or _existing(refapp_dir(slug) / "markov.yaml"),
+                                  services=refapp_services(slug))
                          for slug in slugs for e in engine_list]
             else:
                 name = label or app_target

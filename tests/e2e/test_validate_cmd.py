@@ -117,3 +117,23 @@ def test_sigint_leaves_a_partial_document(tmp_path):
     assert doc["partial"] is True
     assert proc.returncode == 2
     load_document(out)
+
+
+def test_missing_service_makes_cells_not_run(tmp_path):
+    import os
+
+    out = tmp_path / "run"
+    env_bin = os.environ.get("PROBATORIUM_SERVICE_BIN_DIRS")
+    os.environ["PROBATORIUM_SERVICE_BIN_DIRS"] = str(tmp_path / "no-binaries-here")
+    try:
+        res = run_cli(["validate", "--app", "echo_app:app", "--app-dir", "tests/apps", "--services", "redis",
+                       "--duration", "3s", "--out", str(out)], timeout=60)
+    finally:
+        if env_bin is None:
+            os.environ.pop("PROBATORIUM_SERVICE_BIN_DIRS")
+        else:
+            os.environ["PROBATORIUM_SERVICE_BIN_DIRS"] = env_bin
+    assert res.returncode == 2, res.stderr[-2000:]
+    cell = load_doc(out)["validation_results"]["cells"][0]
+    assert cell["status"] == "not_run" and "redis-server" in cell["reason"]
+    assert "Traceback" not in res.stderr

@@ -51,3 +51,12 @@ def refapp_dir(slug: str) -> Path:
 def refapp_app_target(slug: str) -> tuple[str, Path]:
     """``("app:app", folder)``: what an engine must serve, and from where."""
     return "app:app", refapp_dir(slug)
+
+
+def refapp_services(slug: str) -> list[str]:
+    """Backing services a refapp needs, from its services.txt (one name a line, # comments)."""
+    path = refapp_dir(slug) / "services.txt"
+    if not path.is_file():
+        return []
+    names = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [n for n in names if n]

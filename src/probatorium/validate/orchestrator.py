@@ -90,6 +90,7 @@ class CellPlan:
     index: int = 0
     openapi: Path | None = None  # the target's OpenAPI document (a refapp's own, or --spec)
     markov: Path | None = None  # the Markov session model (a refapp's own markov.yaml, or --markov)
+    services: list[str] = field(default_factory=list)  # backing services this target needs
 
     @property
     def engine(self) -> str:
@@ -139,13 +140,14 @@ class Orchestrator:
         """Run every cell; always leave a valid document behind."""
         budget = self.opts.duration_s / max(1, len(self.plans))
         self.checkpointer.checkpoint()
-        manager, services_reason = self._start_services()
+        manager, missing = self._start_services()
         try:
             for plan in self.plans:
                 if self.stop_event.is_set():
                     break
-                if services_reason:
-                    cell = self._not_run_cell(plan, services_reason)
+                reasons = [missing[s] for s in self._needed(plan) if s in missing]
+                if reasons:
+                    cell = self._not_run_cell(plan, "; ".join(dict.fromkeys(reasons)))
                 else:
                     cell = self.run_cell(plan, budget)
                 self.checkpointer.record_cell(cell)
@@ -163,29 +165,37 @@ class Orchestrator:
                 self.checkpointer.finish()
         return self.document
 
+    def _needed(self, plan: CellPlan) -> list[str]:
+        return list(dict.fromkeys([*self.opts.services, *plan.services]))
+
     def _start_services(self):
-        """Start the backing services once for the run; their addresses go into every target's env.
-        A missing service is a reason for the dependent cells to be not_run, never a traceback."""
-        if not self.opts.services:
-            return None, ""
+        """Start every backing service any cell needs, once for the run; addresses go into the
+        targets' env. Returns (manager, {service: reason it is unavailable}): cells that need an
+        unavailable service are not_run with that reason, never a traceback."""
+        needed = list(dict.fromkeys(s for plan in self.plans for s in self._needed(plan)))
+        if not needed:
+            return None, {}
         from ..services import ServiceManager
 
         manager = ServiceManager()
-        missing = manager.unavailable(self.opts.services)
-        if missing:
-            return None, "; ".join(missing.values())
-        try:
-            manager.up(self.opts.services)
-        except ProbatoriumError as e:
-            manager.down()
-            return None, str(e)
+        missing = dict(manager.unavailable(needed))
+        available = [s for s in needed if s not in missing]
+        if available:
+            try:
+                manager.up(available)
+            except ProbatoriumError as e:
+                manager.down()
+                return None, {s: str(e) for s in needed}
         env = manager.env()
         # Schema models keep extra fields: the run document records where the services were.
         setattr(self.document.validation_results, "services", dict(env))
         for plan in self.plans:
             plan.spec.env.update(env)
-        self._say("services: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-        return manager, ""
+        if env:
+            self._say("services: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+        for s, why in missing.items():
+            self._say(f"services: {s} unavailable: {why}")
+        return manager, missing
 
     def _not_run_cell(self, plan: CellPlan, reason: str) -> Cell:
         folder = cell_folder_name(plan.index, plan.label, plan.engine)
