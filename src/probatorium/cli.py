@@ -96,6 +96,8 @@ def validate(
     echo_path: str = typer.Option("/echo", "--echo-path", help="Echo route (SPEC.md §3 contract)."),
     health_path: str = typer.Option("/healthz", "--health-path", help="Health path the watchdog polls."),
     debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (SPEC.md §3 contract)."),
+    ws_path: str = typer.Option("/ws", "--ws-path", help="WebSocket echo path for the ws slice."),
+    sse_path: str = typer.Option("/events", "--sse-path", help="SSE path for the sse slice."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target outside loopback."),
     services_opt: Optional[str] = typer.Option(None, "--services", help="Start these backing services (postgres,redis,memcached) and pass their addresses to the target."),
     ready_timeout: float = typer.Option(30.0, "--ready-timeout", help="Seconds a started target has to accept connections."),
@@ -217,7 +219,7 @@ def validate(
     signal.signal(signal.SIGTERM, on_signal)
     opts = ValidateOptions(duration_s=duration_s, concurrency=conc, seed=run_seed, slices=chosen,
                            echo_path=echo_path, health_path=health_path, debug_path=debug_path,
-                           quiet_timeout=quiet_timeout, services=_csv(services_opt),
+                           quiet_timeout=quiet_timeout, services=_csv(services_opt), ws_path=ws_path, sse_path=sse_path,
                            progress=lambda m: err.print(m, markup=False))
     err.print(f"probatorium {__version__}: {len(plans)} cell(s), {duration_s:.0f}s, C={conc}, "
               f"slices={','.join(chosen)}, seed={run_seed:#x}, results {run_dir}", markup=False)

@@ -39,7 +39,7 @@ SLICE_BUDGET: dict[str, tuple[float, int]] = {
     "ws": (0.05, 20),
     "sse": (0.05, 20),
 }
-IMPLEMENTED_SLICES = ("markov", "adversarial")
+IMPLEMENTED_SLICES = ("markov", "adversarial", "ws")
 MAX_RESTARTS_PER_CELL = 3
 
 
@@ -75,6 +75,8 @@ class ValidateOptions:
     echo_path: str = "/echo"
     health_path: str = "/healthz"
     debug_path: str = "/debug/vars"
+    ws_path: str = "/ws"
+    sse_path: str = "/events"
     quiet_timeout: float = 3.0
     checkpoint_interval: float = 10.0
     services: list[str] = field(default_factory=list)  # backing services every target gets
@@ -105,6 +107,7 @@ class CellRun:
     plan: CellPlan
     slice: AdversarialSlice | None = None
     markov: MarkovSlice | None = None
+    others: dict = field(default_factory=dict)  # ws / h2c / sse slices by name
     recorder: IncidentRecorder | None = None
     watchdog: Watchdog | None = None
     extra_tally: dict = field(default_factory=dict)
@@ -296,6 +299,8 @@ class Orchestrator:
                     adv.port = target.port
                 if mk is not None:
                     mk.port = target.port
+                for other in run.others.values():
+                    other.port = target.port
                 return await alive()
 
         alloc = allocate_walkers(self.opts.concurrency, self.opts.slices)
@@ -340,6 +345,13 @@ class Orchestrator:
                     tasks += [mk.walker(i, deadline, stop) for i in range(alloc["markov"])]
                 else:
                     mk.stopped_reason = "nothing to walk: no markov.yaml and no session operation in the OpenAPI"
+        if "ws" in alloc:
+            from .tier1.ws.slice import WsTortureSlice
+
+            ws = WsTortureSlice(target.host, target.port, ws_path=self.opts.ws_path, seed=derive_seed(cell_seed, "ws"),
+                                report=run.recorder.record if run.recorder else None, alive=alive, recover=recover)
+            run.others["ws"] = ws
+            tasks += [ws.walker(i, deadline, stop) for i in range(alloc["ws"])]
         checkpoint_task = asyncio.create_task(self._checkpoint_loop(run, target))
         try:
             if tasks:
@@ -350,7 +362,9 @@ class Orchestrator:
                 await checkpoint_task
             except asyncio.CancelledError:
                 pass
-        return "; ".join(r for r in (adv.stopped_reason if adv else "", mk.stopped_reason if mk else "") if r)
+        reasons = [adv.stopped_reason if adv else "", mk.stopped_reason if mk else ""]
+        reasons += [f"{name}: {sl.stopped_reason}" for name, sl in run.others.items() if sl.stopped_reason]
+        return "; ".join(r for r in reasons if r)
 
     async def _checkpoint_loop(self, run: CellRun, target: RunningTarget) -> None:
         while True:
@@ -365,7 +379,7 @@ class Orchestrator:
     def _rfc(run: CellRun) -> dict[str, int]:
         """Framing checks of every slice that reads responses, summed."""
         total: dict[str, int] = {}
-        for sl in (run.slice, run.markov):
+        for sl in (run.slice, run.markov, *run.others.values()):
             for k, v in (sl.rfc if sl is not None else {}).items():
                 total[k] = total.get(k, 0) + v
         return total
@@ -381,7 +395,9 @@ class Orchestrator:
             mk = run.markov.counters()
             t1["markov"] = mk
             sent += mk.get("requests", 0)
-        if run.slice is not None or run.markov is not None:
+        if "ws" in run.others:
+            t1["ws_torture"] = run.others["ws"].counters()
+        if run.slice is not None or run.markov is not None or run.others:
             t1["rfc"] = self._rfc(run)
             t1["requests_sent"] = sent
 
@@ -397,7 +413,10 @@ class Orchestrator:
                              ("I-ADV-LENIENT", "adv_lenient_accepted")):
                 props[pid] = _counted(judged, adv.tally.get(key, 0), why)
         mk = run.markov
-        if adv is not None or mk is not None:
+        ws = run.others.get("ws")
+        if ws is not None:
+            props.update(_ws_properties(ws))
+        if adv is not None or mk is not None or run.others:
             rfc = self._rfc(run)
             checked = rfc.get("responses_checked", 0)
             props["I-RFC-1"] = _counted(checked, rfc.get("rfc1_violations", 0), "no response was read")
@@ -436,7 +455,7 @@ class Orchestrator:
         cell.partial = self.stop_event.is_set()
         high_failed = [p for p, r in props.items() if r.status == "failed" and CATALOGUE[p].severity == "HIGH"]
         judged_any = any(r.status != "not_judged" for p, r in props.items() if p not in ("I-LIVENESS", "I-HANG"))
-        internal = (adv.internal_errors if adv is not None else []) + (mk.internal_errors if mk is not None else [])
+        internal = [e for sl in (adv, mk, *run.others.values()) if sl is not None for e in sl.internal_errors]
         if internal:
             write_json_atomic(self.run_dir / cell.folder / "internal_errors.json", internal)
         if high_failed or any(i.severity == "HIGH" for i in cell.incidents):
@@ -458,6 +477,8 @@ class Orchestrator:
                                    "cases": adv.case_breakdown() if adv else {}},
                    "markov": {**run.extra_tally.get("markov", {}),
                               "per_operation": mk.per_operation() if mk else {}}}
+        if ws is not None:
+            sidecar["ws"] = {"stopped_reason": ws.stopped_reason, "cases": ws.case_breakdown()}
         write_json_atomic(self.run_dir / cell.folder / "tier1_tally.json", sidecar)
 
 
@@ -499,6 +520,22 @@ def _refapp_versions(spec: TargetSpec) -> dict[str, str]:
                 except metadata.PackageNotFoundError:
                     out[name] = "not installed"
     return out
+
+
+def _ws_properties(ws) -> dict[str, PropertyResult]:
+    """I-WS-ACCEPTED / I-WS-HANG (HIGH) and I-WS-CLOSE (MED) from the WebSocket torture counters;
+    nothing is passed unless a real handshake succeeded (an absent endpoint is not_judged)."""
+    c = ws.counters()
+    upgraded = c.get("ws_upgraded", 0)
+    if not upgraded or getattr(ws, "endpoint_absent", False):
+        why = ws.stopped_reason or "no WebSocket handshake succeeded"
+        return {p: PropertyResult(status="not_judged", reason=why) for p in ("I-WS-ACCEPTED", "I-WS-HANG", "I-WS-CLOSE")}
+    sent = c.get("ws_sent", 0)
+    return {
+        "I-WS-ACCEPTED": _counted(sent, c.get("ws_accepted_bad_frame", 0), ""),
+        "I-WS-HANG": _counted(sent, c.get("ws_hang_no_close", 0), ""),
+        "I-WS-CLOSE": _counted(sent, c.get("ws_wrong_close", 0) + c.get("ws_unclean_close", 0), ""),
+    }
 
 
 def _counted(evaluations: int, violations: int, why_not: str) -> PropertyResult:

@@ -1,0 +1,548 @@
+"""The WebSocket torture slice: one raw connection per case, graded like Autobahn.
+
+Every connection does a real RFC 6455 opening handshake (or one of the invalid
+handshakes of the catalogue), checks the 101 and its Sec-WebSocket-Accept,
+then sends ONE case of the catalogue in frames.py and grades what came back.
+All building, parsing and grading is in frames.py (pure, stdlib-only); this
+module only schedules cases, does the socket I/O, tallies and reports.
+
+The I/O is a small driver over asyncio streams rather than rawclient.exchange:
+RFC 6455 §4.1 requires the client to wait for the server's handshake response
+before it sends frames, which a fixed segment schedule cannot express.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import random
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .... import __version__
+from ...incidents import Evidence
+from ..adversarial.runner import derive_seed
+from ..http1 import parse_response_stream
+from . import frames as F
+from .frames import CASES, HANDSHAKE_CASES, VALID_HANDSHAKE, VERDICT_PREDICATE, VERDICTS, HandshakeCase, WsCase
+
+SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
+MAX_RECORD = 64 << 10  # bytes of what was sent/received kept in evidence
+MAX_READ = 1 << 20  # stop reading a connection after this much (an oversize echo shows in its header)
+
+
+@dataclass
+class WsOutcome:
+    """What one connection produced."""
+
+    request: bytes = b""
+    head: bytes = b""  # the handshake response bytes (head and any body)
+    status: int | None = None
+    accept_problem: str | None = None
+    sent: bytes = b""  # frames sent after the 101 (truncated to MAX_RECORD)
+    sent_len: int = 0
+    received: bytes = b""  # bytes after the 101
+    closed: bool = False  # the server ended TCP (FIN or RST)
+    timed_out: bool = False
+    connect_error: str | None = None
+    send_error: str | None = None
+    rfc_violations: list = field(default_factory=list)
+    responses_checked: int = 0
+
+
+class _Conn:
+    """A non-blocking socket used through the loop's sock_* calls.
+
+    Not asyncio streams: when a write fails because the server reset the connection
+    (it closes while we still send, e.g. after answering an oversize frame with 1009),
+    a stream transport drops the bytes already in the kernel's receive queue, and the
+    close frame is in there. A plain socket still hands them out before the error.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+
+    async def send(self, data: bytes) -> None:
+        await self.loop.sock_sendall(self.sock, data)
+
+    async def recv(self, timeout: float) -> bytes:
+        """Up to 64 KiB; b"" at EOF; raises asyncio.TimeoutError or OSError."""
+        return await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), max(timeout, 0.001))
+
+
+async def ws_connection(host: str, port: int, request: bytes, method: str, key: str,
+                        segments: list[bytes | None] | None, *, close_timeout: float = 3.0,
+                        connect_timeout: float = 3.0) -> WsOutcome:
+    """Handshake, then (after a 101, when `segments` is given) send the frames and read
+    until a close frame, the end of TCP, or `close_timeout` s of quiet after the last write."""
+    out = WsOutcome(request=request)
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
+    except OSError as e:
+        out.connect_error = f"{type(e).__name__}: {e}"
+        return out
+    try:
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, addr), connect_timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            out.connect_error = f"{type(e).__name__}: {e}"
+            return out
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        conn = _Conn(sock)
+        await _handshake(conn, out, request, method, key, close_timeout)
+        if out.status == 101 and segments is not None:
+            await _frames(conn, out, segments, close_timeout)
+    finally:
+        sock.close()
+    return out
+
+
+async def _handshake(conn: _Conn, out: WsOutcome, request: bytes, method: str, key: str, timeout: float) -> None:
+    data = b""
+    try:
+        await conn.send(request)
+    except (ConnectionError, OSError) as e:
+        out.send_error = f"{type(e).__name__}: {e}"
+    end = time.monotonic() + timeout
+    eof = False
+    while True:
+        parsed = parse_response_stream(data, [method], eof=eof)
+        if parsed.upgraded or eof or (parsed.final_responses and parsed.final_responses[0].complete) \
+                or parsed.trailing_garbage:
+            break
+        left = end - time.monotonic()
+        if left <= 0:
+            out.timed_out = True
+            break
+        try:
+            chunk = await conn.recv(left)
+        except asyncio.TimeoutError:
+            out.timed_out = True
+            break
+        except (ConnectionError, OSError):
+            chunk = b""
+        if not chunk:
+            eof = True
+            out.closed = True
+        data += chunk
+    parsed = parse_response_stream(data, [method], eof=eof)
+    out.rfc_violations = list(parsed.violations)
+    out.responses_checked = len(parsed.responses)
+    resp = parsed.responses[-1] if parsed.upgraded else (parsed.final_responses[:1] or [None])[0]
+    if resp is None:
+        out.head = data
+        return
+    out.status = resp.status
+    if parsed.upgraded:
+        cut = data.find(b"\r\n\r\n", resp.offset) + 4
+        out.head, out.received = data[:cut], data[cut:]
+        acc, upg = resp.header(b"sec-websocket-accept"), resp.header(b"upgrade")
+        out.accept_problem = F.check_accept(101, acc.decode("latin-1") if acc is not None else None,
+                                            upg.decode("latin-1") if upg is not None else None, key)
+        out.closed = False
+    else:
+        out.head = data
+
+
+async def _frames(conn: _Conn, out: WsOutcome, segments: list[bytes | None], timeout: float) -> None:
+    done_sending = asyncio.Event()
+
+    async def sender() -> None:
+        try:
+            for seg in segments:
+                if out.closed:
+                    break
+                if seg is None:  # F.AWAIT_REPLY: hold the next write until the server sent a frame
+                    until = time.monotonic() + timeout
+                    while not F.parse_frames(out.received[:MAX_READ]).frames and time.monotonic() < until \
+                            and not out.closed:
+                        await asyncio.sleep(0.005)
+                    continue
+                await conn.send(seg)
+                out.sent_len += len(seg)
+                if len(out.sent) < MAX_RECORD:
+                    out.sent += seg[:MAX_RECORD - len(out.sent)]
+        except (ConnectionError, OSError) as e:
+            out.send_error = f"{type(e).__name__}: {e}"
+        finally:
+            done_sending.set()
+
+    task = asyncio.create_task(sender())
+    last = time.monotonic()
+    hard_end = last + timeout + 30.0
+    try:
+        while not F.close_frame_complete(out.received[:MAX_READ]):
+            now = time.monotonic()
+            if now >= hard_end:
+                out.timed_out = True
+                break
+            if done_sending.is_set():
+                wait = last + timeout - now
+                if wait <= 0:
+                    out.timed_out = True
+                    break
+            else:
+                wait = 0.1
+            try:
+                chunk = await conn.recv(wait)
+            except asyncio.TimeoutError:
+                if not done_sending.is_set():
+                    last = time.monotonic()  # the clock starts when the last byte is out
+                continue
+            except (ConnectionError, OSError):
+                out.closed = True
+                break
+            if not chunk:
+                out.closed = True
+                break
+            out.received += chunk
+            last = time.monotonic()
+            if len(out.received) >= MAX_READ:
+                break
+        else:
+            # A close frame came: answer it (RFC 6455 §5.5.1) and give the server a moment to end TCP.
+            await _cancel(task)
+            code = next((f.close_code for f in F.parse_frames(out.received).frames if f.opcode == F.OP_CLOSE), None)
+            reply = 1000 if code is None or not 1000 <= code <= 4999 or code in (1005, 1006, 1015) else code
+            try:
+                await asyncio.wait_for(conn.send(F.encode_frame(F.OP_CLOSE, F.close_payload(reply),
+                                                                mask_key=b"\x01\x02\x03\x04")), 0.5)
+                chunk = await conn.recv(0.2)
+                out.closed = out.closed or not chunk
+            except (asyncio.TimeoutError, ConnectionError, OSError):
+                pass
+    finally:
+        await _cancel(task)
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+
+
+@dataclass
+class CaseTally:
+    counts: Counter = field(default_factory=Counter)
+    example: dict | None = None
+
+
+class WsTortureSlice:
+    """Drives the WebSocket catalogue against one target from any number of walkers."""
+
+    name = "ws"
+
+    def __init__(self, host: str, port: int, *, ws_path: str = "/ws", seed: int = 0,
+                 report: Callable[[Evidence], None] | None = None,
+                 alive: Callable[[], Awaitable[bool]] | None = None,
+                 recover: Callable[[], Awaitable[bool]] | None = None,
+                 close_timeout: float = 3.0,
+                 cases: list[WsCase] | None = None,
+                 handshakes: list[HandshakeCase] | None = None) -> None:
+        self.host, self.port = host, port
+        self.ws_path = ws_path
+        self.seed = seed
+        self.report = report or (lambda ev: None)
+        self.alive, self.recover = alive, recover
+        self.close_timeout = close_timeout
+        self.cases = list(CASES if cases is None else cases)
+        self.handshakes = list(HANDSHAKE_CASES if handshakes is None else handshakes)
+        self.tally: Counter = Counter()
+        self.rfc: Counter = Counter()
+        self.per_case: dict[str, CaseTally] = {c.name: CaseTally() for c in [*self.cases, *self.handshakes]}
+        self.stopped_reason = ""
+        self.endpoint_absent = False
+        self.internal_errors: list[str] = []
+        self._calibrated: bool | None = None
+        self._cal_lock = asyncio.Lock()
+        self._queue: deque = deque()
+        self._round = 0
+        self._n = 0
+        self._reported: set[tuple[str, str]] = set()
+
+    @property
+    def host_header(self) -> str:
+        """Host header value; follows `port`, which the orchestrator updates after a restart."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    # ---- one connection ------------------------------------------------------------
+    async def run_case(self, case: WsCase | HandshakeCase, conn_seed: int) -> tuple[WsOutcome, F.Grade]:
+        rng = random.Random(conn_seed)
+        key = F.new_key(rng)
+        hs = case if isinstance(case, HandshakeCase) else VALID_HANDSHAKE
+        request = F.render_handshake(hs, self.host_header, self.ws_path, key)
+        segs = case.build(rng) if isinstance(case, WsCase) else None
+        out = await ws_connection(self.host, self.port, request, hs.method, key, segs,
+                                  close_timeout=self.close_timeout)
+        if out.connect_error:
+            return out, F.Grade("ws_conn_error", out.connect_error)
+        hg = F.grade_handshake(hs, out.status, out.closed, out.timed_out, out.accept_problem)
+        if isinstance(case, HandshakeCase) or hg.verdict != "ws_closed_correctly":
+            return out, hg
+        return out, F.grade(case, out.received, out.closed, out.timed_out)
+
+    # ---- accounting --------------------------------------------------------------------
+    def _account(self, case: WsCase | HandshakeCase, out: WsOutcome, g: F.Grade, conn_seed: int,
+                 walker_id: int) -> None:
+        v = g.verdict
+        self.tally["ws_sent"] += 1
+        if out.status == 101:
+            self.tally["ws_upgraded"] += 1
+        self.tally[v] += 1
+        ct = self.per_case.setdefault(case.name, CaseTally())
+        ct.counts[v] += 1
+        if ct.example is None and v not in ("ws_closed_correctly", "ws_handshake_rejected"):
+            ct.example = {"verdict": v, "reason": g.reason, "close_code": g.close_code, "seed": conn_seed}
+        self.rfc["responses_checked"] += out.responses_checked
+        findings = []
+        for viol in out.rfc_violations:
+            self.rfc["rfc1_violations" if viol.predicate == "I-RFC-1" else "rfc2_violations"] += 1
+            findings.append((viol.predicate, f"handshake response: {viol.detail}"))
+        if v in VERDICT_PREDICATE:
+            findings.append((VERDICT_PREDICATE[v], g.reason))
+        for predicate, detail in findings:
+            if (predicate, case.name) in self._reported:
+                continue
+            self._reported.add((predicate, case.name))
+            expected = list(case.expected_close) if isinstance(case, WsCase) else ["non-101"]
+            self.report(Evidence(
+                predicate=predicate, detail=f"ws {case.name}: {detail}", case=f"ws {case.name}",
+                sent=out.request + out.sent, received=(out.head + out.received)[:MAX_RECORD], seed=conn_seed,
+                extra={"clause": case.clause, "expected_close": expected, "verdict": v, "close_code": g.close_code,
+                       "status": out.status, "closed": out.closed, "timed_out": out.timed_out,
+                       "frames_sent_bytes": out.sent_len, "walker": walker_id, "ws_path": self.ws_path},
+                repro=ws_repro(case=case, predicate=predicate, detail=detail, conn_seed=conn_seed,
+                               ws_path=self.ws_path, addr=self.host_header, close_timeout=self.close_timeout),
+            ))
+
+    def _internal_error(self, name: str) -> None:
+        self.tally["ws_internal_error"] += 1
+        if not self.internal_errors:
+            import traceback
+
+            self.internal_errors.append(f"{name}: {traceback.format_exc()}")
+
+    # ---- calibration -----------------------------------------------------------------
+    async def calibrate(self) -> bool:
+        """One valid handshake + close: is there a WebSocket endpoint at ws_path? Once per slice."""
+        async with self._cal_lock:
+            if self._calibrated is not None:
+                return self._calibrated
+            case = F.CASES_BY_NAME["valid close handshake"]
+            conn_seed = derive_seed(self.seed, "ws-calibrate")
+            out, g = await self.run_case(case, conn_seed)
+            if g.verdict == "ws_conn_error":
+                self.tally["ws_conn_error"] += 1
+                self._calibrated = False
+                self.stopped_reason = f"calibration: cannot connect ({g.reason})"
+                return False
+            if g.verdict == "ws_endpoint_absent":
+                self.tally["ws_endpoint_absent"] += 1
+                self.endpoint_absent = True
+                self._calibrated = False
+                self.stopped_reason = f"endpoint_absent: {g.reason} on GET {self.ws_path}"
+                return False
+            self._account(case, out, g, conn_seed, -1)
+            self._calibrated = True
+            return True
+
+    # ---- walkers -----------------------------------------------------------------------
+    def _next_case(self) -> WsCase | HandshakeCase:
+        if not self._queue:
+            self._round += 1
+            order: list = [*self.cases, *self.handshakes]
+            random.Random(derive_seed(self.seed, "ws-round", self._round)).shuffle(order)
+            self._queue.extend(order)
+        return self._queue.popleft()
+
+    async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
+        """Take cases from the shared seeded round until the deadline; one connection per case."""
+        try:
+            if not await self.calibrate():
+                return
+        except Exception:
+            self._internal_error("calibration")
+            return
+        while time.monotonic() < deadline and not stop() and not self.stopped_reason:
+            case = self._next_case()
+            self._n += 1
+            conn_seed = derive_seed(self.seed, "ws", walker_id, self._n)
+            try:
+                out, g = await self.run_case(case, conn_seed)
+            except Exception:
+                self._internal_error(case.name)
+                continue
+            if g.verdict == "ws_conn_error":
+                self.tally["ws_conn_error"] += 1
+                if self.alive is not None and not await self.alive():
+                    if self.recover is None or not await self.recover():
+                        self.stopped_reason = f"the target died after ws case {case.name!r} and could not be restarted"
+                        return
+                await asyncio.sleep(0.2)
+                continue
+            if g.verdict == "ws_endpoint_absent":
+                # calibration saw the endpoint: a later refusal of a valid handshake is counted, not fatal
+                self.tally["ws_endpoint_absent_later"] += 1
+                self.per_case[case.name].counts["ws_endpoint_absent"] += 1
+                continue
+            try:
+                self._account(case, out, g, conn_seed, walker_id)
+            except Exception:
+                self._internal_error(case.name)
+
+    # ---- results -----------------------------------------------------------------------
+    def case_breakdown(self) -> dict:
+        """Per case: worst verdict, verdict counts, clause, expected close (tier1_tally.json)."""
+        out = {}
+        for c in [*self.cases, *self.handshakes]:
+            ct = self.per_case[c.name]
+            worst = min(ct.counts, key=lambda v: SEVERITY_ORDER.get(v, 99)) if ct.counts else "not_sent"
+            out[c.name] = {
+                "verdict": worst, "counts": dict(ct.counts), "clause": c.clause,
+                "expected_close": list(c.expected_close) if isinstance(c, WsCase) else "non-101 (no upgrade)",
+                "kind": "handshake" if isinstance(c, HandshakeCase) else ("bad_frame" if c.bad else "valid"),
+                "example": ct.example,
+            }
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """The `tier_1.ws_torture` string→int map."""
+        base = {k: 0 for k in ("ws_sent", "ws_upgraded", "ws_closed_correctly", "ws_wrong_close",
+                               "ws_unclean_close", "ws_accepted_bad_frame", "ws_hang_no_close",
+                               "ws_endpoint_absent", "ws_handshake_rejected", "ws_valid_refused",
+                               "ws_bad_accept", "ws_conn_error", "ws_internal_error")}
+        base.update({k: v for k, v in self.tally.items() if v or k in base})
+        base["ws_cases"] = len(self.cases) + len(self.handshakes)
+        return dict(base)
+
+
+# --------------------------------------------------------------------------------------
+# repro.py: standard library only. It embeds frames.py, rebuilds the exact bytes from
+# (case, connection seed), replays handshake + case against HOST:PORT and grades.
+
+_REPRO_MAIN = r'''
+
+# ---------------------------------------------------------------- reproducer
+import socket as _socket
+import sys as _sys
+import time as _time
+
+PREDICATE = %(predicate)r
+CASE_NAME = %(case)r
+CONN_SEED = %(seed)d
+WS_PATH = %(path)r
+CLOSE_TIMEOUT = %(timeout)r
+DEFAULT_ADDR = %(addr)r
+DETAIL = %(detail)r
+
+
+def _main():
+    addr = _sys.argv[1] if len(_sys.argv) > 1 else DEFAULT_ADDR
+    host, _, port = addr.rpartition(":")
+    rng = random.Random(CONN_SEED)
+    key = new_key(rng)
+    hs = next((h for h in HANDSHAKE_CASES if h.name == CASE_NAME), None)
+    case = None if hs is not None else CASES_BY_NAME[CASE_NAME]
+    hs = hs or VALID_HANDSHAKE
+    segs = case.build(rng) if case is not None else None
+    print("finding:", PREDICATE, "-", DETAIL)
+    sock = _socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+    sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    sock.sendall(render_handshake(hs, addr, WS_PATH, key))
+    sock.settimeout(CLOSE_TIMEOUT)
+    data, closed, timed_out = b"", False, False
+    while True:
+        status, headers, rest, complete = split_head(data)
+        if complete:
+            break
+        try:
+            chunk = sock.recv(65536)
+        except _socket.timeout:
+            timed_out = True
+            break
+        except OSError:
+            chunk = b""
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    status, headers, rest, complete = split_head(data)
+    print("handshake: %%s -> status %%s" %% (hs.name, status))
+    problem = check_accept(status, headers.get("sec-websocket-accept"), headers.get("upgrade"), key) \
+        if status == 101 else None
+    g = grade_handshake(hs, status, closed, timed_out, problem)
+    if case is not None and g.verdict == "ws_closed_correctly":
+        received, closed, timed_out = rest, False, False
+        try:
+            for s in segs:
+                if s is None:  # wait for the server's first frame (e.g. the echo) before going on
+                    sock.settimeout(CLOSE_TIMEOUT)
+                    while not parse_frames(received).frames:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                    continue
+                sock.sendall(s)
+        except OSError as e:
+            print("send stopped:", e)
+        last = _time.monotonic()
+        while not close_frame_complete(received[:1 << 20]) and len(received) < (1 << 20):
+            sock.settimeout(max(0.01, last + CLOSE_TIMEOUT - _time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except _socket.timeout:
+                timed_out = True
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                closed = True
+                break
+            received += chunk
+            last = _time.monotonic()
+        g = grade(case, received, closed, timed_out)
+        kinds = [(f.opcode, f.length) for f in g.frames[:10]]
+        print("frames back (opcode, length):", kinds)
+        print("close code:", "no close frame" if not g.close_seen else
+              g.close_code if g.close_code is not None else "none (close frame without a code)",
+              "| TCP closed" if closed else "", "| timed out" if timed_out else "")
+        print("expected close:", "/".join(map(str, case.expected_close)))
+    sock.close()
+    print("verdict:", g.verdict, "-", g.reason)
+    bad = VERDICT_PREDICATE.get(g.verdict) == PREDICATE
+    print("REPRODUCED" if bad else "NOT REPRODUCED")
+    _sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    _main()
+'''
+
+
+def ws_repro(*, case: WsCase | HandshakeCase, predicate: str, detail: str, conn_seed: int, ws_path: str,
+             addr: str, close_timeout: float) -> str:
+    """Source of a standalone repro.py (stdlib only) for one WebSocket finding."""
+    src = inspect.getsource(F).replace("from __future__ import annotations\n", "", 1)
+    head = (f"#!/usr/bin/env python3\nfrom __future__ import annotations\n"
+            f"# Reproducer for {predicate} (ws case {json.dumps(case.name)}), found by probatorium {__version__}.\n"
+            f"# Usage: python3 repro.py HOST:PORT   (default {addr}). Standard library only.\n"
+            f"# Exit status 1 when the finding reproduces. Below: probatorium's frames.py, verbatim.\n\n")
+    return head + src + _REPRO_MAIN % {
+        "predicate": predicate, "case": case.name, "seed": conn_seed, "path": ws_path,
+        "timeout": max(close_timeout, 1.0), "addr": addr, "detail": detail,
+    }
