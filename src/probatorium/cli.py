@@ -110,7 +110,7 @@ def validate(
     from .targets.engines import ENGINES, resolve_engine
     from .targets.launcher import TargetSpec, stop_all
     from .targets.refapps import list_refapps, refapp_dir, refapp_services
-    from .validate.orchestrator import IMPLEMENTED_SLICES, CellPlan, Orchestrator, ValidateOptions, \
+    from .validate.orchestrator import IMPLEMENTED_SLICES, CellPlan, Orchestrator, ValidateOptions, allocate_walkers, \
         gate_exit_code, random_seed
     from .results.schema import normalize_arch
 
@@ -130,8 +130,7 @@ def validate(
                 raise UsageError(f"unknown slice {s!r}; slices are {','.join(SLICE_NAMES)}")
             if s not in IMPLEMENTED_SLICES:
                 raise UsageError(f"slice {s!r} is not built yet in this version; available: {','.join(IMPLEMENTED_SLICES)}")
-        if not chosen:
-            chosen = list(IMPLEMENTED_SLICES)
+        # No --slices: each slice joins once C reaches its activation threshold (SPEC.md §5).
         kinds = [k for k, v in (("refapp", refapp), ("app", app_target), ("cmd", cmd), ("url", url)) if v]
         if len(kinds) > 1:
             raise UsageError(f"choose one target: --{' / --'.join(kinds)} given together")
@@ -180,7 +179,7 @@ def validate(
             from .validate.openapi import load_operations
 
             load_operations(spec)  # a malformed spec is one clear line now, not a failure mid-run
-        if "markov" in chosen:
+        if not chosen or "markov" in chosen:
             from .validate.tier1.markov.model import load_markov
 
             for mpath in dict.fromkeys(p.markov for p in plans if p.markov is not None):
@@ -217,12 +216,12 @@ def validate(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    opts = ValidateOptions(duration_s=duration_s, concurrency=conc, seed=run_seed, slices=chosen,
+    opts = ValidateOptions(duration_s=duration_s, concurrency=conc, seed=run_seed, slices=chosen or None,
                            echo_path=echo_path, health_path=health_path, debug_path=debug_path,
                            quiet_timeout=quiet_timeout, services=_csv(services_opt), ws_path=ws_path, sse_path=sse_path,
                            progress=lambda m: err.print(m, markup=False))
     err.print(f"probatorium {__version__}: {len(plans)} cell(s), {duration_s:.0f}s, C={conc}, "
-              f"slices={','.join(chosen)}, seed={run_seed:#x}, results {run_dir}", markup=False)
+              f"slices={','.join(allocate_walkers(conc, chosen or None))}, seed={run_seed:#x}, results {run_dir}", markup=False)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event)
     try:

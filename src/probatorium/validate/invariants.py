@@ -49,7 +49,7 @@ CATALOGUE: dict[str, Invariant] = {
         Invariant("I-H2C-CRASHED", "HIGH", "An h2c upgrade attempt never kills the target.",
                   "h2c slice", "h2c_churn.h2c_crashed"),
         Invariant("I-H2C-UPGRADE", "HIGH", "A 101 to h2c only follows exactly one valid HTTP2-Settings.",
-                  "h2c slice (RFC 7540 §3.2.1)"),
+                  "h2c slice (RFC 7540 §3.2.1)", "h2c_churn.h2c_bad_upgrade_accepted"),
         Invariant("I-H2C-HANG", "MED", "An h2c preamble is answered.", "h2c slice", "h2c_churn.h2c_hang"),
         Invariant("I-WS-ACCEPTED", "HIGH", "A WebSocket frame that violates RFC 6455 is never acted on.",
                   "ws slice", "ws_torture.ws_accepted_bad_frame"),

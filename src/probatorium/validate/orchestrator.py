@@ -39,7 +39,7 @@ SLICE_BUDGET: dict[str, tuple[float, int]] = {
     "ws": (0.05, 20),
     "sse": (0.05, 20),
 }
-IMPLEMENTED_SLICES = ("markov", "adversarial", "ws")
+IMPLEMENTED_SLICES = ("markov", "adversarial", "h2c", "ws", "sse")
 MAX_RESTARTS_PER_CELL = 3
 
 
@@ -71,7 +71,7 @@ class ValidateOptions:
     duration_s: float
     concurrency: int
     seed: int
-    slices: list[str]
+    slices: list[str] | None  # None: activation thresholds decide
     echo_path: str = "/echo"
     health_path: str = "/healthz"
     debug_path: str = "/debug/vars"
@@ -352,10 +352,28 @@ class Orchestrator:
                                 report=run.recorder.record if run.recorder else None, alive=alive, recover=recover)
             run.others["ws"] = ws
             tasks += [ws.walker(i, deadline, stop) for i in range(alloc["ws"])]
+        if "h2c" in alloc:
+            from .tier1.h2c.runner import H2cChurnSlice
+
+            h2c = H2cChurnSlice(target.host, target.port, echo_path=self.opts.echo_path,
+                                seed=derive_seed(cell_seed, "h2c"), report=run.recorder.record if run.recorder else None,
+                                alive=alive, recover=recover, timeout=self.opts.quiet_timeout)
+            run.others["h2c"] = h2c
+            tasks += [h2c.walker(i, deadline, stop) for i in range(alloc["h2c"])]
+        if "sse" in alloc:
+            from .tier1.sse.runner import SseKillSlice
+
+            sse = SseKillSlice(target.host, target.port, sse_path=self.opts.sse_path, debug_path=self.opts.debug_path,
+                               seed=derive_seed(cell_seed, "sse"), report=run.recorder.record if run.recorder else None,
+                               alive=alive, recover=recover)
+            run.others["sse"] = sse
+            tasks += [sse.walker(i, deadline, stop) for i in range(alloc["sse"])]
         checkpoint_task = asyncio.create_task(self._checkpoint_loop(run, target))
         try:
             if tasks:
                 await asyncio.gather(*tasks)
+            if "sse" in run.others and not self.stop_event.is_set():
+                await run.others["sse"].settle()  # I-CONN-2 is judged after the settle window
         finally:
             checkpoint_task.cancel()
             try:
@@ -395,8 +413,10 @@ class Orchestrator:
             mk = run.markov.counters()
             t1["markov"] = mk
             sent += mk.get("requests", 0)
-        if "ws" in run.others:
-            t1["ws_torture"] = run.others["ws"].counters()
+        for name, key in (("ws", "ws_torture"), ("h2c", "h2c_churn"), ("sse", "sse_kill")):
+            if name in run.others:
+                t1[key] = run.others[name].counters()
+                sent += t1[key].get(f"{name}_sent", 0)
         if run.slice is not None or run.markov is not None or run.others:
             t1["rfc"] = self._rfc(run)
             t1["requests_sent"] = sent
@@ -416,6 +436,23 @@ class Orchestrator:
         ws = run.others.get("ws")
         if ws is not None:
             props.update(_ws_properties(ws))
+        h2c = run.others.get("h2c")
+        if h2c is not None:
+            c = h2c.counters()
+            why = h2c.stopped_reason or "no h2c preamble was judged"
+            n = c.get("h2c_sent", 0)
+            props["I-H2C-UPGRADE"] = _counted(n, c.get("h2c_bad_upgrade_accepted", 0), why)
+            props["I-H2C-HANG"] = _counted(n, c.get("h2c_hang", 0), why)
+            props["I-H2C-CRASHED"] = _counted(n, c.get("h2c_crashed", 0), why)
+            # A body lost on a valid upgrade request is the adversarial predicate (SPEC §5).
+            prev = props.get("I-ADV-ACCEPTED")
+            evals = (prev.evaluations if prev else 0) + c.get("h2c_body_checked", 0)
+            bad = (1 if prev and prev.status == "failed" else 0) + c.get("h2c_body_mismatch", 0)
+            props["I-ADV-ACCEPTED"] = _counted(evals, bad, prev.reason if prev else why)
+        sse = run.others.get("sse")
+        if sse is not None:
+            status, evaluations, reason = sse.judge_conn2()
+            props["I-CONN-2"] = PropertyResult(status=status, evaluations=evaluations, reason=reason)
         if adv is not None or mk is not None or run.others:
             rfc = self._rfc(run)
             checked = rfc.get("responses_checked", 0)
@@ -479,6 +516,10 @@ class Orchestrator:
                               "per_operation": mk.per_operation() if mk else {}}}
         if ws is not None:
             sidecar["ws"] = {"stopped_reason": ws.stopped_reason, "cases": ws.case_breakdown()}
+        if h2c is not None:
+            sidecar["h2c"] = {"stopped_reason": h2c.stopped_reason, "cases": h2c.case_breakdown()}
+        if sse is not None:
+            sidecar["sse"] = {"stopped_reason": sse.stopped_reason, "endpoint_absent": sse.endpoint_absent}
         write_json_atomic(self.run_dir / cell.folder / "tier1_tally.json", sidecar)
 
 
