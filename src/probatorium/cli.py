@@ -304,6 +304,40 @@ def repro_check(
 
 
 @app.command()
+def loadgen(
+    url: str = typer.Argument(..., help="http://HOST:PORT/path (ws:// for --kind ws)"),
+    connections: int = typer.Option(64, "--connections", "-c", help="Closed loop: connections driven back to back."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Open loop: constant arrival rate (requests/s)."),
+    duration: str = typer.Option("10s", "--duration", "-d"),
+    warmup: str = typer.Option("0s", "--warmup"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: cores in the affinity mask)."),
+    method: str = typer.Option("GET", "--method", "-m"),
+    header: list[str] = typer.Option([], "--header", "-H", help="'Name: value', repeatable."),
+    body: Optional[str] = typer.Option(None, "--body", help="Request body, or @file."),
+    close: bool = typer.Option(False, "--close", help="A new connection per request."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result object as JSON."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Per-request timeout in seconds."),
+    expect_status: list[int] = typer.Option([], "--expect-status", help="Statuses that are not errors (repeatable)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote"),
+    kind: str = typer.Option("http", "--kind", help="http | ws (WebSocket echo) | sse (SSE fan-out)"),
+    ws_message: Optional[str] = typer.Option(None, "--ws-message"),
+) -> None:
+    """The load generator: closed or open loop, merged HdrHistograms, errors by class."""
+    from .loadgen.cli import run_loadgen_command
+
+    try:
+        code = run_loadgen_command(
+            url, connections=connections, rate=rate, duration=parse_duration(duration),
+            warmup=parse_duration(warmup) if warmup.strip() not in ("0", "0s") else 0.0, workers=workers,
+            method=method, headers=header, body=body, close=close, json_out=json_out, timeout=timeout,
+            expect_status=expect_status or None, allow_remote=allow_remote, kind=kind, ws_message=ws_message)
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    raise typer.Exit(code)
+
+
+@app.command()
 def services(
     action: str = typer.Argument(..., help="up | down | status"),
     names: Optional[str] = typer.Argument(None, help="postgres,redis,memcached (default: all)"),
