@@ -414,15 +414,19 @@ def test_bad_specs_are_usage_errors(tmp_path: Path) -> None:
 
 
 def test_refapps_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for slug in ("zeta", "alpha"):
+    for slug in ("zeta", "alpha", "served_only"):
         (tmp_path / slug).mkdir()
         (tmp_path / slug / "app.py").write_text("app = None\n")
+        if slug != "served_only":  # the matrix discovers only complete refapps (app, openapi, markov)
+            (tmp_path / slug / "openapi.yaml").write_text("paths: {}\n")
+            (tmp_path / slug / "markov.yaml").write_text("states: {}\n")
     (tmp_path / "not_an_app").mkdir()
     monkeypatch.setenv("PROBATORIUM_REFAPPS_DIR", str(tmp_path))
     assert list_refapps() == ["alpha", "zeta"]
+    assert refapp_dir("served_only") == tmp_path / "served_only"
     assert refapp_dir("zeta") == tmp_path / "zeta"
     assert refapp_app_target("alpha") == ("app:app", tmp_path / "alpha")
-    with pytest.raises(UsageError, match="available: alpha, zeta"):
+    with pytest.raises(UsageError, match="available: alpha, served_only, zeta"):
         refapp_dir("not_an_app")
     with pytest.raises(UsageError, match="available"):
         start_target(TargetSpec(kind="refapp", refapp="../zeta"), tmp_path / "logs")

@@ -29,17 +29,23 @@ def refapps_root() -> Path:
     return Path(__file__).resolve().parents[3] / "refapps"
 
 
+REFAPP_FILES = ("app.py", "openapi.yaml", "markov.yaml")
+
+
 def list_refapps() -> list[str]:
-    """Slugs of the refapps available (folders containing ``app.py``), sorted."""
+    """Slugs of the refapps the matrix discovers: folders with the whole refapp shape
+    (``app.py``, ``openapi.yaml``, ``markov.yaml``; SPEC.md §3), sorted. Other apps kept
+    under refapps/ (e.g. a bench app) can still be served with --refapp SLUG."""
     root = refapps_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "app.py").is_file())
+    return sorted(p.name for p in root.iterdir() if all((p / f).is_file() for f in REFAPP_FILES))
 
 
 def refapp_dir(slug: str) -> Path:
     """The folder of refapp `slug`; UsageError naming the available ones if unknown."""
-    available = list_refapps()
+    root = refapps_root()
+    available = sorted(p.name for p in root.iterdir() if (p / "app.py").is_file()) if root.is_dir() else []
     # Compare against the listing rather than joining blindly, so that a slug
     # like "../x" can never escape the refapps folder.
     if slug not in available:
