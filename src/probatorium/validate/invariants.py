@@ -71,6 +71,8 @@ CATALOGUE: dict[str, Invariant] = {
         Invariant("I-MW-CSRF", "HIGH", "Requests without a valid CSRF token are rejected.", "refapp self-check"),
         Invariant("I-OBS-1", "HIGH", "Histogram counters never decrease.", "refapp self-check and /metrics scrape"),
         Invariant("I-OBS-2", "HIGH", "No log line is dropped.", "refapp self-check"),
+        Invariant("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
+                  "refapp self-check (static_swagger_proxy)"),
     ]
 }
 
