@@ -180,6 +180,7 @@ import argparse
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import signal
 import socket
@@ -212,6 +213,8 @@ BUGS: dict[str, str] = {
     "body-on-204": "/nocontent 204 carries Content-Length and a body (RFC 9110 §15.3.5)",
     "bad-chunked-resp": "response chunk sizes written in decimal (RFC 9112 §7.1)",
     "resp-header-crlf": "accepts NUL/CR in values, reflects X-Request-Id raw into the response (RFC 9110 §5.5)",
+    "leak-mem": "keeps 64 KiB per request forever (a strong RSS leak: I-MEM-1)",
+    "leak-fd": "opens a file per request and never closes it (a strong fd leak: I-FD-1)",
 }
 
 MAX_REQUEST_LINE = 8192  # bytes, without CRLF
@@ -272,6 +275,9 @@ REASONS = {
 }
 CLOSING_STATUSES = frozenset({400, 408, 413, 414, 417, 431, 500, 501, 505})
 ALLOW_ALL = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+_LEAKED: list = []  # what the leak-* bugs never give back
 
 
 class HTTPError(Exception):
@@ -898,6 +904,10 @@ class Connection:
 
     # ---------------------------------------------------------------- routes
     def _route(self, req: Request) -> Response:
+        if "leak-mem" in self.bugs:
+            _LEAKED.append(bytearray(os.urandom(16)) * 4096)  # touched pages: RSS really grows
+        if "leak-fd" in self.bugs:
+            _LEAKED.append(open(os.devnull, "rb"))
         path, method = req.path, req.method
         if req.form == "authority":
             return Response(405, [("Allow", ALLOW_ALL), ("Content-Type", "text/plain")], b"CONNECT not supported\n")

@@ -41,6 +41,9 @@ SLICE_BUDGET: dict[str, tuple[float, int]] = {
 }
 IMPLEMENTED_SLICES = ("markov", "adversarial", "h2c", "ws", "sse")
 MAX_RESTARTS_PER_CELL = 3
+LEAK_SETTLE_S = 10.0  # quiet seconds sampled after traffic stops, before the leak judges run
+LEAK_MIN_CELL_S = 55.0  # below this, the leak judges have too few buckets (not_judged)
+LEAK_CHECK_FROM_S = 50.0  # mid-run leak checks start here (a strong leak is caught within a minute)
 
 
 def allocate_walkers(concurrency: int, slices: list[str] | None) -> dict[str, int]:
@@ -108,6 +111,8 @@ class CellRun:
     slice: AdversarialSlice | None = None
     markov: MarkovSlice | None = None
     others: dict = field(default_factory=dict)  # ws / h2c / sse slices by name
+    sampler: object = None  # ResourceSampler of the target's process tree
+    started: float = 0.0
     recorder: IncidentRecorder | None = None
     watchdog: Watchdog | None = None
     extra_tally: dict = field(default_factory=dict)
@@ -245,12 +250,27 @@ class Orchestrator:
         )
         run.watchdog = watchdog
         watchdog.start()
+        from .resources import ResourceSampler
+
+        # 1 Hz samples of the target's process tree (RSS, fds, threads, asyncio tasks) for the leak judges.
+        run.sampler = ResourceSampler(
+            lambda: target.pid if target.alive() else None,
+            debug_url=lambda: f"http://{target.host}:{target.port}{self.opts.debug_path}",
+        ).start() if target.pid is not None else None
+        run.started = time.monotonic()
         error = ""
         try:
             error = asyncio.run(self._drive(run, target, cell_seed, budget_s))
         except Exception as e:  # a bug in a slice must not lose the cell
             error = f"internal error while driving the cell: {type(e).__name__}: {e}"
         finally:
+            if run.sampler is not None:
+                # Quiet settle window: pile-ups that drain after traffic stops are not leaks. Cells too
+                # short for the leak judges (< ~55 s of samples) skip it; they are not_judged anyway.
+                if budget_s >= LEAK_MIN_CELL_S and not self.stop_event.is_set():
+                    self.stop_event.wait(LEAK_SETTLE_S)
+                run.sampler.stop()
+                run.sampler.write_series(cell_dir / "resources.json")
             # The watchdog polls every 2 s: a target that died in the last moments is caught here.
             if target.pid is not None and not target.alive() and not recorder.seen("I-LIVENESS"):
                 recorder.record(Evidence(predicate="I-LIVENESS", seed=cell_seed,
@@ -369,20 +389,44 @@ class Orchestrator:
             run.others["sse"] = sse
             tasks += [sse.walker(i, deadline, stop) for i in range(alloc["sse"])]
         checkpoint_task = asyncio.create_task(self._checkpoint_loop(run, target))
+        leak_task = asyncio.create_task(self._leak_loop(run))
         try:
             if tasks:
                 await asyncio.gather(*tasks)
             if "sse" in run.others and not self.stop_event.is_set():
                 await run.others["sse"].settle()  # I-CONN-2 is judged after the settle window
         finally:
-            checkpoint_task.cancel()
-            try:
-                await checkpoint_task
-            except asyncio.CancelledError:
-                pass
+            for t in (checkpoint_task, leak_task):
+                t.cancel()
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    pass
         reasons = [adv.stopped_reason if adv else "", mk.stopped_reason if mk else ""]
         reasons += [f"{name}: {sl.stopped_reason}" for name, sl in run.others.items() if sl.stopped_reason]
         return "; ".join(r for r in reasons if r)
+
+    def _check_leaks(self, run: CellRun, final: bool) -> dict[str, PropertyResult]:
+        """Judge I-MEM-1 / I-FD-1 / I-TASK-1 on the samples so far; a failure is an incident at once."""
+        from .resources import judge_all
+
+        out: dict[str, PropertyResult] = {}
+        for pred, v in judge_all(run.sampler.samples).items():
+            out[pred] = PropertyResult(status=v.status, evaluations=v.evaluations, reason=v.reason)
+            if v.status == "failed" and run.recorder is not None and not run.recorder.seen(pred):
+                run.recorder.record(Evidence(
+                    predicate=pred, seed=run.cell.seed,
+                    detail=f"{v.reason} (slope {v.slope_per_min:.3g}/min){'' if final else ', found mid-run'}",
+                    extra={"evidence": v.evidence, "series": run.sampler.samples[-600:]}))
+        return out
+
+    async def _leak_loop(self, run: CellRun) -> None:
+        """Judge the leak properties every 2 s once enough samples exist: a strong leak is an
+        incident within a minute of the cell starting, not at its end."""
+        while run.sampler is not None:
+            await asyncio.sleep(2.0)
+            if time.monotonic() - run.started >= LEAK_CHECK_FROM_S:
+                await asyncio.to_thread(self._check_leaks, run, False)
 
     async def _checkpoint_loop(self, run: CellRun, target: RunningTarget) -> None:
         while True:
@@ -467,6 +511,11 @@ class Orchestrator:
                 props["I-DRV-1"] = _counted(mk.tally.get("drv_checks", 0),
                                             mk.tally.get("drv_read_after_write_mismatch", 0),
                                             mk.stopped_reason or "no acknowledged write was read back")
+        if run.sampler is not None:
+            props.update(self._check_leaks(run, True))
+        else:
+            for pred in ("I-MEM-1", "I-FD-1", "I-TASK-1"):
+                props[pred] = PropertyResult(status="not_judged", reason="url target: no local process to sample")
         wd = run.watchdog
         events = {e.predicate for e in (wd.events if wd else [])}
         recorded = {i.predicate for i in (run.recorder.incidents if run.recorder else [])}

@@ -34,6 +34,22 @@ def check_reproducers(run_dir: Path, severities: tuple[str, ...] = ("HIGH", "MED
     doc = load_document(run_dir)
     root = run_dir if run_dir.is_dir() else run_dir.parent
     results: list[ReproResult] = []
+    from ..services import ServiceManager
+    from ..targets.refapps import refapp_services
+
+    # Targets that need backing services (driver refapps) get fresh ones, as validate gave them.
+    needed = sorted({s for c in doc.validation_results.cells if c.target.get("kind") == "refapp"
+                     for s in refapp_services(c.target.get("refapp") or c.refapp)})
+    with ServiceManager() as services:
+        if needed:
+            services.up([s for s in needed if s not in services.unavailable(needed)])
+        env = services.env()
+        _check_cells(doc, root, severities, timeout, log_dir, env, results)
+    return results
+
+
+def _check_cells(doc, root: Path, severities, timeout: float, log_dir: Path | None, env: dict,
+                 results: list[ReproResult]) -> None:
     for cell in doc.validation_results.cells:
         incidents = [i for i in cell.incidents if i.severity in severities and (root / i.dossier / "repro.py").is_file()]
         if not incidents:
@@ -44,6 +60,7 @@ def check_reproducers(run_dir: Path, severities: tuple[str, ...] = ("HIGH", "MED
                                     i.dossier) for i in incidents]
             continue
         spec = TargetSpec(**fields)
+        spec.env = {**spec.env, **env}
         try:
             target = start_target(spec, (log_dir or root / "repro-check") / cell.folder)
         except ProbatoriumError as e:
@@ -66,4 +83,3 @@ def check_reproducers(run_dir: Path, severities: tuple[str, ...] = ("HIGH", "MED
                     target.restart()
         finally:
             target.stop()
-    return results
