@@ -112,6 +112,7 @@ class CellRun:
     markov: MarkovSlice | None = None
     others: dict = field(default_factory=dict)  # ws / h2c / sse slices by name
     sampler: object = None  # ResourceSampler of the target's process tree
+    metrics: object = None  # MetricsScraper when the target declares GET /metrics
     started: float = 0.0
     recorder: IncidentRecorder | None = None
     watchdog: Watchdog | None = None
@@ -388,15 +389,20 @@ class Orchestrator:
                                alive=alive, recover=recover)
             run.others["sse"] = sse
             tasks += [sse.walker(i, deadline, stop) for i in range(alloc["sse"])]
+        if _declares(run.plan.openapi, "GET", "/metrics"):
+            from .metrics import MetricsScraper
+
+            run.metrics = MetricsScraper(target.host, target.port)
         checkpoint_task = asyncio.create_task(self._checkpoint_loop(run, target))
         leak_task = asyncio.create_task(self._leak_loop(run))
+        metrics_task = asyncio.create_task(self._metrics_loop(run, target))
         try:
             if tasks:
                 await asyncio.gather(*tasks)
             if "sse" in run.others and not self.stop_event.is_set():
                 await run.others["sse"].settle()  # I-CONN-2 is judged after the settle window
         finally:
-            for t in (checkpoint_task, leak_task):
+            for t in (checkpoint_task, leak_task, metrics_task):
                 t.cancel()
                 try:
                     await t
@@ -419,6 +425,22 @@ class Orchestrator:
                     detail=f"{v.reason} (slope {v.slope_per_min:.3g}/min){'' if final else ', found mid-run'}",
                     extra={"evidence": v.evidence, "series": run.sampler.samples[-600:]}))
         return out
+
+    async def _metrics_loop(self, run: CellRun, target: RunningTarget) -> None:
+        """Scrape /metrics every 2 s: cumulative series must never decrease (I-OBS-1 from outside)."""
+        sc = run.metrics
+        pid = target.pid
+        while sc is not None:
+            await asyncio.sleep(2.0)
+            if target.pid != pid:  # restarted: its counters legitimately start again
+                sc.reset()
+                pid = target.pid
+            sc.port = target.port
+            bad = await asyncio.to_thread(sc.check)
+            if bad and run.recorder is not None:
+                run.recorder.record(Evidence(predicate="I-OBS-1", seed=run.cell.seed,
+                                             detail=f"/metrics scraped from outside: {bad[0]}",
+                                             extra={"violations": bad[:50]}))
 
     async def _leak_loop(self, run: CellRun) -> None:
         """Judge the leak properties every 2 s once enough samples exist: a strong leak is an
@@ -511,6 +533,15 @@ class Orchestrator:
                 props["I-DRV-1"] = _counted(mk.tally.get("drv_checks", 0),
                                             mk.tally.get("drv_read_after_write_mismatch", 0),
                                             mk.stopped_reason or "no acknowledged write was read back")
+        if run.metrics is not None:
+            sc = run.metrics
+            if sc.violations:
+                props["I-OBS-1"] = PropertyResult(status="failed", evaluations=sc.comparisons)
+            elif sc.comparisons:
+                props["I-OBS-1"] = PropertyResult(status="passed", evaluations=sc.comparisons)
+            else:
+                props["I-OBS-1"] = PropertyResult(status="not_judged",
+                                                  reason=sc.absent_reason or "fewer than two /metrics scrapes")
         if run.sampler is not None:
             props.update(self._check_leaks(run, True))
         else:
@@ -570,6 +601,15 @@ class Orchestrator:
         if sse is not None:
             sidecar["sse"] = {"stopped_reason": sse.stopped_reason, "endpoint_absent": sse.endpoint_absent}
         write_json_atomic(self.run_dir / cell.folder / "tier1_tally.json", sidecar)
+
+
+def _declares(openapi: Path | None, method: str, path: str) -> bool:
+    """Whether the target's OpenAPI document declares this operation."""
+    if openapi is None or not openapi.is_file():
+        return False
+    from .openapi import load_operations
+
+    return any(op.method == method and op.path == path for op in load_operations(openapi))
 
 
 def sweep_targets(openapi: Path | None, opts: ValidateOptions) -> list[tuple[str, str]]:
