@@ -27,7 +27,7 @@ from ..results.store import Checkpointer, cell_folder_name, write_json_atomic
 from ..targets.launcher import RunningTarget, TargetSpec, start_target
 from ..targets.watchdog import Watchdog
 from .incidents import Evidence, IncidentRecorder
-from .invariants import CATALOGUE
+from .invariants import CATALOGUE, severity
 from .tier1.adversarial.runner import AdversarialSlice, derive_seed
 from .tier1.markov.slice import MarkovSlice
 
@@ -566,11 +566,19 @@ class Orchestrator:
         if wd and wd.crash_markers:
             cell.tier_1["crash_markers"] = len(wd.crash_markers)
             write_json_atomic(self.run_dir / cell.folder / "crash_markers.json", wd.crash_markers)
-        cell.properties = props
         cell.incidents = list(run.recorder.incidents) if run.recorder else []
+        # A predicate with an incident failed, whoever saw it (a slice, the watchdog, or the target
+        # itself through an x-invariant 5xx): its property must say so.
+        for inc in cell.incidents:
+            prev = props.get(inc.predicate)
+            if prev is None or prev.status != "failed":
+                props[inc.predicate] = PropertyResult(
+                    status="failed", evaluations=max(1, prev.evaluations if prev else 0),
+                    reason=f"incident: {inc.detail}"[:300])
+        cell.properties = props
         cell.finished_at = utc_now_iso()
         cell.partial = self.stop_event.is_set()
-        high_failed = [p for p, r in props.items() if r.status == "failed" and CATALOGUE[p].severity == "HIGH"]
+        high_failed = [p for p, r in props.items() if r.status == "failed" and severity(p) == "HIGH"]
         judged_any = any(r.status != "not_judged" for p, r in props.items() if p not in ("I-LIVENESS", "I-HANG"))
         internal = [e for sl in (adv, mk, *run.others.values()) if sl is not None for e in sl.internal_errors]
         if internal:
