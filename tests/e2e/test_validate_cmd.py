@@ -137,3 +137,12 @@ def test_missing_service_makes_cells_not_run(tmp_path):
     cell = load_doc(out)["validation_results"]["cells"][0]
     assert cell["status"] == "not_run" and "redis-server" in cell["reason"]
     assert "Traceback" not in res.stderr
+
+
+def test_spec_path_that_kills_the_process_is_I_LIVENESS(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli(["validate", "--cmd", h1cmd("crash-path"), "--spec", "tests/servers/h1server.openapi.yaml",
+                   "--slices", "markov", "--duration", "8s", "--concurrency", "3", "--out", str(out)], timeout=120)
+    doc = load_doc(out)
+    assert "I-LIVENESS" in {i["predicate"] for i in doc["incidents"]}, res.stderr[-2000:]
+    assert res.returncode == 1

@@ -214,6 +214,7 @@ BUGS: dict[str, str] = {
     "bad-chunked-resp": "response chunk sizes written in decimal (RFC 9112 §7.1)",
     "resp-header-crlf": "accepts NUL/CR in values, reflects X-Request-Id raw into the response (RFC 9110 §5.5)",
     "leak-mem": "keeps 64 KiB per request forever (a strong RSS leak: I-MEM-1)",
+    "crash-path": "the process exits on GET /chunked, a path its OpenAPI lists (I-LIVENESS)",
     "leak-fd": "opens a file per request and never closes it (a strong fd leak: I-FD-1)",
 }
 
@@ -904,6 +905,8 @@ class Connection:
 
     # ---------------------------------------------------------------- routes
     def _route(self, req: Request) -> Response:
+        if "crash-path" in self.bugs and req.path == "/chunked":
+            os._exit(70)
         if "leak-mem" in self.bugs:
             _LEAKED.append(bytearray(os.urandom(16)) * 4096)  # touched pages: RSS really grows
         if "leak-fd" in self.bugs:
