@@ -338,6 +338,46 @@ def loadgen(
 
 
 @app.command()
+def bench(
+    competitors: Optional[str] = typer.Option(None, "--competitors", help="all | python-only | default | a,b. Env BENCH_COMPETITORS."),
+    cells: Optional[str] = typer.Option(None, "--cells", help="all | default | a,b. Env BENCH_CELLS."),
+    runs: Optional[int] = typer.Option(None, "--runs", help="Runs per cell. Env BENCH_RUNS."),
+    duration: Optional[str] = typer.Option(None, "--duration", "-d", help="Per run. Env BENCH_DURATION."),
+    warmup: Optional[str] = typer.Option(None, "--warmup", help="Env BENCH_WARMUP."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-bench-<version>)."),
+    server_cpus: Optional[str] = typer.Option(None, "--server-cpus", help="e.g. 0 or 0-1"),
+    client_cpus: Optional[str] = typer.Option(None, "--client-cpus", help="e.g. 1"),
+    max_probes: int = typer.Option(5, "--max-probes", help="Rate-search probes per SLO."),
+) -> None:
+    """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
+    from .bench.cli import bench_command
+
+    try:
+        code = bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
+                             out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes)
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    raise typer.Exit(code)
+
+
+@app.command("bench-since")
+def bench_since(
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline version. Env BASELINE_VERSION."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Allowed drop (0.05 = 5 %). Env REGRESSION_THRESHOLD."),
+) -> None:
+    """Compare the newest bench with the newest bench of a baseline version; exit 1 on a regression."""
+    from .bench.cli import bench_since_command
+
+    try:
+        code = bench_since_command(baseline=baseline, threshold=threshold)
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    raise typer.Exit(code)
+
+
+@app.command()
 def services(
     action: str = typer.Argument(..., help="up | down | status"),
     names: Optional[str] = typer.Argument(None, help="postgres,redis,memcached (default: all)"),

@@ -28,7 +28,7 @@ from probatorium.loadgen.worker import Conn, _now
 if TYPE_CHECKING:
     from probatorium.loadgen.worker import Worker
 
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_FRAME = 16 * 1024 * 1024
 
 

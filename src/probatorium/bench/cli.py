@@ -1,0 +1,91 @@
+"""Command functions of the bench tier (the typer wiring lives in probatorium.cli).
+
+Flags default to the seed README's environment knobs: BENCH_TARGET,
+BENCH_COMPETITORS, BENCH_DURATION, BENCH_WARMUP, BENCH_RUNS, BENCH_CELLS,
+CELERIS_VERSION (version label), BASELINE_VERSION, REGRESSION_THRESHOLD;
+PROBATORIUM_RESULTS is the results root.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from probatorium.bench.cells import select_cells
+from probatorium.bench.competitors import select_competitors
+from probatorium.bench.ratesearch import DEFAULT_SLOS_MS
+from probatorium.bench.runner import format_table, parse_cpus, run_bench
+from probatorium.bench.since import bench_since
+from probatorium.errors import ProbatoriumError, UsageError
+
+DEFAULT_DURATION = 2.0
+DEFAULT_WARMUP = 1.0
+DEFAULT_RUNS = 1
+
+
+def _seconds(text: str | float | None, default: float) -> float:
+    if text is None or text == "":
+        return default
+    if isinstance(text, (int, float)):
+        return float(text)
+    t = text.strip().lower()
+    try:
+        if t.endswith("ms"):
+            return float(t[:-2]) / 1000
+        if t.endswith("m"):
+            return float(t[:-1]) * 60
+        return float(t.rstrip("s"))
+    except ValueError:
+        raise UsageError(f"bad duration {text!r} (e.g. 15s, 2m, 500ms)") from None
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("PROBATORIUM_RESULTS", "results"))
+
+
+def bench_command(competitors: str | None = None, cells: str | None = None, runs: int | None = None,
+                  duration: float | str | None = None, warmup: float | str | None = None,
+                  out: Path | None = None, server_cpus: str | list[int] | None = None,
+                  client_cpus: str | list[int] | None = None, max_probes: int = 5) -> int:
+    """`probatorium bench`: 0 when every applicable cell measured ok, 1 when a cell was
+    invalid or failed, 2 on a usage/infrastructure error. Prints the table and the results path."""
+    try:
+        comp_spec = competitors or os.environ.get("BENCH_COMPETITORS") or "default"
+        # BENCH_TARGET: the competitor under test, always measured (first) besides the others
+        target = os.environ.get("BENCH_TARGET", "").strip()
+        comps = select_competitors(comp_spec)
+        if target and target not in [c.name for c in comps]:
+            comps = select_competitors(target) + comps
+        cell_list = select_cells(cells or os.environ.get("BENCH_CELLS") or "default")
+        n_runs = runs if runs is not None else int(os.environ.get("BENCH_RUNS") or DEFAULT_RUNS)
+        dur = _seconds(duration if duration is not None else os.environ.get("BENCH_DURATION"), DEFAULT_DURATION)
+        wu = _seconds(warmup if warmup is not None else os.environ.get("BENCH_WARMUP"), DEFAULT_WARMUP)
+        if n_runs < 1 or dur <= 0 or wu < 0:
+            raise UsageError("bench: runs >= 1, duration > 0, warmup >= 0")
+        s_cpus = parse_cpus(server_cpus) if isinstance(server_cpus, str) else server_cpus
+        c_cpus = parse_cpus(client_cpus) if isinstance(client_cpus, str) else client_cpus
+        version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") or "dev"
+        doc = run_bench(comps, cell_list, runs=n_runs, duration=dur, warmup=wu, out_dir=out,
+                        server_cpus=s_cpus, client_cpus=c_cpus, slos=DEFAULT_SLOS_MS,
+                        results_root=results_root(), version=version, max_probes=max_probes,
+                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+    except ProbatoriumError as exc:
+        print(f"probatorium bench: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(doc))
+    print(f"\nresults: {doc['path']}")
+    bad = [c for c in doc["cells"] if c["status"] in ("invalid", "failed")]
+    return 1 if bad else 0
+
+
+def bench_since_command(baseline: str | None = None, threshold: float | None = None) -> int:
+    """`probatorium bench-since --baseline VERSION --threshold 0.05`: exit 0/1/2, table on stdout."""
+    base = baseline or os.environ.get("BASELINE_VERSION")
+    if not base:
+        print("probatorium bench-since: --baseline VERSION (or BASELINE_VERSION) is required", file=sys.stderr)
+        return 2
+    thr = threshold if threshold is not None else float(os.environ.get("REGRESSION_THRESHOLD") or 0.05)
+    code, text = bench_since(results_root(), base, thr)
+    print(text, file=sys.stderr if code == 2 else sys.stdout)
+    return code

@@ -1,0 +1,337 @@
+"""Run the bench: every selected competitor x cell, measured and written to disk.
+
+Per cell: start the competitor with the one launcher (its process tree pinned
+to the server CPUs), verify its answers, then ``runs`` closed-loop runs of
+``duration`` after ``warmup`` (saturation, histograms merged across runs),
+then ``latency_at_slo`` by open-loop probes; the observer samples the server
+tree at 1 Hz throughout. Layout (seed README)::
+
+    results/<ts>-bench-<version>/
+      results.json                       the document (checkpointed, partial until done)
+      raw/<NN>-<competitor>-<cell>-{sat-<k>,probe-<i>}.json   every loadgen result
+      <NN>-<competitor>-<cell>/loadgen.json, observer.sqlite, server.log
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from probatorium.bench import competitors as reg
+from probatorium.bench.cells import Cell
+from probatorium.bench.observer import Observer, pin_tree
+from probatorium.bench.ratesearch import DEFAULT_ERROR_BUDGET, DEFAULT_SLOS_MS, Probe, latency_at_slo
+from probatorium.bench.verify import verify_cell
+from probatorium.errors import ProbatoriumError
+from probatorium.loadgen import LoadConfig, run_load
+from probatorium.loadgen import hist
+from probatorium.results.store import run_folder, sanitize_name, write_json_atomic
+from probatorium.targets.launcher import start_target
+
+SCHEMA = "bench/1"
+DOCUMENT_NAME = "results.json"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def default_cpus() -> tuple[list[int] | None, list[int] | None]:
+    """Server on the first CPU of our affinity, the load generator on the rest (None on one CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[:1], cpus[1:]
+
+
+def parse_cpus(text: str | None) -> list[int] | None:
+    """``"0"``, ``"1,2"`` or ``"2-3"`` -> list of CPU numbers (None/empty -> None)."""
+    if not text:
+        return None
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out or None
+
+
+def host_info(server_cpus, client_cpus) -> dict:
+    """Kernel, CPU model, CPU counts and the versions that shape the numbers."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {"python": platform.python_version()}
+    for dist in ("probatorium", "uvloop", "hdrhistogram"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return {"hostname": platform.node(), "kernel": platform.release(), "machine": platform.machine(),
+            "cpu_model": model, "cpus_online": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+            "server_cpus": server_cpus, "client_cpus": client_cpus, "versions": versions,
+            "loadavg": list(os.getloadavg())}
+
+
+def _load_config(base_url: str, cell: Cell, *, rate, duration, warmup, client_cpus) -> LoadConfig:
+    return LoadConfig(
+        url=base_url + cell.path, kind=cell.kind, connections=cell.connections, rate=rate,
+        duration=duration, warmup=warmup, method=cell.method, headers=list(cell.headers), body=cell.body,
+        close=cell.close, cpus=client_cpus, workers=len(client_cpus) if client_cpus else None,
+        expected_statuses=None if cell.kind != "http" else frozenset({cell.expected_status}),
+    )
+
+
+def _cell_record(index: int, comp, cell: Cell, folder: str | None) -> dict:
+    return {"index": index, "competitor": comp.name, "cell": cell.name, "kind": cell.kind,
+            "connections": cell.connections, "status": "not_run", "reason": None, "folder": folder,
+            "saturation": None, "latency_at_slo": None, "rate_search": None, "observer": None,
+            "verify": None, "started_at": None, "finished_at": None}
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One cell's saturation result over its runs (loadgen result dicts).
+
+    Latency comes from the runs' histograms merged bucket by bucket (exact),
+    never from averaging their percentiles; rps = all requests / all seconds.
+    """
+    merged = hist.merge_encoded(r["histogram"] for r in runs)
+    total_req = sum(r["requests"] for r in runs)
+    total_s = sum(r["duration_s"] for r in runs)
+    errors: dict[str, int] = {}
+    for r in runs:
+        for key, v in r["errors"].items():
+            errors[key] = errors.get(key, 0) + v
+    rps = total_req / total_s if total_s else 0.0
+    return {
+        "runs": len(runs), "requests": total_req, "duration_s": round(total_s, 3), "rps": round(rps, 1),
+        "errors": errors, "latency_us": hist.summary(merged), "histogram": hist.encode(merged),
+        "count": merged.get_total_count(),
+        "per_run_rps": [round(r["requests_per_sec"], 1) for r in runs],
+        "client_bound": any(r.get("client_bound") for r in runs),
+        "client_bound_reason": next((r.get("client_bound_reason") for r in runs if r.get("client_bound")), None),
+    }
+
+
+def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: dict, *, runs: int, duration: float,
+                 warmup: float, server_cpus, client_cpus, slos, error_budget: float, max_probes: int,
+                 extra_env: dict, subs: dict, echo: Callable[[str], None]) -> None:
+    """Start, verify, measure one cell; fill `rec` in place (status ok / invalid / failed)."""
+    prefix = cell_dir.name
+    target = start_target(reg.target_spec(comp, subs, extra_env), cell_dir)
+    observer = None
+    try:
+        assert target.pid is not None
+        if server_cpus:
+            pin_tree(target.pid, server_cpus)
+        observer = Observer(target.pid, cell_dir / "observer.sqlite").start()
+        verdict = verify_cell(cell, target.base_url)
+        rec["verify"] = verdict.to_dict()
+        if not verdict.ok:
+            rec["status"], rec["reason"] = "invalid", f"wrong answer: {verdict.reason}"
+            return
+        if server_cpus:  # workers and threads started while serving the first requests
+            pin_tree(target.pid, server_cpus)
+        saturation_runs = []
+        observer.set_phase("measure")
+        for k in range(runs):
+            res = run_load(_load_config(target.base_url, cell, rate=None, duration=duration, warmup=warmup,
+                                        client_cpus=client_cpus))
+            d = res.to_dict()
+            write_json_atomic(raw_dir / f"{prefix}-sat-{k + 1}.json", d)
+            saturation_runs.append(d)
+        rec["saturation"] = merge_runs(saturation_runs)
+        rps = rec["saturation"]["rps"]
+        probes_raw: list[dict] = []
+        if cell.rate_search and rps > 0:
+            observer.set_phase("probe")
+
+            def run_fn(rate: float) -> Probe:
+                res = run_load(_load_config(target.base_url, cell, rate=rate, duration=duration,
+                                            warmup=warmup, client_cpus=client_cpus))
+                d = res.to_dict()
+                write_json_atomic(raw_dir / f"{prefix}-probe-{len(probes_raw) + 1}.json", d)
+                probes_raw.append(d)
+                p = Probe(rate=rate, achieved_rps=res.achieved_rps, p99_ms=res.latency_us["p99"] / 1000.0,
+                          requests=res.requests, errors=res.errors_total, unsent=res.unsent)
+                echo(f"    probe {rate:>10.1f} rps: achieved {p.achieved_rps:.1f}, p99 {p.p99_ms:.2f} ms, "
+                     f"errors+unsent {p.errors + p.unsent}")
+                return p
+
+            search = latency_at_slo(run_fn, rps, slos, error_budget=error_budget, max_probes=max_probes)
+            rec["rate_search"] = search
+            rec["latency_at_slo"] = {slo: v["rps"] for slo, v in search["slos"].items()}
+        elif not cell.rate_search:
+            rec["rate_search"] = {"skipped": f"{cell.kind} cell: passive subscribers, no open-loop rate"}
+        write_json_atomic(cell_dir / "loadgen.json", {"saturation_runs": saturation_runs, "probes": probes_raw})
+        rec["status"] = "ok"
+    finally:
+        target.stop()
+        if observer is not None:
+            rec["observer"] = observer.stop()
+        with (cell_dir / "server.log").open("wb") as out:
+            for name in ("stdout.log", "stderr.log"):
+                path = cell_dir / name
+                if path.exists():
+                    out.write(f"===== {name} =====\n".encode())
+                    out.write(path.read_bytes())
+
+
+def run_bench(
+    competitors: list,
+    cells: list[Cell],
+    runs: int = 1,
+    duration: float = 5.0,
+    warmup: float = 1.0,
+    out_dir: Path | None = None,
+    server_cpus: list[int] | None = None,
+    client_cpus: list[int] | None = None,
+    slos=DEFAULT_SLOS_MS,
+    *,
+    results_root: Path = Path("results"),
+    version: str = "dev",
+    error_budget: float = DEFAULT_ERROR_BUDGET,
+    max_probes: int = 8,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Run every competitor x cell; write and return the results document.
+
+    A competitor that cannot run here, or a cell it does not serve or whose
+    services are missing, is ``not_applicable`` (never a failure); a wrong
+    answer is ``invalid``; a start or measurement failure is ``failed``.
+    """
+    if server_cpus is None and client_cpus is None:
+        server_cpus, client_cpus = default_cpus()
+    out = Path(out_dir) if out_dir is not None else run_folder(results_root, "bench", version)
+    out.mkdir(parents=True, exist_ok=True)
+    raw_dir = out / "raw"
+    raw_dir.mkdir(exist_ok=True)
+    doc: dict = {
+        "schema": SCHEMA, "kind": "bench", "version": version, "started_at": _now(), "finished_at": None,
+        "partial": True, "host": host_info(server_cpus, client_cpus),
+        "config": {"runs": runs, "duration_s": duration, "warmup_s": warmup, "slos_ms": list(slos),
+                   "error_budget": error_budget, "max_probes": max_probes,
+                   "competitors": [c.name for c in competitors], "cells": [c.name for c in cells]},
+        "competitors": [], "cells": [],
+    }
+    path = out / DOCUMENT_NAME
+
+    def checkpoint() -> None:
+        write_json_atomic(path, doc)
+
+    # backing services for the driver cells, started once for the whole run
+    needed = sorted({s for c in cells for s in c.services
+                     if any(reg.serves(comp, c) is None for comp in competitors)})
+    services_missing: dict[str, str] = {}
+    manager = None
+    service_env: dict[str, str] = {}
+    if needed:
+        from probatorium.services import ServiceManager
+
+        manager = ServiceManager()
+        services_missing = manager.unavailable(needed)
+        startable = [s for s in needed if s not in services_missing]
+        if startable:
+            try:
+                manager.up(startable)
+                service_env = manager.env(startable)
+            except (ProbatoriumError, OSError, RuntimeError) as exc:
+                services_missing.update({s: f"could not start: {exc}" for s in startable})
+    index = 0
+    checkpoint()
+    try:
+        for comp in competitors:
+            reason = reg.not_applicable_reason(comp)
+            entry = {"name": comp.name, "group": comp.group, "description": comp.description,
+                     "install": comp.install, "status": "not_applicable" if reason else "ok",
+                     "reason": reason, "versions": reg.versions(comp)}
+            doc["competitors"].append(entry)
+            workdir = Path(tempfile.mkdtemp(prefix=f"probatorium-bench-{sanitize_name(comp.name)}-"))
+            try:
+                subs: dict[str, str] = {}
+                if reason is None:
+                    try:
+                        subs = reg.prepare(comp, workdir)
+                    except Exception as exc:  # noqa: BLE001 - a failed build is recorded, the run goes on
+                        entry["status"], entry["reason"] = "failed", f"prepare: {exc}"
+                for cell in cells:
+                    index += 1
+                    rec = _cell_record(index, comp, cell, None)
+                    doc["cells"].append(rec)
+                    why = reason or reg.serves(comp, cell)
+                    if why is None:
+                        miss = [f"{s}: {services_missing[s]}" for s in cell.services if s in services_missing]
+                        why = "; ".join(miss) or None
+                    if why is not None:
+                        rec["status"], rec["reason"] = "not_applicable", why
+                        checkpoint()
+                        continue
+                    if entry["status"] == "failed":
+                        rec["status"], rec["reason"] = "failed", entry["reason"]
+                        checkpoint()
+                        continue
+                    folder = f"{index:02d}-{sanitize_name(comp.name)}-{sanitize_name(cell.name)}"
+                    rec["folder"] = folder
+                    rec["started_at"] = _now()
+                    echo(f"[{index:02d}] {comp.name} / {cell.name}")
+                    try:
+                        measure_cell(comp, cell, out / folder, raw_dir, rec, runs=runs, duration=duration,
+                                     warmup=warmup, server_cpus=server_cpus, client_cpus=client_cpus,
+                                     slos=slos, error_budget=error_budget, max_probes=max_probes,
+                                     extra_env=service_env, subs=subs, echo=echo)
+                    except Exception as exc:  # noqa: BLE001 - one cell failing never stops the run
+                        rec["status"], rec["reason"] = "failed", f"{type(exc).__name__}: {exc}"
+                    rec["finished_at"] = _now()
+                    echo(f"     -> {rec['status']}" + (f": {rec['reason']}" if rec["reason"] else ""))
+                    checkpoint()
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        doc["partial"] = False
+    finally:
+        doc["finished_at"] = _now()
+        checkpoint()
+        if manager is not None:
+            manager.down()
+    doc["path"] = str(path)
+    return doc
+
+
+def _fmt_rps(v) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def format_table(doc: dict) -> str:
+    """The bench table: one line per competitor x cell (saturation, p99, latency_at_slo per SLO)."""
+    slos = [f"{float(s):g}" for s in doc.get("config", {}).get("slos_ms", DEFAULT_SLOS_MS)]
+    head = ["competitor", "cell", "status", "sat rps", "p50 ms", "p99 ms"] + [f"@{s}ms" for s in slos] + ["srv cpu%"]
+    rows = [head]
+    for c in doc.get("cells", []):
+        sat = c.get("saturation") or {}
+        lat = sat.get("latency_us") or {}
+        slo_vals = c.get("latency_at_slo") or {}
+        obs = (c.get("observer") or {}).get("steady") or {}
+        status = c["status"] if c["status"] == "ok" else f"{c['status']}: {(c.get('reason') or '')[:50]}"
+        sat_rps = _fmt_rps(sat.get("rps")) + ("*" if sat.get("client_bound") else "")
+        rows.append([c["competitor"], c["cell"], status, sat_rps,
+                     f"{lat['p50'] / 1000:.2f}" if lat else "-", f"{lat['p99'] / 1000:.2f}" if lat else "-",
+                     *(_fmt_rps(slo_vals.get(s)) for s in slos),
+                     f"{obs['cpu_pct']:.0f}" if obs.get("cpu_pct") is not None else "-"])
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if any((c.get("saturation") or {}).get("client_bound") for c in doc.get("cells", [])):
+        lines.append("* the load generator was the bottleneck (client_bound): the server may do more")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""bench-since: compare the newest bench run with the newest run of a baseline version.
+
+Compared per (competitor, cell): the saturation rps and the latency_at_slo
+rate of every SLO the baseline measured. A drop beyond ``threshold`` (a
+fraction: 0.05 = 5 %) in any of them, or a cell the baseline measured (status
+ok) that the newest run no longer measures, is a regression: exit 1 with the
+table of regressions. Otherwise exit 0. No baseline or no newer run: exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from probatorium.bench.runner import DOCUMENT_NAME
+
+_FOLDER = re.compile(r"^(\d{8}T\d{6}Z)-bench-(.+?)(?:-(\d+))?$")
+
+
+def bench_runs(results_root: Path) -> list[tuple[str, str, Path]]:
+    """(timestamp, version, document path) of every finished bench run, oldest first."""
+    out = []
+    root = Path(results_root)
+    if not root.is_dir():
+        return []
+    for folder in root.iterdir():
+        m = _FOLDER.match(folder.name)
+        doc = folder / DOCUMENT_NAME
+        if not m or not doc.is_file():
+            continue
+        try:
+            data = json.loads(doc.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("partial"):
+            continue
+        version = data.get("version") or m.group(2)
+        out.append((m.group(1) + "-" + (m.group(3) or "1").zfill(4), version, doc))
+    return sorted(out)
+
+
+def _metrics(cell: dict) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"saturation_rps": (cell.get("saturation") or {}).get("rps")}
+    for slo, rps in (cell.get("latency_at_slo") or {}).items():
+        out[f"latency_at_slo@{slo}ms"] = rps
+    return out
+
+
+def compare(baseline: dict, current: dict, threshold: float) -> list[dict]:
+    """Regressions of `current` against `baseline` (pure)."""
+    now = {(c["competitor"], c["cell"]): c for c in current.get("cells", [])}
+    regressions = []
+    for base in baseline.get("cells", []):
+        if base.get("status") != "ok":
+            continue
+        key = (base["competitor"], base["cell"])
+        cur = now.get(key)
+        if cur is None or cur.get("status") != "ok":
+            regressions.append({"competitor": key[0], "cell": key[1], "metric": "cell",
+                                "baseline": "ok", "current": "missing" if cur is None else cur.get("status"),
+                                "change": None})
+            continue
+        cur_m = _metrics(cur)
+        for metric, old in _metrics(base).items():
+            if not old:
+                continue
+            new = cur_m.get(metric) or 0.0
+            change = (new - old) / old
+            if change < -threshold:
+                regressions.append({"competitor": key[0], "cell": key[1], "metric": metric,
+                                    "baseline": old, "current": new, "change": change})
+    return regressions
+
+
+def format_regressions(regs: list[dict]) -> str:
+    rows = [["competitor", "cell", "metric", "baseline", "current", "change"]]
+    for r in regs:
+        fmt = (lambda v: f"{v:,.0f}" if isinstance(v, (int, float)) else str(v))
+        rows.append([r["competitor"], r["cell"], r["metric"], fmt(r["baseline"]), fmt(r["current"]),
+                     "-" if r["change"] is None else f"{r['change'] * 100:+.1f}%"])
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def bench_since(results_root: Path, baseline_version: str, threshold: float = 0.05) -> tuple[int, str]:
+    """(exit code, text): 1 with the regressions table, 0 when none, 2 when nothing to compare."""
+    runs = bench_runs(results_root)
+    if not runs:
+        return 2, f"bench-since: no finished bench run under {results_root}"
+    newest = runs[-1]
+    baselines = [r for r in runs if r[1] == baseline_version and r[2] != newest[2]]
+    if not baselines:
+        return 2, (f"bench-since: no bench run of baseline version {baseline_version!r} under {results_root} "
+                   f"(other than the newest run)")
+    base = baselines[-1]
+    baseline_doc = json.loads(base[2].read_text())
+    current_doc = json.loads(newest[2].read_text())
+    regs = compare(baseline_doc, current_doc, threshold)
+    head = (f"bench-since: {newest[2].parent.name} (version {newest[1]}) vs baseline "
+            f"{base[2].parent.name} (version {base[1]}), threshold {threshold * 100:g}%")
+    if regs:
+        return 1, f"{head}\n{len(regs)} regression(s):\n{format_regressions(regs)}"
+    return 0, f"{head}\nno regression"

@@ -1,0 +1,45 @@
+"""The command functions and their environment knobs (no real servers)."""
+
+import json
+
+from probatorium.bench import competitors as reg
+from probatorium.bench.cli import bench_command, bench_since_command
+
+
+def test_bench_command_env_knobs_and_not_applicable(tmp_path, monkeypatch, capsys):
+    ghost = reg.Competitor(name="ghost", group="baseline", description="x", install="apt-get install ghost",
+                           kind="cmd", cmd="ghost-xyz {port}", capabilities=("plaintext",),
+                           executables=("ghost-xyz",))
+    monkeypatch.setitem(reg.REGISTRY, "ghost", ghost)
+    monkeypatch.setenv("BENCH_COMPETITORS", "ghost")
+    monkeypatch.setenv("BENCH_CELLS", "plaintext,json")
+    monkeypatch.setenv("BENCH_DURATION", "7s")
+    monkeypatch.setenv("BENCH_WARMUP", "500ms")
+    monkeypatch.setenv("BENCH_RUNS", "3")
+    assert bench_command(out=tmp_path) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["config"]["runs"] == 3 and doc["config"]["duration_s"] == 7.0 and doc["config"]["warmup_s"] == 0.5
+    assert [c["cell"] for c in doc["cells"]] == ["plaintext", "json"]
+    assert all(c["status"] == "not_applicable" for c in doc["cells"])
+    assert "ghost" in capsys.readouterr().out
+
+
+def test_bench_command_usage_error_exits_2(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCH_COMPETITORS", "no-such-competitor")
+    assert bench_command(out=tmp_path) == 2
+
+
+def test_bench_since_command_env(tmp_path, monkeypatch, capsys):
+    for name, version, rps in (("20260101T000000Z-bench-v1", "v1", 100.0), ("20260102T000000Z-bench-v2", "v2", 50.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "version": version, "partial": False,
+            "cells": [{"competitor": "a", "cell": "plaintext", "status": "ok", "saturation": {"rps": rps}}]}))
+    monkeypatch.setenv("PROBATORIUM_RESULTS", str(tmp_path))
+    monkeypatch.setenv("BASELINE_VERSION", "v1")
+    monkeypatch.setenv("REGRESSION_THRESHOLD", "0.6")
+    assert bench_since_command() == 0  # -50 % is within a 60 % threshold
+    assert bench_since_command(threshold=0.05) == 1
+    assert "-50.0%" in capsys.readouterr().out
+    monkeypatch.delenv("BASELINE_VERSION")
+    assert bench_since_command() == 2
