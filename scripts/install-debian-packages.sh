@@ -20,9 +20,12 @@ if ! command -v psql >/dev/null && [ "$have_pg" = 1 ]; then
 fi
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcached)
+# The bench tier's non-Python baseline (nginx) and the peers of benchmarks/loadgen_vs_peers.py.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
 
 if [ "${#missing[@]}" = 0 ]; then
-  echo "install-debian-packages: postgresql, redis-server, memcached already present"
+  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, wrk already present"
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
