@@ -73,6 +73,7 @@ class Walker:
         self.conn: Connection = slice_.connection_factory()
         self.jar = CookieJar()
         self.token: str | None = None
+        self.csrf: str | None = None  # X-CSRF-Token for unsafe methods, once a response handed one out
         self.logged_in = False
         self.state: State | None = None
         self.bindings = Bindings()
@@ -89,6 +90,8 @@ class Walker:
             h.append(("Cookie", cookie))
         if self.token:
             h.append(("Authorization", f"Bearer {self.token}"))
+        if self.csrf:
+            h.append(("X-CSRF-Token", self.csrf))
         if content_type:
             h.append(("Content-Type", content_type))
         return h
@@ -96,6 +99,7 @@ class Walker:
     def end_session(self) -> None:
         self.jar.clear()
         self.token = None
+        self.csrf = None
         self.logged_in = False
         self.state = None
         self.bindings.clear()
@@ -218,6 +222,7 @@ class MarkovSlice:
         body = json.dumps({"username": user, "password": pw}).encode()
         w.jar.clear()
         w.token = None
+        w.csrf = None
         res = await self._send(w, f"{method} {path}", method, path, body, "application/json")
         if res.status is not None and 200 <= res.status < 300:
             self.tally["logins"] += 1
@@ -270,6 +275,10 @@ class MarkovSlice:
             self.tally["captured_used"] += 1
         res = await self._send(w, st.key, st.method, target, body, ctype)
         if res.status is not None and 200 <= res.status < 300:
+            # A synchronizer CSRF token handed out in a JSON body is sent back on unsafe requests.
+            token = _json_field(res, ("csrf_token", "csrfToken"))
+            if isinstance(token, str) and token:
+                w.csrf = token
             if st.method == "DELETE":
                 w.bindings.forget(used)
             else:
