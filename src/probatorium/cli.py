@@ -245,13 +245,16 @@ def _parse_seed(text: str) -> int:
 
 def _print_summary(doc, run_dir: Path) -> None:
     table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
-    for col in ("cell", "status", "adv sent", "wrong", "hang", "lenient", "rfc1", "rfc2", "HIGH", "reason"):
+    for col in ("cell", "status", "markov req/5xx", "adv sent", "wrong", "hang", "lenient", "rfc1", "rfc2", "HIGH",
+                "reason"):
         table.add_column(col, overflow="fold")
     for c in doc.validation_results.cells:
         adv = c.tier_1.get("adversarial", {}) or {}
         rfc = c.tier_1.get("rfc", {}) or {}
         highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH"})
-        table.add_row(f"{c.refapp}/{c.engine}", c.status, str(adv.get("adv_sent", 0)),
+        mk = c.tier_1.get("markov", {}) or {}
+        markov = f"{mk.get('requests', 0)}/{mk.get('5xx', 0)}" if mk else "-"
+        table.add_row(f"{c.refapp}/{c.engine}", c.status, markov, str(adv.get("adv_sent", 0)),
                       str(adv.get("adv_wrong_accepted", 0)), str(adv.get("adv_hang_until_timeout", 0)),
                       str(adv.get("adv_lenient_accepted", 0)), str(rfc.get("rfc1_violations", 0)),
                       str(rfc.get("rfc2_violations", 0)), ",".join(highs) or "-", (c.reason or "")[:80])
