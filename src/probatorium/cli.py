@@ -273,13 +273,9 @@ def validate_diff(
     """Compare cells: cross-engine, cross-arch and per-case divergences."""
     from .validate.diff import run_diff
 
-    try:
-        code = run_diff(list(docs or []), out_dir=out, strict=strict, results_root=results_dir,
-                        hosts=_csv(hosts) or None, echo=lambda line: console.print(line, markup=False))
-    except ProbatoriumError as e:
-        _fail(e)
-        return
-    raise typer.Exit(code)
+    # ProbatoriumError reaches main(): one line, exit 2.
+    raise typer.Exit(run_diff(list(docs or []), out_dir=out, strict=strict, results_root=results_dir,
+                              hosts=_csv(hosts) or None, echo=lambda line: console.print(line, markup=False)))
 
 
 @app.command("repro-check")
@@ -290,11 +286,7 @@ def repro_check(
     """Re-run every finding's repro.py against a fresh target; exit 1 if any does not reproduce."""
     from .validate.reprocheck import check_reproducers
 
-    try:
-        results = check_reproducers(run, ("HIGH", "MED") if include_med else ("HIGH",))
-    except ProbatoriumError as e:
-        _fail(e)
-        return
+    results = check_reproducers(run, ("HIGH", "MED") if include_med else ("HIGH",))  # errors: see main()
     table = Table(title="repro-check")
     for col in ("engine", "predicate", "case", "outcome"):
         table.add_column(col)
@@ -328,16 +320,12 @@ def loadgen(
     """The load generator: closed or open loop, merged HdrHistograms, errors by class."""
     from .loadgen.cli import run_loadgen_command
 
-    try:
-        code = run_loadgen_command(
-            url, connections=connections, rate=rate, duration=parse_duration(duration),
-            warmup=parse_duration(warmup) if warmup.strip() not in ("0", "0s") else 0.0, workers=workers,
-            method=method, headers=header, body=body, close=close, json_out=json_out, timeout=timeout,
-            expect_status=expect_status or None, allow_remote=allow_remote, kind=kind, ws_message=ws_message)
-    except ProbatoriumError as e:
-        _fail(e)
-        return
-    raise typer.Exit(code)
+    # ProbatoriumError reaches main(): one line, exit 2.
+    raise typer.Exit(run_loadgen_command(
+        url, connections=connections, rate=rate, duration=parse_duration(duration),
+        warmup=parse_duration(warmup) if warmup.strip() not in ("0", "0s") else 0.0, workers=workers,
+        method=method, headers=header, body=body, close=close, json_out=json_out, timeout=timeout,
+        expect_status=expect_status or None, allow_remote=allow_remote, kind=kind, ws_message=ws_message))
 
 
 @app.command()
@@ -355,13 +343,9 @@ def bench(
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
     from .bench.cli import bench_command
 
-    try:
-        code = bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
-                             out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes)
-    except ProbatoriumError as e:
-        _fail(e)
-        return
-    raise typer.Exit(code)
+    # ProbatoriumError reaches main(): one line, exit 2.
+    raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
+                                   out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes))
 
 
 @app.command("bench-since")
@@ -372,12 +356,8 @@ def bench_since(
     """Compare the newest bench with the newest bench of a baseline version; exit 1 on a regression."""
     from .bench.cli import bench_since_command
 
-    try:
-        code = bench_since_command(baseline=baseline, threshold=threshold)
-    except ProbatoriumError as e:
-        _fail(e)
-        return
-    raise typer.Exit(code)
+    # ProbatoriumError reaches main(): one line, exit 2.
+    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold))
 
 
 @app.command()
