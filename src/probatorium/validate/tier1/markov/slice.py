@@ -11,6 +11,11 @@ Every response goes through the strict parser (I-RFC-1/I-RFC-2); a 5xx with
 `{"x-invariant": "<ID>"}` reports that predicate; when the spec offers the
 key/value contract, walkers also check read-after-write on walker-owned keys
 (I-DRV-1). Tallies are plain str→int maps (`counters()`, `per_operation()`).
+
+Each walker keeps its session's recent steps; the first time a finding shows
+on a Markov step, that walker shrinks the session to the shortest replayable
+sequence that still shows it (shrink.py, bounded in replays and time) before
+reporting it, so the incident's reproducer is minimal.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from ...openapi import Operation, load_operations
 from ..adversarial.runner import derive_seed
 from .client import CookieJar, H1Connection, HttpResult
 from .repro import markov_repro
+from .shrink import (HISTORY_LEN, SHRINK_MAX_REPLAYS, SHRINK_SECONDS, Replayer, Step, closed_under_captures, ddmin,
+                     focus, invariant_tag, json_field, remember, replayable, retry_after, session_headers)
 from .model import MarkovModel, State, check_against, default_chain, kv_operations, load_markov
 from .values import Bindings, Templates, body_bytes, captures
 
@@ -43,7 +50,9 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 COUNTER_KEYS = ("requests", *STATUS_CLASSES, "errors", "logins", "login_failures", "relogins", "sessions",
                 "captured", "captured_used", "dead_ends", "invariant_hits", "rfc_violations",
                 "drv_checks", "drv_read_after_write_mismatch", "drv_after_delete_mismatch", "drv_unjudged",
-                "backoffs", "internal_errors")
+                "backoffs", "internal_errors", "shrinks", "shrink_replays")
+MAX_SHRINKS = 8  # per slice (cell): each is bounded by SHRINK_MAX_REPLAYS and SHRINK_SECONDS
+MAX_CONCURRENT_SHRINKS = 2
 
 
 class Connection(Protocol):
@@ -79,22 +88,14 @@ class Walker:
         self.bindings = Bindings()
         self.trace: deque[tuple[str, str, int | str]] = deque(maxlen=TRACE_LEN)
         self.sent_log: deque[bytes] = deque(maxlen=REPLAY_LEN)  # raw requests, for repro.py
+        self.history: list[Step] = []  # this session's recent steps, for shrinking (see `remember`)
+        self.deadline = float("inf")
         self.steps = 0
         self.kv_n = 0
         self.conn_errors = 0
 
     def headers(self, content_type: str | None = None) -> list[tuple[str, str]]:
-        h = [("User-Agent", f"probatorium-markov/{__version__}"), ("Accept", "application/json")]
-        cookie = self.jar.header()
-        if cookie:
-            h.append(("Cookie", cookie))
-        if self.token:
-            h.append(("Authorization", f"Bearer {self.token}"))
-        if self.csrf:
-            h.append(("X-CSRF-Token", self.csrf))
-        if content_type:
-            h.append(("Content-Type", content_type))
-        return h
+        return session_headers(USER_AGENT, self.jar, self.token, self.csrf, content_type)
 
     def end_session(self) -> None:
         self.jar.clear()
@@ -103,6 +104,10 @@ class Walker:
         self.logged_in = False
         self.state = None
         self.bindings.clear()
+        self.history.clear()
+
+
+USER_AGENT = f"probatorium-markov/{__version__}"
 
 
 class MarkovSlice:
@@ -118,7 +123,7 @@ class MarkovSlice:
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  connection_factory: Callable[[], Connection] | None = None,
-                 max_steps: int | None = None, think: float = 0.0) -> None:
+                 max_steps: int | None = None, think: float = 0.0, shrink: bool = True) -> None:
         self.host, self.port = host, port
         self.seed = seed
         self.report = report or (lambda ev: None)
@@ -158,6 +163,9 @@ class MarkovSlice:
         self.internal_errors: list[str] = []
         self.stopped_reason = ""
         self.walkers: dict[int, Walker] = {}
+        self.shrink = shrink
+        self.shrinking: set[tuple[str, str]] = set()  # findings being shrunk: their repeats wait
+        self.shrunk: set[tuple[str, str]] = set()
 
     # ---- accounting ---------------------------------------------------------------------
     def _evidence_extra(self, w: Walker, **more: Any) -> dict[str, Any]:
@@ -165,15 +173,29 @@ class MarkovSlice:
                 "steps": w.steps, "username": w.username, "trace": [list(t) for t in w.trace], **more}
 
     def _evidence(self, w: Walker, predicate: str, detail: str, case: str, sent: bytes | None,
-                  received: bytes | None, **more: Any) -> Evidence:
+                  received: bytes | None, reproducer: dict[str, Any] | None = None, **more: Any) -> Evidence:
+        reproducer = reproducer or {"walker_seed": f"0x{w.seed:016x}", "shrink": "not shrunk: not a Markov step "
+                                    "(login or key/value check); the seeded walk reproduces it"}
+        raw = reproducer.get("raw")
+        reproducer = {k: v for k, v in reproducer.items() if k != "raw"}
+        seq = reproducer.get("sequence") if reproducer.get("reproduced") else None
+        user, pw = self.credentials(w.id) if self.credentials else (w.username, w.password)
         return Evidence(predicate=predicate, detail=detail, case=case, sent=sent, received=received, seed=w.seed,
-                        extra=self._evidence_extra(w, **more),
+                        extra=self._evidence_extra(w, reproducer=reproducer, **more),
                         repro=markov_repro(predicate=predicate, detail=detail, slice_seed=self.seed, walker_id=w.id,
                                            steps=w.steps, openapi=self.openapi_path, markov=self.markov_path,
-                                           requests=list(w.sent_log), addr=f"{self.host}:{self.port}",
-                                           version=__version__))
+                                           requests=raw or list(w.sent_log),
+                                           addr=f"{self.host}:{self.port}", version=__version__,
+                                           sequence=seq, operation=more.get("operation"),
+                                           templates=self.templates.templates,
+                                           login=list(self.model.login) if self.model.login else None,
+                                           username=user, password=pw,
+                                           fixed_credentials=self.credentials is not None,
+                                           shrink=reproducer.get("shrink", "")))
 
-    def _record(self, w: Walker, op_key: str, res: HttpResult) -> None:
+    def _record(self, w: Walker, op_key: str, res: HttpResult) -> list[tuple]:
+        """Tally one exchange; return the findings it shows, for `_report_findings`."""
+        found: list[tuple] = []
         self.tally["requests"] += 1
         cls = status_class(res.status)
         self.tally[cls] += 1
@@ -188,30 +210,116 @@ class MarkovSlice:
         for v in res.violations:
             self.rfc["rfc1_violations" if v.predicate == "I-RFC-1" else "rfc2_violations"] += 1
             self.tally["rfc_violations"] += 1
-            self.report(self._evidence(w, v.predicate, f"markov {op_key}: {v.detail}", f"markov {op_key}",
-                                       res.sent, res.received, offset=v.offset, operation=op_key))
-        if res.status is not None and res.status >= 500:
-            tag = _invariant_tag(res)
-            if tag:
-                self.tally["invariant_hits"] += 1
-                self.tally[f"invariant_{tag}"] += 1
-                op["invariant_hits"] += 1
-                self.report(self._evidence(
-                    w, tag, f"the target reported {tag} (x-invariant) answering {res.method} {res.target} "
-                            f"with {res.status}", f"markov {op_key}", res.sent, res.received,
-                    operation=op_key, status=res.status))
+            found.append((v.predicate, f"markov {op_key}: {v.detail}", f"markov {op_key}",
+                          {"offset": v.offset, "operation": op_key}))
+        tag = invariant_tag(res)
+        if tag:
+            self.tally["invariant_hits"] += 1
+            self.tally[f"invariant_{tag}"] += 1
+            op["invariant_hits"] += 1
+            found.append((tag, f"the target reported {tag} (x-invariant) answering {res.method} {res.target} "
+                               f"with {res.status}", f"markov {op_key}", {"operation": op_key, "status": res.status}))
+        return found
+
+    async def _report_findings(self, w: Walker, found: list[tuple], res: HttpResult, step: Step | None) -> None:
+        """Report each finding; the first of each (predicate, operation) found by a Markov step is
+        first shrunk to a minimal replayable sequence (its repeats meanwhile are not reported: the
+        incident path keeps one dossier per finding)."""
+        for predicate, detail, case, more in found:
+            key = (predicate, case)
+            if key in self.shrinking:
+                continue
+            reproducer = None
+            if step is not None and key not in self.shrunk:
+                self.shrinking.add(key)
+                try:
+                    reproducer = await self._shrink(w, predicate, more["operation"], step)
+                finally:
+                    self.shrinking.discard(key)
+                    self.shrunk.add(key)
+            self.report(self._evidence(w, predicate, detail, case, res.sent, res.received, reproducer, **more))
+
+    async def _shrink(self, w: Walker, predicate: str, op_key: str, failing: Step) -> dict[str, Any]:
+        """The shortest replayable sequence of this session's steps that still shows the finding."""
+        recorded = list(w.history)
+        info: dict[str, Any] = {"walker_seed": f"0x{w.seed:016x}", "length_before": len(recorded),
+                                "length_after": len(recorded), "replays": 0, "seconds": 0.0, "reproduced": False,
+                                "sequence": [s.to_json() for s in recorded]}
+        seq = replayable(recorded)
+        if not self.shrink:
+            return {**info, "shrink": "not shrunk: shrinking is off"}
+        if not seq or seq[-1] is not failing:
+            return {**info, "shrink": "not shrunk: the failing step used values captured before the recorded "
+                                      f"history (the last {HISTORY_LEN} steps of the session)"}
+        if self.tally["shrinks"] >= MAX_SHRINKS:
+            return {**info, "shrink": f"not shrunk: this cell already shrank {MAX_SHRINKS} findings"}
+        if len(self.shrinking) > MAX_CONCURRENT_SHRINKS:
+            return {**info, "shrink": "not shrunk: other walkers were shrinking"}
+        if self.alive is not None and not await self.alive():
+            return {**info, "shrink": "not shrunk: target down"}
+        self.tally["shrinks"] += 1
+        t0 = time.monotonic()
+        # Bounded in time, and never long past the walker's own deadline.
+        deadline = t0 + min(SHRINK_SECONDS, max(5.0, w.deadline - t0))
+        creds = (lambda n: self.credentials(w.id)) if self.credentials else (
+            lambda n: (f"{w.username}-s{n}", w.password))  # a fresh user per replay: a fresh session
+        replayer = Replayer(self.connection_factory, self.templates, self.model.login, creds, USER_AGENT)
+        best_raw: list[bytes] = []
+        gone = ""
+
+        async def oracle(cand: list[Step]) -> int | None:
+            nonlocal best_raw, gone
+            if gone:
+                return None
+            out = await replayer.replay(cand, predicate, op_key)
+            self.tally["shrink_replays"] += 1
+            if out.failed_at is not None:
+                best_raw = out.sent
+            elif out.target_gone:
+                gone = out.error or "the target stopped answering"
+            return out.failed_at
+
+        # Cheap guesses first (the steps that touched the failing resource), then the whole session.
+        got: int | None = None
+        for cand in [*focus(seq), seq]:
+            if gone or time.monotonic() >= deadline or replayer.attempts >= SHRINK_MAX_REPLAYS:
+                break
+            got = await oracle(cand)
+            if got is not None:
+                seq = cand[:got + 1]
+                break
+        if got is None:
+            why = (f"not shrunk: the target stopped answering the replay ({gone})" if gone else
+                   "not shrunk: replaying the session's steps on a fresh session did not show it again (it depends "
+                   "on state outside the session: other walkers, earlier sessions, timing)")
+            return {**info, "replays": replayer.attempts, "seconds": round(time.monotonic() - t0, 3), "shrink": why}
+        res = await ddmin(seq, oracle, max_tests=SHRINK_MAX_REPLAYS - replayer.attempts, deadline=deadline,
+                          valid=closed_under_captures)
+        if gone:
+            status = f"bounded: the target stopped answering ({gone})"
+        else:
+            status = "complete: " + res.reason if res.complete else "bounded: " + res.reason
+        return {**info, "length_before": len(recorded), "length_after": len(res.sequence),
+                "replays": replayer.attempts, "seconds": round(time.monotonic() - t0, 3), "reproduced": True,
+                "shrink": status, "sequence": [s.to_json() for s in res.sequence], "raw": best_raw,
+                "lines": [s.line() for s in res.sequence]}
 
     async def _send(self, w: Walker, op_key: str, method: str, target: str, body: bytes | None = None,
-                    content_type: str | None = None) -> HttpResult:
+                    content_type: str | None = None, step: Step | None = None) -> HttpResult:
         res = await w.conn.request(method, target, w.headers(content_type), body)
         w.sent_log.append(res.sent)
-        self._record(w, op_key, res)
+        if step is not None:
+            step.status = res.status if res.status is not None else (res.error or "error")
+            remember(w.history, step, {kv for b in w.bindings.items for kv in b.items()})
+        found = self._record(w, op_key, res)
         for v in res.header_values(b"set-cookie"):
             w.jar.update([v])
         if res.status is None:
             w.conn_errors += 1
         else:
             w.conn_errors = 0
+        if found:
+            await self._report_findings(w, found, res, step)
         return res
 
     # ---- login ----------------------------------------------------------------------------
@@ -226,7 +334,7 @@ class MarkovSlice:
         res = await self._send(w, f"{method} {path}", method, path, body, "application/json")
         if res.status is not None and 200 <= res.status < 300:
             self.tally["logins"] += 1
-            token = _json_field(res, ("token", "access_token"))
+            token = json_field(res, ("token", "access_token"))
             if isinstance(token, str) and token:
                 w.token = token
             w.logged_in = True
@@ -265,25 +373,30 @@ class MarkovSlice:
             target = target.replace("{" + name + "}", quote(value, safe=""))
         op = self.ops.get((st.method, st.path))
         body = ctype = None
+        query = ""
         if op is not None:
-            target += _query(op, w.rng)
+            query = _query(op, w.rng)
+            target += query
             if op.body_media is not None and (op.body_required or st.method in ("POST", "PUT", "PATCH")):
                 body, ctype = body_bytes(op.body_media, op.body_schema, w.rng, fill=used)
         elif st.method in ("POST", "PUT", "PATCH"):
             body, ctype = b"{}", "application/json"
         if used:
             self.tally["captured_used"] += 1
-        res = await self._send(w, st.key, st.method, target, body, ctype)
+        step = Step(st.key, st.method, st.path, dict(used), query, body, ctype)
+        res = await self._send(w, st.key, st.method, target, body, ctype, step)
         if res.status is not None and 200 <= res.status < 300:
             # A synchronizer CSRF token handed out in a JSON body is sent back on unsafe requests.
-            token = _json_field(res, ("csrf_token", "csrfToken"))
+            token = json_field(res, ("csrf_token", "csrfToken"))
             if isinstance(token, str) and token:
                 w.csrf = token
             if st.method == "DELETE":
                 w.bindings.forget(used)
             else:
-                for b in captures(self.templates, st.path, used, res.status, res.header(b"location"), res.body,
-                                  res.header(b"content-type")):
+                got = captures(self.templates, st.path, used, res.status, res.header(b"location"), res.body,
+                               res.header(b"content-type"))
+                step.gives = got
+                for b in got:
                     if w.bindings.add(b):
                         self.tally["captured"] += 1
         elif res.status in (404, 410) and used:
@@ -321,7 +434,7 @@ class MarkovSlice:
             await asyncio.sleep(0.05)
         if res.status == 429 or (res.status == 503 and res.header(b"retry-after") is not None):
             self.tally["backoffs"] += 1
-            await asyncio.sleep(_retry_after(res))
+            await asyncio.sleep(retry_after(res))
             return  # the same state again after the pause
         if st.terminal:
             self.tally["sessions"] += 1
@@ -386,6 +499,7 @@ class MarkovSlice:
     async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
         """Walk sessions until the deadline (or `max_steps` steps, for tests)."""
         w = Walker(self, walker_id)
+        w.deadline = deadline
         self.walkers[walker_id] = w
         try:
             while time.monotonic() < deadline and not stop():
@@ -428,40 +542,6 @@ class MarkovSlice:
     def per_operation(self) -> dict[str, dict[str, int]]:
         """Per operation ("GET /api/users/{id}") status-class counts, for tier1_tally.json."""
         return {k: dict(v) for k, v in sorted(self.per_op.items())}
-
-
-def _json_doc(res: HttpResult) -> Any:
-    if not res.body:
-        return None
-    try:
-        return json.loads(res.body)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _json_field(res: HttpResult, names: tuple[str, ...]) -> Any:
-    doc = _json_doc(res)
-    if isinstance(doc, dict):
-        for n in names:
-            if n in doc:
-                return doc[n]
-    return None
-
-
-def _retry_after(res: HttpResult) -> float:
-    """A short pause for a 429/503: Retry-After when it is small, else 0.25 s (never over 1 s)."""
-    raw = res.header(b"retry-after") or b""
-    try:
-        return max(0.05, min(1.0, float(raw.decode("latin-1").strip())))
-    except ValueError:
-        return 0.25
-
-
-def _invariant_tag(res: HttpResult) -> str | None:
-    tag = _json_field(res, ("x-invariant",))
-    if isinstance(tag, str) and tag.strip() and len(tag) < 64:
-        return tag.strip()
-    return None
 
 
 def _query(op: Operation, rng: random.Random) -> str:
