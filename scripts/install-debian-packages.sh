@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent: install the Debian packages whose servers probatorium starts
-# itself (postgresql, redis-server, memcached) when their binaries are missing.
+# itself (postgresql, redis-server, memcached) and the bench baselines'
+# toolchains (nginx-light, golang-go) plus wrk, when their binaries are missing.
 # As root with apt-get: apt-get update, then install only what is missing.
 # Otherwise: print one line naming the packages to install and exit 0.
 # Usage: bash scripts/install-debian-packages.sh
@@ -20,12 +21,14 @@ if ! command -v psql >/dev/null && [ "$have_pg" = 1 ]; then
 fi
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcached)
-# The bench tier's non-Python baseline (nginx) and the peers of benchmarks/loadgen_vs_peers.py.
+# The bench tier's non-Python baselines (nginx; go builds go-nethttp) and the
+# peers of benchmarks/loadgen_vs_peers.py. golang-go: ~81 MB download, ~16 s here.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v go >/dev/null || [ -x /usr/bin/go ] || missing+=(golang-go)
 command -v wrk >/dev/null || missing+=(wrk)
 
 if [ "${#missing[@]}" = 0 ]; then
-  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, wrk already present"
+  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, golang-go, wrk already present"
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

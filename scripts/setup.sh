@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine with Python 3.11:
 # a virtualenv in .venv with the pinned lock file and probatorium itself.
+# The lock pins everything: core, engines, tests, the bench competitors'
+# frameworks (requirements/competitors.in) and the refapps' own requirements.
 # Usage: bash scripts/setup.sh      (PYTHON=python3.12 to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -33,6 +34,27 @@ func main() {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(b)
+	})
+	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		// SSE with the standard library: one event every 10 ms, flushed, until the client leaves
+		flusher, ok := w.(http.Flusher)
+		if !ok {
+			http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		ticker := time.NewTicker(10 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case now := <-ticker.C:
+				fmt.Fprintf(w, "data: {\"ts\": %.6f}\n\n", float64(now.UnixNano())/1e9)
+				flusher.Flush()
+			}
+		}
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	http.ListenAndServe("127.0.0.1:"+os.Args[1], mux)

@@ -78,13 +78,12 @@ def _driver_entry(service: str) -> Competitor:
     )
 
 
-def _missing_framework(name: str, dist: str, server: str, note: str) -> Competitor:
-    """A framework whose bench app is not written yet: it reports why it cannot run."""
+def _uvicorn_app(name: str, dist: str, description: str, capabilities: tuple[str, ...] = ASGI_FULL) -> Competitor:
+    """An ASGI framework's bench app (``<dist>_app.py``, attribute ``app``) on uvicorn."""
     return Competitor(
-        name=name, group="python", description=f"{dist} on {server} ({note})",
-        install=f"pip install {dist}" + (f" {server}" if server not in ("uvicorn", dist) else ""),
-        kind="app", app="missing:app", engine="uvicorn", capabilities=ALL_HTTP,
-        distributions=(dist,) + ((server,) if server not in ("uvicorn", dist) else ()),
+        name=name, group="python", description=f"{description} on uvicorn (uvloop, httptools)",
+        install=f"pip install {dist} uvicorn[standard]", kind="app", app=f"{dist}_app:app", engine="uvicorn",
+        capabilities=capabilities, distributions=(dist,) + ENGINE_DEFS["uvicorn"].packages,
         app_file=f"{dist}_app.py",
     )
 
@@ -103,13 +102,30 @@ REGISTRY: dict[str, Competitor] = {c.name: c for c in (
         cmd="{python} -m gunicorn --workers 1 --bind 127.0.0.1:{port} --chdir {apps} flask_app:app",
         capabilities=ALL_HTTP, distributions=("flask", "gunicorn"), app_file="flask_app.py",
     ),
-    _missing_framework("fastapi-uvicorn", "fastapi", "uvicorn", "bench app not written yet"),
-    _missing_framework("litestar-uvicorn", "litestar", "uvicorn", "bench app not written yet"),
-    _missing_framework("falcon-uvicorn", "falcon", "uvicorn", "bench app not written yet"),
-    _missing_framework("aiohttp", "aiohttp", "aiohttp", "bench app not written yet"),
-    _missing_framework("sanic", "sanic", "sanic", "bench app not written yet"),
-    _missing_framework("blacksheep-uvicorn", "blacksheep", "uvicorn", "bench app not written yet"),
-    _missing_framework("django-gunicorn", "django", "gunicorn", "bench app not written yet"),
+    Competitor(
+        name="django-gunicorn", group="python",
+        description="Django (one-module project, no middleware) on gunicorn (1 sync worker)",
+        install="pip install django gunicorn", kind="cmd",
+        cmd="{python} -m gunicorn --workers 1 --bind 127.0.0.1:{port} --chdir {apps} django_app:application",
+        # a sync worker serves one connection at a time: no WebSocket, and an SSE
+        # stream would hold the only worker, so neither is declared
+        capabilities=ALL_HTTP, distributions=("django", "gunicorn"), app_file="django_app.py",
+    ),
+    _uvicorn_app("fastapi-uvicorn", "fastapi", "FastAPI (EventSourceResponse for SSE)"),
+    _uvicorn_app("litestar-uvicorn", "litestar", "Litestar (websocket_listener, ServerSentEvent)"),
+    _uvicorn_app("falcon-uvicorn", "falcon", "Falcon ASGI app (on_websocket, resp.sse)"),
+    _uvicorn_app("blacksheep-uvicorn", "blacksheep", "BlackSheep (@ws, ServerSentEvent generator)"),
+    Competitor(
+        name="aiohttp", group="python", description="aiohttp on its own server (web.run_app, uvloop, 1 process)",
+        install="pip install aiohttp uvloop", kind="cmd", cmd="{python} {apps}/aiohttp_app.py {port}",
+        capabilities=ASGI_FULL, distributions=("aiohttp", "uvloop"), app_file="aiohttp_app.py",
+    ),
+    Competitor(
+        name="sanic", group="python",
+        description="Sanic on its own server (single_process, no auto-reload, access log off)",
+        install="pip install sanic", kind="cmd", cmd="{python} {apps}/sanic_app.py {port}",
+        capabilities=ASGI_FULL, distributions=("sanic",), app_file="sanic_app.py",
+    ),
     Competitor(
         name="nginx", group="baseline", description="nginx, 1 worker, fixed bodies from a generated config",
         install="apt-get install nginx-light", kind="cmd",
@@ -127,7 +143,7 @@ REGISTRY: dict[str, Competitor] = {c.name: c for c in (
     Competitor(
         name="go-nethttp", group="baseline", description="Go net/http, standard library only",
         install="apt-get install golang-go", kind="cmd", cmd="{dir}/server {port}",
-        capabilities=ALL_HTTP, executables=("go",), app_file="go_nethttp.go", prepare="go_build",
+        capabilities=ALL_HTTP + ("sse",), executables=("go",), app_file="go_nethttp.go", prepare="go_build",
     ),
     *(_driver_entry(s) for s in ("postgres", "redis", "memcached")),
 )}
