@@ -15,6 +15,7 @@ tree at 1 Hz throughout. Layout (seed README)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -131,7 +132,10 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: dict, *, 
                  extra_env: dict, subs: dict, echo: Callable[[str], None]) -> None:
     """Start, verify, measure one cell; fill `rec` in place (status ok / invalid / failed)."""
     prefix = cell_dir.name
-    target = start_target(reg.target_spec(comp, subs, extra_env), cell_dir)
+    spec = reg.target_spec(comp, subs, extra_env)
+    if server_cpus:  # started pinned: runtimes size their thread pools from the CPUs they see
+        spec = dataclasses.replace(spec, cpus=tuple(server_cpus))
+    target = start_target(spec, cell_dir)
     observer = None
     try:
         assert target.pid is not None

@@ -147,6 +147,10 @@ class TargetSpec:
     env: dict[str, str] = field(default_factory=dict)
     allow_remote: bool = False
     ready_timeout: float = 30.0
+    #: CPUs the target is started on (sched_setaffinity in the child before exec), so
+    #: runtimes that size their thread pools at start (Go's GOMAXPROCS, libuv, nginx
+    #: worker_processes auto) see the bench's server CPUs, not the whole machine.
+    cpus: tuple[int, ...] | None = None
 
     def cell_engine(self) -> str:
         """The engine name a result cell carries: resolved engine, or ``cmd``/``url``."""
@@ -221,8 +225,8 @@ def _port_bindable(host: str, port: int) -> bool:
         return True
 
 
-def _make_preexec() -> Callable[[], None] | None:
-    """A preexec_fn arming PR_SET_PDEATHSIG=SIGKILL in the child (Linux only)."""
+def _make_preexec(cpus: tuple[int, ...] | None = None) -> Callable[[], None] | None:
+    """A preexec_fn arming PR_SET_PDEATHSIG=SIGKILL in the child and pinning it to `cpus` (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -237,6 +241,8 @@ def _make_preexec() -> Callable[[], None] | None:
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         # If the validator died between fork and prctl, no signal will come.
         if os.getppid() != parent:
             os.kill(os.getpid(), sigkill)
@@ -641,7 +647,7 @@ class RunningTarget:
         ).encode()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         uses_pipe = port is None
-        preexec = _make_preexec()
+        preexec = _make_preexec(self.spec.cpus)
         with self.stdout_path.open("ab") as out_log, self.stderr_path.open("ab") as err_log:
             for log in (out_log, err_log):
                 log.write(banner)
