@@ -31,16 +31,12 @@ State (users, posts) lives in process memory: run ONE worker per server.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import os
 import secrets
-import signal
-import socket
 import sys
 import threading
 import time
@@ -64,10 +60,22 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
+from refapp_common.contract import (  # noqa: E402
+    EchoEndpoint,
+    Shutdown,
+    check_text,
+    healthz,
+    http_error,
+    read_json_object,
+    route_path,
+)
+from refapp_common.runner import main  # noqa: E402
 
 # --------------------------------------------------------------------------
 # configuration (environment)
@@ -88,8 +96,6 @@ SESSION_COOKIE = "session"
 SESSION_MAX_AGE = 14 * 24 * 3600
 TOKEN_SALT = "refapp-auth-session-ratelimit-token"
 
-#: Bodies of JSON endpoints larger than this are refused with 413.
-MAX_JSON_BODY = 64 * 1024
 
 #: Field limits (mirrored in openapi.yaml).
 MAX_NAME = 200
@@ -123,58 +129,16 @@ class _Stats:
 STATS = _Stats()
 
 
-class _Shutdown:
-    """Tells long-lived streams (SSE, WebSocket) that the server is stopping.
-
-    Engines differ in how they signal a shutdown to in-flight requests: uvicorn
-    waits for open responses to finish before it runs lifespan shutdown, so an
-    endless SSE stream would keep it alive forever. We therefore chain the
-    engine's own SIGTERM/SIGINT handler (when it is a Python callable) and also
-    react to lifespan shutdown.
-    """
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self.hooked = False
-        self.ws_tasks: set[asyncio.Task[Any]] = set()
-
-    def begin(self) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        for task in list(self.ws_tasks):
-            task.cancel()
-
-    def hook_signals(self) -> None:
-        if self.hooked:
-            return
-        self.hooked = True
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                prev = signal.getsignal(sig)
-            except (ValueError, OSError):
-                continue
-            if not callable(prev):
-                # SIG_DFL / SIG_IGN / not set from Python: leave the engine's
-                # (or the OS default) behaviour exactly as it is.
-                continue
-
-            def handler(signum: int, frame: Any, _prev: Any = prev) -> None:
-                with contextlib.suppress(RuntimeError):  # loop already closed
-                    loop.call_soon_threadsafe(self.begin)
-                _prev(signum, frame)
-
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, handler)
+#: Open WebSocket sessions: cancelled when the server stops.
+WS_TASKS: set[asyncio.Task[Any]] = set()
 
 
-SHUTDOWN = _Shutdown()
+def _cancel_ws_tasks() -> None:
+    for task in list(WS_TASKS):
+        task.cancel()
+
+
+SHUTDOWN = Shutdown(on_begin=_cancel_ws_tasks)
 
 # --------------------------------------------------------------------------
 # in-memory data (single process, single event loop: no locking needed)
@@ -334,50 +298,8 @@ LIMITER = Limiter(
 # --------------------------------------------------------------------------
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    ctype = request.headers.get("content-type")
-    if ctype is not None:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise HTTPException(415, "Content-Type must be application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and (len(declared) > 12 or int(declared) > MAX_JSON_BODY):
-        raise HTTPException(413, "body too large")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_JSON_BODY:
-                raise HTTPException(413, "body too large")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise HTTPException(400, "client disconnected") from None
-    try:
-        data = json.loads(b"".join(chunks))
-    except (ValueError, RecursionError):
-        raise HTTPException(400, "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    return data
-
-
-def _check_text(key: str, value: Any, min_len: int, max_len: int) -> str:
-    if not isinstance(value, str):
-        raise HTTPException(400, f"'{key}' must be a string")
-    if not (min_len <= len(value) <= max_len):
-        raise HTTPException(400, f"'{key}' must have {min_len}..{max_len} characters")
-    try:
-        # JSON may carry lone surrogates ("\ud800"): they cannot be written
-        # back as UTF-8, so refuse them here instead of failing on output.
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPException(400, f"'{key}' is not valid Unicode text") from None
-    return value
-
-
 def _string_field(data: dict[str, Any], key: str, max_len: int, *, min_len: int = 1) -> str:
-    return _check_text(key, data.get(key), min_len, max_len)
+    return check_text(key, data.get(key), min_len, max_len)
 
 
 def _email_field(data: dict[str, Any]) -> str:
@@ -402,7 +324,7 @@ async def login(request: Request) -> Response:
     username = data.get("username")
     password = data.get("password")
     for key, value in (("username", username), ("password", password)):
-        _check_text(key, value, 1, MAX_CREDENTIAL)
+        check_text(key, value, 1, MAX_CREDENTIAL)
     assert isinstance(username, str)
     STORE.login(username)  # any non-empty pair is accepted (contract)
     request.session.clear()
@@ -477,12 +399,6 @@ async def post_item(request: Request) -> Response:
     return JSONResponse(STORE.get_post(owner, request.path_params["id"], request.path_params["post_id"]))
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    headers = dict(exc.headers or {})
-    if exc.status_code == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="refapp"')
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 def rate_limited(request: Request, exc: Exception) -> Response:
@@ -536,10 +452,6 @@ guarded_app.router.redirect_slashes = False
 # --------------------------------------------------------------------------
 
 
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok")
-
-
 def _coro_name(task: asyncio.Task[Any]) -> str:
     coro = task.get_coro()
     return getattr(coro, "__qualname__", None) or type(coro).__name__
@@ -574,42 +486,6 @@ async def debug_vars(request: Request) -> Response:
             for stat in snapshot.statistics("lineno")[:10]
         ]
     return JSONResponse(body)
-
-
-async def echo(request: Request) -> Response:
-    scope = request.scope
-    raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes | bytearray) else scope.get("path", "")
-    query = scope.get("query_string", b"") or b""
-    target = path + ("?" + query.decode("latin-1") if query else "")
-    digest = hashlib.sha256()
-    length = 0
-    try:
-        async for chunk in request.stream():
-            digest.update(chunk)
-            length += len(chunk)
-    except ClientDisconnect:
-        return Response(status_code=400)  # nobody is left to read it
-    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])]
-    return JSONResponse(
-        {
-            "method": scope.get("method"),
-            "target": target,
-            "http_version": scope.get("http_version"),
-            "headers": headers,
-            "body_length": length,
-            "body_sha256": digest.hexdigest(),
-        }
-    )
-
-
-class EchoEndpoint:
-    """Plain ASGI endpoint so that Starlette's Route accepts ANY method
-    (function endpoints default to GET/HEAD only)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await echo(Request(scope, receive, send))
-        await response(scope, receive, send)
 
 
 class StreamState:
@@ -688,7 +564,7 @@ async def ws_echo(websocket: WebSocket) -> None:
     task = asyncio.current_task()
     STATS.ws_open += 1
     if task is not None:
-        SHUTDOWN.ws_tasks.add(task)
+        WS_TASKS.add(task)
     try:
         if SHUTDOWN.stopping:
             await websocket.close(code=1001)
@@ -714,7 +590,7 @@ async def ws_echo(websocket: WebSocket) -> None:
     finally:
         STATS.ws_open -= 1
         if task is not None:
-            SHUTDOWN.ws_tasks.discard(task)
+            WS_TASKS.discard(task)
 
 
 @contextlib.asynccontextmanager
@@ -763,15 +639,6 @@ class RequestCounterMiddleware:
         await self.app(scope, receive, send)
 
 
-def route_path(scope: Scope) -> str:
-    """The path the router matches on: ``path`` without ``root_path``."""
-    path: str = scope.get("path", "")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root):]
-    return path
-
-
 class ExemptPathDispatcher:
     """Routes the open paths around the session and rate-limit stack."""
 
@@ -792,136 +659,5 @@ class ExemptPathDispatcher:
 
 app = RequestCounterMiddleware(ExemptPathDispatcher(open_app, guarded_app))
 
-# --------------------------------------------------------------------------
-# stand-alone runner
-# --------------------------------------------------------------------------
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
-
-
-def _ready(host: str, port: int) -> None:
-    print(f"ready addr={host}:{port}", flush=True)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _run_uvicorn(host: str, port: int, h11: bool) -> int:
-    import uvicorn
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        loop="asyncio" if h11 else "uvloop",
-        http="h11" if h11 else "httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            _ready(host, port)
-        await serving
-
-    factory = config.get_loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
-    return 0
-
-
-def _run_hypercorn(host: str, port: int) -> int:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
-    config.accesslog = None
-    config.loglevel = "WARNING"
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        while not serving.done():
-            if await loop.run_in_executor(None, _port_open, host, port):
-                _ready(host, port)
-                break
-            await asyncio.sleep(0.02)
-        await serving
-
-    asyncio.run(main())
-    return 0
-
-
-def _run_cli(engine: str, host: str, port: int) -> int:
-    """granian and daphne: run their CLI as a child, forward signals."""
-    import subprocess
-
-    if port == 0:
-        probe = _bind(host, 0)
-        port = probe.getsockname()[1]
-        probe.close()
-    if engine == "granian":
-        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-                "--workers", "1", "--log-level", "warning", "app:app"]
-    else:
-        argv = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "-v", "0", "app:app"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen(argv, cwd=HERE, env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    deadline = time.monotonic() + 30
-    while child.poll() is None and time.monotonic() < deadline:
-        if _port_open(host, port):
-            _ready(host, port)
-            break
-        time.sleep(0.05)
-    return child.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
-    parser.add_argument("--engine", choices=ENGINES, default="uvicorn")
-    args = parser.parse_args(argv)
-    if args.engine in ("uvicorn", "uvicorn-h11"):
-        return _run_uvicorn(args.host, args.port, h11=args.engine == "uvicorn-h11")
-    if args.engine == "hypercorn":
-        return _run_hypercorn(args.host, args.port)
-    return _run_cli(args.engine, args.host, args.port)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("auth_session_ratelimit", __file__))

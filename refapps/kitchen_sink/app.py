@@ -30,7 +30,6 @@ Run on its own::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -42,8 +41,6 @@ import logging
 import os
 import re
 import secrets
-import signal
-import socket
 import sys
 import threading
 import time
@@ -64,6 +61,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
+from refapp_common.contract import EchoEndpoint, route_path  # noqa: E402
+from refapp_common.runner import main  # noqa: E402
 
 logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
 
@@ -104,14 +105,6 @@ STATS = _Stats()
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def route_path(scope: Scope) -> str:
-    path: str = scope.get("path", "")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root):]
-    return path
 
 
 def _set_path(scope: Scope, new_path: str) -> None:
@@ -892,31 +885,6 @@ async def debug_vars(request: Request) -> Response:
     })
 
 
-async def echo(request: Request) -> Response:
-    scope = request.scope
-    raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes | bytearray) else scope.get("path", "")
-    query = scope.get("query_string", b"") or b""
-    digest = hashlib.sha256()
-    length = 0
-    try:
-        async for chunk in request.stream():
-            digest.update(chunk)
-            length += len(chunk)
-    except ClientDisconnect:
-        return Response(status_code=400)
-    return JSONResponse({"method": scope.get("method"),
-                         "target": path + ("?" + query.decode("latin-1") if query else ""),
-                         "http_version": scope.get("http_version"),
-                         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])],
-                         "body_length": length, "body_sha256": digest.hexdigest()})
-
-
-class EchoEndpoint:
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await (await echo(Request(scope, receive, send)))(scope, receive, send)
-
-
 ops_app = Starlette(routes=[
     Route("/debug/vars", debug_vars, methods=["GET"]),
     Route("/echo", EchoEndpoint()),
@@ -989,136 +957,5 @@ class Dispatcher:
 
 app = Dispatcher()
 
-# --------------------------------------------------------------------------
-# stand-alone runner
-# --------------------------------------------------------------------------
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
-
-
-def _ready(host: str, port: int) -> None:
-    print(f"ready addr={host}:{port}", flush=True)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _run_uvicorn(host: str, port: int, h11: bool) -> int:
-    import uvicorn
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        loop="asyncio" if h11 else "uvloop",
-        http="h11" if h11 else "httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            _ready(host, port)
-        await serving
-
-    factory = config.get_loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
-    return 0
-
-
-def _run_hypercorn(host: str, port: int) -> int:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
-    config.accesslog = None
-    config.loglevel = "WARNING"
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        while not serving.done():
-            if await loop.run_in_executor(None, _port_open, host, port):
-                _ready(host, port)
-                break
-            await asyncio.sleep(0.02)
-        await serving
-
-    asyncio.run(main())
-    return 0
-
-
-def _run_cli(engine: str, host: str, port: int) -> int:
-    """granian and daphne: run their CLI as a child, forward signals."""
-    import subprocess
-
-    if port == 0:
-        probe = _bind(host, 0)
-        port = probe.getsockname()[1]
-        probe.close()
-    if engine == "granian":
-        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-                "--workers", "1", "--log-level", "warning", "app:app"]
-    else:
-        argv = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "-v", "0", "app:app"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen(argv, cwd=HERE, env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    deadline = time.monotonic() + 30
-    while child.poll() is None and time.monotonic() < deadline:
-        if _port_open(host, port):
-            _ready(host, port)
-            break
-        time.sleep(0.05)
-    return child.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
-    parser.add_argument("--engine", choices=ENGINES, default="uvicorn")
-    args = parser.parse_args(argv)
-    if args.engine in ("uvicorn", "uvicorn-h11"):
-        return _run_uvicorn(args.host, args.port, h11=args.engine == "uvicorn-h11")
-    if args.engine == "hypercorn":
-        return _run_hypercorn(args.host, args.port)
-    return _run_cli(args.engine, args.host, args.port)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("kitchen_sink", __file__))

@@ -32,22 +32,17 @@ State lives in process memory: run ONE worker per server.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import collections
 import contextlib
-import hashlib
 import itertools
-import json
 import logging
 import logging.handlers
 import os
 import queue
 import random
 import secrets
-import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -62,14 +57,19 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
+from refapp_common.contract import EchoEndpoint, Shutdown, healthz, http_error, read_json_object  # noqa: E402
+from refapp_common.runner import main  # noqa: E402
 
 # --------------------------------------------------------------------------
 # configuration (environment)
@@ -93,7 +93,6 @@ FAULT = os.environ.get("REFAPP_FAULT", "").strip()
 #: Spans kept in memory (newest); older ones are forgotten.
 SPANS_KEPT = 512
 
-MAX_JSON_BODY = 64 * 1024
 MAX_CREDENTIAL = 256
 MAX_TOKENS = 10_000
 MAX_ITEMS_PER_USER = 200
@@ -119,47 +118,9 @@ class _Stats:
 STATS = _Stats()
 
 
-class _Shutdown:
-    """Marks the app as stopping (lifespan shutdown, or the engine's signal)."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self.hooked = False
-
-    def begin(self) -> None:
-        self.stopping = True
-        # Engines that end by re-raising SIGTERM (uvicorn) skip atexit: remove
-        # our own temp log now (lines still written go to the unlinked inode).
-        _remove_default_log()
-
-    def hook_signals(self) -> None:
-        if self.hooked:
-            return
-        self.hooked = True
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                prev = signal.getsignal(sig)
-            except (ValueError, OSError):
-                continue
-            if not callable(prev):
-                continue
-
-            def handler(signum: int, frame: Any, _prev: Any = prev) -> None:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self.begin)
-                _prev(signum, frame)
-
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, handler)
-
-
-SHUTDOWN = _Shutdown()
+# Engines that end by re-raising SIGTERM (uvicorn) skip atexit: the own temp
+# log is removed when stopping begins (lines still written go to the unlinked inode).
+SHUTDOWN = Shutdown(on_begin=lambda: _remove_default_log())
 
 # --------------------------------------------------------------------------
 # logging: structlog -> stdlib QueueHandler (bounded) -> writer thread
@@ -440,31 +401,6 @@ STORE = Store()
 # --------------------------------------------------------------------------
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    ctype = request.headers.get("content-type")
-    if ctype is not None:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise HTTPException(415, "Content-Type must be application/json")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_JSON_BODY:
-                raise HTTPException(413, "body too large")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise HTTPException(400, "client disconnected") from None
-    try:
-        data = json.loads(b"".join(chunks))
-    except (ValueError, RecursionError):
-        raise HTTPException(400, "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    return data
-
-
 def _text(data: dict[str, Any], key: str, lo: int, hi: int) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not (lo <= len(value) <= hi):
@@ -553,10 +489,6 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok")
-
-
 def _coro_name(task: asyncio.Task[Any]) -> str:
     coro = task.get_coro()
     return getattr(coro, "__qualname__", None) or type(coro).__name__
@@ -592,47 +524,6 @@ async def debug_vars(request: Request) -> Response:
     return JSONResponse(body)
 
 
-async def echo(request: Request) -> Response:
-    scope = request.scope
-    raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes | bytearray) else scope.get("path", "")
-    query = scope.get("query_string", b"") or b""
-    target = path + ("?" + query.decode("latin-1") if query else "")
-    digest = hashlib.sha256()
-    length = 0
-    try:
-        async for chunk in request.stream():
-            digest.update(chunk)
-            length += len(chunk)
-    except ClientDisconnect:
-        return Response(status_code=400)
-    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])]
-    return JSONResponse(
-        {
-            "method": scope.get("method"),
-            "target": target,
-            "http_version": scope.get("http_version"),
-            "headers": headers,
-            "body_length": length,
-            "body_sha256": digest.hexdigest(),
-        }
-    )
-
-
-class EchoEndpoint:
-    """Plain ASGI endpoint: Starlette's Route then accepts ANY method."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await echo(Request(scope, receive, send))
-        await response(scope, receive, send)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    headers = dict(exc.headers or {})
-    if exc.status_code == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="refapp"')
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 @contextlib.asynccontextmanager
@@ -766,139 +657,5 @@ app = RequestCounterMiddleware(
     )
 )
 
-# --------------------------------------------------------------------------
-# stand-alone runner
-# --------------------------------------------------------------------------
-
-# stand-alone runner
-# --------------------------------------------------------------------------
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
-
-
-def _ready(host: str, port: int) -> None:
-    print(f"ready addr={host}:{port}", flush=True)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _run_uvicorn(host: str, port: int, h11: bool) -> int:
-    import uvicorn
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        loop="asyncio" if h11 else "uvloop",
-        http="h11" if h11 else "httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            _ready(host, port)
-        await serving
-
-    factory = config.get_loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
-    return 0
-
-
-def _run_hypercorn(host: str, port: int) -> int:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
-    config.accesslog = None
-    config.loglevel = "WARNING"
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        while not serving.done():
-            if await loop.run_in_executor(None, _port_open, host, port):
-                _ready(host, port)
-                break
-            await asyncio.sleep(0.02)
-        await serving
-
-    asyncio.run(main())
-    return 0
-
-
-def _run_cli(engine: str, host: str, port: int) -> int:
-    """granian and daphne: run their CLI as a child, forward signals."""
-    import subprocess
-
-    if port == 0:
-        probe = _bind(host, 0)
-        port = probe.getsockname()[1]
-        probe.close()
-    if engine == "granian":
-        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-                "--workers", "1", "--log-level", "warning", "app:app"]
-    else:
-        argv = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "-v", "0", "app:app"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen(argv, cwd=HERE, env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    deadline = time.monotonic() + 30
-    while child.poll() is None and time.monotonic() < deadline:
-        if _port_open(host, port):
-            _ready(host, port)
-            break
-        time.sleep(0.05)
-    return child.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
-    parser.add_argument("--engine", choices=ENGINES, default="uvicorn")
-    args = parser.parse_args(argv)
-    if args.engine in ("uvicorn", "uvicorn-h11"):
-        return _run_uvicorn(args.host, args.port, h11=args.engine == "uvicorn-h11")
-    if args.engine == "hypercorn":
-        return _run_hypercorn(args.host, args.port)
-    return _run_cli(args.engine, args.host, args.port)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("observability", __file__))

@@ -30,7 +30,6 @@ prints ``ready addr=127.0.0.1:PORT`` once the port accepts connections.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -38,8 +37,6 @@ import ipaddress
 import json
 import os
 import secrets
-import signal
-import socket
 import sys
 import threading
 import time
@@ -53,11 +50,15 @@ import swagger_ui_bundle
 import yaml
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
+from refapp_common.contract import EchoEndpoint, Shutdown, healthz, read_body  # noqa: E402
+from refapp_common.runner import main  # noqa: E402
 
 HERE_PATH = Path(__file__).resolve().parent
 
@@ -128,44 +129,7 @@ class _Stats:
 STATS = _Stats()
 
 
-class _Shutdown:
-    """Marks the app as stopping (lifespan shutdown, or the engine's signal)."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self.hooked = False
-
-    def begin(self) -> None:
-        self.stopping = True
-
-    def hook_signals(self) -> None:
-        if self.hooked:
-            return
-        self.hooked = True
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                prev = signal.getsignal(sig)
-            except (ValueError, OSError):
-                continue
-            if not callable(prev):
-                continue
-
-            def handler(signum: int, frame: Any, _prev: Any = prev) -> None:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self.begin)
-                _prev(signum, frame)
-
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, handler)
-
-
-SHUTDOWN = _Shutdown()
+SHUTDOWN = Shutdown()
 TOKENS: OrderedDict[str, str] = OrderedDict()
 
 # --------------------------------------------------------------------------
@@ -179,20 +143,6 @@ def invariant(pred: str, detail: Any = None) -> Response:
     if detail is not None:
         body["detail"] = detail
     return JSONResponse(body, status_code=500)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, "body too large")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise HTTPException(400, "client disconnected") from None
-    return b"".join(chunks)
 
 
 def describe_request(scope: Scope, body: bytes) -> dict[str, Any]:
@@ -494,10 +444,6 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok")
-
-
 def _coro_name(task: asyncio.Task[Any]) -> str:
     coro = task.get_coro()
     return getattr(coro, "__qualname__", None) or type(coro).__name__
@@ -528,28 +474,6 @@ async def debug_vars(request: Request) -> Response:
         "tokens": len(TOKENS),
         "stopping": SHUTDOWN.stopping,
     })
-
-
-class EchoEndpoint:
-    """Plain ASGI endpoint: Starlette's Route then accepts ANY method."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        digest = hashlib.sha256()
-        length = 0
-        response: Response
-        try:
-            async for chunk in request.stream():  # hashed as it streams: no size limit needed
-                digest.update(chunk)
-                length += len(chunk)
-        except ClientDisconnect:
-            response = Response(status_code=400)  # nobody is left to read it
-        else:
-            described = describe_request(scope, b"")
-            described["body_length"] = length
-            described["body_sha256"] = digest.hexdigest()
-            response = JSONResponse(described)
-        await response(scope, receive, send)
 
 
 async def root(request: Request) -> Response:
@@ -609,139 +533,5 @@ class RequestCounterMiddleware:
 
 app = RequestCounterMiddleware(router_app)
 
-# --------------------------------------------------------------------------
-# stand-alone runner
-# --------------------------------------------------------------------------
-
-# stand-alone runner
-# --------------------------------------------------------------------------
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
-
-
-def _ready(host: str, port: int) -> None:
-    print(f"ready addr={host}:{port}", flush=True)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _run_uvicorn(host: str, port: int, h11: bool) -> int:
-    import uvicorn
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        loop="asyncio" if h11 else "uvloop",
-        http="h11" if h11 else "httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            _ready(host, port)
-        await serving
-
-    factory = config.get_loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
-    return 0
-
-
-def _run_hypercorn(host: str, port: int) -> int:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    sock = _bind(host, port)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
-    config.accesslog = None
-    config.loglevel = "WARNING"
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        while not serving.done():
-            if await loop.run_in_executor(None, _port_open, host, port):
-                _ready(host, port)
-                break
-            await asyncio.sleep(0.02)
-        await serving
-
-    asyncio.run(main())
-    return 0
-
-
-def _run_cli(engine: str, host: str, port: int) -> int:
-    """granian and daphne: run their CLI as a child, forward signals."""
-    import subprocess
-
-    if port == 0:
-        probe = _bind(host, 0)
-        port = probe.getsockname()[1]
-        probe.close()
-    if engine == "granian":
-        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-                "--workers", "1", "--log-level", "warning", "app:app"]
-    else:
-        argv = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "-v", "0", "app:app"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen(argv, cwd=HERE, env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    deadline = time.monotonic() + 30
-    while child.poll() is None and time.monotonic() < deadline:
-        if _port_open(host, port):
-            _ready(host, port)
-            break
-        time.sleep(0.05)
-    return child.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
-    parser.add_argument("--engine", choices=ENGINES, default="uvicorn")
-    args = parser.parse_args(argv)
-    if args.engine in ("uvicorn", "uvicorn-h11"):
-        return _run_uvicorn(args.host, args.port, h11=args.engine == "uvicorn-h11")
-    if args.engine == "hypercorn":
-        return _run_hypercorn(args.host, args.port)
-    return _run_cli(args.engine, args.host, args.port)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("static_swagger_proxy", __file__))

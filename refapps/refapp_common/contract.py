@@ -1,0 +1,194 @@
+"""The SPEC.md §3 contract pieces every refapp serves the same way.
+
+``/healthz``, the ``/echo`` route (any method; method, target, version,
+headers as received, body length and SHA-256), path helpers, the JSON error
+handler and bounded request-body readers. Starlette only: the refapps are
+Starlette apps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+#: A JSON request body larger than this is refused with 413.
+MAX_JSON_BODY = 64 * 1024
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def request_target(scope: Scope) -> str:
+    """The request-target as received (raw path, then ``?query``)."""
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes | bytearray) else scope.get("path", "")
+    query = scope.get("query_string", b"") or b""
+    return path + ("?" + query.decode("latin-1") if query else "")
+
+
+def describe_request(scope: Scope) -> dict[str, Any]:
+    """The echo contract's fields that come from the head (body fields added by the caller)."""
+    return {
+        "method": scope.get("method"),
+        "target": request_target(scope),
+        "http_version": scope.get("http_version"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])],
+    }
+
+
+async def echo(request: Request) -> Response:
+    """The echo contract: the body is hashed as it streams (no size limit needed)."""
+    digest = hashlib.sha256()
+    length = 0
+    try:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            length += len(chunk)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to read it
+    return JSONResponse({**describe_request(request.scope), "body_length": length,
+                         "body_sha256": digest.hexdigest()})
+
+
+class EchoEndpoint:
+    """Plain ASGI endpoint, so that Starlette's Route accepts ANY method
+    (function endpoints default to GET/HEAD only)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await echo(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches on: ``path`` without ``root_path``."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
+def is_echo_path(path: str) -> bool:
+    return path == "/echo" or path.startswith("/echo/")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """HTTPException -> ``{"error": detail}`` (401 gains a Bearer challenge)."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="refapp"')
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it (or its Content-Length) passes `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and (len(declared) > 12 or int(declared) > limit):
+        raise HTTPException(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(400, "client disconnected") from None
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """A JSON object body: 415 for another media type, 413 past `limit`, 400 when not an object."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise HTTPException(415, "Content-Type must be application/json")
+    raw = await read_body(request, limit)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise HTTPException(400, "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, "body must be a JSON object")
+    return data
+
+
+def check_text(key: str, value: Any, min_len: int, max_len: int) -> str:
+    """`value` must be a str of min_len..max_len characters that encodes as UTF-8; else 400."""
+    if not isinstance(value, str):
+        raise HTTPException(400, f"'{key}' must be a string")
+    if not (min_len <= len(value) <= max_len):
+        raise HTTPException(400, f"'{key}' must have {min_len}..{max_len} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPException(400, f"'{key}' is not valid Unicode text") from None
+    return value
+
+
+class Shutdown:
+    """Tells long-lived work (SSE streams, WebSockets, log writers) that the server is stopping.
+
+    Engines differ in how they signal a shutdown to in-flight requests:
+    uvicorn waits for open responses to finish before it runs lifespan
+    shutdown, so an endless SSE stream would keep it alive forever. So the
+    engine's own SIGTERM/SIGINT handler is chained (when it is a Python
+    callable) besides reacting to lifespan shutdown; ``on_begin`` runs once.
+    """
+
+    def __init__(self, on_begin: Callable[[], None] | None = None) -> None:
+        self.stopping = False
+        self.hooked = False
+        self.on_begin = on_begin
+
+    def begin(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.on_begin is not None:
+            self.on_begin()
+
+    def hook_signals(self) -> None:
+        """Chain the engine's signal handlers (call from the serving loop's thread)."""
+        if self.hooked:
+            return
+        self.hooked = True
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                prev = signal.getsignal(sig)
+            except (ValueError, OSError):
+                continue
+            if not callable(prev):
+                # SIG_DFL / SIG_IGN / not set from Python: leave the engine's
+                # (or the OS default) behaviour exactly as it is.
+                continue
+
+            def handler(signum: int, frame: Any, _prev: Any = prev) -> None:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(self.begin)
+                _prev(signum, frame)
+
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
