@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +117,55 @@ class IncidentRecorder:
             self.on_incident(inc)
         return inc
 
+    def find(self, predicate: str, case: str = "", wait: float = 5.0) -> Incident | None:
+        """The recorded incident of (predicate, case); waits (bounded) while another thread is
+        still writing its dossier. None when it was never recorded."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                known = (predicate, case) in self._keys
+                inc = next((i for i in self.incidents if i.predicate == predicate and i.case == case), None)
+            if inc is not None or not known or time.monotonic() >= deadline:
+                return inc
+            time.sleep(0.05)
+
+    def amend(self, predicate: str, case: str = "", *, reproducer: str, details: dict[str, Any],
+              repro: str | None = None, sent: bytes | None = None) -> Incident | None:
+        """Attach a reproducer found after the incident was recorded (crash attribution):
+        `reproducer` (one line) goes into the run document, `details` into incident.json under
+        "reproducer", `repro` becomes repro.py (None removes it) and `sent` sent.bin. Repeated calls
+        overwrite."""
+        inc = self.find(predicate, case)
+        if inc is None:
+            return None
+        folder = self.run_dir / inc.dossier
+        with self._lock:
+            inc.reproducer = reproducer  # an extra field of the schema model: kept in the document
+            path = folder / "incident.json"
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = inc.model_dump(mode="json")
+            data.update(reproducer=details)
+            write_json_atomic(path, data)
+            if sent is not None:
+                write_bytes_atomic(folder / "sent.bin", sent)
+            if repro:
+                write_text_atomic(folder / "repro.py", repro)
+                os.chmod(folder / "repro.py", 0o755)
+            else:  # an earlier amendment's reproducer is known not to reproduce any more
+                (folder / "repro.py").unlink(missing_ok=True)
+            status = folder / "forensics_status.txt"
+            try:
+                lines = [ln for ln in status.read_text().splitlines() if not ln.startswith("repro.py:")]
+            except OSError:
+                lines = []
+            why = "written" if repro else ("not written: no suspect left (none registered, or each one was "
+                                           "replayed alone without a death)")
+            lines.insert(0, f"repro.py: crash attribution, {details.get('status', '?')} ({why})")
+            write_text_atomic(status, "\n".join(lines) + "\n")
+        return inc
+
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60]
@@ -125,7 +175,7 @@ def collect_process_forensics(pid: int | None, folder: Path) -> list[str]:
     """Copy /proc/<pid>/{status,limits,smaps_rollup,maps}, list fds, py-spy dump; return what failed."""
     missing: list[str] = []
     if pid is None:
-        return ["proc/*, py-spy: no local process (url target)"]
+        return ["proc/*, py-spy: no local process (a url target, or the process had already exited)"]
     for name in ("status", "limits", "smaps_rollup", "maps"):
         try:
             data = Path(f"/proc/{pid}/{name}").read_bytes()

@@ -26,6 +26,7 @@ from ..results.schema import Cell, Incident, PropertyResult, ValidateDocument, V
 from ..results.store import Checkpointer, cell_folder_name, write_json_atomic
 from ..targets.launcher import RunningTarget, TargetSpec, start_target
 from ..targets.watchdog import Watchdog
+from .crash import MAX_CONFIRM_RESTARTS, CrashAttributor, CrashLog, crash_repro
 from .incidents import Evidence, IncidentRecorder
 from .invariants import CATALOGUE, severity
 from .tier1.adversarial.runner import AdversarialSlice, derive_seed
@@ -117,6 +118,7 @@ class CellRun:
     recorder: IncidentRecorder | None = None
     watchdog: Watchdog | None = None
     extra_tally: dict = field(default_factory=dict)
+    crash: CrashAttributor | None = None  # crash attribution of the I-LIVENESS deaths
 
 
 class Orchestrator:
@@ -297,12 +299,50 @@ class Orchestrator:
                 await asyncio.sleep(0.3)
             return False
 
+        def follow_port() -> None:
+            for sl in (adv, mk, *run.others.values()):
+                if sl is not None:
+                    sl.port = target.port
+
+        # Crash attribution (crash.py): walkers register what they send; a death is snapshotted
+        # here, the suspects replayed alone after the restart, the I-LIVENESS incident amended.
+        crashlog = CrashLog() if target.pid is not None else None
+        attributor = None
+        last_dead = None
+        if crashlog is not None:
+            async def crash_changed(att: CrashAttributor) -> None:
+                follow_port()
+                await asyncio.to_thread(self._attach_crash_reproducer, run, att)
+
+            attributor = CrashAttributor(
+                crashlog, target, on_change=crash_changed,
+                pause=run.watchdog.pause if run.watchdog else (lambda: None),
+                resume=run.watchdog.resume if run.watchdog else (lambda: None), stop=self.stop_event.is_set)
+            run.crash = attributor
+
+        def note_death() -> None:
+            """The process is gone: snapshot the suspects, make sure I-LIVENESS is recorded (the
+            watchdog polls every 2 s; a walker may notice and restart first)."""
+            nonlocal last_dead
+            if attributor is None or target.alive() or target.process is last_dead:
+                return  # alive, or this exit was already snapshotted (several walkers notice one death)
+            last_dead = target.process
+            attributor.record_death()
+            if run.recorder is not None and not run.recorder.seen("I-LIVENESS"):
+                run.recorder.record(Evidence(
+                    predicate="I-LIVENESS", seed=cell_seed,
+                    detail=f"{target.spec.describe()} (pid {target.pid}) exited (status {target.exit_code()}) "
+                           "while wanted up (noticed by a walker)"))
+
         async def recover() -> bool:
             nonlocal restarts
             async with restart_lock:
                 if await alive():
                     return True
+                note_death()
                 if target.pid is None or restarts >= MAX_RESTARTS_PER_CELL:
+                    if attributor is not None and attributor.deaths:
+                        await crash_changed(attributor)  # unconfirmed: the suspects still go in the dossier
                     return False
                 restarts += 1
                 run.cell.tier_1["target_restarts"] = restarts
@@ -316,12 +356,12 @@ class Orchestrator:
                 finally:
                     if run.watchdog:
                         run.watchdog.resume()
-                if adv is not None:
-                    adv.port = target.port
-                if mk is not None:
-                    mk.port = target.port
-                for other in run.others.values():
-                    other.port = target.port
+                follow_port()
+                if attributor is not None:
+                    crashlog.restart_window()
+                    if attributor.deaths and await alive():
+                        await attributor.confirm()  # bounded; restarts the target if a replay kills it
+                        run.cell.tier_1["crash_confirm_restarts"] = attributor.confirm_restarts
                 return await alive()
 
         alloc = allocate_walkers(self.opts.concurrency, self.opts.slices)
@@ -336,7 +376,7 @@ class Orchestrator:
                 target.host, target.port, echo_path=self.opts.echo_path, health_path=self.opts.health_path,
                 seed=derive_seed(cell_seed, "adversarial"), quiet_timeout=self.opts.quiet_timeout,
                 report=run.recorder.record if run.recorder else None, alive=alive, recover=recover,
-                sweep=sweep_targets(run.plan.openapi, self.opts),
+                sweep=sweep_targets(run.plan.openapi, self.opts), crashlog=crashlog,
             )
             run.slice = adv
             try:
@@ -353,7 +393,7 @@ class Orchestrator:
                 mk = MarkovSlice(
                     target.host, target.port, openapi=openapi, markov=run.plan.markov,
                     seed=derive_seed(cell_seed, "markov"), report=run.recorder.record if run.recorder else None,
-                    alive=alive, recover=recover,
+                    alive=alive, recover=recover, crashlog=crashlog,
                 )
             except UsageError as e:  # checked up front by the CLI; a library caller may still pass a bad file
                 run.extra_tally["markov"] = {"error": str(e)}
@@ -401,6 +441,8 @@ class Orchestrator:
                 await asyncio.gather(*tasks)
             if "sse" in run.others and not self.stop_event.is_set():
                 await run.others["sse"].settle()  # I-CONN-2 is judged after the settle window
+            if attributor is not None:
+                await self._attribute_final_death(run, target, attributor, note_death, alive)
         finally:
             for t in (checkpoint_task, leak_task, metrics_task):
                 t.cancel()
@@ -411,6 +453,47 @@ class Orchestrator:
         reasons = [adv.stopped_reason if adv else "", mk.stopped_reason if mk else ""]
         reasons += [f"{name}: {sl.stopped_reason}" for name, sl in run.others.items() if sl.stopped_reason]
         return "; ".join(r for r in reasons if r)
+
+    async def _attribute_final_death(self, run: CellRun, target: RunningTarget, att: CrashAttributor,
+                                     note_death, alive) -> None:
+        """After the walkers: a target dead now (died in the last moments, or left down after the
+        last restart) is snapshotted; an unconfirmed death gets one bounded confirmation round on a
+        restarted target (counted in the confirmation restarts, never the walkers')."""
+        if not target.alive():
+            note_death()
+            if (att.confirmed is None and att.suspects() and not self.stop_event.is_set()
+                    and att.confirm_restarts < MAX_CONFIRM_RESTARTS):
+                att.confirm_restarts += 1
+                self._say("  crash attribution: restarting the target to replay the suspects")
+                if run.watchdog:
+                    run.watchdog.pause()
+                try:
+                    await asyncio.to_thread(target.restart)
+                except ProbatoriumError as e:
+                    att.notes.append(f"restart for the final confirmation failed: {e}")
+                finally:
+                    if run.watchdog:
+                        run.watchdog.resume()
+                if await alive():
+                    await att.confirm()
+                run.cell.tier_1["crash_confirm_restarts"] = att.confirm_restarts
+        if att.deaths:
+            await asyncio.to_thread(self._attach_crash_reproducer, run, att)
+
+    def _attach_crash_reproducer(self, run: CellRun, att: CrashAttributor) -> None:
+        """Write what crash attribution knows into the cell's I-LIVENESS incident (once it exists)."""
+        if run.recorder is None or not att.deaths:
+            return
+        requests = att.repro_requests()
+        target = run.cell.target.get("address", "127.0.0.1:8000")
+        status = att.summary()
+        repro = crash_repro(requests, status=status, addr=target, version=__version__) if requests else None
+        sent = requests[0].raw_bytes() if att.confirmed is not None and requests else None
+        inc = run.recorder.amend("I-LIVENESS", reproducer=status, details=att.to_json(), repro=repro, sent=sent)
+        if inc is not None and att.confirmed is not None and att.confirmed.request is not None \
+                and "killed by" not in inc.detail:
+            inc.detail += f"; killed by {att.confirmed.request.request} (confirmed by replay)"
+        write_json_atomic(self.run_dir / run.cell.folder / "crash_attribution.json", att.to_json())
 
     def _check_leaks(self, run: CellRun, final: bool) -> dict[str, PropertyResult]:
         """Judge I-MEM-1 / I-FD-1 / I-TASK-1 on the samples so far; a failure is an incident at once."""

@@ -64,8 +64,11 @@ class AdversarialSlice:
                  report: Callable[[Evidence], None] | None = None,
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
-                 sweep: list[tuple[str, str]] | None = None) -> None:
+                 sweep: list[tuple[str, str]] | None = None, crashlog=None) -> None:
         self.host, self.port = host, port
+        # crash.CrashLog: requests in flight when the target died. With one, a death is attributed
+        # (and confirmed by replay) by the orchestrator's I-LIVENESS incident, not per case here.
+        self.crashlog = crashlog
         self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.echo_path, self.health_path = echo_path, health_path
         self.seed = seed
@@ -139,14 +142,27 @@ class AdversarialSlice:
             parsed = parse_response_stream(data, list(case.methods), eof=False)
             return len([r for r in parsed.final_responses if r.complete]) >= want
 
-        ex = await exchange(
-            self.host, self.port, segments, quiet_timeout=self.quiet_timeout,
-            total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
-            done=None if case.close else done, linger=0.15,
-        )
+        crash = self.crashlog
+        if crash is not None:
+            await crash.gate()  # held back while a crash suspect is replayed alone
+            token = crash.begin("adversarial", nonce, f"0x{self.seed:016x}", crash_signature(case, rendered),
+                                f"{case.name}: {_request_line(rendered)}", b"".join(rendered.segments),
+                                self.host_header)
+        try:
+            ex = await exchange(
+                self.host, self.port, segments, quiet_timeout=self.quiet_timeout,
+                total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
+                done=None if case.close else done, linger=0.15,
+            )
+        except BaseException:
+            if crash is not None:
+                crash.end(token, "no_response")
+            raise
+        answered = bool(parse_response_stream(ex.received, list(case.methods), eof=True).final_responses)
+        if crash is not None:
+            crash.end(token, "refused" if ex.connect_error else "response" if answered else "no_response")
         outcome = Outcome(ex.received, ex.closed, ex.timed_out, ex.connect_error)
-        if (ex.connect_error or ex.closed) and not parse_response_stream(
-                ex.received, list(case.methods), eof=True).final_responses and self.alive is not None:
+        if (ex.connect_error or ex.closed) and not answered and self.alive is not None:
             outcome.target_alive = await self.alive()
         verdict = judge(case, rendered, outcome, echo=echo)
         return rendered, outcome, verdict, ex.sent
@@ -173,7 +189,8 @@ class AdversarialSlice:
         if ct.example is None and v not in ("served_ok", "well_rejected", "awaited"):
             ct.example = {"verdict": v, "reason": verdict.reason, "nonce": rendered.nonce}
         findings: list[tuple[str, str]] = []
-        if v in VERDICT_PREDICATE and (not calibration or v == "crash"):
+        attributed = v == "crash" and self.crashlog is not None  # the orchestrator's I-LIVENESS carries it
+        if v in VERDICT_PREDICATE and (not calibration or v == "crash") and not attributed:
             findings.append((VERDICT_PREDICATE[v], verdict.reason))
         for viol in verdict.violations:
             findings.append((viol.predicate, viol.detail))
@@ -259,6 +276,21 @@ class AdversarialSlice:
         base.update(self.tally)
         base["adv_cases"] = len(self.cases)
         return dict(base)
+
+
+def _request_line(rendered: Rendered) -> str:
+    first = rendered.segments[0].split(b"\r\n", 1)[0] if rendered.segments else b""
+    return first[:200].decode("latin-1")
+
+
+def crash_signature(case: Case, rendered: Rendered) -> str:
+    """What a death suspect is compared by across deaths: "METHOD path" for a plain (sweep or
+    calibration) request, so it meets the Markov walkers' "METHOD /template"; the case otherwise."""
+    if case.group == "sweep":
+        parts = _request_line(rendered).split(" ")
+        if len(parts) == 3:
+            return f"{parts[0]} {parts[1].split('?', 1)[0]}"
+    return f"adversarial {case.name}"
 
 
 def sweep_case(method: str, path: str, name: str | None = None) -> Case:

@@ -36,6 +36,7 @@ class HttpResult:
     violations: list[Violation] = field(default_factory=list)
     error: str | None = None  # connect/reset/timeout/protocol: no usable response
     elapsed: float = 0.0
+    delivered: bool = True  # the bytes reached an open connection (crash attribution: a refused one never did)
 
     @property
     def body(self) -> bytes:
@@ -174,11 +175,14 @@ class H1Connection:
         raw = build_request(method, target, self.host_header, list(headers or []), body)
         res = await self._once(method, target, raw)
         if res.error is not None and res.error.startswith("stale"):
+            # The first copy was written: a server that died reading it looks exactly like this.
+            first = res.delivered
             res = await self._once(method, target, raw)
+            res.delivered = res.delivered or first
         return res
 
     async def _once(self, method: str, target: str, raw: bytes) -> HttpResult:
-        res = HttpResult(method, target, sent=raw)
+        res = HttpResult(method, target, sent=raw, delivered=False)
         t0 = time.monotonic()
         reused = self._writer is not None
         try:
@@ -187,6 +191,7 @@ class H1Connection:
             assert self._reader is not None and self._writer is not None
             self._writer.write(raw)
             await self._writer.drain()
+            res.delivered = True
         except (OSError, asyncio.TimeoutError, ConnectionError) as e:
             await self.close()
             res.error = ("stale connection: " if reused else "connect/send: ") + f"{type(e).__name__}: {e}"

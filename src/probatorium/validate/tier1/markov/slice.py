@@ -37,7 +37,7 @@ from .... import __version__
 from ...incidents import Evidence
 from ...openapi import Operation, load_operations
 from ..adversarial.runner import derive_seed
-from .client import CookieJar, H1Connection, HttpResult
+from .client import CookieJar, H1Connection, HttpResult, build_request
 from .repro import markov_repro
 from .shrink import (HISTORY_LEN, SHRINK_MAX_REPLAYS, SHRINK_SECONDS, Replayer, Step, closed_under_captures, ddmin,
                      focus, invariant_tag, json_field, remember, replayable, retry_after, session_headers)
@@ -123,8 +123,10 @@ class MarkovSlice:
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  connection_factory: Callable[[], Connection] | None = None,
-                 max_steps: int | None = None, think: float = 0.0, shrink: bool = True) -> None:
+                 max_steps: int | None = None, think: float = 0.0, shrink: bool = True,
+                 crashlog: Any = None) -> None:
         self.host, self.port = host, port
+        self.crashlog = crashlog  # crash.CrashLog: what was in flight when the target died
         self.seed = seed
         self.report = report or (lambda ev: None)
         self.credentials = credentials
@@ -306,7 +308,22 @@ class MarkovSlice:
 
     async def _send(self, w: Walker, op_key: str, method: str, target: str, body: bytes | None = None,
                     content_type: str | None = None, step: Step | None = None) -> HttpResult:
-        res = await w.conn.request(method, target, w.headers(content_type), body)
+        headers = w.headers(content_type)
+        crash = self.crashlog
+        if crash is None:
+            res = await w.conn.request(method, target, headers, body)
+        else:
+            await crash.gate()  # held back while a crash suspect is replayed alone
+            host_header = getattr(w.conn, "host_header", f"{self.host}:{self.port}")
+            token = crash.begin("markov", str(w.id), f"0x{w.seed:016x}", op_key, f"{method} {target}",
+                                lambda: build_request(method, target, host_header, headers, body), host_header)
+            try:
+                res = await w.conn.request(method, target, headers, body)
+            except BaseException:
+                crash.end(token, "no_response")
+                raise
+            crash.end(token, "response" if res.status is not None else "no_response" if res.delivered
+                      else "refused", res.sent)
         w.sent_log.append(res.sent)
         if step is not None:
             step.status = res.status if res.status is not None else (res.error or "error")
