@@ -61,6 +61,9 @@ class Incident(_Model):
     dossier: str  # path relative to the run folder
     case: str = ""
     detail: str = ""
+    #: one line naming the minimal reproducer when one was found after the fact
+    #: (crash attribution: the request that killed the target); details in incident.json
+    reproducer: str = ""
 
 
 class Cell(_Model):

@@ -140,7 +140,7 @@ class IncidentRecorder:
             return None
         folder = self.run_dir / inc.dossier
         with self._lock:
-            inc.reproducer = reproducer  # an extra field of the schema model: kept in the document
+            inc.reproducer = reproducer
             path = folder / "incident.json"
             try:
                 data = json.loads(path.read_text())
