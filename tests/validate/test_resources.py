@@ -431,3 +431,29 @@ def test_debug_endpoint_tasks() -> None:
         server.shutdown()
         server.server_close()
     assert fetch_debug_tasks(url, timeout=0.5) is None  # nothing listens any more
+
+
+def test_fd_table_exhausted_during_warmup_is_a_leak():
+    # A fast fd leak fills a 1024-fd table in 6 s, then levels off (accept() fails with EMFILE):
+    # the strong rule's slope sees a plateau, the exhausted rule sees the table full.
+    samples = series(70, lambda t: {"fds": min(1024, 10 + int(170 * t))})
+    for s in samples:
+        s["fd_share"] = s["fds"] / 1024
+    verdict = judge_leak(samples, "fds")
+    assert verdict.status == "failed" and "exhausted" in verdict.reason, verdict.reason
+    # the same plateau far below the limit is a start-up ramp, not a leak
+    for s in samples:
+        s["fd_share"] = s["fds"] / 65536
+    assert judge_leak(samples, "fds").status == "passed"
+    # a table that starts (nearly) full did not fill up under our traffic
+    full = series(70, lambda t: {"fds": 1000 + (int(t) % 5)})
+    for s in full:
+        s["fd_share"] = s["fds"] / 1024
+    assert judge_leak(full, "fds").status == "passed"
+
+
+def test_sample_tree_reports_the_fd_share():
+    from probatorium.validate.resources import sample_tree
+
+    got = sample_tree(os.getpid())
+    assert got is not None and got["fd_share"] is not None and 0 < got["fd_share"] < 1

@@ -37,7 +37,16 @@ rule (documented with its numbers in docs/leaks.md):
    the net growth (median of last vs first 10 % of minima) is ≥ 0.5·W·span
    and ≥ 5 % of the baseline.
 
-Too few samples (no window with 8 buckets) is ``not_judged``, never passed.
+6. EXHAUSTED rule (fds only): a fast fd leak fills the descriptor table and
+   then levels off at the limit (accept() fails with EMFILE), which the
+   strong rule's "still rising" test would excuse as a finished ramp. So
+   I-FD-1 also fails when, within one segment, a process of the tree held
+   ≥ 90 % of its RLIMIT_NOFILE soft limit (``fd_share``, read from
+   /proc/PID/limits) and the tree's fds grew by ≥ 200 and ≥ half of their
+   peak since the segment's first sample (warm-up included).
+
+Too few samples (no window with 8 buckets) is ``not_judged``, never passed
+(the EXHAUSTED rule needs no buckets).
 """
 
 from __future__ import annotations
@@ -93,6 +102,11 @@ STRONG_EDGE_BUCKETS = 3
 #: a start-up ramp that has already levelled off is not a leak.
 STRONG_TAIL_FACTOR = 0.2
 Z_95_ONE_SIDED = 1.6449
+
+# Exhausted rule (fds): share of RLIMIT_NOFILE held, and growth that got it there.
+FD_EXHAUSTED_SHARE = 0.9
+FD_EXHAUSTED_MIN_GROWTH = 200
+FD_EXHAUSTED_GROWTH_SHARE = 0.5
 
 # Weak rule constants.
 WEAK_MIN_SPAN_S = 600.0
@@ -201,9 +215,21 @@ def _fd_count(pid: int) -> int | None:
         return None
 
 
+def _fd_soft_limit(pid: int) -> int | None:
+    """The soft RLIMIT_NOFILE of one process (/proc/PID/limits); None if unknown or unlimited."""
+    text = _read_text(f"/proc/{pid}/limits")
+    for line in (text or "").splitlines():
+        if line.startswith("Max open files"):
+            parts = line[len("Max open files"):].split()
+            return int(parts[0]) if parts and parts[0].isdigit() and int(parts[0]) > 0 else None
+    return None
+
+
 def sample_tree(root: int) -> dict[str, Any] | None:
-    """One sample of the tree under `root`: rss_bytes, fds, threads, procs; None if gone."""
+    """One sample of the tree under `root`: rss_bytes, fds, threads, procs, and fd_share (the
+    largest share of its RLIMIT_NOFILE soft limit any one process holds; None if unknown)."""
     rss = fds = threads = procs = 0
+    share: float | None = None
     for pid in process_tree(root):
         status = _status_fields(pid)
         count = _fd_count(pid)
@@ -213,9 +239,13 @@ def sample_tree(root: int) -> dict[str, Any] | None:
         threads += status[1]
         fds += count or 0
         procs += 1
+        limit = _fd_soft_limit(pid)
+        if limit and count is not None:
+            share = max(share or 0.0, count / limit)
     if procs == 0:
         return None
-    return {"rss_bytes": rss, "fds": fds, "threads": threads, "procs": procs}
+    return {"rss_bytes": rss, "fds": fds, "threads": threads, "procs": procs,
+            "fd_share": None if share is None else round(share, 4)}
 
 
 def fetch_debug_tasks(url: str, timeout: float = 1.0) -> int | None:
@@ -603,6 +633,12 @@ def judge_leak(
         if len(points) < 2:
             skipped.append(f"segment {index}: {len(points)} sample(s)")
             continue
+        if kind == "fds":
+            exhausted = _fd_exhausted(segment, index, points)
+            if exhausted is not None:
+                fits.append(exhausted)
+                failures.append(exhausted)
+                evaluations += len(points)
         seg_start, seg_end = points[0][0], points[-1][0]
         span = seg_end - seg_start
         skip = warmup_for(span) if warmup is None else warmup
@@ -683,6 +719,16 @@ def judge_leak(
             "not_judged", 0,
             "too few samples after warm-up: " + "; ".join(skipped or ["no usable samples"]),
         )
+    exhausted = [f for f in failures if f["rule"] == "exhausted"]
+    if exhausted:
+        f = exhausted[0]
+        reason = (
+            f"{predicate}: the descriptor table is exhausted: {f['peak']:g} fds open, "
+            f"{f['peak_share']:.0%} of a process's RLIMIT_NOFILE (grew by {f['growth']:g} since "
+            f"t={f['t0']:g} s, segment {f['segment']}; {_fmt(kind, f['slope_per_min'])} on the way up)"
+        )
+        return verdict("failed", evaluations, reason, f["slope_per_min"],
+                       {"failures": failures, "fits": fits, "skipped": skipped})
     if failures:
         worst = max(failures, key=lambda f: f["slope_per_min"])
         reason = (
@@ -700,6 +746,27 @@ def judge_leak(
         f"(strong threshold {_fmt(kind, strong)})"
     )
     return verdict("passed", evaluations, reason, slope, {"fits": fits, "skipped": skipped})
+
+
+def _fd_exhausted(segment: Sequence[dict[str, Any]], index: int,
+                 points: Sequence[tuple[float, float]]) -> dict[str, Any] | None:
+    """The EXHAUSTED rule's failure record for one segment, or None (module docstring, rule 6)."""
+    shares = [(float(s["t"]), float(s["fd_share"])) for s in segment if s.get("fd_share") is not None]
+    if not shares:
+        return None
+    peak_share = max(v for _, v in shares)
+    t_peak, peak = max(points, key=lambda p: p[1])
+    t0, first = points[0]
+    growth = peak - first
+    if peak_share < FD_EXHAUSTED_SHARE or growth < FD_EXHAUSTED_MIN_GROWTH \
+            or growth < FD_EXHAUSTED_GROWTH_SHARE * peak:
+        return None
+    rise = [p for p in points if p[0] <= t_peak]
+    slope = theil_sen(rise)[0] * 60.0 if len(rise) >= 2 else 0.0
+    return {"segment": index, "window": "segment", "rule": "exhausted", "t0": round(t0, 3),
+            "t1": round(t_peak, 3), "n": len(points), "slope_per_min": slope, "peak": peak,
+            "peak_share": peak_share, "growth": growth, "baseline": first,
+            "buckets": [[round(t, 3), y] for t, y in points]}
 
 
 def _fit_dict(fit: WindowFit) -> dict[str, Any]:

@@ -273,3 +273,38 @@ def test_verdicts_map_to_predicates() -> None:
     assert F.VERDICT_PREDICATE == {"ws_accepted_bad_frame": "I-WS-ACCEPTED", "ws_hang_no_close": "I-WS-HANG",
                                    "ws_wrong_close": "I-WS-CLOSE", "ws_unclean_close": "I-WS-CLOSE"}
     assert F.VERDICTS[0] == "ws_accepted_bad_frame" and F.VERDICTS[1] == "ws_hang_no_close"
+
+
+def test_probe_ping_follows_frame_level_violations() -> None:
+    probed = [c for c in CASES if any(f.opcode == F.OP_PING and f.payload == F.PROBE_PING
+                                      for seg in c.build(random.Random(1)) if seg is not None
+                                      for f in parse_frames(seg).frames)]
+    names = {c.name for c in probed}
+    assert "unmasked client frame" in names and "continuation without start" in names
+    assert {f"reserved opcode 0x{op:X}" for op in (3, 7, 0xB, 0xF)} <= names
+    # never after a close frame, never where a declared length would swallow it
+    assert not any(c.name.startswith("close ") or c is OVERSIZE or c.name.startswith("64-bit") for c in probed)
+    for c in probed:  # the violation comes first, the probe last, in one write
+        segs = c.build(random.Random(2))
+        assert len(segs) == 1
+        frames = parse_frames(segs[0]).frames
+        assert frames[-1].opcode == F.OP_PING and frames[-1].payload == F.PROBE_PING and len(frames) >= 2
+
+
+def test_grade_pong_to_the_probe_is_acceptance() -> None:
+    rsv = CASES_BY_NAME["RSV1 bit without extension"]
+    g = grade(rsv, srv(F.OP_PONG, F.PROBE_PING), False, True)
+    assert g.verdict == "ws_accepted_bad_frame" and "skipped the bad frame" in g.reason
+    # a pong after the server's close frame does not count
+    assert grade(rsv, close(1002) + srv(F.OP_PONG, F.PROBE_PING), True, False).verdict == "ws_closed_correctly"
+
+
+def test_grade_tcp_kept_open_after_the_close_handshake_is_a_hang() -> None:
+    vc = CASES_BY_NAME["valid close handshake"]
+    g = grade(vc, close(1000), closed=False, timed_out=False, kept_open=True)
+    assert g.verdict == "ws_hang_no_close" and "5.5.1" in g.reason
+    assert grade(BAD, close(1007), False, False, kept_open=True).verdict == "ws_hang_no_close"
+    # acting on the bad frame still ranks first
+    assert grade(BAD, srv(F.OP_TEXT, b"x") + close(1007), False, False, kept_open=True).verdict \
+        == "ws_accepted_bad_frame"
+    assert grade(vc, close(1000), closed=True, timed_out=False).verdict == "ws_closed_correctly"

@@ -142,3 +142,52 @@ def test_wrong_accept_value_is_counted_not_passed() -> None:
     assert bd["valid close handshake"]["verdict"] == "ws_bad_accept"
     assert all(v["verdict"] in ("ws_bad_accept", "ws_handshake_rejected", "not_sent") for v in bd.values())
     assert ev == []  # no predicate for it yet (see the module docstring of frames.py)
+
+
+def test_planted_skip_of_bad_frames_is_accepted_not_hang() -> None:
+    s, ev = run_slice("skip", seconds=2.0, walkers=4)
+    bd = s.case_breakdown()
+    for name in ("RSV1 bit without extension", "reserved opcode 0x3", "reserved opcode 0xB"):
+        assert bd[name]["verdict"] == "ws_accepted_bad_frame", bd[name]
+        assert "skipped the bad frame" in bd[name]["example"]["reason"]
+    assert bd["unmasked client frame"]["verdict"] == "ws_closed_correctly"
+    assert "I-WS-ACCEPTED" in {e.predicate for e in ev}
+
+
+def test_planted_tcp_kept_open_after_close_is_hang() -> None:
+    s, ev = run_slice("keep_open", seconds=3.0, walkers=16)
+    bd = s.case_breakdown()
+    assert bd["valid close handshake"]["verdict"] == "ws_hang_no_close", bd["valid close handshake"]
+    sent = {k: v for k, v in bd.items() if v["verdict"] != "not_sent" and v["kind"] != "handshake"}
+    assert len(sent) > 10
+    for name, v in sent.items():  # a reply stuck behind the 17 MiB oversize payload is not judged
+        assert (v["verdict"] == "ws_hang_no_close") == (name != "oversize message"), (name, v)
+    hangs = [e for e in ev if e.predicate == "I-WS-HANG"]
+    assert hangs and all(e.extra["kept_open_after_close"] for e in hangs)
+
+
+def test_target_gone_mid_slice_is_liveness_even_when_restarted_quickly() -> None:
+    evidence: list = []
+
+    async def main() -> tuple[WsTortureSlice, int]:
+        srv = await WsServer("strict").start()
+        restarts = 0
+
+        async def dead() -> bool:
+            return False
+
+        async def recover() -> bool:  # the restart comes back at once: the watchdog may never see the exit
+            nonlocal restarts
+            restarts += 1
+            return False
+
+        s = WsTortureSlice("127.0.0.1", srv.port, seed=5, report=evidence.append, close_timeout=FAST,
+                           alive=dead, recover=recover)
+        assert await s.calibrate()
+        await srv.stop()
+        await s.walker(0, time.monotonic() + 3.0, lambda: False)
+        return s, restarts
+
+    s, restarts = asyncio.run(main())
+    assert [e.predicate for e in evidence] == ["I-LIVENESS"] and restarts == 1
+    assert "could not be restarted" in s.stopped_reason

@@ -8,6 +8,8 @@ Modes:
   echo_invalid   echoes text frames without checking UTF-8 (planted bug: acts on a bad frame)
   hang           ignores every bad frame and never closes (planted bug: hang)
   drop           drops TCP without a close frame on any bad frame
+  skip           silently skips frames with RSV bits or reserved opcodes and goes on (acts on bad frames)
+  keep_open      answers every close frame but never ends TCP (hang after the close handshake)
   no_endpoint    answers 404 to every request
   bad_accept     answers 101 with a wrong Sec-WebSocket-Accept
 """
@@ -94,7 +96,16 @@ class WsServer:
         buf = b""
         frag: tuple[int, bytes] | None = None  # (opcode, data so far) of an open fragmented message
 
+        async def keep_open() -> None:
+            while await reader.read(65536):  # the close handshake is done: read on, never end TCP
+                pass
+            raise ConnectionError
+
         async def fail(code: int) -> None:
+            if self.mode == "keep_open":
+                writer.write(_close(code))
+                await writer.drain()
+                await keep_open()
             if self.mode == "hang":
                 while await reader.read(65536):  # keep reading, never answer
                     pass
@@ -122,6 +133,8 @@ class WsServer:
             for f in p.frames:
                 if not f.complete:
                     break
+                if self.mode == "skip" and (f.rsv or f.opcode not in F.DATA_OPCODES | F.CONTROL_OPCODES):
+                    continue
                 if not f.masked or f.rsv:
                     await fail(1002)
                 if f.opcode in F.CONTROL_OPCODES:
@@ -139,6 +152,8 @@ class WsServer:
                                 await fail(1007)
                         writer.write(_close(f.close_code or 1000))
                         await writer.drain()
+                        if self.mode == "keep_open":
+                            await keep_open()
                         return
                     continue
                 if f.opcode not in F.DATA_OPCODES:

@@ -2,8 +2,10 @@
 from the target's debug endpoint that the SERVER releases its slots (I-CONN-2).
 
 Walkers open `GET <sse_path>` with `Accept: text/event-stream`, check 200 +
-text/event-stream, read events for a seeded 50–1500 ms and close with a reset
-(SO_LINGER 0). A sampler polls the debug endpoint (`sse_open`) every 0.5 s
+text/event-stream, read events for a seeded 50–1500 ms and go away: a seeded
+RESET_SHARE of the streams with a reset (SO_LINGER 0, a killed client), the
+others with a clean close (FIN, a tab closed), since a server may release its
+slot on one of the two paths only. A sampler polls the debug endpoint (`sse_open`) every 0.5 s
 next to the number of streams the validator holds; judge.py decides. After
 the walkers end, the orchestrator awaits `settle()`: sampling goes on until
 the server is back within the allowance or 12 s passed.
@@ -32,6 +34,7 @@ POLL_INTERVAL = 0.5
 SETTLE_MAX = 12.0  # seconds of sampling after the walkers stop
 HOLD_MS = (50, 1500)
 HEAD_TIMEOUT = 5.0
+RESET_SHARE = 0.5  # streams ended by a reset; the others end with FIN
 
 
 class SseKillSlice:
@@ -77,8 +80,9 @@ class SseKillSlice:
         return (f"GET {self.sse_path} HTTP/1.1\r\nHost: {self.host_header}\r\nAccept: text/event-stream\r\n"
                 "Cache-Control: no-cache\r\n\r\n").encode("latin-1")
 
-    async def hold_stream(self, hold: float) -> str:
-        """Open one stream, read events for `hold` s after the head, reset. Returns the outcome:
+    async def hold_stream(self, hold: float, reset: bool = True) -> str:
+        """Open one stream, read events for `hold` s after the head, then reset it (or, with
+        reset=False, close it cleanly with FIN). Returns the outcome:
         killed | server_closed_early | handshake_fail | endpoint_absent | conn_error."""
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 3.0)
@@ -145,7 +149,7 @@ class SseKillSlice:
             return "server_closed_early" if data else "conn_error"
         finally:
             sock = writer.get_extra_info("socket")
-            if sock is not None:
+            if sock is not None and reset:
                 try:  # SO_LINGER 0: the close is a reset, as a killed client's would be
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 except OSError:
@@ -189,8 +193,9 @@ class SseKillSlice:
         while time.monotonic() < deadline and not stop() and not self.stopped_reason:
             hold = rng.randint(*HOLD_MS) / 1000.0
             hold = min(hold, max(deadline - time.monotonic(), 0.05))
+            reset = rng.random() < RESET_SHARE
             try:
-                outcome = await self.hold_stream(hold)
+                outcome = await self.hold_stream(hold, reset)
             except Exception:
                 self.tally["sse_internal_error"] += 1
                 if not self.internal_errors:
@@ -199,6 +204,7 @@ class SseKillSlice:
                 continue
             if outcome == "killed":
                 self.tally["sse_killed_mid_stream"] += 1
+                self.tally["sse_reset" if reset else "sse_fin_closed"] += 1
             elif outcome == "server_closed_early":
                 self.tally["sse_server_closed_early"] += 1
             elif outcome == "handshake_fail":
@@ -361,8 +367,8 @@ _REPRO = '''#!/usr/bin/env python3
 
 Usage: python3 repro.py HOST:PORT      (default {addr})
 Standard library only. Opens 20 streams on {sse_path}, reads for 0.5 s, resets
-them (SO_LINGER 0), then polls {debug_path} for 12 s. Exit status 1 when
-sse_open is still above 2 after 10 s.
+half of them (SO_LINGER 0) and closes the others (FIN), then polls {debug_path}
+for 12 s. Exit status 1 when sse_open is still above 2 after 10 s.
 """
 import json, socket, struct, sys, time
 
@@ -393,8 +399,9 @@ def main():
         socks.append(s)
     time.sleep(0.5)
     print("sse_open while holding %d streams: %s" % (N, debug(host, port)))
-    for s in socks:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    for i, s in enumerate(socks):
+        if i % 2 == 0:  # half reset (SO_LINGER 0), half closed cleanly (FIN)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
     t0, last = time.monotonic(), None
     while time.monotonic() - t0 < 12:

@@ -13,9 +13,13 @@ Grading follows Autobahn's spirit:
 * ``ws_unclean_close``      the TCP connection ended without a close frame
   (I-WS-CLOSE, MED).
 * ``ws_accepted_bad_frame`` the bad frame was acted on: a data frame or a pong
-  came back after it, or a 101 answered an invalid handshake (I-WS-ACCEPTED, HIGH).
+  came back after it (including the pong to a probe ping sent right after it:
+  the server skipped the bad frame instead of failing the connection), or a
+  101 answered an invalid handshake (I-WS-ACCEPTED, HIGH).
 * ``ws_hang_no_close``      nothing decisive within the close timeout; a
-  timeout is never "closed correctly" (I-WS-HANG, HIGH).
+  timeout is never "closed correctly" (I-WS-HANG, HIGH). Also: both close
+  frames were exchanged but the server kept TCP open past the timeout
+  (RFC 6455 §5.5.1 MUST close it).
 * ``ws_handshake_rejected`` an invalid handshake got a non-101 answer (good).
 * ``ws_valid_refused``      a valid control (echo round trip, ping flood) did
   not get its answer although the server closed properly (not a predicate).
@@ -336,6 +340,20 @@ def _ping_flood(rng: random.Random) -> list[bytes]:
     return [pings, encode_frame(OP_CLOSE, close_payload(1000), mask_key=_mk(rng))]
 
 
+# A ping sent right after a bad frame, in the same write. A server that FAILS the connection on
+# the bad frame (RFC 6455 §7.1.7: it stops processing input) never answers it; a server that
+# silently skips the bad frame and goes on answers it with a pong, which grade() counts as
+# acting on the bad frame. Only for frame-level violations a server might skip (RSV bits,
+# reserved opcodes, masking, orphan continuations): never after a close frame (nothing may
+# follow it) and not where the bad frame's declared length would swallow the ping.
+PROBE_PING = b"probatorium probe"
+
+
+def probed(build: Build) -> Build:
+    """`build`'s frames followed, in the same write, by the probe ping."""
+    return seq(build, fr(OP_PING, PROBE_PING))
+
+
 CLOSE_1000 = fr(OP_CLOSE, close_payload(1000))
 ECHO_TEXT = b"probatorium ws baseline \xe2\x9c\x93"
 S52 = "RFC 6455 §5.2"
@@ -353,16 +371,16 @@ CASES: tuple[WsCase, ...] = (
            note=f"{PING_FLOOD} pings then close 1000: pongs (at least for the last ping) and a close, "
                 "or a policy close; no answer at all means the server stopped reading"),
     # ---- framing
-    WsCase("unmasked client frame", "RFC 6455 §5.1", (1002,), fr(OP_TEXT, b"unmasked", mask=False),
+    WsCase("unmasked client frame", "RFC 6455 §5.1", (1002,), probed(fr(OP_TEXT, b"unmasked", mask=False)),
            note="a server MUST close the connection upon receiving an unmasked frame"),
-    *(WsCase(f"RSV{i} bit without extension", S52, (1002,), fr(OP_TEXT, b"rsv", rsv=1 << (3 - i)))
+    *(WsCase(f"RSV{i} bit without extension", S52, (1002,), probed(fr(OP_TEXT, b"rsv", rsv=1 << (3 - i))))
       for i in (1, 2, 3)),
-    *(WsCase(f"reserved opcode 0x{op:X}", S52, (1002,), fr(op, b"reserved"))
+    *(WsCase(f"reserved opcode 0x{op:X}", S52, (1002,), probed(fr(op, b"reserved")))
       for op in (3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF)),
     WsCase("fragmented control frame (ping FIN=0)", "RFC 6455 §5.5", (1002,),
            fr(OP_PING, b"frag", fin=False)),
     WsCase("control payload > 125 (ping of 126)", "RFC 6455 §5.5", (1002,), fr(OP_PING, b"x" * 126)),
-    WsCase("continuation without start", "RFC 6455 §5.4", (1002,), fr(OP_CONT, b"orphan")),
+    WsCase("continuation without start", "RFC 6455 §5.4", (1002,), probed(fr(OP_CONT, b"orphan"))),
     WsCase("data frame inside fragmented message", "RFC 6455 §5.4", (1002,),
            seq(fr(OP_TEXT, b"frag", fin=False), fr(OP_TEXT, b"ment")), harmless_echo=b"frag"),
     WsCase("64-bit length with top bit set", S52, (1002,),
@@ -426,11 +444,13 @@ def grade_handshake(case: HandshakeCase, status: int | None, closed: bool, timed
     return Grade("ws_hang_no_close", f"{case.name}: no answer within the timeout")
 
 
-def grade(case: WsCase, received: bytes, closed: bool, timed_out: bool) -> Grade:
+def grade(case: WsCase, received: bytes, closed: bool, timed_out: bool, kept_open: bool = False) -> Grade:
     """Grade what the server sent after its 101 (`received`) for one case.
 
     closed: the server ended TCP (FIN or RST); timed_out: reading stopped because
-    nothing decisive came within the close timeout.
+    nothing decisive came within the close timeout; kept_open: both close frames were
+    exchanged but the server had not ended TCP within the close timeout after that
+    (RFC 6455 §5.5.1: it MUST close the connection; §7.1.1: the server closes first).
     """
     parsed = parse_frames(received)
     frames = parsed.frames
@@ -452,6 +472,9 @@ def grade(case: WsCase, received: bytes, closed: bool, timed_out: bool) -> Grade
             f = acted[0]
             what = {OP_PONG: "a pong"}.get(f.opcode, f"a data frame (opcode 0x{f.opcode:X}, {f.length} bytes)")
             g.verdict, g.reason = "ws_accepted_bad_frame", f"the server answered the bad frame with {what}"
+            if f.opcode == OP_PONG and f.payload == PROBE_PING:
+                g.reason = ("the server skipped the bad frame and went on: it answered the ping sent after it "
+                            "(it must fail the connection, RFC 6455 §7.1.7)")
             if f.opcode == OP_TEXT and not valid_utf8(f.payload) and f.complete:
                 g.reason += " carrying invalid UTF-8 (it echoed what it must reject)"
             return g
@@ -470,6 +493,11 @@ def grade(case: WsCase, received: bytes, closed: bool, timed_out: bool) -> Grade
             g.reason += f"; {len(data)} data frame(s), {pongs} pong(s) before"
         return g
     code = close.close_code
+    if kept_open:
+        g.verdict = "ws_hang_no_close"
+        g.reason = (f"close {code} exchanged, but the server kept the TCP connection open past the close timeout "
+                    "(RFC 6455 §5.5.1 MUST close it, §7.1.1)")
+        return g
     if code is None:
         g.verdict = "ws_wrong_close"
         g.reason = "close frame without a status code" + (" (1-byte payload)" if len(close.payload) == 1 else "")

@@ -33,6 +33,7 @@ from .frames import CASES, HANDSHAKE_CASES, VALID_HANDSHAKE, VERDICT_PREDICATE, 
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
 MAX_RECORD = 64 << 10  # bytes of what was sent/received kept in evidence
 MAX_READ = 1 << 20  # stop reading a connection after this much (an oversize echo shows in its header)
+JUDGE_CLOSE_TCP_MAX_SENT = 64 << 10  # the end of TCP after a close handshake is judged only below this
 
 
 @dataclass
@@ -47,6 +48,7 @@ class WsOutcome:
     sent_len: int = 0
     received: bytes = b""  # bytes after the 101
     closed: bool = False  # the server ended TCP (FIN or RST)
+    kept_open: bool = False  # close frames exchanged, but TCP still open after the close timeout
     timed_out: bool = False
     connect_error: str | None = None
     send_error: str | None = None
@@ -213,16 +215,34 @@ async def _frames(conn: _Conn, out: WsOutcome, segments: list[bytes | None], tim
                 break
         else:
             # A close frame came: answer it (RFC 6455 §5.5.1) and give the server a moment to end TCP.
+            # Our close reply is a frame only if everything before it went out whole: a close that
+            # interrupted our sending (e.g. 1009 in the middle of the oversize payload) leaves us
+            # mid-frame, so the server cannot see our reply and is not judged on ending TCP. Nor after
+            # a large send: our reply may sit behind megabytes the closing server no longer reads.
+            whole = done_sending.is_set() and out.send_error is None and out.sent_len <= JUDGE_CLOSE_TCP_MAX_SENT
             await _cancel(task)
             code = next((f.close_code for f in F.parse_frames(out.received).frames if f.opcode == F.OP_CLOSE), None)
             reply = 1000 if code is None or not 1000 <= code <= 4999 or code in (1005, 1006, 1015) else code
             try:
                 await asyncio.wait_for(conn.send(F.encode_frame(F.OP_CLOSE, F.close_payload(reply),
                                                                 mask_key=b"\x01\x02\x03\x04")), 0.5)
-                chunk = await conn.recv(0.2)
-                out.closed = out.closed or not chunk
             except (asyncio.TimeoutError, ConnectionError, OSError):
                 pass
+            # Both close frames are out: the server MUST now end TCP (RFC 6455 §5.5.1, §7.1.1).
+            # Anything it still sends is discarded; silence up to the close timeout is a hang.
+            end = time.monotonic() + (timeout if whole else 0.2)
+            while not out.closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    out.kept_open = whole
+                    break
+                try:
+                    chunk = await conn.recv(left)
+                except asyncio.TimeoutError:
+                    continue
+                except (ConnectionError, OSError):
+                    chunk = b""
+                out.closed = not chunk
     finally:
         await _cancel(task)
 
@@ -273,6 +293,7 @@ class WsTortureSlice:
         self._round = 0
         self._n = 0
         self._reported: set[tuple[str, str]] = set()
+        self._liveness_reported = False
 
     @property
     def host_header(self) -> str:
@@ -293,7 +314,7 @@ class WsTortureSlice:
         hg = F.grade_handshake(hs, out.status, out.closed, out.timed_out, out.accept_problem)
         if isinstance(case, HandshakeCase) or hg.verdict != "ws_closed_correctly":
             return out, hg
-        return out, F.grade(case, out.received, out.closed, out.timed_out)
+        return out, F.grade(case, out.received, out.closed, out.timed_out, out.kept_open)
 
     # ---- accounting --------------------------------------------------------------------
     def _account(self, case: WsCase | HandshakeCase, out: WsOutcome, g: F.Grade, conn_seed: int,
@@ -324,6 +345,7 @@ class WsTortureSlice:
                 sent=out.request + out.sent, received=(out.head + out.received)[:MAX_RECORD], seed=conn_seed,
                 extra={"clause": case.clause, "expected_close": expected, "verdict": v, "close_code": g.close_code,
                        "status": out.status, "closed": out.closed, "timed_out": out.timed_out,
+                       "kept_open_after_close": out.kept_open,
                        "frames_sent_bytes": out.sent_len, "walker": walker_id, "ws_path": self.ws_path},
                 repro=ws_repro(case=case, predicate=predicate, detail=detail, conn_seed=conn_seed,
                                ws_path=self.ws_path, addr=self.host_header, close_timeout=self.close_timeout),
@@ -389,6 +411,10 @@ class WsTortureSlice:
             if g.verdict == "ws_conn_error":
                 self.tally["ws_conn_error"] += 1
                 if self.alive is not None and not await self.alive():
+                    if not self._liveness_reported:  # a restart may come before the watchdog looks
+                        self._liveness_reported = True
+                        self.report(Evidence(predicate="I-LIVENESS", case=f"ws {case.name}", seed=conn_seed,
+                                             detail="the target died during the ws slice"))
                     if self.recover is None or not await self.recover():
                         self.stopped_reason = f"the target died after ws case {case.name!r} and could not be restarted"
                         return
@@ -515,12 +541,36 @@ def _main():
                 break
             received += chunk
             last = _time.monotonic()
-        g = grade(case, received, closed, timed_out)
+        kept_open = False
+        if close_frame_complete(received[:1 << 20]) and not closed:
+            # answer the close, then the server MUST end TCP (RFC 6455 section 5.5.1)
+            try:
+                sock.sendall(encode_frame(OP_CLOSE, close_payload(1000), mask_key=b"\x01\x02\x03\x04"))
+            except OSError:
+                pass
+            end = _time.monotonic() + CLOSE_TIMEOUT
+            while True:
+                left = end - _time.monotonic()
+                if left <= 0:
+                    kept_open = True
+                    break
+                sock.settimeout(left)
+                try:
+                    chunk = sock.recv(65536)
+                except _socket.timeout:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+        g = grade(case, received, closed, timed_out, kept_open)
         kinds = [(f.opcode, f.length) for f in g.frames[:10]]
         print("frames back (opcode, length):", kinds)
         print("close code:", "no close frame" if not g.close_seen else
               g.close_code if g.close_code is not None else "none (close frame without a code)",
-              "| TCP closed" if closed else "", "| timed out" if timed_out else "")
+              "| TCP closed" if closed else "", "| timed out" if timed_out else "",
+              "| TCP kept open after the close handshake" if kept_open else "")
         print("expected close:", "/".join(map(str, case.expected_close)))
     sock.close()
     print("verdict:", g.verdict, "-", g.reason)
