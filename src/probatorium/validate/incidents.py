@@ -45,6 +45,9 @@ class Evidence:
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     repro: str | None = None  # source of repro.py, when the slice can replay the finding
+    #: when the finding was first seen, if earlier than its recording (ISO-8601 UTC): a leak
+    #: flagged mid-run is recorded once the end of the cell confirms it
+    first_seen: str | None = None
 
 
 class IncidentRecorder:
@@ -87,7 +90,8 @@ class IncidentRecorder:
         folder.mkdir(parents=True, exist_ok=True)
         inc = Incident(
             predicate=ev.predicate, severity=severity(ev.predicate), refapp=self.refapp, engine=self.engine,
-            arch=self.arch, cell=self.cell_folder, first_seen=utc_now_iso(), dossier=str(rel), case=ev.case,
+            arch=self.arch, cell=self.cell_folder, first_seen=ev.first_seen or utc_now_iso(), dossier=str(rel),
+            case=ev.case,
             detail=ev.detail,
         )
         status: list[str] = []

@@ -44,7 +44,10 @@ IMPLEMENTED_SLICES = ("markov", "adversarial", "h2c", "ws", "sse")
 MAX_RESTARTS_PER_CELL = 3
 LEAK_SETTLE_S = 10.0  # quiet seconds sampled after traffic stops, before the leak judges run
 LEAK_MIN_CELL_S = 55.0  # below this, the leak judges have too few buckets (not_judged)
-LEAK_CHECK_FROM_S = 50.0  # mid-run leak checks start here (a strong leak is caught within a minute)
+LEAK_CHECK_FROM_S = 40.0  # mid-run leak checks start here (a strong leak is caught within a minute)
+#: Buckets a mid-run check needs (the end-of-cell judgment needs the judges' own 8): a mid-run
+#: failure is only a signal that dates the incident, the end of the cell confirms it.
+LEAK_SIGNAL_MIN_BUCKETS = 6
 
 
 def allocate_walkers(concurrency: int, slices: list[str] | None) -> dict[str, int]:
@@ -119,6 +122,10 @@ class CellRun:
     watchdog: Watchdog | None = None
     extra_tally: dict = field(default_factory=dict)
     crash: CrashAttributor | None = None  # crash attribution of the I-LIVENESS deaths
+    #: leak predicates flagged by a mid-run check: predicate -> (ISO time, seconds into the cell, reason)
+    leak_signals: dict = field(default_factory=dict)
+    leak_props: dict | None = None  # the end-of-cell leak verdicts (judged while the target is up)
+    traffic_end_t: float | None = None  # sampler time when the slices stopped (the settle window follows)
 
 
 class Orchestrator:
@@ -270,10 +277,19 @@ class Orchestrator:
             if run.sampler is not None:
                 # Quiet settle window: pile-ups that drain after traffic stops are not leaks. Cells too
                 # short for the leak judges (< ~55 s of samples) skip it; they are not_judged anyway.
+                samples = run.sampler.samples
+                run.traffic_end_t = samples[-1]["t"] if samples else 0.0
                 if budget_s >= LEAK_MIN_CELL_S and not self.stop_event.is_set():
                     self.stop_event.wait(LEAK_SETTLE_S)
                 run.sampler.stop()
                 run.sampler.write_series(cell_dir / "resources.json")
+                # Judged while the target is still up: a confirmed leak's forensics see the leak.
+                try:
+                    run.leak_props = self._check_leaks(run, final=True)
+                except Exception as e:  # a judge bug must not lose the cell
+                    reason = f"internal error in the leak judges: {type(e).__name__}: {e}"
+                    run.leak_props = {p: PropertyResult(status="not_judged", reason=reason)
+                                      for p in ("I-MEM-1", "I-FD-1", "I-TASK-1")}
             # The watchdog polls every 2 s: a target that died in the last moments is caught here.
             if target.pid is not None and not target.alive() and not recorder.seen("I-LIVENESS"):
                 recorder.record(Evidence(predicate="I-LIVENESS", seed=cell_seed,
@@ -496,17 +512,54 @@ class Orchestrator:
         write_json_atomic(self.run_dir / run.cell.folder / "crash_attribution.json", att.to_json())
 
     def _check_leaks(self, run: CellRun, final: bool) -> dict[str, PropertyResult]:
-        """Judge I-MEM-1 / I-FD-1 / I-TASK-1 on the samples so far; a failure is an incident at once."""
+        """Judge I-MEM-1 / I-FD-1 / I-TASK-1 on the samples so far.
+
+        A mid-run failure is a provisional SIGNAL (its time is kept); the incident is recorded
+        when the end-of-cell judgment confirms it, with first_seen = the signal's time. Judging
+        every 2 s is many looks at one series: a pile-up under load (connections a slice holds,
+        a start-up ramp) can look like a leak for a while, then drain or level off; a leak does
+        neither. The end-of-cell judgment fits the samples taken under traffic, then looks at
+        the quiet settle window: fds or tasks back at their early floor once traffic stopped
+        were held by the load, not leaked (docs/leaks.md).
+        """
         from .resources import judge_all
 
+        samples = run.sampler.samples
+        settle: list[dict] = []
+        if final and run.traffic_end_t is not None:
+            settle = [x for x in samples if x["t"] > run.traffic_end_t]
+            samples = [x for x in samples if x["t"] <= run.traffic_end_t]
         out: dict[str, PropertyResult] = {}
-        for pred, v in judge_all(run.sampler.samples).items():
-            out[pred] = PropertyResult(status=v.status, evaluations=v.evaluations, reason=v.reason)
-            if v.status == "failed" and run.recorder is not None and not run.recorder.seen(pred):
-                run.recorder.record(Evidence(
-                    predicate=pred, seed=run.cell.seed,
-                    detail=f"{v.reason} (slope {v.slope_per_min:.3g}/min){'' if final else ', found mid-run'}",
-                    extra={"evidence": v.evidence, "series": run.sampler.samples[-600:]}))
+        now_s = time.monotonic() - run.started
+        kwargs = {} if final else {"min_buckets": LEAK_SIGNAL_MIN_BUCKETS}
+        for pred, v in judge_all(samples, **kwargs).items():
+            res = out[pred] = PropertyResult(status=v.status, evaluations=v.evaluations, reason=v.reason)
+            if v.status != "failed" or run.recorder is None or run.recorder.seen(pred):
+                continue
+            if not final:
+                if pred not in run.leak_signals:
+                    run.leak_signals[pred] = (utc_now_iso(), now_s, v.reason)
+                    self._say(f"  {pred} signal at {now_s:.0f} s: {v.reason[:100]} "
+                              f"(an incident if the end of the cell confirms it)")
+                continue
+            drained = drained_after_traffic(pred, samples, settle)
+            if drained:
+                res.status, res.reason = "passed", f"{v.reason}; but {drained}: held by the load, not leaked"
+                continue
+            signal = run.leak_signals.get(pred)
+            when = f", first flagged mid-run at {signal[1]:.0f} s into the cell" if signal else ""
+            run.recorder.record(Evidence(
+                predicate=pred, seed=run.cell.seed, first_seen=signal[0] if signal else None,
+                detail=f"{v.reason} (slope {v.slope_per_min:.3g}/min){when}; confirmed at the end of the cell",
+                extra={"evidence": v.evidence, "series": run.sampler.samples[-600:],
+                       "mid_run_signal": signal and {"at": signal[0], "cell_s": round(signal[1], 1),
+                                                     "reason": signal[2]}}))
+        if final:
+            for pred, (_at, cell_s, reason) in run.leak_signals.items():
+                res = out.get(pred)
+                if res is not None and res.status != "failed":
+                    res.reason = (f"{res.reason}; a mid-run check flagged it at {cell_s:.0f} s ({reason[:160]}) "
+                                  f"but the end of the cell does not confirm it: retracted")
         return out
 
     async def _metrics_loop(self, run: CellRun, target: RunningTarget) -> None:
@@ -625,8 +678,8 @@ class Orchestrator:
             else:
                 props["I-OBS-1"] = PropertyResult(status="not_judged",
                                                   reason=sc.absent_reason or "fewer than two /metrics scrapes")
-        if run.sampler is not None:
-            props.update(self._check_leaks(run, True))
+        if run.leak_props is not None:
+            props.update(run.leak_props)
         else:
             for pred in ("I-MEM-1", "I-FD-1", "I-TASK-1"):
                 props[pred] = PropertyResult(status="not_judged", reason="url target: no local process to sample")
@@ -786,3 +839,32 @@ def incidents_summary(incidents: list[Incident]) -> dict[str, int]:
     for i in incidents:
         out[i.severity] = out.get(i.severity, 0) + 1
     return out
+
+
+#: A count (fds, tasks) is "drained" when, in the quiet settle window, its floor is back within
+#: this share of a strong leak's minute of growth above its idle level before the traffic.
+DRAIN_MARGIN_MINUTES = 0.5
+DRAIN_KEYS = {"I-FD-1": ("fds", 20.0), "I-TASK-1": ("tasks", 50.0)}
+
+
+def drained_after_traffic(pred: str, traffic: list[dict], settle: list[dict]) -> str:
+    """Why a count that rose under traffic was no leak ('' when it stayed up, or cannot tell).
+
+    A leaked fd or task stays when the load stops; one held by in-flight work goes back to
+    the idle level. Idle = the lowest of the segment's first 3 samples (taken before the
+    slices' traffic, or right after a restart); settled = the lowest of the quiet window's
+    last 5 samples. RSS is never judged this way: a Python heap rarely gives memory back,
+    so a flat settle proves nothing either way.
+    """
+    if pred not in DRAIN_KEYS or len(settle) < 5 or not traffic:
+        return ""
+    key, strong_per_min = DRAIN_KEYS[pred]
+    seg = traffic[-1].get("segment", 0)
+    idle = [x[key] for x in traffic if x.get("segment", 0) == seg and isinstance(x.get(key), int)][:3]
+    late = [x[key] for x in settle[-5:] if x.get("segment", 0) == seg and isinstance(x.get(key), int)]
+    if len(idle) < 3 or len(late) < 3:
+        return ""
+    before, after = min(idle), min(late)
+    if after <= before + DRAIN_MARGIN_MINUTES * strong_per_min:
+        return f"{key} went back to {after} once traffic stopped ({before} before it)"
+    return ""

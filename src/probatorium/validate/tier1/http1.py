@@ -44,6 +44,11 @@ class Violation:
     offset: int  # byte offset in the stream where the problem starts
 
 
+def is_truncation(v: Violation) -> bool:
+    """A response cut off by the connection closing (not malformed bytes): also what a crash leaves."""
+    return v.detail.startswith("connection closed inside") or v.detail.startswith("body truncated")
+
+
 @dataclass
 class Response:
     """One parsed response."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .... import __version__
 from ....rawclient import Segment, exchange
 from ...incidents import Evidence, adversarial_repro
-from ..http1 import parse_response_stream
+from ..http1 import is_truncation, parse_response_stream
 from .cases import CASES
 from .catalogue import Case, Rendered, render
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
@@ -158,11 +158,14 @@ class AdversarialSlice:
             if crash is not None:
                 crash.end(token, "no_response")
             raise
-        answered = bool(parse_response_stream(ex.received, list(case.methods), eof=True).final_responses)
+        parsed = parse_response_stream(ex.received, list(case.methods), eof=True)
+        answered = bool(parsed.final_responses)
         if crash is not None:
             crash.end(token, "refused" if ex.connect_error else "response" if answered else "no_response")
         outcome = Outcome(ex.received, ex.closed, ex.timed_out, ex.connect_error)
-        if (ex.connect_error or ex.closed) and not answered and self.alive is not None:
+        # No answer, or one cut off by the close: a dying target looks like that too.
+        cut = any(is_truncation(v) for v in parsed.violations)
+        if (ex.connect_error or ex.closed) and (not answered or cut) and self.alive is not None:
             outcome.target_alive = await self.alive()
         verdict = judge(case, rendered, outcome, echo=echo)
         return rendered, outcome, verdict, ex.sent

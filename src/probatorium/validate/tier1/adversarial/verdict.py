@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-from ..http1 import Response, StreamParse, Violation, parse_response_stream
+from ..http1 import Response, StreamParse, Violation, is_truncation, parse_response_stream
 from .catalogue import Case, Rendered
 
 # Statuses with which a server's HTTP parser (not its application) refuses a message.
@@ -112,7 +112,8 @@ def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Ve
     parsed: StreamParse = parse_response_stream(outcome.received, list(case.methods), eof=outcome.closed)
     viol = parsed.violations + injected_fields(parsed)
     if not outcome.target_alive:
-        return Verdict("crash", "the target died during the case", viol)
+        # A body or head cut off by the target's death is the crash, not a framing bug.
+        return Verdict("crash", "the target died during the case", [v for v in viol if not is_truncation(v)])
 
     # Final responses, and a 101 (after which the stream is another protocol).
     finals = [r for r in parsed.responses if not r.interim or r.status == 101]
