@@ -52,7 +52,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import EchoEndpoint, healthz, http_error, read_json_object, route_path  # noqa: E402
+from refapp_common.contract import (  # noqa: E402
+    check_text,
+    EchoEndpoint,
+    healthz,
+    http_error,
+    read_json_object,
+    route_path,
+)
 from refapp_common.runner import main  # noqa: E402
 
 # --------------------------------------------------------------------------
@@ -387,16 +394,7 @@ def state_change_allowed(request: Request) -> None:
 
 
 def _text(data: dict[str, Any], key: str, min_len: int, max_len: int) -> str:
-    value = data.get(key)
-    if not isinstance(value, str):
-        raise HTTPException(400, f"'{key}' must be a string")
-    if not (min_len <= len(value) <= max_len):
-        raise HTTPException(400, f"'{key}' must have {min_len}..{max_len} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPException(400, f"'{key}' is not valid Unicode text") from None
-    return value
+    return check_text(key, data.get(key), min_len, max_len)
 
 
 def guarded(fn):

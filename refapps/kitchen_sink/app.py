@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import hmac
 import itertools
-import json
 import logging
 import os
 import re
@@ -57,13 +56,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import EchoEndpoint, route_path  # noqa: E402
+from refapp_common.contract import check_text, EchoEndpoint, read_json_object, route_path  # noqa: E402
 from refapp_common.runner import main  # noqa: E402
 
 logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
@@ -712,38 +711,12 @@ def _token_user(request: Request) -> str:
     raise HTTPException(401, "bearer token required", {"WWW-Authenticate": 'Bearer realm="refapp"'})
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    ctype = request.headers.get("content-type")
-    if ctype is not None:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise HTTPException(415, "Content-Type must be application/json")
-    try:
-        raw = await request.body()
-    except ClientDisconnect:
-        raise HTTPException(400, "client disconnected") from None
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise HTTPException(400, "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    return data
-
-
 def _text(data: dict[str, Any], key: str, lo: int, hi: int) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not lo <= len(value) <= hi:
-        raise HTTPException(400, f"'{key}' must be a string of {lo}..{hi} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPException(400, f"'{key}' is not valid Unicode text") from None
-    return value
+    return check_text(key, data.get(key), lo, hi)
 
 
 async def login(request: Request) -> Response:
-    data = await read_json_object(request)
+    data = await read_json_object(request, MAX_BODY)
     user = _text(data, "username", 1, MAX_CREDENTIAL)
     _text(data, "password", 1, MAX_CREDENTIAL)
     return JSONResponse({"user": user, "token": _sign(user)})
@@ -771,7 +744,7 @@ _ORDER_IDS = itertools.count(1)
 
 
 async def orders_collection(request: Request) -> Response:
-    data = await read_json_object(request)
+    data = await read_json_object(request, MAX_BODY)
     sku = _text(data, "sku", 1, 64)
     qty = data.get("quantity")
     if not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= 1000:
@@ -793,7 +766,7 @@ async def order_item(request: Request) -> Response:
         del ORDERS[oid]
         return Response(status_code=204)
     if request.method in ("PUT", "PATCH"):
-        data = await read_json_object(request)
+        data = await read_json_object(request, MAX_BODY)
         qty = data.get("quantity")
         if not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= 1000:
             raise HTTPException(400, "'quantity' must be an integer 1..1000")

@@ -68,7 +68,14 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import EchoEndpoint, Shutdown, healthz, http_error, read_json_object  # noqa: E402
+from refapp_common.contract import (  # noqa: E402
+    check_text,
+    EchoEndpoint,
+    healthz,
+    http_error,
+    read_json_object,
+    Shutdown,
+)
 from refapp_common.runner import main  # noqa: E402
 
 # --------------------------------------------------------------------------
@@ -402,14 +409,7 @@ STORE = Store()
 
 
 def _text(data: dict[str, Any], key: str, lo: int, hi: int) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not (lo <= len(value) <= hi):
-        raise HTTPException(400, f"'{key}' must be a string of {lo}..{hi} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPException(400, f"'{key}' is not valid Unicode text") from None
-    return value
+    return check_text(key, data.get(key), lo, hi)
 
 
 def invariant(pred: str, detail: Any = None) -> Response:

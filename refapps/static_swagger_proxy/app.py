@@ -57,7 +57,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import EchoEndpoint, Shutdown, healthz, read_body  # noqa: E402
+from refapp_common.contract import EchoEndpoint, healthz, read_body, read_json_object, Shutdown  # noqa: E402
 from refapp_common.runner import main  # noqa: E402
 
 HERE_PATH = Path(__file__).resolve().parent
@@ -416,18 +416,7 @@ def _credential(data: dict[str, Any], key: str) -> str:
 
 
 async def login(request: Request) -> Response:
-    ctype = request.headers.get("content-type")
-    if ctype is not None:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise HTTPException(415, "Content-Type must be application/json")
-    raw = await read_body(request, MAX_JSON_BODY)
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise HTTPException(400, "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "body must be a JSON object")
+    data = await read_json_object(request, MAX_JSON_BODY)
     user = _credential(data, "username")
     _credential(data, "password")  # any non-empty pair (contract)
     token = secrets.token_urlsafe(24)
