@@ -62,6 +62,7 @@ class SseKillSlice:
         self.held = 0  # streams the validator holds open right now
         self.series: list[tuple[float, int | None, int]] = []
         self.debug_reason = ""  # why the debug endpoint cannot be used ('' = usable or not tried yet)
+        self.last_refusal = ""  # the last non-stream answer on the SSE path, for the not_judged reason
         self._t0: float | None = None
         self._sampler_task: asyncio.Task | None = None
         self._sampler_stop: asyncio.Event | None = None
@@ -118,6 +119,7 @@ class SseKillSlice:
             if resp.status != 200 or ctype != b"text/event-stream":
                 data, eof = await self._drain(reader, data, ["GET"], eof)
                 self._framing(parse_response_stream(data, ["GET"], eof=eof))
+                self.last_refusal = f"GET {self.sse_path} answered {resp.status} {ctype.decode('latin-1') or '(no type)'}"
                 return "endpoint_absent" if resp.status == 404 else "handshake_fail"
             self.tally["sse_established"] += 1
             head_end = data.find(b"\r\n\r\n") + 4
@@ -342,7 +344,8 @@ class SseKillSlice:
         if self.debug_reason:
             return "not_judged", 0, self.debug_reason
         if not self.tally["sse_established"]:
-            return "not_judged", 0, "no SSE stream was established"
+            why = f" (last refusal: {self.last_refusal})" if self.last_refusal else ""
+            return "not_judged", 0, f"no SSE stream was established{why}"
         res = judge_series(self.series, settle_window=self.settle_window, final=self._settled)
         if res.status == "failed" and not self._conn2_reported:
             self._conn2_reported, self._failed = True, res
