@@ -55,9 +55,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from refapp_common.contract import (  # noqa: E402
     check_text,
     EchoEndpoint,
+    ExemptPathDispatcher,
     healthz,
     http_error,
     read_json_object,
+    RequestCounter,
     route_path,
 )
 from refapp_common.runner import main  # noqa: E402
@@ -530,16 +532,6 @@ async def debug_vars(request: Request) -> Response:
     })
 
 
-class RequestCounterMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            STATS.requests += 1
-        await self.app(scope, receive, send)
-
-
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/debug/vars", debug_vars, methods=["GET"]),
@@ -564,25 +556,7 @@ guarded_app: ASGIApp = ApiKeyMiddleware(JWTAuthMiddleware(CSRFSynchronizerMiddle
 OPEN_PATHS = frozenset({"/healthz", "/debug/vars", "/echo"})
 
 
-class ExemptPathDispatcher:
-    """/healthz, /debug/vars and /echo go around the auth stack."""
-
-    def __init__(self, open_app: ASGIApp, guarded: ASGIApp) -> None:
-        self.open_app = open_app
-        self.guarded = guarded
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.open_app(scope, receive, send)
-            return
-        path = route_path(scope)
-        if path in OPEN_PATHS or path.startswith("/echo/"):
-            await self.open_app(scope, receive, send)
-        else:
-            await self.guarded(scope, receive, send)
-
-
-app = RequestCounterMiddleware(ExemptPathDispatcher(inner, guarded_app))
+app = RequestCounter(ExemptPathDispatcher(inner, guarded_app, OPEN_PATHS), STATS)
 
 if __name__ == "__main__":
     sys.exit(main("auth_jwt_csrf", __file__))

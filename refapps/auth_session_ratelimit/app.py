@@ -62,18 +62,19 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
 from refapp_common.contract import (  # noqa: E402
-    EchoEndpoint,
-    Shutdown,
     check_text,
+    EchoEndpoint,
+    ExemptPathDispatcher,
     healthz,
     http_error,
     read_json_object,
-    route_path,
+    RequestCounter,
+    Shutdown,
 )
 from refapp_common.runner import main  # noqa: E402
 
@@ -624,40 +625,7 @@ OPEN_PATHS = frozenset({"/healthz", "/debug/vars", "/events", "/ws", "/echo"})
 # --------------------------------------------------------------------------
 
 
-class RequestCounterMiddleware:
-    """Pure ASGI (never buffers streaming responses): counts HTTP requests."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            STATS.requests += 1
-        if not SHUTDOWN.hooked and scope["type"] != "lifespan":
-            # engines without lifespan support (daphne) get the hook here
-            SHUTDOWN.hook_signals()
-        await self.app(scope, receive, send)
-
-
-class ExemptPathDispatcher:
-    """Routes the open paths around the session and rate-limit stack."""
-
-    def __init__(self, open_app: ASGIApp, guarded_app: ASGIApp) -> None:
-        self.open_app = open_app
-        self.guarded_app = guarded_app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.open_app(scope, receive, send)
-            return
-        path = route_path(scope)
-        if path in OPEN_PATHS or path.startswith("/echo/"):
-            await self.open_app(scope, receive, send)
-        else:
-            await self.guarded_app(scope, receive, send)
-
-
-app = RequestCounterMiddleware(ExemptPathDispatcher(open_app, guarded_app))
+app = RequestCounter(ExemptPathDispatcher(open_app, guarded_app, OPEN_PATHS), STATS, SHUTDOWN)
 
 if __name__ == "__main__":
     sys.exit(main("auth_session_ratelimit", __file__))

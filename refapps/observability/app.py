@@ -74,6 +74,7 @@ from refapp_common.contract import (  # noqa: E402
     healthz,
     http_error,
     read_json_object,
+    RequestCounter,
     Shutdown,
 )
 from refapp_common.runner import main  # noqa: E402
@@ -635,26 +636,14 @@ class ObservabilityMiddleware:
             LOG_RECORDS.inc()
 
 
-class RequestCounterMiddleware:
-    """Outermost: counts HTTP requests for /debug/vars; hooks signals on engines without lifespan."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            STATS.requests += 1
-        if not SHUTDOWN.hooked and scope["type"] != "lifespan":
-            SHUTDOWN.hook_signals()
-        await self.app(scope, receive, send)
-
-
-app = RequestCounterMiddleware(
+app = RequestCounter(
     OpenTelemetryMiddleware(
         ObservabilityMiddleware(router_app),
         tracer_provider=TRACER_PROVIDER,
         exclude_spans=["receive", "send"],
-    )
+    ),
+    STATS,
+    SHUTDOWN,
 )
 
 if __name__ == "__main__":

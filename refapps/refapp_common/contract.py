@@ -20,7 +20,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: A JSON request body larger than this is refused with 413.
 MAX_JSON_BODY = 64 * 1024
@@ -192,3 +192,41 @@ class Shutdown:
 
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, handler)
+
+
+class RequestCounter:
+    """Outermost pure-ASGI layer (never buffers a streaming response): counts HTTP requests
+    into ``stats.requests`` for /debug/vars and, given a `shutdown`, hooks its signal chain on
+    the first non-lifespan scope (engines without lifespan support, e.g. daphne)."""
+
+    def __init__(self, app: ASGIApp, stats: Any, shutdown: Shutdown | None = None) -> None:
+        self.app = app
+        self.stats = stats
+        self.shutdown = shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.stats.requests += 1
+        if self.shutdown is not None and not self.shutdown.hooked and scope["type"] != "lifespan":
+            self.shutdown.hook_signals()
+        await self.app(scope, receive, send)
+
+
+class ExemptPathDispatcher:
+    """Sends lifespan, `open_paths` and ``/echo/...`` to `open_app`, everything else to
+    `guarded_app` (the auth / rate-limit stack)."""
+
+    def __init__(self, open_app: ASGIApp, guarded_app: ASGIApp, open_paths: frozenset[str]) -> None:
+        self.open_app = open_app
+        self.guarded_app = guarded_app
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.open_app(scope, receive, send)
+            return
+        path = route_path(scope)
+        if path in self.open_paths or is_echo_path(path):
+            await self.open_app(scope, receive, send)
+        else:
+            await self.guarded_app(scope, receive, send)

@@ -54,10 +54,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import EchoEndpoint, healthz, read_body, read_json_object, Shutdown  # noqa: E402
+from refapp_common.contract import (  # noqa: E402
+    EchoEndpoint,
+    healthz,
+    read_body,
+    read_json_object,
+    RequestCounter,
+    Shutdown,
+)
 from refapp_common.runner import main  # noqa: E402
 
 HERE_PATH = Path(__file__).resolve().parent
@@ -506,21 +513,7 @@ router_app = Starlette(
 router_app.router.redirect_slashes = False
 
 
-class RequestCounterMiddleware:
-    """Outermost: counts HTTP requests for /debug/vars; hooks signals on engines without lifespan."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            STATS.requests += 1
-        if not SHUTDOWN.hooked and scope["type"] != "lifespan":
-            SHUTDOWN.hook_signals()
-        await self.app(scope, receive, send)
-
-
-app = RequestCounterMiddleware(router_app)
+app = RequestCounter(router_app, STATS, SHUTDOWN)
 
 if __name__ == "__main__":
     sys.exit(main("static_swagger_proxy", __file__))
