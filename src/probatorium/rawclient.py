@@ -16,6 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+def set_nodelay(sock: socket.socket | None) -> None:
+    """TCP_NODELAY on a client socket (None or a socket that refuses it: nothing to do).
+
+    Every client here writes whole requests or frames: Nagle would only delay them."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class Segment:
     """Bytes written in one send call after waiting `delay` seconds."""
@@ -76,11 +88,7 @@ async def exchange(
         ex.elapsed = time.monotonic() - t0
         return ex
     sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    set_nodelay(sock)
     sending_done = asyncio.Event()
 
     async def sender() -> None:

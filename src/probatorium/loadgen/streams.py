@@ -17,13 +17,13 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import time
 from typing import TYPE_CHECKING
 
 from probatorium.loadgen.config import LoadConfig, parse_url
 from probatorium.loadgen.parser import ParseError
 from probatorium.loadgen.worker import Conn, _now
+from probatorium.rawclient import set_nodelay
 
 if TYPE_CHECKING:
     from probatorium.loadgen.worker import Worker
@@ -69,12 +69,7 @@ def sse_request(cfg: LoadConfig) -> bytes:
 def _setup(conn: Conn, transport) -> None:
     conn.tr = transport
     conn._write = transport.write
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    set_nodelay(transport.get_extra_info("socket"))
     conn.w.live.add(conn)
 
 

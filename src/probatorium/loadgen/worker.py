@@ -12,7 +12,6 @@ import gc
 import os
 import random
 import resource
-import socket
 import time
 from collections import deque
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from probatorium.loadgen import hist
 from probatorium.loadgen.config import LoadConfig, build_request, parse_url
 from probatorium.loadgen.parser import ParseError, ResponseParser
+from probatorium.rawclient import set_nodelay
 
 NS = 1_000_000_000
 ERROR_CLASSES = ("connect", "reset", "timeout", "status", "protocol")
@@ -58,12 +58,7 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         self.tr = transport  # type: ignore[assignment]
         self._write = transport.write  # type: ignore[attr-defined]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport.get_extra_info("socket"))
         self.w.live.add(self)
         self.w.next_request(self)
 

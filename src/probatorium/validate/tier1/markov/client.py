@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 
+from ....rawclient import set_nodelay
 from ..http1 import Response, Violation, parse_response_stream
 
 MAX_HEAD = 64 * 1024
@@ -159,12 +159,7 @@ class H1Connection:
     async def _connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port), self.connect_timeout)
-        sock = self._writer.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(self._writer.get_extra_info("socket"))
         self.connects += 1
         self.used = 0
         self._leftover = b""

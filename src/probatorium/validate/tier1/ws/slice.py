@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .... import __version__
 from ...incidents import Evidence
+from ....rawclient import set_nodelay
 from ..adversarial.runner import derive_seed
 from ..http1 import parse_response_stream
 from . import frames as F
@@ -98,10 +99,7 @@ async def ws_connection(host: str, port: int, request: bytes, method: str, key: 
         except (OSError, asyncio.TimeoutError) as e:
             out.connect_error = f"{type(e).__name__}: {e}"
             return out
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        set_nodelay(sock)
         conn = _Conn(sock)
         await _handshake(conn, out, request, method, key, close_timeout)
         if out.status == 101 and segments is not None:
