@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ProbatoriumError, TargetStartError, UsageError
+from ..errors import ProbatoriumError, UsageError
 from ..rawclient import can_connect
 from ..results.schema import Cell, Incident, PropertyResult, ValidateDocument, ValidationResults, \
     host_arch_pair, normalize_arch, utc_now_iso
@@ -28,7 +28,7 @@ from ..targets.launcher import RunningTarget, TargetSpec, start_target
 from ..targets.watchdog import Watchdog
 from .crash import MAX_CONFIRM_RESTARTS, CrashAttributor, CrashLog, crash_repro
 from .incidents import Evidence, IncidentRecorder
-from .invariants import CATALOGUE, severity
+from .invariants import severity
 from .tier1.adversarial.runner import AdversarialSlice, derive_seed
 from .tier1.markov.slice import MarkovSlice
 
