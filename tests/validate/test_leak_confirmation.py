@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probatorium.validate.orchestrator import drained_after_traffic
+from probatorium.validate.resources import drained_after_traffic
 
 
 def series(values, start=0.0, segment=0):

@@ -522,7 +522,7 @@ class Orchestrator:
         the quiet settle window: fds or tasks back at their early floor once traffic stopped
         were held by the load, not leaked (docs/leaks.md).
         """
-        from .resources import judge_all
+        from .resources import drained_after_traffic, judge_all
 
         samples = run.sampler.samples
         settle: list[dict] = []
@@ -839,32 +839,3 @@ def incidents_summary(incidents: list[Incident]) -> dict[str, int]:
     for i in incidents:
         out[i.severity] = out.get(i.severity, 0) + 1
     return out
-
-
-#: A count (fds, tasks) is "drained" when, in the quiet settle window, its floor is back within
-#: this share of a strong leak's minute of growth above its idle level before the traffic.
-DRAIN_MARGIN_MINUTES = 0.5
-DRAIN_KEYS = {"I-FD-1": ("fds", 20.0), "I-TASK-1": ("tasks", 50.0)}
-
-
-def drained_after_traffic(pred: str, traffic: list[dict], settle: list[dict]) -> str:
-    """Why a count that rose under traffic was no leak ('' when it stayed up, or cannot tell).
-
-    A leaked fd or task stays when the load stops; one held by in-flight work goes back to
-    the idle level. Idle = the lowest of the segment's first 3 samples (taken before the
-    slices' traffic, or right after a restart); settled = the lowest of the quiet window's
-    last 5 samples. RSS is never judged this way: a Python heap rarely gives memory back,
-    so a flat settle proves nothing either way.
-    """
-    if pred not in DRAIN_KEYS or len(settle) < 5 or not traffic:
-        return ""
-    key, strong_per_min = DRAIN_KEYS[pred]
-    seg = traffic[-1].get("segment", 0)
-    idle = [x[key] for x in traffic if x.get("segment", 0) == seg and isinstance(x.get(key), int)][:3]
-    late = [x[key] for x in settle[-5:] if x.get("segment", 0) == seg and isinstance(x.get(key), int)]
-    if len(idle) < 3 or len(late) < 3:
-        return ""
-    before, after = min(idle), min(late)
-    if after <= before + DRAIN_MARGIN_MINUTES * strong_per_min:
-        return f"{key} went back to {after} once traffic stopped ({before} before it)"
-    return ""

@@ -783,6 +783,35 @@ def judge_all(series: Sequence[dict[str, Any]], **kwargs: Any) -> dict[str, Leak
     return {PREDICATES[kind]: judge_leak(series, kind, **kwargs) for kind in FIELDS}
 
 
+#: A count (fds, tasks) is "drained" when, in the quiet settle window, its floor is back within
+#: this many minutes of a strong leak's growth above its idle level before the traffic.
+DRAIN_MARGIN_MINUTES = 0.5
+
+
+def drained_after_traffic(pred: str, traffic: Sequence[dict[str, Any]], settle: Sequence[dict[str, Any]]) -> str:
+    """Why a count that rose under traffic was no leak ('' when it stayed up, or cannot tell).
+
+    A leaked fd or task stays when the load stops; one held by in-flight work goes back to
+    the idle level. Idle = the lowest of the segment's first 3 samples (taken before the
+    slices' traffic, or right after a restart); settled = the lowest of the quiet window's
+    last 5 samples. RSS is never judged this way: a Python heap rarely gives memory back,
+    so a flat settle proves nothing either way.
+    """
+    kind = next((k for k, p in PREDICATES.items() if p == pred), None)
+    if kind not in ("fds", "tasks") or len(settle) < 5 or not traffic:
+        return ""
+    key = FIELDS[kind]
+    seg = traffic[-1].get("segment", 0)
+    idle = [x[key] for x in traffic if x.get("segment", 0) == seg and isinstance(x.get(key), int)][:3]
+    late = [x[key] for x in settle[-5:] if x.get("segment", 0) == seg and isinstance(x.get(key), int)]
+    if len(idle) < 3 or len(late) < 3:
+        return ""
+    before, after = min(idle), min(late)
+    if after <= before + DRAIN_MARGIN_MINUTES * STRONG_PER_MIN[kind]:
+        return f"{key} went back to {after} once traffic stopped ({before} before it)"
+    return ""
+
+
 def load_series(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The samples of a series written by ``ResourceSampler.write_series``."""
     data = json.loads(Path(path).read_text())
