@@ -22,6 +22,8 @@ from rich.table import Table
 
 from . import __version__
 from .errors import ProbatoriumError, UsageError
+from .seeds import parse_seed, random_seed
+from .validate.tier1.registry import slice_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark and production-readiness validation for HTTP servers.")
@@ -29,7 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
-SLICE_NAMES = ("markov", "adversarial", "h2c", "ws", "sse")
+SLICE_NAMES = slice_names()
 
 
 def parse_duration(text: str) -> float:
@@ -64,10 +66,6 @@ def default_concurrency(duration_s: float) -> int:
     return 48
 
 
-def _existing(path: Path) -> Path | None:
-    return path if path.is_file() else None
-
-
 def _fail(e: Exception, code: int = 2) -> None:
     err.print(f"probatorium: error: {e}", markup=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -80,7 +78,8 @@ def validate(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c",
                                               help="Walkers C shared by the slices. Env VALIDATE_CONCURRENCY; default follows the duration."),
     seed: Optional[str] = typer.Option(os.environ.get("VALIDATE_SEED"), "--seed", help="Run seed (decimal or 0x hex); random if omitted, always recorded."),
-    slices: Optional[str] = typer.Option(None, "--slices", help=f"Only these slices: {','.join(SLICE_NAMES)}"),
+    slices: Optional[str] = typer.Option(None, "--slices", help=f"Only these Tier 1 slices: {','.join(SLICE_NAMES)} (implies --tiers 1)."),
+    tiers: Optional[str] = typer.Option(None, "--tiers", help="Only these tiers (1,2,3); default: every tier that applies."),
     matrix: bool = typer.Option(_env_bool("VALIDATE_MATRIX"), "--matrix/--no-matrix", help="Every refapp × engine cell. Env VALIDATE_MATRIX=1."),
     refapps: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_REFAPPS"), "--refapps", help="Matrix refapps (csv). Env VALIDATE_MATRIX_REFAPPS."),
     engines: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_ENGINES"), "--engines", help="Matrix engines (csv). Env VALIDATE_MATRIX_ENGINES."),
@@ -106,104 +105,51 @@ def validate(
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
-    from .results.store import run_folder
-    from .targets.engines import ENGINES, resolve_engine
-    from .targets.launcher import TargetSpec, stop_all
-    from .targets.refapps import list_refapps, refapp_dir, refapp_services
-    from .validate.orchestrator import IMPLEMENTED_SLICES, CellPlan, Orchestrator, ValidateOptions, allocate_walkers, \
-        gate_exit_code, random_seed
-    from .results.schema import normalize_arch
+    from .validate.plan import TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells
+    from .validate.schedule import allocate_walkers
+    from .validate.tiers import parse_tiers
 
     try:
         duration_s = parse_duration(duration)
-        if concurrency is None:
-            env_c = os.environ.get("VALIDATE_CONCURRENCY")
-            conc = int(env_c) if env_c else default_concurrency(duration_s)
-        else:
-            conc = concurrency
-        if conc < 1:
-            raise UsageError(f"--concurrency must be at least 1, got {conc}")
-        run_seed = random_seed() if seed in (None, "") else _parse_seed(seed)
-        chosen = _csv(slices)
-        for s in chosen:
-            if s not in SLICE_NAMES:
-                raise UsageError(f"unknown slice {s!r}; slices are {','.join(SLICE_NAMES)}")
-            if s not in IMPLEMENTED_SLICES:
-                raise UsageError(f"slice {s!r} is not built yet in this version; available: {','.join(IMPLEMENTED_SLICES)}")
-        # No --slices: each slice joins once C reaches its activation threshold (SPEC.md §5).
-        kinds = [k for k, v in (("refapp", refapp), ("app", app_target), ("cmd", cmd), ("url", url)) if v]
-        if len(kinds) > 1:
-            raise UsageError(f"choose one target: --{' / --'.join(kinds)} given together")
-        kind = kinds[0] if kinds else "refapp"
-        for name, path in (("--spec", spec), ("--markov", markov)):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{name} {path}: no such file")
-        if echo_path[:1] != "/" or health_path[:1] != "/":
+        conc = _concurrency(concurrency, duration_s)
+        chosen = _csv(slices) or None
+        allocate_walkers(conc, chosen)  # an unknown slice is one line naming the registered ones
+        if echo_path[:1] != "/":
             raise UsageError("--echo-path and --health-path must start with '/'")
-        common = dict(health_path=health_path, allow_remote=allow_remote, ready_timeout=ready_timeout)
-        plans: list[CellPlan] = []
-        if kind in ("refapp", "app"):
-            if matrix:
-                engine_list = _csv(engines) or list(ENGINES)
-            else:
-                engine_list = [engine]
-            engine_list = [resolve_engine(e) for e in engine_list]
-            if kind == "refapp":
-                if matrix and not refapp:
-                    slugs = _csv(refapps) or list_refapps()
-                else:
-                    slugs = [refapp or "auth_session_ratelimit"]
-                for slug in slugs:
-                    refapp_dir(slug)
-                plans = [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common),
-                                  openapi=refapp_dir(slug) / "openapi.yaml",
-                                  markov=markov or _existing(refapp_dir(slug) / "markov.yaml"),
-                                  services=refapp_services(slug))
-                         for slug in slugs for e in engine_list]
-            else:
-                name = label or app_target
-                plans = [CellPlan(name, TargetSpec(kind="app", app=app_target, app_dir=app_dir, engine=e, **common),
-                                  openapi=spec, markov=markov) for e in engine_list]
-        elif kind == "cmd":
-            plans = [CellPlan(label or "cmd", TargetSpec(kind="cmd", cmd=cmd, app_dir=app_dir, **common), openapi=spec,
-                              markov=markov)]
-        else:
-            from urllib.parse import urlsplit
-
-            from .targets.safety import check_target_allowed
-
-            check_target_allowed(urlsplit(url).hostname or "", allow_remote)  # refuse before anything starts
-            plans = [CellPlan(label or "url", TargetSpec(kind="url", url=url, **common), openapi=spec,
-                              markov=markov)]
-        if spec is not None:
-            from .validate.openapi import load_operations
-
-            load_operations(spec)  # a malformed spec is one clear line now, not a failure mid-run
-        if not chosen or "markov" in chosen:
-            from .validate.tier1.markov.model import load_markov
-
-            for mpath in dict.fromkeys(p.markov for p in plans if p.markov is not None):
-                load_markov(mpath)  # same: a bad markov.yaml is one line naming the file and the line
-        if not plans:
-            raise UsageError("no cells to run (empty --refapps/--engines?)")
-        for svc in _csv(services_opt):
-            if svc not in ("postgres", "redis", "memcached"):
-                raise UsageError(f"unknown service {svc!r}; services are postgres,redis,memcached")
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            run_dir = out
-        elif matrix:
-            run_dir = run_folder(results_dir, "validate-matrix", normalize_arch())
-        else:
-            version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") \
-                or f"{plans[0].label}-{plans[0].engine}"
-            run_dir = run_folder(results_dir, "validate", version)
-    except ProbatoriumError as e:
+        args = TargetArgs(refapp=refapp, app=app_target, app_dir=app_dir, cmd=cmd, url=url, engine=engine,
+                          matrix=matrix, refapps=_csv(refapps), engines=_csv(engines), spec=spec, markov=markov,
+                          label=label, health_path=health_path, allow_remote=allow_remote,
+                          ready_timeout=ready_timeout)
+        plans = plan_cells(args, chosen)
+        opts = ValidateOptions(duration_s=duration_s, concurrency=conc,
+                               seed=random_seed() if seed in (None, "") else parse_seed(seed),
+                               slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
+                               health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
+                               services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
+                               progress=lambda m: err.print(m, markup=False))
+        run_dir = choose_run_dir(out, results_dir, plans, matrix)
+    except (ProbatoriumError, ValueError) as e:
         _fail(e)
         return
-    except ValueError as e:
-        _fail(e)
-        return
+    _run_validation(plans, opts, run_dir, matrix)
+
+
+def _concurrency(given: int | None, duration_s: float) -> int:
+    """--concurrency, else VALIDATE_CONCURRENCY, else what the duration suggests."""
+    if given is None:
+        env_c = os.environ.get("VALIDATE_CONCURRENCY")
+        given = int(env_c) if env_c else default_concurrency(duration_s)
+    if given < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {given}")
+    return given
+
+
+def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
+    """Run the cells with Ctrl-C / SIGTERM handling, print the summary, exit with the gate's status."""
+    from .targets.launcher import stop_all
+    from .validate.gate import gate_exit_code
+    from .validate.orchestrator import Orchestrator
+    from .validate.schedule import allocate_walkers
 
     stop_event = threading.Event()
 
@@ -216,12 +162,10 @@ def validate(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    opts = ValidateOptions(duration_s=duration_s, concurrency=conc, seed=run_seed, slices=chosen or None,
-                           echo_path=echo_path, health_path=health_path, debug_path=debug_path,
-                           quiet_timeout=quiet_timeout, services=_csv(services_opt), ws_path=ws_path, sse_path=sse_path,
-                           progress=lambda m: err.print(m, markup=False))
-    err.print(f"probatorium {__version__}: {len(plans)} cell(s), {duration_s:.0f}s, C={conc}, "
-              f"slices={','.join(allocate_walkers(conc, chosen or None))}, seed={run_seed:#x}, results {run_dir}", markup=False)
+    tiers = ",".join(map(str, opts.tiers)) if opts.tiers else "all that apply"
+    err.print(f"probatorium {__version__}: {len(plans)} cell(s), {opts.duration_s:.0f}s, C={opts.concurrency}, "
+              f"tiers={tiers}, slices={','.join(allocate_walkers(opts.concurrency, opts.slices))}, "
+              f"seed={opts.seed:#x}, results {run_dir}", markup=False)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event)
     try:
@@ -236,28 +180,24 @@ def validate(
     raise typer.Exit(gate_exit_code(doc, interrupted=stop_event.is_set()))
 
 
-def _parse_seed(text: str) -> int:
-    try:
-        return int(text, 0) & ((1 << 64) - 1)
-    except ValueError:
-        raise UsageError(f"invalid --seed {text!r}: a decimal or 0x-hex integer") from None
-
-
 def _print_summary(doc, run_dir: Path) -> None:
+    """One row per cell: requests per slice (columns from the slice registry), framing, HIGH predicates."""
+    from .validate.tier1.registry import SLICES
+
     table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
-    for col in ("cell", "status", "markov req/5xx", "adv sent", "wrong", "hang", "lenient", "rfc1", "rfc2", "HIGH",
-                "reason"):
+    for col in ("cell", "status", *(f"{name} sent" for name in SLICES), "markov 5xx", "adv wrong/hang/lenient",
+                "rfc1", "rfc2", "HIGH", "reason"):
         table.add_column(col, overflow="fold")
     for c in doc.validation_results.cells:
-        adv = c.tier_1.get("adversarial", {}) or {}
-        rfc = c.tier_1.get("rfc", {}) or {}
+        t1 = c.tier_1
+        sent = [str((t1.get(info.tally_key) or {}).get(info.sent_counter, "-")) for info in SLICES.values()]
+        adv, rfc, mk = (t1.get(k) or {} for k in ("adversarial", "rfc", "markov"))
+        advs = "/".join(str(adv.get(f"adv_{v}", 0)) for v in ("wrong_accepted", "hang_until_timeout",
+                                                              "lenient_accepted")) if adv else "-"
         highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH"})
-        mk = c.tier_1.get("markov", {}) or {}
-        markov = f"{mk.get('requests', 0)}/{mk.get('5xx', 0)}" if mk else "-"
-        table.add_row(f"{c.refapp}/{c.engine}", c.status, markov, str(adv.get("adv_sent", 0)),
-                      str(adv.get("adv_wrong_accepted", 0)), str(adv.get("adv_hang_until_timeout", 0)),
-                      str(adv.get("adv_lenient_accepted", 0)), str(rfc.get("rfc1_violations", 0)),
-                      str(rfc.get("rfc2_violations", 0)), ",".join(highs) or "-", (c.reason or "")[:80])
+        table.add_row(f"{c.refapp}/{c.engine}", c.status, *sent, str(mk.get("5xx", "-")), advs,
+                      str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)),
+                      ",".join(highs) or "-", (c.reason or "")[:80])
     console.print(table)
     console.print(f"results: {run_dir / 'validate-results.json'}", markup=False)
 
@@ -378,6 +318,22 @@ def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Als
     from .services.cli import cleanup_command
 
     raise typer.Exit(cleanup_command(include_live=include_live))
+
+
+@app.command()
+def invariants(markdown: bool = typer.Option(False, "--markdown", help="Print docs/invariants.md.")) -> None:
+    """List the invariant catalogue: ID, severity and the property each predicate guards."""
+    from .validate import invariants as catalogue
+
+    if markdown:
+        print(catalogue.markdown(), end="")
+        return
+    table = Table(title="invariants")
+    for col in ("ID", "severity", "property"):
+        table.add_column(col, overflow="fold")
+    for inv in catalogue.CATALOGUE.values():
+        table.add_row(inv.id, inv.severity, inv.property)
+    console.print(table)
 
 
 @app.command()

@@ -20,7 +20,6 @@ from probatorium.results import (
     write_json_atomic,
 )
 from probatorium.validate.diff import (
-    DEFAULT_COUNTER_PREDICATES,
     compute_diff,
     diff_exit_code,
     load_documents,
@@ -77,8 +76,7 @@ def write_matrix(root: Path, pair: str, cells: list[Cell], cases: dict[str, dict
 
 
 def diff_of(*folders: Path, **kw) -> dict:
-    return compute_diff(load_documents(folders), counter_predicates=kw.pop("counter_predicates",
-                                                                              DEFAULT_COUNTER_PREDICATES), **kw)
+    return compute_diff(load_documents(folders), **kw)
 
 
 def by(findings: list[dict], kind: str) -> list[dict]:
@@ -267,18 +265,34 @@ def test_single_engine_document_notes_no_comparison(tmp_path: Path):
     assert diff["findings"] == [] and any("no cross-engine" in n for n in diff["notes"])
 
 
-def test_catalogue_mapping_is_used_when_invariants_module_exports_it(monkeypatch):
-    import sys
-    import types
+def test_diff_reads_the_one_catalogue(tmp_path: Path):
+    """validate-diff and the gate share the catalogue: I-WS-CLOSE counts unclean closes too."""
+    from probatorium.validate.invariants import COUNTER_PREDICATES
 
-    from probatorium.validate import diff as diff_module
+    assert COUNTER_PREDICATES["ws_torture.ws_unclean_close"] == ("I-WS-CLOSE", "MED")
+    assert COUNTER_PREDICATES["h2c_churn.h2c_body_mismatch"] == ("I-ADV-ACCEPTED", "HIGH")
+    a = cell(1, "uvicorn")
+    a.tier_1["ws_torture"] = {"ws_sent": 10, "ws_upgraded": 10, "ws_unclean_close": 2}
+    b = cell(2, "hypercorn")
+    b.tier_1["ws_torture"] = {"ws_sent": 10, "ws_upgraded": 10, "ws_unclean_close": 0}
+    diff = diff_of(write_matrix(tmp_path, "hostA-amd64", [a, b]))
+    rows = [f for f in by(diff["findings"], "cross-engine") if f["predicate"] == "I-WS-CLOSE"]
+    assert rows and rows[0]["severity"] == "MED" and rows[0]["counters"] == ["ws_torture.ws_unclean_close"]
 
-    fake = types.ModuleType("probatorium.validate.invariants")
-    fake.COUNTER_PREDICATES = {"markov.x": ("I-X", "LOW")}
-    fake.PREDICATE_SEVERITIES = {"I-Y": "MED"}
-    monkeypatch.setitem(sys.modules, "probatorium.validate.invariants", fake)
-    assert diff_module.catalogue_counter_predicates() == {"markov.x": ("I-X", "LOW")}
-    severities = diff_module.catalogue_predicate_severities()
-    assert severities["I-X"] == "LOW" and severities["I-Y"] == "MED" and severities["I-ADV-HANG"] == "MED"
-    monkeypatch.setitem(sys.modules, "probatorium.validate.invariants", None)  # import fails
-    assert diff_module.catalogue_counter_predicates() == DEFAULT_COUNTER_PREDICATES
+
+def test_ws_and_h2c_per_case_rows(tmp_path: Path):
+    """Per-case divergences of the ws and h2c slices are rows too, graded by the catalogue."""
+    folder = write_matrix(tmp_path, "hostA-amd64", [cell(1, "uvicorn"), cell(2, "hypercorn")])
+    doc = load_documents([folder])[0].document
+    verdicts = {"uvicorn": ("ws_accepted_bad_frame", "bad_upgrade_accepted"),
+                "hypercorn": ("ws_closed_correctly", "declined")}
+    for c in doc.validation_results.cells:
+        ws_v, h2c_v = verdicts[c.engine]
+        write_json_atomic(folder / c.folder / "tier1_tally.json", {
+            "ws": {"cases": {"reserved opcode 3": {"verdict": ws_v, "counts": {ws_v: 1}}}},
+            "h2c": {"cases": {"duplicate HTTP2-Settings": {"verdict": h2c_v, "counts": {h2c_v: 1}}}}})
+    rows = {f["case"]: f for f in by(diff_of(folder)["findings"], "case")}
+    assert rows["ws:reserved opcode 3"]["severity"] == "HIGH"
+    assert rows["ws:reserved opcode 3"]["bad"] == ["uvicorn"] and rows["ws:reserved opcode 3"]["slice"] == "ws"
+    assert rows["h2c:duplicate HTTP2-Settings"]["severity"] == "HIGH"
+    assert rows["h2c:duplicate HTTP2-Settings"]["good"] == ["hypercorn"]

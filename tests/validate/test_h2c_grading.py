@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from probatorium.validate.invariants import predicate_for
 from probatorium.validate.tier1.h2c.cases import (
     BODY,
     CASES,
@@ -18,7 +19,6 @@ from probatorium.validate.tier1.h2c.cases import (
     settings_payload,
 )
 from probatorium.validate.tier1.h2c.grading import (
-    VERDICT_PREDICATE,
     H2cOutcome,
     grade,
     h2_frames,
@@ -79,7 +79,7 @@ def test_catalogue_covers_the_brief() -> None:
 @pytest.mark.parametrize("case", INVALID, ids=lambda c: c.name)
 def test_101_to_an_invalid_preamble_is_I_H2C_UPGRADE(case) -> None:
     v = grade(case, H2cOutcome(UPGRADE_101 + frame(4, 0, 0, b"")))
-    assert v.verdict == "bad_upgrade_accepted" and VERDICT_PREDICATE[v.verdict] == "I-H2C-UPGRADE"
+    assert v.verdict == "bad_upgrade_accepted" and predicate_for("h2c", v.verdict) == "I-H2C-UPGRADE"
     assert "3.2.1" in v.reason
 
 
@@ -100,7 +100,7 @@ def test_valid_preamble_upgraded_or_declined_is_fine(case) -> None:
 def test_silence_is_a_hang_and_a_silent_close_is_not() -> None:
     c = BY_NAME["valid upgrade, read answer"]
     assert grade(c, H2cOutcome(b"", timed_out=True)).verdict == "hang"
-    assert VERDICT_PREDICATE["hang"] == "I-H2C-HANG"
+    assert predicate_for("h2c", "hang") == "I-H2C-HANG"
     assert grade(c, H2cOutcome(b"", timed_out=True, target_alive=True)).verdict == "hang"
     assert grade(c, H2cOutcome(b"", closed=True, target_alive=True)).verdict == "closed_no_answer"
     assert grade(c, H2cOutcome(b"HTTP/1.1 200 OK\r\nContent-Le", timed_out=True)).verdict == "hang"
@@ -109,7 +109,7 @@ def test_silence_is_a_hang_and_a_silent_close_is_not() -> None:
 def test_a_dead_target_is_crashed_whatever_came_back() -> None:
     for c in CASES:
         v = grade(c, H2cOutcome(b"", closed=True, target_alive=False))
-        assert v.verdict == "crashed" and VERDICT_PREDICATE["crashed"] == "I-H2C-CRASHED"
+        assert v.verdict == "crashed" and predicate_for("h2c", "crashed") == "I-H2C-CRASHED"
     c = BY_NAME["valid upgrade, reset before reading"]
     assert grade(c, H2cOutcome(b"", timed_out=True, target_alive=True)).verdict == "reset_unread"
     assert grade(c, H2cOutcome(b"", connect_error="refused", target_alive=False)).verdict == "crashed"
@@ -121,7 +121,7 @@ def test_body_case_declined_is_judged_from_the_echo_record() -> None:
     ok = grade(c, H2cOutcome(echo(BODY), methods=("POST", "PRI")))
     assert ok.verdict == "declined" and ok.body_checked
     lost = grade(c, H2cOutcome(echo(b""), methods=("POST", "PRI")))
-    assert lost.verdict == "body_mismatch" and VERDICT_PREDICATE["body_mismatch"] == "I-ADV-ACCEPTED"
+    assert lost.verdict == "body_mismatch" and predicate_for("h2c", "body_mismatch") == "I-ADV-ACCEPTED"
     assert "body_length=0" in lost.reason
     cut = grade(c, H2cOutcome(echo(BODY[:-1]), methods=("POST",)))
     assert cut.verdict == "body_mismatch"

@@ -6,9 +6,10 @@ Three comparisons (SPEC §5 "Matrix, diff, gate"):
   violated on one engine (a mapped counter non-zero, the property ``failed``,
   or an incident) and judged clean on another;
 * cross-arch: same (refapp, engine), different arches, same rule;
-* per-case: the adversarial catalogue's per-case verdicts from each cell's
-  ``tier1_tally.json`` sidecar, compared across engines (kind ``case``) and
-  across arches (kind ``case-arch``).
+* per-case: the per-case verdicts of the adversarial, ws and h2c slices from
+  each cell's ``tier1_tally.json`` sidecar, compared across engines (kind
+  ``case``) and across arches (kind ``case-arch``), graded by the invariant
+  catalogue (the same verdict→predicate mapping the gate uses).
 
 A cell that did not run, a property that is ``not_judged`` or a predicate a
 cell has no data for is never counted as "good": it is listed in
@@ -26,6 +27,8 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from probatorium.errors import UsageError
 from probatorium.results.schema import Cell, Incident, ValidateDocument, normalize_arch, utc_now_iso
+from probatorium.validate.invariants import COUNTER_PREDICATES, PREDICATE_SEVERITIES, counter_value, \
+    verdict_severity
 from probatorium.results.store import (
     load_document,
     newest_matrix_documents,
@@ -34,64 +37,15 @@ from probatorium.results.store import (
     write_text_atomic,
 )
 
-# Counter path inside a cell's tier_1 ("<sub-tally>.<counter>", or a top-level
-# counter name) -> (predicate, severity). The invariant catalogue
-# (probatorium.validate.invariants.COUNTER_PREDICATES) is authoritative; these
-# are the fallback until/unless it is importable.
-DEFAULT_COUNTER_PREDICATES: dict[str, tuple[str, str]] = {
-    "adversarial.adv_wrong_accepted": ("I-ADV-ACCEPTED", "HIGH"),
-    "adversarial.adv_hang_until_timeout": ("I-ADV-HANG", "MED"),
-    "adversarial.adv_lenient_accepted": ("I-ADV-LENIENT", "LOW"),
-    "h2c_churn.h2c_crashed": ("I-H2C-CRASHED", "HIGH"),
-    "ws_torture.ws_accepted_bad_frame": ("I-WS-ACCEPTED", "HIGH"),
-    "ws_torture.ws_hang_no_close": ("I-WS-HANG", "HIGH"),
-    "markov.drv_read_after_write_mismatch": ("I-DRV-1", "HIGH"),
-}
-
-# Predicates the spec names as MED/LOW; every other catalogue predicate is HIGH.
-DEFAULT_PREDICATE_SEVERITIES: dict[str, str] = {
-    "I-ADV-HANG": "MED",
-    "I-WS-CLOSE": "MED",
-    "I-H2C-HANG": "MED",
-    "I-ADV-LENIENT": "LOW",
-}
-
 SEVERITIES: tuple[str, ...] = ("HIGH", "MED", "LOW")
 TALLY_SIDECAR = "tier1_tally.json"
 DIFF_FOLDER = "validate-diff"
 
-# Per-case verdict severities (the adversarial runner's verdict names).
-HIGH_VERDICTS = frozenset({"wrong_accepted", "crash"})
-MED_VERDICTS = frozenset({"hang_until_timeout"})
+# Per-case rows: the slices whose tier1_tally.json sidecar has "cases" with a "verdict" each.
+CASE_SLICES: tuple[str, ...] = ("adversarial", "ws", "h2c")
 
 FindingKind = Literal["cross-engine", "cross-arch", "case", "case-arch"]
 FINDING_KINDS: tuple[str, ...] = ("cross-engine", "cross-arch", "case", "case-arch")
-
-
-def catalogue_counter_predicates() -> dict[str, tuple[str, str]]:
-    """Counter path -> (predicate, severity), from the invariant catalogue when it is importable."""
-    try:
-        from probatorium.validate.invariants import COUNTER_PREDICATES  # type: ignore[attr-defined]
-    except ImportError:
-        return dict(DEFAULT_COUNTER_PREDICATES)
-    return {str(k): (str(v[0]), str(v[1])) for k, v in COUNTER_PREDICATES.items()}
-
-
-def catalogue_predicate_severities(
-    counter_predicates: Mapping[str, tuple[str, str]] | None = None,
-) -> dict[str, str]:
-    """Predicate -> severity: spec defaults, then the counter mapping, then the catalogue's
-    ``PREDICATE_SEVERITIES`` when the invariants module exports one."""
-    severities = dict(DEFAULT_PREDICATE_SEVERITIES)
-    mapping = catalogue_counter_predicates() if counter_predicates is None else counter_predicates
-    for predicate, severity in mapping.values():
-        severities[predicate] = severity
-    try:
-        from probatorium.validate.invariants import PREDICATE_SEVERITIES  # type: ignore[attr-defined]
-    except ImportError:
-        return severities
-    severities.update({str(k): str(v) for k, v in PREDICATE_SEVERITIES.items()})
-    return severities
 
 
 @dataclass(frozen=True)
@@ -154,17 +108,6 @@ class _Judgement:
     reason: str = ""
 
 
-def _counter_value(tier_1: Mapping[str, Any], path: str) -> int | None:
-    node: Any = tier_1
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    if isinstance(node, bool) or not isinstance(node, (int, float)):
-        return None
-    return int(node)
-
-
 def _cell_incidents(ref: _CellRef) -> list[Incident]:
     """The cell's incidents: its own plus document-level ones naming it, without duplicates."""
     shared = [
@@ -190,7 +133,7 @@ def _cell_incidents(ref: _CellRef) -> list[Incident]:
 def _judge(ref: _CellRef, predicate: str, counters: Sequence[str], incidents: Counter[str]) -> _Judgement:
     values = {}
     for path in counters:
-        value = _counter_value(ref.cell.tier_1, path)
+        value = counter_value(ref.cell.tier_1, path)
         if value is not None:
             values[path] = value
     prop = ref.cell.properties.get(predicate)
@@ -307,23 +250,16 @@ def _worst(severities: Iterable[str]) -> str | None:
     return None
 
 
-def _case_severity(verdicts: Iterable[str]) -> str:
-    present = set(verdicts)
-    if present & HIGH_VERDICTS:
-        return "HIGH"
-    if present & MED_VERDICTS:
-        return "MED"
-    return "LOW"
+def _verdict_rank(slice_name: str, verdict: str) -> int:
+    """3 HIGH, 2 MED, 1 LOW (as the catalogue grades the verdict), 0 a verdict that is fine."""
+    sev = verdict_severity(slice_name, verdict)
+    return 3 - SEVERITIES.index(sev) if sev else 0
 
 
-def _verdict_rank(verdict: str) -> int:
-    if verdict in HIGH_VERDICTS:
-        return 3
-    if verdict in MED_VERDICTS:
-        return 2
-    if "accepted" in verdict:
-        return 1
-    return 0
+def _case_severity(slice_name: str, verdicts: Iterable[str]) -> str:
+    """The worst severity among the verdicts; a divergence of fine verdicts is LOW."""
+    worst = max((_verdict_rank(slice_name, v) for v in verdicts), default=0)
+    return SEVERITIES[3 - worst] if worst else "LOW"
 
 
 def sidecar_path(loaded: LoadedDocument, cell: Cell) -> Path | None:
@@ -339,7 +275,8 @@ def sidecar_path(loaded: LoadedDocument, cell: Cell) -> Path | None:
     return None
 
 
-def _load_cases(ref: _CellRef, notes: list[str]) -> dict[str, dict[str, Any]] | None:
+def _load_cases(ref: _CellRef, notes: list[str]) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """(slice, case name) → the case's detail, for every slice of CASE_SLICES in the cell's sidecar."""
     where = f"{ref.refapp}/{ref.engine}/{ref.arch} ({ref.host})"
     path = sidecar_path(ref.loaded, ref.cell)
     if path is None:
@@ -350,20 +287,30 @@ def _load_cases(ref: _CellRef, notes: list[str]) -> dict[str, dict[str, Any]] | 
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         notes.append(f"{where}: unreadable {path}: {' '.join(str(exc).split())}; per-case comparison skipped")
         return None
-    cases = data.get("adversarial", {}).get("cases") if isinstance(data, dict) else None
-    if cases is None:
-        notes.append(f"{where}: {path} has no adversarial.cases; per-case comparison skipped")
+    if not isinstance(data, dict):
+        notes.append(f"{where}: {path} is not an object; per-case comparison skipped")
         return None
-    if not isinstance(cases, dict):
-        notes.append(f"{where}: {path}: adversarial.cases is not an object; per-case comparison skipped")
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for slice_name in CASE_SLICES:
+        part = data.get(slice_name)
+        cases = part.get("cases") if isinstance(part, dict) else None
+        if cases is None:
+            continue
+        if not isinstance(cases, dict):
+            notes.append(f"{where}: {path}: {slice_name}.cases is not an object; skipped")
+            continue
+        out.update({(slice_name, str(k)): v for k, v in cases.items()
+                    if isinstance(v, dict) and isinstance(v.get("verdict"), str)})
+    if not out:
+        notes.append(f"{where}: {path} has no per-case verdicts; per-case comparison skipped")
         return None
-    return {str(k): v for k, v in cases.items() if isinstance(v, dict) and isinstance(v.get("verdict"), str)}
+    return out
 
 
 def _case_findings(
     refs: Sequence[_CellRef],
     axis: str,
-    cases_of: Mapping[int, dict[str, dict[str, Any]]],
+    cases_of: Mapping[int, dict[tuple[str, str], dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     kind = "case" if axis == "engine" else "case-arch"
     fixed = "arch" if axis == "engine" else "engine"
@@ -372,8 +319,9 @@ def _case_findings(
         members = [r for r in group if r.index in cases_of]
         labels = _labels(members, axis)
         names = sorted({name for r in members for name in cases_of[r.index]})
-        for name in names:
-            holders = [(r, cases_of[r.index][name]) for r in members if name in cases_of[r.index]]
+        for key in names:
+            slice_name, name = key
+            holders = [(r, cases_of[r.index][key]) for r in members if key in cases_of[r.index]]
             diverges = any(
                 _axis_value(a, axis) != _axis_value(b, axis) and ca["verdict"] != cb["verdict"]
                 for a, ca in holders
@@ -382,13 +330,15 @@ def _case_findings(
             if not diverges:
                 continue
             verdicts = {labels[r.index]: c["verdict"] for r, c in holders}
-            worst = max(_verdict_rank(v) for v in verdicts.values())
-            spread = worst != min(_verdict_rank(v) for v in verdicts.values())
+            ranks = [_verdict_rank(slice_name, v) for v in verdicts.values()]
+            worst = max(ranks)
+            spread = worst != min(ranks)
             info = next((c for _, c in holders if c.get("clause") or c.get("level")), holders[0][1])
             findings.append({
                 "kind": kind,
-                "severity": _case_severity(verdicts.values()),
-                "case": name,
+                "severity": _case_severity(slice_name, verdicts.values()),
+                "slice": slice_name,
+                "case": name if slice_name == "adversarial" else f"{slice_name}:{name}",
                 "clause": str(info.get("clause", "")),
                 "level": str(info.get("level", "")),
                 "refapp": refapp,
@@ -397,8 +347,8 @@ def _case_findings(
                 "counts": {labels[r.index]: c.get("counts", {}) for r, c in holders},
                 # With a spread of severities the worst verdict's holders are the bad side;
                 # otherwise (e.g. rejected_400 vs rejected_close) no side is singled out.
-                "bad": sorted(lbl for lbl, v in verdicts.items() if spread and _verdict_rank(v) == worst),
-                "good": sorted(lbl for lbl, v in verdicts.items() if spread and _verdict_rank(v) != worst),
+                "bad": sorted(lbl for lbl, v in verdicts.items() if spread and _verdict_rank(slice_name, v) == worst),
+                "good": sorted(lbl for lbl, v in verdicts.items() if spread and _verdict_rank(slice_name, v) != worst),
             })
     return findings
 
@@ -424,10 +374,11 @@ def compute_diff(
     generated_at: str | None = None,
 ) -> dict[str, Any]:
     """The ``diff.json`` content for ``documents``: findings, not_compared, notes and a severity summary."""
-    mapping = catalogue_counter_predicates() if counter_predicates is None else dict(counter_predicates)
-    severities = (
-        catalogue_predicate_severities(mapping) if predicate_severities is None else dict(predicate_severities)
-    )
+    mapping = dict(COUNTER_PREDICATES if counter_predicates is None else counter_predicates)
+    if predicate_severities is None:  # the catalogue's, plus what a given mapping says of predicates it lacks
+        severities = {**{pred: sev for pred, sev in mapping.values()}, **PREDICATE_SEVERITIES}
+    else:
+        severities = dict(predicate_severities)
     notes: list[str] = []
     not_compared: list[dict[str, Any]] = []
     refs: list[_CellRef] = []

@@ -1,84 +1,307 @@
-"""The invariant catalogue: every predicate the validator can report, in ONE place.
+"""The invariant catalogue: every predicate the validator can report, and the judge that decides it.
 
-Slices and tiers only count; this catalogue says what each count means, how
-severe it is, and how it is judged. Extend it, never weaken it (SPEC.md §5).
+Slices, tiers and observers only count and collect evidence; this catalogue
+says what each count means, how severe a violation is, and decides each
+property passed / failed / not_judged (SPEC.md §5; Schemathesis keeps its
+checks the same way). The gate, the console summary, ``tier1_tally.json``
+and ``validate-diff`` all read it: there is no second mapping anywhere.
+Extend it, never weaken it. ``docs/invariants.md`` is generated from it
+(``probatorium invariants --markdown``) and a test keeps the file current.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..results.schema import PropertyResult
 
 Severity = Literal["HIGH", "MED", "LOW"]
+SEVERITIES: tuple[Severity, ...] = ("HIGH", "MED", "LOW")
+
+
+@dataclass
+class Observed:
+    """What one cell measured, as the judges see it.
+
+    ``tallies`` is the cell's ``tier_1`` map of sub-tallies (``adversarial``,
+    ``markov``, ``ws_torture``, ``h2c_churn``, ``sse_kill``, ``rfc``); a sub-tally
+    is present only when its source ran. ``reasons`` says, per sub-tally, why
+    its source measured less than asked (a slice's stopped reason). ``evidence``
+    holds what is judged from series rather than counters (verdicts of the
+    pure series judges: SSE slots, leak slopes, /metrics monotonicity, the
+    watchdog's health checks). ``incidents`` are the predicates with an incident.
+    """
+
+    tallies: Mapping[str, Any] = field(default_factory=dict)
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    incidents: frozenset[str] = frozenset()
+
+    def count(self, path: str) -> int | None:
+        """The counter at ``"<sub-tally>.<counter>"`` (or a top-level counter), None if absent."""
+        return counter_value(self.tallies, path)
+
+    def has(self, source: str) -> bool:
+        return isinstance(self.tallies.get(source), Mapping)
+
+
+Judge = Callable[[Observed], "PropertyResult | None"]  # None: the property does not apply to this cell
+
+
+def counter_value(tier_1: Mapping[str, Any], path: str) -> int | None:
+    """A counter of a ``tier_1`` map by dotted path; None when it is absent or not a number."""
+    node: Any = tier_1
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        return None
+    return int(node)
+
+
+def counted(evaluations: int, violations: int, why_not: str) -> PropertyResult:
+    """failed on any violation, passed when something was evaluated, else not_judged with the reason."""
+    if violations:
+        return PropertyResult(status="failed", evaluations=evaluations)
+    if evaluations:
+        return PropertyResult(status="passed", evaluations=evaluations)
+    return PropertyResult(status="not_judged", reason=why_not)
+
+
+def not_judged(reason: str) -> PropertyResult:
+    return PropertyResult(status="not_judged", reason=reason)
+
+
+def _sources(paths: tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys(p.split(".")[0] for p in paths))
+
+
+def count_judge(evaluations: tuple[str, ...], violations: tuple[str, ...], why_not: str) -> Judge:
+    """The common judge: sum the evaluation and the violation counters of the sources that ran."""
+    sources = _sources(evaluations + violations)
+
+    def judge(obs: Observed) -> PropertyResult | None:
+        ran = [s for s in sources if obs.has(s)]
+        if not ran:
+            return None
+        evals = sum(obs.count(p) or 0 for p in evaluations if p.split(".")[0] in ran)
+        bad = sum(obs.count(p) or 0 for p in violations if p.split(".")[0] in ran)
+        why = next((obs.reasons[s] for s in ran if obs.reasons.get(s)), "") or why_not
+        return counted(evals, bad, why)
+
+    return judge
+
+
+def _ws_judge(violations: tuple[str, ...]) -> Judge:
+    """WebSocket predicates: nothing is passed unless a real handshake succeeded."""
+    inner = count_judge(("ws_torture.ws_sent",), violations, "no WebSocket frame was judged")
+
+    def judge(obs: Observed) -> PropertyResult | None:
+        if not obs.has("ws_torture"):
+            return None
+        if not obs.count("ws_torture.ws_upgraded") or obs.evidence.get("ws_endpoint_absent"):
+            return not_judged(obs.reasons.get("ws_torture") or "no WebSocket handshake succeeded")
+        res = inner(obs)
+        if res is not None:
+            res.reason = ""
+        return res
+
+    return judge
+
+
+def _evidence_judge(key: str) -> Judge:
+    """A property judged by a pure series judge upstream; its verdict is the evidence."""
+
+    def judge(obs: Observed) -> PropertyResult | None:
+        verdict = obs.evidence.get(key)
+        return None if verdict is None else PropertyResult.model_validate(verdict)
+
+    return judge
+
+
+def _drv1(obs: Observed) -> PropertyResult | None:
+    if not obs.has("markov"):
+        return None
+    if not obs.evidence.get("kv_contract"):
+        return not_judged("the OpenAPI document offers no PUT/GET/DELETE /kv/{key} (key/value contract); "
+                          "refapp self-checks still report it")
+    return count_judge(("markov.drv_checks",), ("markov.drv_read_after_write_mismatch",),
+                       "no acknowledged write was read back")(obs)
+
+
+def _obs1(obs: Observed) -> PropertyResult | None:
+    m = obs.evidence.get("metrics")
+    if m is None:
+        return None
+    if m.get("violations"):
+        return PropertyResult(status="failed", evaluations=m.get("comparisons", 0))
+    if m.get("comparisons"):
+        return PropertyResult(status="passed", evaluations=m["comparisons"])
+    return not_judged(m.get("absent_reason") or "fewer than two /metrics scrapes")
+
+
+def _leak(pred: str) -> Judge:
+    def judge(obs: Observed) -> PropertyResult | None:
+        leaks = obs.evidence.get("leaks")
+        if isinstance(leaks, str):  # why the leak judges could not run (e.g. no local process)
+            return not_judged(leaks)
+        verdict = (leaks or {}).get(pred)
+        return None if verdict is None else PropertyResult.model_validate(verdict)
+
+    return judge
+
+
+def _liveness(obs: Observed) -> PropertyResult | None:
+    wd = obs.evidence.get("watchdog")
+    if wd is None:
+        return None
+    if not wd.get("has_process"):
+        return not_judged("url target: no process to watch")
+    dead = "I-LIVENESS" in wd.get("events", ()) or "I-LIVENESS" in obs.incidents
+    return PropertyResult(status="failed" if dead else "passed", evaluations=max(1, wd.get("health_checks", 0)))
+
+
+def _hang(obs: Observed) -> PropertyResult | None:
+    wd = obs.evidence.get("watchdog")
+    if wd is None:
+        return None
+    checks = wd.get("health_checks", 0)
+    if "I-HANG" in wd.get("events", ()):
+        return PropertyResult(status="failed", evaluations=checks)
+    return PropertyResult(status="passed", evaluations=checks) if checks else not_judged("no health check ran")
 
 
 @dataclass(frozen=True)
 class Invariant:
-    """One predicate: a property that must hold, and how a violation is counted."""
+    """One predicate: the property that must hold, how severe a violation is, and its judge."""
 
     id: str
     severity: Severity
     property: str  # one sentence: what must hold
-    judged_by: str  # how it is evaluated
-    counter: str | None = None  # tier_1 counter path whose non-zero value violates it
+    judged_by: str  # where the evidence comes from
+    violations: tuple[str, ...] = ()  # tier_1 counters whose non-zero value violates it
+    evaluations: tuple[str, ...] = ()  # tier_1 counters of the checks made
+    verdicts: tuple[str, ...] = ()  # "<slice>:<verdict>" per-case verdicts that violate it
+    judge: Judge | None = None  # None: reported only through incidents (a refapp's self-check)
+
+    def decide(self, obs: Observed) -> PropertyResult | None:
+        """passed / failed / not_judged for this cell, or None when the property does not apply."""
+        if self.judge is not None:
+            return self.judge(obs)
+        if self.violations:
+            return count_judge(self.evaluations, self.violations, "nothing was evaluated")(obs)
+        return None
+
+    def violation_count(self, tier_1: Mapping[str, Any]) -> dict[str, int]:
+        """The violation counters present in a recorded ``tier_1`` map (validate-diff reads these)."""
+        out = {}
+        for path in self.violations:
+            v = counter_value(tier_1, path)
+            if v is not None:
+                out[path] = v
+        return out
 
 
-CATALOGUE: dict[str, Invariant] = {
-    inv.id: inv
-    for inv in [
-        Invariant("I-ADV-ACCEPTED", "HIGH",
-                  "A request that a MUST-level rule of RFC 9110/9112 says must be rejected is never acted on, "
-                  "no request smuggled inside another's body is executed, and MUST-close rules are kept.",
-                  "adversarial slice: verdict wrong_accepted, judged from the echo route when present",
-                  "adversarial.adv_wrong_accepted"),
-        Invariant("I-ADV-HANG", "MED", "Every adversarial probe is answered or closed before the timeout.",
-                  "adversarial slice: verdict hang_until_timeout", "adversarial.adv_hang_until_timeout"),
-        Invariant("I-ADV-LENIENT", "LOW",
-                  "Requests that SHOULD/MAY be rejected are rejected (informational).",
-                  "adversarial slice: verdict lenient_accepted", "adversarial.adv_lenient_accepted"),
-        Invariant("I-RFC-1", "HIGH",
-                  "Every response is framed correctly: valid Content-Length, no Content-Length with "
-                  "Transfer-Encoding, no body on HEAD/1xx/204/304, valid chunked syntax, no extra bytes.",
-                  "every response any walker reads is parsed strictly (RFC 9112 §6)", "rfc.rfc1_violations"),
-        Invariant("I-RFC-2", "HIGH", "No response header line carries CR, LF or NUL, or breaks the field grammar.",
-                  "every response head any walker reads (RFC 9110 §5.5, RFC 9112 §5)", "rfc.rfc2_violations"),
-        Invariant("I-LIVENESS", "HIGH", "The target process stays up while it is wanted up.",
-                  "watchdog: process exit, or a walker finding the target gone"),
-        Invariant("I-HANG", "HIGH", "The health path keeps answering: never 4 time-outs in a row.",
-                  "watchdog: GET health path every 2 s with a 5 s time-out; refused connections do not count"),
-        Invariant("I-H2C-CRASHED", "HIGH", "An h2c upgrade attempt never kills the target.",
-                  "h2c slice", "h2c_churn.h2c_crashed"),
-        Invariant("I-H2C-UPGRADE", "HIGH", "A 101 to h2c only follows exactly one valid HTTP2-Settings.",
-                  "h2c slice (RFC 7540 §3.2.1)", "h2c_churn.h2c_bad_upgrade_accepted"),
-        Invariant("I-H2C-HANG", "MED", "An h2c preamble is answered.", "h2c slice", "h2c_churn.h2c_hang"),
-        Invariant("I-WS-ACCEPTED", "HIGH", "A WebSocket frame that violates RFC 6455 is never acted on.",
-                  "ws slice", "ws_torture.ws_accepted_bad_frame"),
-        Invariant("I-WS-HANG", "HIGH", "A bad WebSocket frame is followed by a close within the timeout.",
-                  "ws slice", "ws_torture.ws_hang_no_close"),
-        Invariant("I-WS-CLOSE", "MED", "A bad WebSocket frame is answered by a close frame with the right code.",
-                  "ws slice: wrong or missing close code, or TCP dropped without a close frame",
-                  "ws_torture.ws_wrong_close"),
-        Invariant("I-CONN-2", "HIGH", "Server-side SSE slots are released after clients reset.",
-                  "sse slice, from the debug endpoint's sse_open"),
-        Invariant("I-DRV-1", "HIGH", "An acknowledged write is read back exactly.",
-                  "key/value contract and refapp self-checks", "markov.drv_read_after_write_mismatch"),
-        Invariant("I-MEM-1", "HIGH", "RSS does not grow without bound.", "robust slope over 1 Hz samples"),
-        Invariant("I-FD-1", "HIGH", "Open file descriptors do not grow without bound.", "robust slope"),
-        Invariant("I-TASK-1", "HIGH", "asyncio tasks do not grow without bound.", "robust slope of debug tasks"),
-        Invariant("I-MW-SESSION", "HIGH", "Session middleware keeps sessions intact.", "refapp self-check"),
-        Invariant("I-MW-RATELIMIT", "HIGH", "The rate limiter never over-admits.", "refapp self-check"),
-        Invariant("I-MW-JWT", "HIGH", "Forged JWTs are rejected.", "refapp self-check"),
-        Invariant("I-MW-CSRF", "HIGH", "Requests without a valid CSRF token are rejected.", "refapp self-check"),
-        Invariant("I-OBS-1", "HIGH", "Histogram counters never decrease.", "refapp self-check and /metrics scrape"),
-        Invariant("I-OBS-2", "HIGH", "No log line is dropped.", "refapp self-check"),
-        Invariant("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
-                  "refapp self-check (static_swagger_proxy)"),
-    ]
-}
+def _inv(id: str, severity: Severity, prop: str, judged_by: str, *, violations: tuple[str, ...] = (),
+         evaluations: tuple[str, ...] = (), verdicts: tuple[str, ...] = (), judge: Judge | None = None,
+         why_not: str = "") -> Invariant:
+    if judge is None and violations:
+        judge = count_judge(evaluations, violations, why_not or "nothing was evaluated")
+    return Invariant(id, severity, prop, judged_by, violations, evaluations, verdicts, judge)
+
+
+_ADV_SENT = ("adversarial.adv_sent",)
+_H2C_SENT = ("h2c_churn.h2c_sent",)
+_RFC = ("rfc.responses_checked",)
+
+CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
+    _inv("I-ADV-ACCEPTED", "HIGH",
+         "A request that a MUST-level rule of RFC 9110/9112 says must be rejected is never acted on, "
+         "no request smuggled inside another's body is executed, MUST-close rules are kept, and the body "
+         "of a valid h2c upgrade request reaches the application intact.",
+         "adversarial slice: verdict wrong_accepted, judged from the echo route when present; h2c slice: "
+         "an upgrade request's body lost or altered",
+         violations=("adversarial.adv_wrong_accepted", "h2c_churn.h2c_body_mismatch"),
+         evaluations=("adversarial.adv_sent", "h2c_churn.h2c_body_checked"),
+         verdicts=("adversarial:wrong_accepted", "h2c:body_mismatch"), why_not="no adversarial case was judged"),
+    _inv("I-ADV-HANG", "MED", "Every adversarial probe is answered or closed before the timeout.",
+         "adversarial slice: verdict hang_until_timeout", violations=("adversarial.adv_hang_until_timeout",),
+         evaluations=_ADV_SENT, verdicts=("adversarial:hang_until_timeout",),
+         why_not="no adversarial case was judged"),
+    _inv("I-ADV-LENIENT", "LOW", "Requests that SHOULD/MAY be rejected are rejected (informational).",
+         "adversarial slice: verdict lenient_accepted", violations=("adversarial.adv_lenient_accepted",),
+         evaluations=_ADV_SENT, verdicts=("adversarial:lenient_accepted",),
+         why_not="no adversarial case was judged"),
+    _inv("I-RFC-1", "HIGH",
+         "Every response is framed correctly: valid Content-Length, no Content-Length with Transfer-Encoding, "
+         "no body on HEAD/1xx/204/304, valid chunked syntax, no extra bytes.",
+         "every response any walker reads is parsed strictly (RFC 9112 §6)", violations=("rfc.rfc1_violations",),
+         evaluations=_RFC, why_not="no response was read"),
+    _inv("I-RFC-2", "HIGH", "No response header line carries CR, LF or NUL, or breaks the field grammar.",
+         "every response head any walker reads (RFC 9110 §5.5, RFC 9112 §5)", violations=("rfc.rfc2_violations",),
+         evaluations=_RFC, why_not="no response was read"),
+    _inv("I-LIVENESS", "HIGH", "The target process stays up while it is wanted up (planned kills excepted).",
+         "watchdog: process exit outside a planned fault window, or a walker finding the target gone",
+         verdicts=("adversarial:crash",), judge=_liveness),
+    _inv("I-HANG", "HIGH", "The health path keeps answering: never 4 time-outs in a row outside a planned pause.",
+         "watchdog: GET health path every 2 s with a 5 s time-out; refused connections do not count",
+         judge=_hang),
+    _inv("I-H2C-CRASHED", "HIGH", "An h2c upgrade attempt never kills the target.", "h2c slice",
+         violations=("h2c_churn.h2c_crashed",), evaluations=_H2C_SENT, verdicts=("h2c:crashed",),
+         why_not="no h2c preamble was judged"),
+    _inv("I-H2C-UPGRADE", "HIGH", "A 101 to h2c only follows exactly one valid HTTP2-Settings.",
+         "h2c slice (RFC 7540 §3.2.1)", violations=("h2c_churn.h2c_bad_upgrade_accepted",),
+         evaluations=_H2C_SENT, verdicts=("h2c:bad_upgrade_accepted",), why_not="no h2c preamble was judged"),
+    _inv("I-H2C-HANG", "MED", "An h2c preamble is answered.", "h2c slice", violations=("h2c_churn.h2c_hang",),
+         evaluations=_H2C_SENT, verdicts=("h2c:hang",), why_not="no h2c preamble was judged"),
+    _inv("I-WS-ACCEPTED", "HIGH", "A WebSocket frame that violates RFC 6455 is never acted on.", "ws slice",
+         violations=("ws_torture.ws_accepted_bad_frame",), verdicts=("ws:ws_accepted_bad_frame",),
+         judge=_ws_judge(("ws_torture.ws_accepted_bad_frame",))),
+    _inv("I-WS-HANG", "HIGH", "A bad WebSocket frame is followed by a close within the timeout.", "ws slice",
+         violations=("ws_torture.ws_hang_no_close",), verdicts=("ws:ws_hang_no_close",),
+         judge=_ws_judge(("ws_torture.ws_hang_no_close",))),
+    _inv("I-WS-CLOSE", "MED", "A bad WebSocket frame is answered by a close frame with the right code.",
+         "ws slice: wrong or missing close code, or TCP dropped without a close frame",
+         violations=("ws_torture.ws_wrong_close", "ws_torture.ws_unclean_close"),
+         verdicts=("ws:ws_wrong_close", "ws:ws_unclean_close"),
+         judge=_ws_judge(("ws_torture.ws_wrong_close", "ws_torture.ws_unclean_close"))),
+    _inv("I-CONN-2", "HIGH",
+         "Server-side SSE slots are released after clients reset or close: the target's sse_open comes back "
+         "within the streams the validator holds (+2 +5 %) inside a 10 s settle window.",
+         "sse slice, from the debug endpoint's sse_open against every stream the validator holds on the SSE path",
+         judge=_evidence_judge("I-CONN-2")),
+    _inv("I-DRV-1", "HIGH", "An acknowledged write is read back exactly.",
+         "key/value contract and refapp self-checks", violations=("markov.drv_read_after_write_mismatch",),
+         evaluations=("markov.drv_checks",), judge=_drv1),
+    _inv("I-MEM-1", "HIGH", "RSS does not grow without bound.", "robust slope over 1 Hz samples",
+         judge=_leak("I-MEM-1")),
+    _inv("I-FD-1", "HIGH", "Open file descriptors do not grow without bound.", "robust slope",
+         judge=_leak("I-FD-1")),
+    _inv("I-TASK-1", "HIGH", "asyncio tasks do not grow without bound.", "robust slope of debug tasks",
+         judge=_leak("I-TASK-1")),
+    _inv("I-MW-SESSION", "HIGH", "Session middleware keeps sessions intact.", "refapp self-check"),
+    _inv("I-MW-RATELIMIT", "HIGH", "The rate limiter never over-admits.", "refapp self-check"),
+    _inv("I-MW-JWT", "HIGH", "Forged JWTs are rejected.", "refapp self-check"),
+    _inv("I-MW-CSRF", "HIGH", "Requests without a valid CSRF token are rejected.", "refapp self-check"),
+    _inv("I-OBS-1", "HIGH", "Histogram counters never decrease.", "refapp self-check and /metrics scrape",
+         judge=_obs1),
+    _inv("I-OBS-2", "HIGH", "No log line is dropped.", "refapp self-check"),
+    _inv("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
+         "refapp self-check (static_swagger_proxy)"),
+]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.
 COUNTER_PREDICATES: dict[str, tuple[str, str]] = {
-    inv.counter: (inv.id, inv.severity) for inv in CATALOGUE.values() if inv.counter
+    path: (inv.id, inv.severity) for inv in CATALOGUE.values() for path in inv.violations
+}
+# Predicate → severity for every catalogued predicate.
+PREDICATE_SEVERITIES: dict[str, str] = {inv.id: inv.severity for inv in CATALOGUE.values()}
+# (slice, per-case verdict) → predicate: the one verdict→predicate mapping every slice uses.
+VERDICT_PREDICATES: dict[tuple[str, str], str] = {
+    tuple(v.split(":", 1)): inv.id for inv in CATALOGUE.values() for v in inv.verdicts  # type: ignore[misc]
 }
 
 
@@ -87,5 +310,48 @@ def severity(predicate: str) -> Severity:
     inv = CATALOGUE.get(predicate)
     return inv.severity if inv else "HIGH"
 
-# Predicate → severity, for predicates judged without a counter (validate-diff grades with it).
-PREDICATE_SEVERITIES: dict[str, str] = {inv.id: inv.severity for inv in CATALOGUE.values()}
+
+def predicate_for(slice_name: str, verdict: str) -> str | None:
+    """The predicate a per-case verdict of a slice violates, or None when the verdict is fine."""
+    return VERDICT_PREDICATES.get((slice_name, verdict))
+
+
+def verdict_severity(slice_name: str, verdict: str) -> Severity | None:
+    """Severity of a per-case verdict (validate-diff's per-case rows), None when it is fine."""
+    pred = predicate_for(slice_name, verdict)
+    return severity(pred) if pred else None
+
+
+def judge_cell(obs: Observed, incidents: Mapping[str, str] | None = None) -> dict[str, PropertyResult]:
+    """Every property that applies to the cell, judged; a predicate with an incident has failed,
+    whoever reported it (a slice, the watchdog, or the target itself through an x-invariant 5xx).
+    ``incidents`` maps predicate → the first incident's detail."""
+    props: dict[str, PropertyResult] = {}
+    for inv in CATALOGUE.values():
+        res = inv.decide(obs)
+        if res is not None:
+            props[inv.id] = res
+    for pred, detail in (incidents or {}).items():
+        prev = props.get(pred)
+        if prev is None or prev.status != "failed":
+            props[pred] = PropertyResult(status="failed", evaluations=max(1, prev.evaluations if prev else 0),
+                                         reason=f"incident: {detail}"[:300])
+    return props
+
+
+def markdown() -> str:
+    """docs/invariants.md, generated from the catalogue."""
+    lines = ["# Invariants", "",
+             "Generated from `src/probatorium/validate/invariants.py` by `probatorium invariants --markdown`;",
+             "a test fails when this file is not current. HIGH predicates fail the release gate.", "",
+             "| ID | severity | property | judged by | violation counters | per-case verdicts |",
+             "|---|---|---|---|---|---|"]
+    for inv in CATALOGUE.values():
+        cells = [inv.id, inv.severity, inv.property, inv.judged_by,
+                 ", ".join(f"`{c}`" for c in inv.violations) or "-", ", ".join(f"`{v}`" for v in inv.verdicts) or "-"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "A property is `passed` only when something was evaluated; a property that could not be",
+              "evaluated is `not_judged` with the reason, never passed. A predicate with an incident is",
+              "`failed`, whoever reported it. Predicates a target reports itself (a 5xx whose JSON body",
+              "carries `\"x-invariant\": \"<ID>\"`) and predicates not in this table are HIGH.", ""]
+    return "\n".join(lines)

@@ -270,6 +270,11 @@ def test_grade_valid_controls() -> None:
 
 
 def test_verdicts_map_to_predicates() -> None:
+    from probatorium.validate.invariants import VERDICT_PREDICATES
+
+    # frames.py is embedded whole in the standalone repro.py, so it keeps a copy of the ws rows of
+    # the catalogue's one verdict→predicate mapping; the copy must equal the catalogue.
+    assert F.VERDICT_PREDICATE == {v: p for (s, v), p in VERDICT_PREDICATES.items() if s == "ws"}
     assert F.VERDICT_PREDICATE == {"ws_accepted_bad_frame": "I-WS-ACCEPTED", "ws_hang_no_close": "I-WS-HANG",
                                    "ws_wrong_close": "I-WS-CLOSE", "ws_unclean_close": "I-WS-CLOSE"}
     assert F.VERDICTS[0] == "ws_accepted_bad_frame" and F.VERDICTS[1] == "ws_hang_no_close"

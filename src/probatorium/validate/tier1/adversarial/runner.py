@@ -9,7 +9,6 @@ to the incident path.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from collections import Counter, deque
@@ -18,26 +17,17 @@ from dataclasses import dataclass, field
 
 from .... import __version__
 from ....rawclient import Segment, exchange
+from ....seeds import derive_seed
 from ...incidents import Evidence, adversarial_repro
+from ...invariants import predicate_for
+from ..base import ContractPaths, SliceBase
 from ..http1 import is_truncation, parse_response_stream
 from .cases import CASES
 from .catalogue import Case, Rendered, render
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
-VERDICT_PREDICATE = {
-    "wrong_accepted": "I-ADV-ACCEPTED",
-    "hang_until_timeout": "I-ADV-HANG",
-    "lenient_accepted": "I-ADV-LENIENT",
-    "crash": "I-LIVENESS",
-}
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
-
-
-def derive_seed(run_seed: int, *parts: object) -> int:
-    """A 64-bit seed for one walker, derived from the run seed (stable across runs and hosts)."""
-    h = hashlib.sha256(repr((run_seed, *parts)).encode()).digest()
-    return int.from_bytes(h[:8], "big")
 
 
 @dataclass
@@ -54,7 +44,7 @@ class CaseTally:
     example: dict | None = None  # the first non-passing example (reason, nonce)
 
 
-class AdversarialSlice:
+class AdversarialSlice(SliceBase):
     """Runs the catalogue against one target from any number of walkers."""
 
     name = "adversarial"
@@ -64,12 +54,13 @@ class AdversarialSlice:
                  report: Callable[[Evidence], None] | None = None,
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
-                 sweep: list[tuple[str, str]] | None = None, crashlog=None) -> None:
+                 sweep: list[tuple[str, str]] | None = None, crashlog=None,
+                 say: Callable[[str], None] | None = None) -> None:
         self.host, self.port = host, port
+        self.say = say or (lambda msg: None)
         # crash.CrashLog: requests in flight when the target died. With one, a death is attributed
         # (and confirmed by replay) by the orchestrator's I-LIVENESS incident, not per case here.
         self.crashlog = crashlog
-        self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.echo_path, self.health_path = echo_path, health_path
         self.seed = seed
         self.cases = list(cases or CASES)
@@ -127,6 +118,20 @@ class AdversarialSlice:
         path, st = answered[0]
         self.calibration = Calibration(False, path, st, f"no echo route and no 2xx path ({tried}); status only")
         return self.calibration
+
+    async def prepare(self) -> str | None:
+        """Calibrate (echo route or a baseline path); a target that answers nothing cannot be probed."""
+        try:
+            cal = await self.calibrate()
+        except (RuntimeError, OSError) as e:
+            self.stopped_reason = f"calibration failed: {e}"
+            return self.stopped_reason
+        self.say(f"  adversarial: {cal.reason}")
+        return None
+
+    def detail(self) -> dict:
+        cal = self.calibration.__dict__ if self.calibration else {"error": self.stopped_reason}
+        return {"calibration": cal, "cases": self.case_breakdown()}
 
     # ---- one case --------------------------------------------------------------------
     async def run_case(self, case: Case, nonce: str, *, echo: bool | None = None,
@@ -193,8 +198,9 @@ class AdversarialSlice:
             ct.example = {"verdict": v, "reason": verdict.reason, "nonce": rendered.nonce}
         findings: list[tuple[str, str]] = []
         attributed = v == "crash" and self.crashlog is not None  # the orchestrator's I-LIVENESS carries it
-        if v in VERDICT_PREDICATE and (not calibration or v == "crash") and not attributed:
-            findings.append((VERDICT_PREDICATE[v], verdict.reason))
+        pred = predicate_for("adversarial", v)
+        if pred and (not calibration or v == "crash") and not attributed:
+            findings.append((pred, verdict.reason))
         for viol in verdict.violations:
             findings.append((viol.predicate, viol.detail))
         cal = self.calibration or Calibration(False, self.echo_path, None, "calibrating")
@@ -326,3 +332,19 @@ def conditional_case(plain: Case, received: bytes) -> Case | None:
         level="MAY", expect="either", template=f"{head}\r\n{cond}{rest}", methods=("GET",),
         note="a 304 has no body whatever its headers say",
     )
+
+
+def sweep_targets(operations: list, paths: ContractPaths) -> list[tuple[str, str]]:
+    """(method, path) pairs whose responses the slice checks for framing each round: the contract
+    paths, and from the OpenAPI operations every GET (also as HEAD) and every operation that
+    declares a 204 or 304 (path parameters filled with 1)."""
+    out = [("GET", "/"), ("HEAD", "/"), ("GET", paths.health), ("HEAD", paths.health),
+           ("GET", paths.debug), ("HEAD", paths.echo), ("OPTIONS", paths.echo)]
+    for op in operations:
+        path = op.concrete_path()
+        bodiless = any(code in ("204", "304") for code in op.responses)
+        if op.method == "GET":
+            out += [("GET", path), ("HEAD", path)]
+        elif bodiless and op.method in ("DELETE", "PUT", "POST", "PATCH", "OPTIONS"):
+            out.append((op.method, path))
+    return list(dict.fromkeys(out))

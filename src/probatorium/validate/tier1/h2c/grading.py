@@ -24,12 +24,6 @@ from .cases import H2cCase
 
 VERDICTS = ("crashed", "bad_upgrade_accepted", "body_mismatch", "hang", "upgraded", "declined",
             "closed_no_answer", "reset_unread")
-VERDICT_PREDICATE = {
-    "bad_upgrade_accepted": "I-H2C-UPGRADE",
-    "body_mismatch": "I-ADV-ACCEPTED",
-    "hang": "I-H2C-HANG",
-    "crashed": "I-H2C-CRASHED",
-}
 COUNTER = {  # verdict → the tier_1.h2c_churn counter it increments
     "crashed": "h2c_crashed", "bad_upgrade_accepted": "h2c_bad_upgrade_accepted", "body_mismatch": "h2c_body_mismatch",
     "hang": "h2c_hang", "upgraded": "h2c_upgraded", "declined": "h2c_declined",

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from .... import __version__
 from ....rawclient import Exchange, Segment, exchange
 from ...incidents import Evidence
-from ..adversarial.runner import derive_seed
+from ....seeds import derive_seed
+from ...invariants import predicate_for
+from ..base import SliceBase
 from ..http1 import parse_response_stream
 from .cases import CASES, PREFACE, H2cCase, client_settings_frame
-from .grading import COUNTER, VERDICT_PREDICATE, VERDICTS, H2cOutcome, H2cVerdict, grade, h2_stream1_body
+from .grading import COUNTER, VERDICTS, H2cOutcome, H2cVerdict, grade, h2_stream1_body
 
 PREFACE_DELAY = 0.25  # seconds between the preamble and the (partial) connection preface
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
@@ -59,7 +61,7 @@ def _body_done(data: bytes) -> bool:
     return False
 
 
-class H2cChurnSlice:
+class H2cChurnSlice(SliceBase):
     """Runs the h2c cases against one target from any number of walkers."""
 
     name = "h2c"
@@ -83,11 +85,6 @@ class H2cChurnSlice:
         self.internal_errors: list[str] = []
         self._queue: deque[H2cCase] = deque()
         self._round = 0
-
-    @property
-    def host_header(self) -> str:
-        """Host header value; follows self.port, which the orchestrator updates after a restart."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     # ---- one case --------------------------------------------------------------------
     def _plan(self, case: H2cCase, nonce: str, rng: random.Random) -> tuple[list[Segment], dict, tuple[str, ...]]:
@@ -144,8 +141,9 @@ class H2cChurnSlice:
         if v.status is not None:
             ct.statuses[str(v.status)] += 1
         findings = []
-        if v.verdict in VERDICT_PREDICATE:
-            findings.append((VERDICT_PREDICATE[v.verdict], v.reason))
+        pred = predicate_for("h2c", v.verdict)
+        if pred:
+            findings.append((pred, v.reason))
             if ct.example is None:
                 ct.example = {"verdict": v.verdict, "reason": v.reason, "nonce": nonce, **extra}
         findings += [(viol.predicate, viol.detail) for viol in v.violations]

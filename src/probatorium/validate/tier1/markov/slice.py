@@ -36,7 +36,8 @@ from urllib.parse import quote
 from .... import __version__
 from ...incidents import Evidence
 from ...openapi import Operation, load_operations
-from ..adversarial.runner import derive_seed
+from ..base import SliceBase
+from ....seeds import derive_seed
 from .client import CookieJar, H1Connection, HttpResult, build_request
 from .repro import markov_repro
 from .shrink import (HISTORY_LEN, SHRINK_MAX_REPLAYS, SHRINK_SECONDS, Replayer, Step, closed_under_captures, ddmin,
@@ -110,7 +111,7 @@ class Walker:
 USER_AGENT = f"probatorium-markov/{__version__}"
 
 
-class MarkovSlice:
+class MarkovSlice(SliceBase):
     """Session-shaped traffic from a Markov model, from any number of walkers."""
 
     name = "markov"
@@ -547,6 +548,19 @@ class MarkovSlice:
     def trace(self, walker_id: int) -> list[tuple[str, str, int | str]]:
         w = self.walkers.get(walker_id)
         return list(w.trace) if w else []
+
+    async def prepare(self) -> str | None:
+        """Nothing to walk without states or the key/value contract."""
+        if self.model.states or self.kv is not None:
+            return None
+        self.stopped_reason = "nothing to walk: no markov.yaml and no session operation in the OpenAPI"
+        return self.stopped_reason
+
+    def evidence(self) -> dict[str, Any]:
+        return {"kv_contract": self.kv is not None}
+
+    def detail(self) -> dict[str, Any]:
+        return {"model": self.model.describe(), "notes": self.notes, "per_operation": self.per_operation()}
 
     def counters(self) -> dict[str, int]:
         """The `tier_1.markov` string→int map."""

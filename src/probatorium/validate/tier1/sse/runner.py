@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable
 from .... import __version__
 from ....rawclient import Segment, exchange
 from ...incidents import Evidence
-from ..adversarial.runner import derive_seed
+from ....seeds import derive_seed
+from ..base import SliceBase
 from ..http1 import parse_response_stream
 from .judge import SETTLE_WINDOW, Conn2Result, allowed, dechunk_prefix, judge_series, sse_events
 
@@ -37,7 +38,7 @@ HEAD_TIMEOUT = 5.0
 RESET_SHARE = 0.5  # streams ended by a reset; the others end with FIN
 
 
-class SseKillSlice:
+class SseKillSlice(SliceBase):
     """SSE kill-mid-stream walkers plus the debug-endpoint sampler behind I-CONN-2."""
 
     name = "sse"
@@ -70,11 +71,6 @@ class SseKillSlice:
         self._conn2_reported = False
         self._liveness_reported = False
         self._failed: Conn2Result | None = None
-
-    @property
-    def host_header(self) -> str:
-        """Host header value; follows self.port, which the orchestrator updates after a restart."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     # ---- one stream --------------------------------------------------------------------
     def _request(self) -> bytes:
@@ -353,6 +349,19 @@ class SseKillSlice:
         if res.status == "passed" and not self._settled:
             return "not_judged", res.evaluations, "sampling has not settled yet (settle() was not awaited)"
         return res.status, res.evaluations, res.reason
+
+    async def finish(self) -> None:
+        """I-CONN-2 is judged after the settle window."""
+        await self.settle()
+
+    def evidence(self) -> dict:
+        from ....results.schema import PropertyResult
+
+        status, evaluations, reason = self.judge_conn2()
+        return {"I-CONN-2": PropertyResult(status=status, evaluations=evaluations, reason=reason)}
+
+    def detail(self) -> dict:
+        return {"stopped_reason": self.stopped_reason, "endpoint_absent": self.endpoint_absent}
 
     def counters(self) -> dict[str, int]:
         """The `tier_1.sse_kill` string→int map."""

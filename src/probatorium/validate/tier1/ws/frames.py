@@ -55,6 +55,8 @@ VERDICTS = (
     "ws_endpoint_absent",
     "ws_conn_error",
 )
+# A copy of the ws rows of invariants.VERDICT_PREDICATES: this module is embedded whole in the
+# standalone repro.py, which cannot import the catalogue. A test keeps the copy equal to it.
 VERDICT_PREDICATE = {
     "ws_accepted_bad_frame": "I-WS-ACCEPTED",
     "ws_hang_no_close": "I-WS-HANG",

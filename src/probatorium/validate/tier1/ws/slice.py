@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from .... import __version__
 from ...incidents import Evidence
 from ....rawclient import set_nodelay
-from ..adversarial.runner import derive_seed
+from ....seeds import derive_seed
+from ...invariants import predicate_for
+from ..base import SliceBase
 from ..http1 import parse_response_stream
 from . import frames as F
 from .frames import CASES, HANDSHAKE_CASES, VALID_HANDSHAKE, VERDICT_PREDICATE, VERDICTS, HandshakeCase, WsCase
@@ -259,7 +261,7 @@ class CaseTally:
     example: dict | None = None
 
 
-class WsTortureSlice:
+class WsTortureSlice(SliceBase):
     """Drives the WebSocket catalogue against one target from any number of walkers."""
 
     name = "ws"
@@ -292,11 +294,6 @@ class WsTortureSlice:
         self._n = 0
         self._reported: set[tuple[str, str]] = set()
         self._liveness_reported = False
-
-    @property
-    def host_header(self) -> str:
-        """Host header value; follows `port`, which the orchestrator updates after a restart."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     # ---- one connection ------------------------------------------------------------
     async def run_case(self, case: WsCase | HandshakeCase, conn_seed: int) -> tuple[WsOutcome, F.Grade]:
@@ -331,8 +328,9 @@ class WsTortureSlice:
         for viol in out.rfc_violations:
             self.rfc["rfc1_violations" if viol.predicate == "I-RFC-1" else "rfc2_violations"] += 1
             findings.append((viol.predicate, f"handshake response: {viol.detail}"))
-        if v in VERDICT_PREDICATE:
-            findings.append((VERDICT_PREDICATE[v], g.reason))
+        pred = predicate_for("ws", v)
+        if pred:
+            findings.append((pred, g.reason))
         for predicate, detail in findings:
             if (predicate, case.name) in self._reported:
                 continue
@@ -442,6 +440,9 @@ class WsTortureSlice:
                 "example": ct.example,
             }
         return out
+
+    def evidence(self) -> dict:
+        return {"ws_endpoint_absent": bool(self.endpoint_absent)}
 
     def counters(self) -> dict[str, int]:
         """The `tier_1.ws_torture` string→int map."""
