@@ -30,6 +30,7 @@ from .crash import MAX_CONFIRM_RESTARTS, CrashAttributor, CrashLog, crash_repro
 from .incidents import Evidence, IncidentRecorder
 from .invariants import severity
 from .tier1.adversarial.runner import AdversarialSlice, derive_seed
+from .tier1.held import HeldStreams
 from .tier1.markov.slice import MarkovSlice
 
 # SPEC.md §5: slice → (share of the walkers, concurrency at which it activates).
@@ -387,12 +388,13 @@ class Orchestrator:
         tasks = []
         deadline = time.monotonic() + budget_s
         stop = self.stop_event.is_set
+        held = HeldStreams(self.opts.sse_path)  # streams on the SSE path, whichever slice holds them (I-CONN-2)
         if "adversarial" in alloc:
             adv = AdversarialSlice(
                 target.host, target.port, echo_path=self.opts.echo_path, health_path=self.opts.health_path,
                 seed=derive_seed(cell_seed, "adversarial"), quiet_timeout=self.opts.quiet_timeout,
                 report=run.recorder.record if run.recorder else None, alive=alive, recover=recover,
-                sweep=sweep_targets(run.plan.openapi, self.opts), crashlog=crashlog,
+                sweep=sweep_targets(run.plan.openapi, self.opts), crashlog=crashlog, held=held,
             )
             run.slice = adv
             try:
@@ -409,7 +411,7 @@ class Orchestrator:
                 mk = MarkovSlice(
                     target.host, target.port, openapi=openapi, markov=run.plan.markov,
                     seed=derive_seed(cell_seed, "markov"), report=run.recorder.record if run.recorder else None,
-                    alive=alive, recover=recover, crashlog=crashlog,
+                    alive=alive, recover=recover, crashlog=crashlog, held=held,
                 )
             except UsageError as e:  # checked up front by the CLI; a library caller may still pass a bad file
                 run.extra_tally["markov"] = {"error": str(e)}
@@ -442,7 +444,7 @@ class Orchestrator:
 
             sse = SseKillSlice(target.host, target.port, sse_path=self.opts.sse_path, debug_path=self.opts.debug_path,
                                seed=derive_seed(cell_seed, "sse"), report=run.recorder.record if run.recorder else None,
-                               alive=alive, recover=recover)
+                               alive=alive, recover=recover, held=held)
             run.others["sse"] = sse
             tasks += [sse.walker(i, deadline, stop) for i in range(alloc["sse"])]
         if _declares(run.plan.openapi, "GET", "/metrics"):
