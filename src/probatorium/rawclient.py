@@ -70,6 +70,8 @@ async def exchange(
     linger: float = 0.25,
     rst_at_end: bool = False,
     max_bytes: int = 4 << 20,
+    held=None,
+    owner: str = "",
 ) -> Exchange:
     """Connect, send the segments, and read until the server closes or goes quiet.
 
@@ -78,6 +80,9 @@ async def exchange(
     seconds without new bytes once everything was sent, after `total_timeout`
     seconds, or `linger` seconds after `done(received)` first returns True (to
     catch bytes a server sends after the expected ones).
+
+    `held` (a validate.tier1.held.HeldStreams) counts the connection, while it is open, as
+    a stream `owner` holds when the segments ask for the SSE path.
     """
     ex = Exchange()
     t0 = time.monotonic()
@@ -89,6 +94,7 @@ async def exchange(
         return ex
     sock = writer.get_extra_info("socket")
     set_nodelay(sock)
+    counted = held is not None and held.acquire(b"".join(seg.data for seg in segments), owner)
     sending_done = asyncio.Event()
 
     async def sender() -> None:
@@ -167,6 +173,8 @@ async def exchange(
             except OSError:
                 pass
         writer.close()
+        if counted:
+            held.release(owner)
         try:
             await asyncio.wait_for(writer.wait_closed(), 1.0)
         except (asyncio.TimeoutError, OSError, ConnectionError):

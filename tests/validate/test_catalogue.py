@@ -9,7 +9,9 @@ from dataclasses import replace
 import pytest
 
 from probatorium.validate.tier1.adversarial.cases import CASES
-from probatorium.validate.tier1.adversarial.catalogue import Case, render, validate_catalogue
+from probatorium.validate.tier1.adversarial.catalogue import (
+    CLAUSE_LEVELS, Case, governing_clause, level_problem, render, validate_catalogue,
+)
 
 BY_NAME = {c.name: c for c in CASES}
 TARGET, HOST, NONCE = "/echo", "127.0.0.1:8080", "w3-17"
@@ -353,3 +355,49 @@ def test_serving_cases_with_a_body_render_it():
         if c.expect == "serve" and c.methods[0] == "POST":
             assert c.body is not None, c.name
             assert rend(c).body is not None, c.name
+
+
+# =====================================================================================
+# Levels are the levels of the clauses the cases cite
+# =====================================================================================
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_level_is_the_keyword_of_its_governing_clause(case):
+    clause = governing_clause(case)
+    assert clause in CLAUSE_LEVELS, f"{case.name}: {clause!r} has no entry in CLAUSE_LEVELS"
+    if case.level_reason:
+        assert case.level != CLAUSE_LEVELS[clause], f"{case.name}: a level_reason without a deviation"
+    else:
+        assert case.level == CLAUSE_LEVELS[clause], f"{case.name}: {case.level} but {clause} says " \
+            f"{CLAUSE_LEVELS[clause]}"
+
+
+def test_clause_table_holds_only_keywords_and_every_entry_is_cited():
+    assert set(CLAUSE_LEVELS.values()) <= {"MUST", "SHOULD", "MAY"}
+    cited = {governing_clause(c) for c in CASES}
+    assert set(CLAUSE_LEVELS) - cited == set(), "table entries no case cites"
+
+
+def test_validate_catalogue_rejects_a_level_its_clause_does_not_state():
+    wrong = replace(BY_NAME["chunk_ext_nul"], level="MUST")
+    assert "says SHOULD" in (level_problem(wrong) or "")
+    with pytest.raises(ValueError, match="says SHOULD"):
+        validate_catalogue([wrong])
+    validate_catalogue([replace(wrong, level_reason="a deliberate deviation")])
+
+
+def test_validate_catalogue_rejects_a_clause_outside_the_table():
+    with pytest.raises(ValueError, match="not in CLAUSE_LEVELS"):
+        validate_catalogue([replace(CASES[0], clause="RFC 9999 §1")])
+
+
+def test_unambiguous_chunk_line_errors_are_should_and_length_errors_must():
+    """RFC 9112 §2.2: invalid grammar is a SHOULD; a chunk length that cannot be decoded is the
+    framing ambiguity §7.1 covers."""
+    for name in ("chunk_ext_nul", "chunk_ext_bare_lf", "chunk_size_bare_lf", "chunk_data_bare_lf"):
+        c = BY_NAME[name]
+        assert (c.level, c.close, c.body) == ("SHOULD", False, "hello"), name
+    for name in ("chunk_size_0x_prefix", "chunk_size_plus", "chunk_data_missing_crlf", "chunk_data_too_long",
+                 "chunk_last_missing", "chunk_size_overflow"):
+        assert BY_NAME[name].level == "MUST" and BY_NAME[name].close, name

@@ -85,11 +85,32 @@ def test_accepted_must_reject_is_wrong_accepted():
     assert v.echo_seen == [NONCE]
 
 
-@pytest.mark.parametrize("name", ["ctl_in_value", "del_in_value"])  # SHOULD
+@pytest.mark.parametrize("name", ["empty_field_name", "http_version_lowercase"])  # SHOULD
 def test_accepted_should_reject_is_lenient(name):
     assert case(name).level == "SHOULD"
     v = run(name, echo())
     assert v.verdict == "lenient_accepted" and "SHOULD" in v.reason
+
+
+@pytest.mark.parametrize("name", ["chunk_ext_nul", "chunk_ext_bare_lf", "chunk_size_bare_lf", "chunk_data_bare_lf"])
+def test_unambiguous_bad_chunk_line_accepted_intact_is_lenient(name):
+    """RFC 9112 §2.2 SHOULD: body intact and the next request well framed is no MUST violation."""
+    got = echo(method="POST", body=b"hello") + echo("-s")
+    v = run(name, got, closed=False)
+    assert v.verdict == "lenient_accepted" and "SHOULD" in v.reason
+
+
+@pytest.mark.parametrize("name", ["chunk_ext_nul", "chunk_size_bare_lf"])
+def test_unambiguous_bad_chunk_line_misframed_is_still_wrong(name):
+    v = run(name, echo(method="POST", body=b"hel"))
+    assert v.verdict == "wrong_accepted" and "misframed" in v.reason
+
+
+@pytest.mark.parametrize("name", ["ctl_in_value", "del_in_value"])  # RFC 9110 §5.5: MAY retain other CTLs
+def test_accepted_other_ctl_is_lenient(name):
+    assert case(name).level == "MAY"
+    v = run(name, echo())
+    assert v.verdict == "lenient_accepted" and "MAY" in v.reason
 
 
 def test_accepted_may_reject_is_lenient():

@@ -31,6 +31,7 @@ from .observers import LeakObserver, MetricsObserver
 from .plan import CellPlan, ValidateOptions, declares, refapp_versions
 from .schedule import Schedule, schedule_cell
 from .tier1.base import ContractPaths
+from .tier1.held import HeldStreams
 from .tier_api import Tier, TierEnv
 from .tiers import TIERS, choose_tiers
 
@@ -138,7 +139,7 @@ class CellRunner:
                       stop=self.stop_event.is_set, paths=self.paths, report=live.recorder.record,
                       alive=live.liveness.alive, recover=live.liveness.recover, quiet_timeout=self.opts.quiet_timeout,
                       openapi=live.plan.openapi, markov=live.plan.markov, crashlog=live.liveness.crashlog,
-                      say=self.say)
+                      streams=HeldStreams(self.opts.sse_path), say=self.say)
         loops = [asyncio.create_task(self._checkpoint_loop(live))]
         loops += [asyncio.create_task(o.watch()) for o in (live.leaks, live.metrics) if o is not None]
         try:

@@ -56,7 +56,8 @@ def _markov(ctx: SliceContext) -> Slice:
 
     openapi = ctx.openapi if ctx.openapi is not None and ctx.openapi.is_file() else None
     return MarkovSlice(*ctx.address(), openapi=openapi, markov=ctx.markov, seed=ctx.seed("markov"),
-                       report=ctx.report, alive=ctx.alive, recover=ctx.recover, crashlog=ctx.crashlog)
+                       report=ctx.report, alive=ctx.alive, recover=ctx.recover, crashlog=ctx.crashlog,
+                       held=ctx.streams)
 
 
 def _adversarial(ctx: SliceContext) -> Slice:
@@ -65,7 +66,7 @@ def _adversarial(ctx: SliceContext) -> Slice:
     return AdversarialSlice(*ctx.address(), echo_path=ctx.paths.echo, health_path=ctx.paths.health,
                             seed=ctx.seed("adversarial"), quiet_timeout=ctx.quiet_timeout, report=ctx.report,
                             alive=ctx.alive, recover=ctx.recover, sweep=sweep_targets(ctx.operations, ctx.paths),
-                            crashlog=ctx.crashlog, say=ctx.say)
+                            crashlog=ctx.crashlog, say=ctx.say, held=ctx.streams)
 
 
 def _h2c(ctx: SliceContext) -> Slice:
@@ -86,7 +87,7 @@ def _sse(ctx: SliceContext) -> Slice:
     from .sse.runner import SseKillSlice
 
     return SseKillSlice(*ctx.address(), sse_path=ctx.paths.sse, debug_path=ctx.paths.debug, seed=ctx.seed("sse"),
-                        report=ctx.report, alive=ctx.alive, recover=ctx.recover)
+                        report=ctx.report, alive=ctx.alive, recover=ctx.recover, held=ctx.streams)
 
 
 register(SliceInfo("markov", "markov", 0.60, 1, "requests", _markov,

@@ -22,6 +22,7 @@ from ...incidents import Evidence, adversarial_repro
 from ...invariants import predicate_for
 from ..base import ContractPaths, SliceBase
 from ..http1 import is_truncation, parse_response_stream
+from ..held import HeldStreams
 from .cases import CASES
 from .catalogue import Case, Rendered, render
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
@@ -55,9 +56,12 @@ class AdversarialSlice(SliceBase):
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  sweep: list[tuple[str, str]] | None = None, crashlog=None,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, held: HeldStreams | None = None) -> None:
         self.host, self.port = host, port
         self.say = say or (lambda msg: None)
+        # Streams on the SSE path this slice's connections hold (a sweep GET /events waits out
+        # the quiet timeout): shared with the SSE slice's I-CONN-2 judge.
+        self.held = held
         # crash.CrashLog: requests in flight when the target died. With one, a death is attributed
         # (and confirmed by replay) by the orchestrator's I-LIVENESS incident, not per case here.
         self.crashlog = crashlog
@@ -155,7 +159,7 @@ class AdversarialSlice(SliceBase):
                                 self.host_header)
         try:
             ex = await exchange(
-                self.host, self.port, segments, quiet_timeout=self.quiet_timeout,
+                self.host, self.port, segments, held=self.held, owner=self.name, quiet_timeout=self.quiet_timeout,
                 total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
                 done=None if case.close else done, linger=0.15,
             )

@@ -137,8 +137,12 @@ def response_end(buf: bytes, method: str) -> tuple[int | None, bool]:
 class H1Connection:
     """One keep-alive connection to the target, reconnected when it closes."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0, connect_timeout: float = 5.0,
+                 held=None, owner: str = "markov") -> None:
         self.host, self.port = host, port
+        # validate.tier1.held.HeldStreams: a request for the SSE path counts as a held stream
+        # until its response completes or the connection closes (I-CONN-2 compares with it).
+        self.held, self.owner, self._holding = held, owner, False
         self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self._reader: asyncio.StreamReader | None = None
@@ -147,7 +151,13 @@ class H1Connection:
         self.connects = 0
         self.used = 0  # requests on the current connection
 
+    def _unhold(self) -> None:
+        if self._holding:
+            self._holding = False
+            self.held.release(self.owner)
+
     async def close(self) -> None:
+        self._unhold()
         w, self._reader, self._writer, self._leftover = self._writer, None, None, b""
         if w is not None:
             w.close()
@@ -185,6 +195,8 @@ class H1Connection:
                 await self._connect()
             assert self._reader is not None and self._writer is not None
             self._writer.write(raw)
+            if self.held is not None and not self._holding:
+                self._holding = self.held.acquire(raw, self.owner)
             await self._writer.drain()
             res.delivered = True
         except (OSError, asyncio.TimeoutError, ConnectionError) as e:
@@ -266,6 +278,8 @@ class H1Connection:
                 or res.response is None or b"close" in res.response.connection_tokens())
         if drop:
             await self.close()
+        else:
+            self._unhold()  # the response is complete: the server holds no stream for it
         return res
 
 

@@ -125,7 +125,7 @@ class MarkovSlice(SliceBase):
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  connection_factory: Callable[[], Connection] | None = None,
                  max_steps: int | None = None, think: float = 0.0, shrink: bool = True,
-                 crashlog: Any = None) -> None:
+                 crashlog: Any = None, held: Any = None) -> None:
         self.host, self.port = host, port
         self.crashlog = crashlog  # crash.CrashLog: what was in flight when the target died
         self.seed = seed
@@ -136,7 +136,7 @@ class MarkovSlice(SliceBase):
         self.max_steps = max_steps
         self.think = think  # mean pause between steps (s); 0 = back to back
         self.connection_factory: Callable[[], Connection] = connection_factory or (
-            lambda: H1Connection(self.host, self.port, timeout=self.timeout))
+            lambda: H1Connection(self.host, self.port, timeout=self.timeout, held=held))
         self.openapi_path = None if openapi is None or isinstance(openapi, list) else str(Path(openapi).resolve())
         self.markov_path = str(Path(markov).resolve()) if isinstance(markov, (str, Path)) else None
         if isinstance(openapi, list):

@@ -29,6 +29,7 @@ from ...incidents import Evidence
 from ....seeds import derive_seed
 from ..base import SliceBase
 from ..http1 import parse_response_stream
+from ..held import HeldStreams
 from .judge import SETTLE_WINDOW, Conn2Result, allowed, dechunk_prefix, judge_series, sse_events
 
 POLL_INTERVAL = 0.5
@@ -48,7 +49,7 @@ class SseKillSlice(SliceBase):
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  settle_window: float = SETTLE_WINDOW, settle_max: float = SETTLE_MAX,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL, held: HeldStreams | None = None) -> None:
         self.host, self.port = host, port
         self.sse_path, self.debug_path = sse_path, debug_path
         self.seed = seed
@@ -60,7 +61,9 @@ class SseKillSlice(SliceBase):
         self.stopped_reason = ""
         self.endpoint_absent = False
         self.internal_errors: list[str] = []
-        self.held = 0  # streams the validator holds open right now
+        # Streams the validator holds open on the SSE path right now, whichever slice opened them
+        # (the orchestrator shares one registry per cell): what sse_open is compared with.
+        self.streams = held if held is not None else HeldStreams(sse_path)
         self.series: list[tuple[float, int | None, int]] = []
         self.debug_reason = ""  # why the debug endpoint cannot be used ('' = usable or not tried yet)
         self.last_refusal = ""  # the last non-stream answer on the SSE path, for the not_judged reason
@@ -71,6 +74,11 @@ class SseKillSlice(SliceBase):
         self._conn2_reported = False
         self._liveness_reported = False
         self._failed: Conn2Result | None = None
+
+    @property
+    def held(self) -> int:
+        """Streams the validator (every slice) holds open on the SSE path right now."""
+        return self.streams.count
 
     # ---- one stream --------------------------------------------------------------------
     def _request(self) -> bytes:
@@ -85,7 +93,7 @@ class SseKillSlice(SliceBase):
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 3.0)
         except (OSError, asyncio.TimeoutError):
             return "conn_error"
-        self.held += 1
+        self.streams.hold(self.name)
         self.tally["sse_sent"] += 1
         data = b""
         eof = False
@@ -153,7 +161,7 @@ class SseKillSlice(SliceBase):
                 except OSError:
                     pass
             writer.close()
-            self.held -= 1
+            self.streams.release(self.name)
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             except (asyncio.TimeoutError, OSError, ConnectionError):
