@@ -104,9 +104,10 @@ def validate(
     quiet_timeout: float = typer.Option(3.0, "--quiet-timeout", help="Seconds of silence after which a probe counts as hanging."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run's results in --out."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
-    from .results.store import run_folder
+    from .results.store import lock_run_folder, run_folder
     from .targets.engines import ENGINES, resolve_engine
     from .targets.launcher import TargetSpec, stop_all
     from .targets.refapps import list_refapps, refapp_dir, refapp_services
@@ -190,7 +191,6 @@ def validate(
             if svc not in ("postgres", "redis", "memcached"):
                 raise UsageError(f"unknown service {svc!r}; services are postgres,redis,memcached")
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
             run_dir = out
         elif matrix:
             run_dir = run_folder(results_dir, "validate-matrix", normalize_arch())
@@ -198,6 +198,7 @@ def validate(
             version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") \
                 or f"{plans[0].label}-{plans[0].engine}"
             run_dir = run_folder(results_dir, "validate", version)
+        run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
     except ProbatoriumError as e:
         _fail(e)
         return
