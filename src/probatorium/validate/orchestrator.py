@@ -592,6 +592,7 @@ class Orchestrator:
             self._fill_tallies(run)
             snapshot = run.cell.model_copy(deep=True)
             snapshot.incidents = list(run.recorder.incidents) if run.recorder else []
+            snapshot.status, snapshot.partial = provisional_status(snapshot.incidents), True
             await asyncio.to_thread(self.checkpointer.record_cell, snapshot)
 
     # ---- judging -----------------------------------------------------------------------
@@ -723,8 +724,10 @@ class Orchestrator:
             cell.status = "failed"
             cell.reason = "HIGH: " + ", ".join(sorted(set(high_failed) | {i.predicate for i in cell.incidents
                                                                           if i.severity == "HIGH"}))
-        elif error.startswith("internal error"):
-            cell.status = "not_run"  # probatorium's own failure: never reported as a pass
+        elif error.startswith("internal error") and not (self.stop_event.is_set() and t1_sent(cell)):
+            # probatorium's own failure: never reported as a pass. An interrupted cell that sent
+            # traffic keeps the status of what was judged (SPEC §9), with partial: true.
+            cell.status = "not_run"
             cell.reason = error
         elif not judged_any:
             cell.status = "failed"
@@ -810,6 +813,16 @@ def _ws_properties(ws) -> dict[str, PropertyResult]:
         "I-WS-HANG": _counted(sent, c.get("ws_hang_no_close", 0), ""),
         "I-WS-CLOSE": _counted(sent, c.get("ws_wrong_close", 0) + c.get("ws_unclean_close", 0), ""),
     }
+
+
+def provisional_status(incidents: list[Incident]) -> str:
+    """A running cell's status in a checkpoint: failed once a HIGH incident is recorded, else ok."""
+    return "failed" if any(i.severity == "HIGH" for i in incidents) else "ok"
+
+
+def t1_sent(cell: Cell) -> bool:
+    """Whether the cell's slices sent any traffic (requests_sent in its Tier 1 tallies)."""
+    return bool(cell.tier_1.get("requests_sent"))
 
 
 def _counted(evaluations: int, violations: int, why_not: str) -> PropertyResult:
