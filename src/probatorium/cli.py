@@ -103,8 +103,10 @@ def validate(
     quiet_timeout: float = typer.Option(3.0, "--quiet-timeout", help="Seconds of silence after which a probe counts as hanging."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run's results in --out."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
+    from .results.store import lock_run_folder
     from .validate.plan import TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells
     from .validate.schedule import allocate_walkers
     from .validate.tiers import parse_tiers
@@ -128,10 +130,12 @@ def validate(
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
                                progress=lambda m: err.print(m, markup=False))
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
+        run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
     except (ProbatoriumError, ValueError) as e:
         _fail(e)
         return
-    _run_validation(plans, opts, run_dir, matrix)
+    with run_lock:
+        _run_validation(plans, opts, run_dir, matrix)
 
 
 def _concurrency(given: int | None, duration_s: float) -> int:

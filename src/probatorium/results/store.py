@@ -26,7 +26,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from probatorium.errors import UsageError
+from probatorium.errors import ProbatoriumError, UsageError
 from probatorium.results.schema import (
     Cell,
     Incident,
@@ -315,3 +315,86 @@ def newest_matrix_documents(
         if pair not in best or key > best[pair][0]:
             best[pair] = (key, file)
     return [best[pair][1] for pair in sorted(best)]
+
+
+LOCK_NAME = ".probatorium.lock"
+#: What a validate run writes at a run folder's root (besides cell folders); ``--force`` removes exactly these.
+_RESULT_FILES = (DOCUMENT_NAME,)
+_CELL_FOLDER = re.compile(r"^cell-\d+-")
+
+
+class RunFolderLocked(ProbatoriumError):
+    """Another live run is writing the run folder (exit 2)."""
+
+
+class RunFolderNotEmpty(ProbatoriumError):
+    """The run folder holds an earlier run's results and ``--force`` was not given (exit 2)."""
+
+
+class RunFolderLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.probatorium.lock``.
+
+    The kernel drops a flock when its file descriptor closes, so the lock
+    dies with the process: a SIGKILLed run never leaves the folder locked.
+    """
+
+    def __init__(self, run_dir: Path, fd: int) -> None:
+        self.run_dir = run_dir
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Drop the lock (idempotent); the lock file itself stays, it is harmless."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunFolderLock":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release()
+
+
+def earlier_results(run_dir: Path | str) -> list[Path]:
+    """The entries of ``run_dir`` that an earlier validate run wrote (its document and cell folders)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name in _RESULT_FILES or (p.is_dir() and _CELL_FOLDER.match(p.name)))
+
+
+def lock_run_folder(run_dir: Path | str, force: bool = False) -> RunFolderLock:
+    """Create ``run_dir`` if needed, lock it for this process and make sure it holds no earlier results.
+
+    A folder another live run holds raises ``RunFolderLocked``; one with an
+    earlier run's results raises ``RunFolderNotEmpty`` unless ``force``, which
+    removes exactly those results (any other file in the folder is kept).
+    """
+    import fcntl
+    import shutil
+
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunFolderLocked(f"{folder}: another probatorium run is writing this folder; "
+                              "wait for it or choose another --out") from None
+    lock = RunFolderLock(folder, fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    stale = earlier_results(folder)
+    if stale and not force:
+        lock.release()
+        names = ", ".join(p.name for p in stale[:3]) + (" …" if len(stale) > 3 else "")
+        raise RunFolderNotEmpty(f"{folder}: holds an earlier run's results ({names}); "
+                                "pass --force to replace them or choose another --out")
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return lock

@@ -31,7 +31,7 @@ def cell_status(props: Mapping[str, PropertyResult], incidents: Sequence[Inciden
     judged_any = any(r.status != "not_judged" for p, r in props.items() if p not in WATCHDOG_ONLY)
     if high:
         status, reason = "failed", "HIGH: " + ", ".join(high)
-    elif error.startswith("internal error"):
+    elif error.startswith("internal error") and not interrupted:  # Ctrl-C can surface as a cancellation
         status, reason = "not_run", error
     elif interrupted:
         status, reason = ("ok", error) if traffic_sent or judged_any else ("not_run", error)
