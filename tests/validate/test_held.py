@@ -32,48 +32,54 @@ def test_acquire_counts_only_sse_requests_and_release_balances():
     assert h.count == 1 and h.describe() == {"open": 1, "opened": {"adversarial": 1, "sse": 1}}
 
 
-async def _server(hold: asyncio.Event):
-    """A loopback server that answers nothing until `hold` is set, then closes."""
+async def _while_held(probe):
+    """Run `probe(port, held)` against a loopback server that answers nothing until the probe
+    returns, then closes; return (streams held during the probe, streams held after)."""
+    hold = asyncio.Event()
+
     async def handle(reader, writer):
         await reader.read(1024)
         await hold.wait()
         writer.close()
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    h = HeldStreams("/events")
+    try:
+        during = await probe(srv.sockets[0].getsockname()[1], h)
+    finally:
+        hold.set()
+        srv.close()
+    return during, h
 
 
 def test_rawclient_exchange_holds_while_the_connection_is_open():
-    async def main():
-        hold = asyncio.Event()
-        srv = await _server(hold)
-        port = srv.sockets[0].getsockname()[1]
-        h = HeldStreams("/events")
+    async def probe(port, h):
         task = asyncio.create_task(exchange("127.0.0.1", port, [Segment(b"GET /events HTTP/1.1\r\n\r\n")],
                                             quiet_timeout=5.0, held=h, owner="adversarial"))
         for _ in range(100):
             if h.count:
                 break
             await asyncio.sleep(0.01)
-        during = h.count
-        hold.set()
-        await task
-        srv.close()
+        return h.count, task
+
+    async def main():
+        (during, task), h = await _while_held(probe)
+        await task  # the server closed: the exchange ends and releases
         return during, h.count
     assert asyncio.run(main()) == (1, 0)
 
 
 def test_markov_connection_releases_on_close():
-    async def main():
-        hold = asyncio.Event()
-        srv = await _server(hold)
-        port = srv.sockets[0].getsockname()[1]
-        h = HeldStreams("/events")
+    async def probe(port, h):
         conn = H1Connection("127.0.0.1", port, timeout=0.3, held=h)
         task = asyncio.create_task(conn.request("GET", "/events"))
         await asyncio.sleep(0.1)
         during = h.count
         await task  # times out: the connection is dropped
-        hold.set()
-        srv.close()
+        return during
+
+    async def main():
+        during, h = await _while_held(probe)
         return during, h.count
     assert asyncio.run(main()) == (1, 0)
 
