@@ -32,7 +32,7 @@ from probatorium.services import (
     ensure_no_leftovers,
     recorded_status,
 )
-from probatorium.services import proc as sproc
+from probatorium import procs as sproc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -239,7 +239,7 @@ def test_cleanup_never_kills_a_reused_pid_nor_removes_unmarked_dirs(svc_env, tmp
     unmarked = svc_env["root"] / "redis-notours"
     unmarked.mkdir()
     try:
-        ticks = sproc.proc_start_ticks(victim.pid)
+        ticks = sproc.procfs.start_ticks(victim.pid)
         Manifest(svc_env["state"]).add({
             "id": "x1", "kind": "service", "service": "redis", "state": "running",
             "pid": victim.pid, "pgid": victim.pid, "start_ticks": ticks - 1,  # a different process

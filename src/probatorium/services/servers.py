@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probatorium.services.base import BinFinder, ServiceUnavailable
-from probatorium.services.proc import listening_pids_ok
+from probatorium.procs import listening_pids_ok
 
 HOST = "127.0.0.1"
 
