@@ -19,6 +19,7 @@ and stopped by ``stop_recorded`` / ``probatorium services down`` or
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import socket
 import subprocess
@@ -213,6 +214,28 @@ class ServiceManager:
         for t in threads:
             t.join()
         return [results[n] for n in reversed(wanted)]
+
+    def identity(self, name: str) -> procs.Identity | None:
+        """The identity (pid + start time) of a running service's main process, None if not running."""
+        r = self._running.get(name)
+        return procs.Identity(r.info.pid, r.start_ticks) if r else None
+
+    def restart(self, name: str) -> ServiceInfo:
+        """Stop a running service's processes (whatever their state) and start it again on the
+        same port and data directory; healthy on return. A planned fault: targets.control calls it."""
+        with self._lock:
+            r = self._running[name]
+            server = SERVERS[name]
+            procs.stop_process_group(r.info.pid, r.info.pgid, r.start_ticks, stop_signal=server.stop_signal,
+                                     grace=self.stop_grace, popen=r.popen, directory=r.info.data_dir)
+            spawned = self._spawn(server.argv(r.ctx), r.ctx, server)
+            self._running[name] = _Running(info=dataclasses.replace(r.info, pid=spawned.pid, pgid=spawned.pid),
+                                           entry_id=r.entry_id, popen=spawned.popen,
+                                           start_ticks=spawned.identity.start_ticks, ctx=r.ctx)
+            self.manifest.mark(r.entry_id, pid=spawned.pid, pgid=spawned.pid,
+                               start_ticks=spawned.identity.start_ticks)
+            wait_healthy(server, r.ctx, spawned.popen, self.start_timeout)
+            return self._running[name].info
 
     # -- internals ---------------------------------------------------------
     def _start(self, name: str, bins: dict[str, str]) -> _Running:

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import procfs
+from ..targets.control import TARGET, FaultWindows
 from ..procfs import process_tree  # noqa: F401 - re-exported: the tree the sampler sums
 
 LeakKind = Literal["rss", "fds", "tasks"]
@@ -171,6 +172,10 @@ class ResourceSampler:
     `debug_url` (a URL or a callable returning one, e.g. when the port
     changes on restart) is polled for ``tasks`` with a 1 s timeout.
 
+    `faults` (the cell's planned fault windows): ticks a window of `subject` covers are
+    skipped (``fault_skips``) and the next sample opens a new segment, so a planned
+    restart or pause is never fitted as a leak.
+
     Each sample: ``t`` (s since start()), ``rss_bytes``, ``fds``,
     ``threads``, ``tasks`` (int or None), ``pid``, ``procs`` (processes in
     the tree), ``segment``; ``restart`` on a segment's first sample.
@@ -183,6 +188,8 @@ class ResourceSampler:
         interval: float = 1.0,
         debug_url: str | Callable[[], str | None] | None = None,
         debug_timeout: float = 1.0,
+        faults: FaultWindows | None = None,
+        subject: str = TARGET,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
@@ -202,6 +209,10 @@ class ResourceSampler:
         self.missed = 0
         #: Ticks on which the debug endpoint gave no ``tasks``.
         self.debug_misses = 0
+        self._faults, self._subject = faults, subject
+        #: Ticks skipped because a planned fault window (or its grace) covered them.
+        self.fault_skips = 0
+        self._after_fault = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -246,6 +257,7 @@ class ResourceSampler:
             "interval": self.interval,
             "missed": self.missed,
             "debug_misses": self.debug_misses,
+            "fault_skips": self.fault_skips,
             "samples": self.samples,
         }
         target.write_text(json.dumps(document, indent=None, separators=(",", ":")) + "\n")
@@ -285,6 +297,12 @@ class ResourceSampler:
             pid = self._pid_getter()
         except Exception:  # noqa: BLE001 - the getter belongs to the caller
             pid = None
+        if self._faults is not None and self._faults.covers_now(self._subject):
+            # A planned pause / kill / restart: its samples say nothing about leaks, and
+            # the series starts a new segment after it (a fresh baseline).
+            self.fault_skips += 1
+            self._after_fault = True
+            return None
         if pid is None:
             self.missed += 1
             return None
@@ -301,8 +319,8 @@ class ResourceSampler:
                 self.debug_misses += 1
         identity = (pid, start)
         with self._lock:
-            if identity != self._identity:
-                self._identity = identity
+            if identity != self._identity or self._after_fault:
+                self._identity, self._after_fault = identity, False
                 self._segment += 1
                 if self._segment > 0:
                     sample["restart"] = True
