@@ -178,8 +178,8 @@ class Spawner:
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the spawner thread (directly on the main thread)."""
-        if threading.current_thread() is threading.main_thread():
-            return fn(*args, **kwargs)
+        if threading.current_thread() in (threading.main_thread(), self._thread):
+            return fn(*args, **kwargs)  # the main thread forks for itself; the spawner never waits on itself
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="probatorium-spawner", daemon=True)
@@ -285,28 +285,29 @@ def _reap(popen: subprocess.Popen | None) -> None:
             pass
 
 
+def wait_until(condition: Callable[[], bool], timeout: float, poll: float = POLL_S) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` s passed; whether it held (checked once more at the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return condition()
+
+
 def _wait_recorded(procs: dict[int, int], timeout: float) -> bool:
     """Wait until none of ``procs`` (pid → start ticks) is alive."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if not any(same_process(p, t) for p, t in procs.items()):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_S)
+    return wait_until(lambda: not any(same_process(p, t) for p, t in procs.items()), timeout)
 
 
 def wait_group_gone(pid: int, pgid: int, start_ticks: int | None, timeout: float,
                     popen: subprocess.Popen | None = None) -> bool:
     """Wait up to ``timeout`` s until the process and its group are gone (reaping ``popen``)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def gone() -> bool:
         _reap(popen)
-        if not same_process(pid, start_ticks) and not group_members(pgid, start_ticks):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_S)
+        return not same_process(pid, start_ticks) and not group_members(pgid, start_ticks)
+
+    return wait_until(gone, timeout)
 
 
 def _stop_leftovers(strays: dict[int, int], stop_signal: int, grace: float) -> str:

@@ -185,12 +185,7 @@ def _run_driver_and_sigkill(die_with_parent: bool) -> dict:
 
 
 def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return sproc.wait_until(predicate, timeout, poll=0.05)
 
 
 @needs_all

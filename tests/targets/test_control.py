@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from probatorium.targets.launcher import RunningTarget
 from probatorium.validate.incidents import IncidentRecorder
 from probatorium.validate.liveness import Liveness
 from probatorium.validate.resources import ResourceSampler
+
+wait_for = procs.wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -48,15 +50,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
-
-
-def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @pytest.fixture

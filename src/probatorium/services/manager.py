@@ -266,8 +266,7 @@ class ServiceManager:
             if user is not None:
                 os.chown(service_dir, user.pw_uid, user.pw_gid)
             ctx = StartContext(service=name, dir=service_dir, port=0, user=user, bins=bins)
-            preexec = self._preexec(server)
-            procs.SPAWNER.run(server.prepare, ctx, preexec, self.start_timeout)
+            procs.SPAWNER.run(server.prepare, ctx, self._death_signal(server), self.start_timeout)
             last_exit = None
             for _attempt in range(PORT_ATTEMPTS):
                 ctx.port = free_port(ctx.host)
@@ -316,9 +315,6 @@ class ServiceManager:
 
     def _death_signal(self, server) -> int | None:
         return server.death_signal if self.die_with_parent else None
-
-    def _preexec(self, server):
-        return procs.make_preexec(self._death_signal(server))
 
     def _spawn(self, argv: list[str], ctx: StartContext, server) -> procs.Spawned:
         log = open(ctx.log_path, "ab")
