@@ -32,7 +32,7 @@ from probatorium.services import (
     ensure_no_leftovers,
     recorded_status,
 )
-from probatorium.services import proc as sproc
+from probatorium import procs as sproc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,12 +185,7 @@ def _run_driver_and_sigkill(die_with_parent: bool) -> dict:
 
 
 def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return sproc.wait_until(predicate, timeout, poll=0.05)
 
 
 @needs_all
@@ -239,7 +234,7 @@ def test_cleanup_never_kills_a_reused_pid_nor_removes_unmarked_dirs(svc_env, tmp
     unmarked = svc_env["root"] / "redis-notours"
     unmarked.mkdir()
     try:
-        ticks = sproc.proc_start_ticks(victim.pid)
+        ticks = sproc.procfs.start_ticks(victim.pid)
         Manifest(svc_env["state"]).add({
             "id": "x1", "kind": "service", "service": "redis", "state": "running",
             "pid": victim.pid, "pgid": victim.pid, "start_ticks": ticks - 1,  # a different process

@@ -18,96 +18,36 @@ import threading
 import time
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+from probatorium import procfs
+from probatorium.procfs import CLK_TCK
+
 COLUMNS = ("ts", "phase", "pids", "cpu_pct", "rss_kb", "fds", "threads",
            "voluntary_ctxt", "nonvoluntary_ctxt", "tcp_established")
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and all its live descendants (from /proc/*/stat ppid)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if os.path.exists(f"/proc/{pid}"):
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-    return out
 
 
 def pin_tree(root: int, cpus: list[int]) -> int:
     """Pin every thread of the tree to `cpus`; the number of threads pinned."""
     n = 0
-    for pid in process_tree(root):
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
+    for pid in procfs.process_tree(root):
+        for tid in procfs.thread_ids(pid):
             try:
-                os.sched_setaffinity(int(tid), cpus)
+                os.sched_setaffinity(tid, cpus)
                 n += 1
             except OSError:
                 pass
     return n
 
 
-def _established_inodes(pid: int) -> set[str]:
-    inodes: set[str] = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as fh:
-                next(fh, None)
-                for line in fh:
-                    parts = line.split()
-                    if len(parts) > 9 and parts[3] == "01":
-                        inodes.add(parts[9])
-        except OSError:
-            pass
-    return inodes
-
-
 def sample_tree(root: int) -> dict:
     """One raw sample: cumulative CPU ticks and the gauges, summed over the tree."""
-    pids = process_tree(root)
-    ticks = rss = fds = threads = vol = nonvol = 0
-    sockets: set[str] = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                f = fh.read().rsplit(")", 1)[1].split()
-            ticks += int(f[11]) + int(f[12])
-            threads += int(f[17])
-            rss += int(f[21]) * PAGE // 1024
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        vol += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches:"):
-                        nonvol += int(line.split()[1])
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                fds += 1
-                try:
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if link.startswith("socket:["):
-                    sockets.add(link[8:-1])
-        except (OSError, IndexError, ValueError):
-            continue
-    established = len(sockets & _established_inodes(root)) if pids else 0
-    return {"pids": len(pids), "ticks": ticks, "rss_kb": rss, "fds": fds, "threads": threads,
-            "voluntary_ctxt": vol, "nonvoluntary_ctxt": nonvol, "tcp_established": established}
+    measured = procfs.sample_tree(root, sockets=True)
+    if measured is None:
+        return {"pids": 0, "ticks": 0, "rss_kb": 0, "fds": 0, "threads": 0,
+                "voluntary_ctxt": 0, "nonvoluntary_ctxt": 0, "tcp_established": 0}
+    established = len(measured.sockets & procfs.established_inodes(root))
+    return {"pids": measured.procs, "ticks": measured.cpu_ticks, "rss_kb": measured.rss_bytes // 1024,
+            "fds": measured.fds, "threads": measured.threads, "voluntary_ctxt": measured.voluntary_ctxt,
+            "nonvoluntary_ctxt": measured.nonvoluntary_ctxt, "tcp_established": established}
 
 
 class Observer:

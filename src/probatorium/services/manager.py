@@ -19,6 +19,7 @@ and stopped by ``stop_recorded`` / ``probatorium services down`` or
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probatorium.errors import InfraError
-from probatorium.services import proc as _proc
+from probatorium import procs
 from probatorium.services.base import (
     MARKER,
     BinFinder,
@@ -132,7 +133,7 @@ class ServiceManager:
     def status(self) -> list[ServiceStatus]:
         out = []
         for name, r in list(self._running.items()):
-            alive = _proc.same_process(r.info.pid, r.start_ticks)
+            alive = procs.same_process(r.info.pid, r.start_ticks)
             healthy = None
             if alive:
                 try:
@@ -214,6 +215,28 @@ class ServiceManager:
             t.join()
         return [results[n] for n in reversed(wanted)]
 
+    def identity(self, name: str) -> procs.Identity | None:
+        """The identity (pid + start time) of a running service's main process, None if not running."""
+        r = self._running.get(name)
+        return procs.Identity(r.info.pid, r.start_ticks) if r else None
+
+    def restart(self, name: str) -> ServiceInfo:
+        """Stop a running service's processes (whatever their state) and start it again on the
+        same port and data directory; healthy on return. A planned fault: targets.control calls it."""
+        with self._lock:
+            r = self._running[name]
+            server = SERVERS[name]
+            procs.stop_process_group(r.info.pid, r.info.pgid, r.start_ticks, stop_signal=server.stop_signal,
+                                     grace=self.stop_grace, popen=r.popen, directory=r.info.data_dir)
+            spawned = self._spawn(server.argv(r.ctx), r.ctx, server)
+            self._running[name] = _Running(info=dataclasses.replace(r.info, pid=spawned.pid, pgid=spawned.pid),
+                                           entry_id=r.entry_id, popen=spawned.popen,
+                                           start_ticks=spawned.identity.start_ticks, ctx=r.ctx)
+            self.manifest.mark(r.entry_id, pid=spawned.pid, pgid=spawned.pid,
+                               start_ticks=spawned.identity.start_ticks)
+            wait_healthy(server, r.ctx, spawned.popen, self.start_timeout)
+            return self._running[name].info
+
     # -- internals ---------------------------------------------------------
     def _start(self, name: str, bins: dict[str, str]) -> _Running:
         server = SERVERS[name]
@@ -229,7 +252,7 @@ class ServiceManager:
                     raise
         (service_dir / MARKER).write_text(f"{name} owner={os.getpid()}\n")
         entry_id = uuid.uuid4().hex
-        owner_ticks = _proc.proc_start_ticks(os.getpid())
+        owner_ticks = procs.procfs.start_ticks(os.getpid())
         # recorded before anything runs: a kill at any later instant is undoable
         self.manifest.add({
             "id": entry_id, "kind": "service", "service": name, "state": "running",
@@ -243,15 +266,14 @@ class ServiceManager:
             if user is not None:
                 os.chown(service_dir, user.pw_uid, user.pw_gid)
             ctx = StartContext(service=name, dir=service_dir, port=0, user=user, bins=bins)
-            preexec = self._preexec(server)
-            _proc.Spawner.run(server.prepare, ctx, preexec, self.start_timeout)
+            procs.SPAWNER.run(server.prepare, ctx, self._death_signal(server), self.start_timeout)
             last_exit = None
             for _attempt in range(PORT_ATTEMPTS):
                 ctx.port = free_port(ctx.host)
                 argv = server.argv(ctx)
                 log_offset = ctx.log_path.stat().st_size if ctx.log_path.exists() else 0
-                popen = _proc.Spawner.run(self._spawn, argv, ctx, self._preexec(server))
-                start_ticks = _proc.proc_start_ticks(popen.pid)
+                spawned = self._spawn(argv, ctx, server)
+                popen, start_ticks = spawned.popen, spawned.identity.start_ticks
                 self.manifest.mark(entry_id, pid=popen.pid, pgid=popen.pid, start_ticks=start_ticks,
                                    cmdline=argv, port=ctx.port)
                 try:
@@ -277,11 +299,11 @@ class ServiceManager:
         except BaseException as e:
             pid = popen.pid if popen is not None else None
             if pid:
-                _proc.stop_process_group(pid, pid, _proc.proc_start_ticks(pid), stop_signal=server.stop_signal,
+                procs.stop_process_group(pid, pid, procs.procfs.start_ticks(pid), stop_signal=server.stop_signal,
                                          grace=self.stop_grace, popen=popen, directory=service_dir)
             _kill_leftover_group_from_manifest(self.manifest, entry_id)
-            if _proc.processes_in_dir(service_dir):
-                _proc.stop_process_group(0, 0, None, grace=2.0, directory=service_dir)
+            if procs.processes_in_dir(service_dir):
+                procs.stop_process_group(0, 0, None, grace=2.0, directory=service_dir)
             removed = remove_tree(service_dir)
             self.manifest.mark(entry_id, state="stopped", stopped_at=now_iso(),
                                stop_result=f"start failed: {type(e).__name__}", dir_removed=removed)
@@ -291,16 +313,15 @@ class ServiceManager:
                 raise ServiceUnavailable(name, f"service {name} could not start: {e}") from None
             raise
 
-    def _preexec(self, server):
-        return _proc.make_preexec(server.death_signal if self.die_with_parent else None)
+    def _death_signal(self, server) -> int | None:
+        return server.death_signal if self.die_with_parent else None
 
-    @staticmethod
-    def _spawn(argv: list[str], ctx: StartContext, preexec) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], ctx: StartContext, server) -> procs.Spawned:
         log = open(ctx.log_path, "ab")
         try:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=ctx.dir, env=_server_env(), start_new_session=True,
-                                    preexec_fn=preexec, close_fds=True, **ctx.popen_user_kwargs())
+            return procs.spawn(argv, death_signal=self._death_signal(server), stdin=subprocess.DEVNULL,
+                               stdout=log, stderr=subprocess.STDOUT, cwd=ctx.dir, env=_server_env(),
+                               close_fds=True, **ctx.popen_user_kwargs())
         finally:
             log.close()
 
@@ -309,7 +330,7 @@ class ServiceManager:
         if r is None:
             return f"{name}: not running"
         server = SERVERS[name]
-        result = _proc.stop_process_group(r.info.pid, r.info.pgid, r.start_ticks, stop_signal=server.stop_signal,
+        result = procs.stop_process_group(r.info.pid, r.info.pgid, r.start_ticks, stop_signal=server.stop_signal,
                                           grace=self.stop_grace, popen=r.popen, directory=r.info.data_dir)
         if r.popen is not None:
             try:
@@ -348,7 +369,7 @@ def _port_taken(path: Path, offset: int) -> bool:
 def _kill_leftover_group_from_manifest(manifest: Manifest, entry_id: str) -> None:
     for e in manifest.read():
         if e.get("id") == entry_id and e.get("pid"):
-            _proc.stop_process_group(e["pid"], e.get("pgid") or e["pid"], e.get("start_ticks"),
+            procs.stop_process_group(e["pid"], e.get("pgid") or e["pid"], e.get("start_ticks"),
                                      grace=1.0, directory=e.get("data_dir"))
 
 
@@ -358,12 +379,12 @@ def _entry_alive(e: dict) -> bool:
     pid = e.get("pid")
     if not pid:
         return False
-    return _proc.same_process(pid, e.get("start_ticks")) or bool(
-        _proc.group_members(e.get("pgid") or pid, e.get("start_ticks")))
+    return procs.same_process(pid, e.get("start_ticks")) or bool(
+        procs.group_members(e.get("pgid") or pid, e.get("start_ticks")))
 
 
 def _owner_alive(e: dict) -> bool:
-    return _proc.same_process(e.get("owner_pid"), e.get("owner_start_ticks"))
+    return procs.same_process(e.get("owner_pid"), e.get("owner_start_ticks"))
 
 
 def _undo_entry(manifest: Manifest, e: dict, how: str) -> str:
@@ -372,13 +393,13 @@ def _undo_entry(manifest: Manifest, e: dict, how: str) -> str:
     parts = []
     if pid:
         stop_signal = SERVERS[name].stop_signal if name in SERVERS else 15
-        result = _proc.stop_process_group(pid, e.get("pgid") or pid, e.get("start_ticks"),
+        result = procs.stop_process_group(pid, e.get("pgid") or pid, e.get("start_ticks"),
                                           stop_signal=stop_signal, grace=5.0, directory=e.get("data_dir"))
         parts.append(f"{result} pid {pid}")
     elif e.get("data_dir") and os.path.exists(os.path.join(e["data_dir"], MARKER)):
-        strays = _proc.processes_in_dir(e["data_dir"])
+        strays = procs.processes_in_dir(e["data_dir"])
         if strays:  # killed between spawn and recording the pid
-            _proc.stop_process_group(0, 0, None, grace=5.0, directory=e["data_dir"])
+            procs.stop_process_group(0, 0, None, grace=5.0, directory=e["data_dir"])
             parts.append(f"stopped {len(strays)} unrecorded process(es)")
     if name == "postgres" and e.get("data_dir"):
         shm = _remove_postgres_shm(Path(e["data_dir"]) / "data" / "postmaster.pid")
@@ -411,7 +432,7 @@ def _remove_postgres_shm(pidfile: Path) -> str | None:
     for row in table:
         cols = row.split()
         if len(cols) > 6 and int(cols[1]) == shmid and int(cols[0]) == key and int(cols[6]) == 0:
-            libc = _proc._libc
+            libc = procs.libc
             if libc is not None and libc.shmctl(shmid, 0, None) == 0:  # IPC_RMID
                 return f"removed shm segment {shmid}"
     return None
@@ -485,7 +506,7 @@ def ensure_no_leftovers(infos) -> list[str]:
     """For tests and audits: what of these services still exists."""
     left = []
     for i in infos:
-        if _proc.proc_start_ticks(i.pid) is not None and _proc.proc_state(i.pid) not in ("Z", "X"):
+        if procs.procfs.is_running(i.pid):
             left.append(f"{i.name}: pid {i.pid} alive")
         if os.path.exists(i.data_dir):
             left.append(f"{i.name}: {i.data_dir} exists")

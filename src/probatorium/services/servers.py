@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probatorium.services.base import BinFinder, ServiceUnavailable
-from probatorium.services.proc import listening_pids_ok
+from probatorium import procs
+from probatorium.procs import listening_pids_ok
 
 HOST = "127.0.0.1"
 
@@ -84,7 +85,7 @@ class ServerDef:
     def binaries(self, finder: BinFinder) -> dict[str, str]:
         raise NotImplementedError
 
-    def prepare(self, ctx: StartContext, preexec, timeout: float) -> None:
+    def prepare(self, ctx: StartContext, death_signal: int | None, timeout: float) -> None:
         """One-time set-up of the directory before the server starts."""
 
     def argv(self, ctx: StartContext) -> list[str]:
@@ -123,20 +124,18 @@ class Postgres(ServerDef):
                                    package="postgresql-client"))
         return bins
 
-    def prepare(self, ctx: StartContext, preexec, timeout: float) -> None:
+    def prepare(self, ctx: StartContext, death_signal: int | None, timeout: float) -> None:
         ctx.data_dir.mkdir(mode=0o700)
         ctx.chown(ctx.data_dir)
         argv = [ctx.bins["initdb"], "-D", str(ctx.data_dir), "-U", self.superuser, "--auth=trust",
                 "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
         with open(ctx.dir / "initdb.log", "wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=ctx.dir, env=_tool_env(), start_new_session=True,
-                                    preexec_fn=preexec, **ctx.popen_user_kwargs())
+            initdb = procs.spawn(argv, death_signal=death_signal, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, cwd=ctx.dir, env=_tool_env(), **ctx.popen_user_kwargs())
             try:
-                rc = proc.wait(timeout=timeout)
+                rc = initdb.popen.wait(timeout=timeout)
             except BaseException:
-                proc.kill()
-                proc.wait()
+                procs.stop(initdb, grace=0.0)
                 raise
         if rc != 0:
             tail = (ctx.dir / "initdb.log").read_text(errors="replace").strip().splitlines()[-1:]
@@ -195,7 +194,7 @@ class Redis(ServerDef):
     def binaries(self, finder: BinFinder) -> dict[str, str]:
         return finder.require("redis", "redis-server")
 
-    def prepare(self, ctx: StartContext, preexec, timeout: float) -> None:
+    def prepare(self, ctx: StartContext, death_signal: int | None, timeout: float) -> None:
         ctx.data_dir.mkdir(mode=0o700)
         ctx.chown(ctx.data_dir)
 

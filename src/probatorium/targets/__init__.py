@@ -3,6 +3,7 @@
 The one launcher every tier uses; see SPEC.md §3.
 """
 
+from probatorium.targets.control import FaultWindow, FaultWindows, TargetControl
 from probatorium.targets.engines import ENGINES, engine_argv, engine_versions, resolve_engine
 from probatorium.targets.launcher import (
     RunningTarget,
@@ -17,7 +18,10 @@ from probatorium.targets.watchdog import Watchdog, WatchEvent
 
 __all__ = [
     "ENGINES",
+    "FaultWindow",
+    "FaultWindows",
     "RunningTarget",
+    "TargetControl",
     "TargetSpec",
     "WatchEvent",
     "Watchdog",

@@ -18,28 +18,23 @@ Every process probatorium starts:
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
-import ctypes
 import hashlib
 import http.client
 import os
-import queue
 import re
 import shlex
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
+from probatorium import procs
 from probatorium.errors import TargetStartError, UsageError
 from probatorium.targets.engines import HOST, engine_argv, engine_versions, resolve_engine
 from probatorium.targets.refapps import refapp_app_target
@@ -57,7 +52,6 @@ ERROR_TAIL_LINES = 5
 _BIND_FAILURE = re.compile(
     r"address already in use|eaddrinuse|errno 98|os error 98|errno 48", re.IGNORECASE
 )
-_PR_SET_PDEATHSIG = 1
 _ROOT_PID_ENV = "PROBATORIUM_TARGET_ROOT_PID"
 
 # Runs at start-up of every Python process of a refapp/app target (it is put
@@ -122,7 +116,7 @@ def _probatorium_chain():
 
 _probatorium_death_signal()
 _probatorium_chain()
-''' % {"root_var": _ROOT_PID_ENV, "pdeathsig": _PR_SET_PDEATHSIG}
+''' % {"root_var": _ROOT_PID_ENV, "pdeathsig": procs.PR_SET_PDEATHSIG}
 
 
 @dataclass
@@ -225,83 +219,6 @@ def _port_bindable(host: str, port: int) -> bool:
         return True
 
 
-def _make_preexec(cpus: tuple[int, ...] | None = None) -> Callable[[], None] | None:
-    """A preexec_fn arming PR_SET_PDEATHSIG=SIGKILL in the child and pinning it to `cpus` (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    # Resolve everything before fork: the child should only make the call.
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        # If the validator died between fork and prctl, no signal will come.
-        if os.getppid() != parent:
-            os.kill(os.getpid(), sigkill)
-
-    return preexec
-
-
-_Popen = subprocess.Popen[bytes]
-_PopenFuture = concurrent.futures.Future[_Popen]
-
-
-class _Spawner:
-    """Creates every child from one long-lived daemon thread.
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
-    the process. Targets are restarted from orchestrator and watchdog threads
-    that come and go, so all forks happen on a thread that lives as long as
-    the validator (a daemon thread also outlives the atexit handlers that
-    stop targets gracefully).
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[_PopenFuture, Callable[[], _Popen]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def popen(self, job: Callable[[], _Popen]) -> _Popen:
-        """Run `job` (which creates a child) on the spawner thread; return its Popen."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="probatorium-spawner", daemon=True
-                )
-                self._thread.start()
-        future: _PopenFuture = concurrent.futures.Future()
-        self._jobs.put((future, job))
-        try:
-            return future.result()
-        except BaseException:
-            # Interrupted (^C) while the child was being created: it must not
-            # outlive us unnoticed, so wait for it and kill it.
-            if not future.cancel() and future.exception(timeout=30) is None:
-                orphan = future.result()
-                _killpg(orphan.pid, signal.SIGKILL)
-                orphan.wait()
-            raise
-
-    def _loop(self) -> None:
-        while True:
-            future, job = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                future.set_exception(exc)
-
-
-_SPAWNER = _Spawner()
 _HOOK_LOCK = threading.Lock()
 
 
@@ -327,42 +244,6 @@ def _child_hook_dir() -> Path:
             handle.write(_CHILD_HOOK_SOURCE)
         os.replace(temporary, hook)
         return directory
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is left in process group `pgid`.
-
-    On Linux read /proc, because a zombie still "exists" for kill(0) and the
-    container's init may not reap orphans promptly.
-    """
-    proc = Path("/proc")
-    if sys.platform.startswith("linux") and proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[-1].split()
-            # fields: state, ppid, pgrp, ...
-            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                return True
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_lines_from(path: Path, offset: int) -> list[str]:
@@ -463,6 +344,8 @@ class RunningTarget:
         self.base_url = ""
         self.pid: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        #: The process and its identity (pid + start time): what stop() and TargetControl signal.
+        self.spawned: procs.Spawned | None = None
         self.versions: dict[str, str] = (
             engine_versions(self.engine) if spec.kind in ("refapp", "app") else {}
         )
@@ -501,29 +384,8 @@ class RunningTarget:
         """SIGTERM the process group, wait up to `grace` s, then SIGKILL it. Idempotent."""
         with self._lock:
             self.stopping = True
-            process = self.process
-            if process is not None:
-                pgid = process.pid  # start_new_session: the child leads its own group
-                if process.poll() is None or _group_alive(pgid):
-                    _killpg(pgid, signal.SIGTERM)
-                    deadline = time.monotonic() + grace
-                    # The main process first (it reaps its workers when graceful),
-                    # then whatever is left of its group.
-                    try:
-                        process.wait(timeout=max(0.0, deadline - time.monotonic()))
-                    except subprocess.TimeoutExpired:
-                        pass
-                    while _group_alive(pgid) and time.monotonic() < deadline:
-                        time.sleep(POLL_INTERVAL)
-                    if process.poll() is None or _group_alive(pgid):
-                        _killpg(pgid, signal.SIGKILL)
-                        try:
-                            process.wait(timeout=5.0)
-                        except subprocess.TimeoutExpired:
-                            pass  # stuck in the kernel (D state); nothing more we can do
-                        hard_deadline = time.monotonic() + 5.0
-                        while _group_alive(pgid) and time.monotonic() < hard_deadline:
-                            time.sleep(POLL_INTERVAL)
+            if self.spawned is not None:
+                procs.stop(self.spawned, grace=grace)
             if self._pump is not None:
                 self._pump.join(timeout=1.0)
                 self._pump = None
@@ -647,31 +509,20 @@ class RunningTarget:
         ).encode()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         uses_pipe = port is None
-        preexec = _make_preexec(self.spec.cpus)
         with self.stdout_path.open("ab") as out_log, self.stderr_path.open("ab") as err_log:
             for log in (out_log, err_log):
                 log.write(banner)
                 log.flush()
             self._stderr_offset = err_log.tell()
-
-            def popen() -> subprocess.Popen[bytes]:
-                return subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE if uses_pipe else out_log,
-                    stderr=err_log,
-                    start_new_session=True,
-                    preexec_fn=preexec,
-                )
-
             try:
-                process = _SPAWNER.popen(popen)
+                spawned = procs.spawn(argv, cpus=self.spec.cpus, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE if uses_pipe else out_log, stderr=err_log)
             except OSError as exc:
                 raise TargetStartError(
                     f"{self.spec.describe()}: cannot run {argv[0]!r}: {exc}"
                 ) from exc
+        process = spawned.popen
+        self.spawned = spawned
         self.process = process
         self.pid = process.pid
         # Only now: until the new process is in place, the old one's exit is ours.

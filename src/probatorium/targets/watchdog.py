@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from probatorium.targets.control import FaultWindows
     from probatorium.targets.launcher import RunningTarget
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,11 @@ class Watchdog:
     ``crash_markers`` the stderr lines (with a traceback's following lines)
     that mark a crash. ``pause()``/``resume()`` bracket a deliberate stop or
     restart by the orchestrator; an exit after ``target.stop()`` is never
-    reported either.
+    reported either. ``faults`` (the cell's planned fault windows, see
+    targets/control.py): the exit of a process a planned kill / term / restart
+    was aimed at is no I-LIVENESS, a health probe overlapping a planned window
+    (or its grace) counts toward no I-HANG; ``planned_exits`` and
+    ``planned_timeouts`` count what they excused.
     """
 
     def __init__(
@@ -100,8 +105,12 @@ class Watchdog:
         timeout: float = 5.0,
         hang_after: int = 4,
         on_event: Callable[[WatchEvent], None] | None = None,
+        faults: FaultWindows | None = None,
     ) -> None:
         self.target = target
+        self.faults = faults
+        self.planned_exits = 0
+        self.planned_timeouts = 0
         # Default to the path the target was declared with (``/healthz`` unless told).
         self.health_path = health_path if health_path is not None else target.spec.health_path
         self.interval = interval
@@ -192,6 +201,9 @@ class Watchdog:
             if self._paused or self.target.stopping or self._reported_exit_of is process:
                 return False
             self._reported_exit_of = process
+            if self._planned_exit(process):
+                self.planned_exits += 1
+                return False
         self.scan_stderr()
         last = next(
             (
@@ -208,13 +220,27 @@ class Watchdog:
         )
         return False
 
+    def _planned_exit(self, process: object) -> bool:
+        """Whether this exit is the one a planned kill / term / restart was aimed at."""
+        if self.faults is None:
+            return False
+        spawned = self.target.spawned
+        identity = spawned.identity if spawned is not None and spawned.popen is process else None
+        return self.faults.planned_death("target", identity)
+
     def _check_health(self) -> None:
+        sent_at = self.faults.now() if self.faults is not None else 0.0
         outcome = probe_health(self.target.host, self.target.port, self.health_path, self.timeout)
         hang_detail: str | None = None
         with self._lock:
             self.health_checks += 1
             if self._paused or self.target.stopping:
                 return  # the orchestrator stepped in during the probe
+            if outcome == "timeout" and self.faults is not None and self.faults.overlapping("target", sent_at):
+                # A planned pause (SIGSTOP) or restart was in force while this probe waited.
+                self.planned_timeouts += 1
+                self.timeout_streak = 0
+                return
             if outcome == "response":
                 self.timeout_streak = 0
                 self._hang_reported = False

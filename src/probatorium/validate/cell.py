@@ -21,6 +21,7 @@ from ..errors import ProbatoriumError
 from ..results.schema import Cell, utc_now_iso
 from ..results.store import Checkpointer, cell_folder_name, write_json_atomic
 from ..seeds import derive_seed
+from ..targets.control import TargetControl
 from ..targets.launcher import RunningTarget, start_target
 from ..targets.watchdog import Watchdog
 from .gate import cell_status, provisional_status
@@ -50,6 +51,7 @@ class LiveCell:
     tiers: list[Tier] = field(default_factory=list)
     leaks: LeakObserver | None = None
     metrics: MetricsObserver | None = None
+    control: TargetControl | None = None
 
     @property
     def dir(self) -> Path:
@@ -63,6 +65,8 @@ class CellRunner:
                  stop_event: threading.Event, say: Callable[[str], None]) -> None:
         self.run_dir, self.opts, self.checkpointer, self.arch = run_dir, opts, checkpointer, arch
         self.stop_event, self.say = stop_event, say
+        #: The run's ServiceManager (or None): each cell's TargetControl can fault its services too.
+        self.services: Any = None
         self.paths = ContractPaths(echo=opts.echo_path, health=opts.health_path, debug=opts.debug_path,
                                    ws=opts.ws_path, sse=opts.sse_path)
 
@@ -111,19 +115,21 @@ class CellRunner:
             stderr_tail=lambda: target.stderr_tail(200),
             on_incident=lambda inc: inc.severity != "LOW" and self.say(
                 f"  incident {inc.severity} {inc.predicate}: {inc.detail}"[:200]))
+        control = TargetControl(target, self.services)  # the only way to pause, kill or restart anything
         watchdog = Watchdog(target, health_path=self.opts.health_path, on_event=lambda ev: recorder.record(
-            Evidence(predicate=ev.predicate, detail=ev.detail, seed=cell.seed)))
+            Evidence(predicate=ev.predicate, detail=ev.detail, seed=cell.seed)), faults=control.windows)
         watchdog.start()
         liveness = Liveness(target, recorder, cell_seed=cell.seed or 0, tally=cell.tier_1,
-                            dossier_dir=self.run_dir / cell.folder, restart=target.restart, pause=watchdog.pause,
-                            resume=watchdog.resume, stop=self.stop_event.is_set, say=self.say)
+                            dossier_dir=self.run_dir / cell.folder, restart=control.restart, pause=watchdog.pause,
+                            resume=watchdog.resume, stop=self.stop_event.is_set, say=self.say, control=control)
         tier_shares = {t: TIERS[t].share for t in (self.opts.tiers or [1])}
         schedule = schedule_cell(budget_s, self.opts.concurrency, self.opts.slices, tier_shares)
-        live = LiveCell(cell, plan, target, recorder, watchdog, liveness, schedule)
+        live = LiveCell(cell, plan, target, recorder, watchdog, liveness, schedule, control=control)
         if target.pid is not None:
             live.leaks = LeakObserver(lambda: target.pid if target.alive() else None,
                                       lambda: f"http://{target.host}:{target.port}{self.opts.debug_path}",
-                                      recorder, cell_seed=cell.seed or 0, say=self.say).start()
+                                      recorder, cell_seed=cell.seed or 0, say=self.say,
+                                      faults=control.windows).start()
         if declares(plan.openapi, "GET", "/metrics"):
             live.metrics = MetricsObserver(target, recorder, cell.seed or 0)
         return live
@@ -139,7 +145,7 @@ class CellRunner:
                       stop=self.stop_event.is_set, paths=self.paths, report=live.recorder.record,
                       alive=live.liveness.alive, recover=live.liveness.recover, quiet_timeout=self.opts.quiet_timeout,
                       openapi=live.plan.openapi, markov=live.plan.markov, crashlog=live.liveness.crashlog,
-                      streams=HeldStreams(self.opts.sse_path), say=self.say)
+                      streams=HeldStreams(self.opts.sse_path), control=live.control, say=self.say)
         loops = [asyncio.create_task(self._checkpoint_loop(live))]
         loops += [asyncio.create_task(o.watch()) for o in (live.leaks, live.metrics) if o is not None]
         try:
@@ -167,7 +173,8 @@ class CellRunner:
             live.leaks.finish(live.dir / "resources.json")
         target, recorder = live.target, live.recorder
         # The watchdog polls every 2 s: a target that died in the last moments is caught here.
-        if target.pid is not None and not target.alive() and not recorder.seen("I-LIVENESS"):
+        if target.pid is not None and not target.alive() and not recorder.seen("I-LIVENESS") \
+                and not live.liveness.planned_down():
             recorder.record(Evidence(predicate="I-LIVENESS", seed=live.cell.seed,
                                      detail=f"the target exited (status {target.exit_code()}) during the cell"))
         live.watchdog.pause()

@@ -11,6 +11,7 @@ given, so they are planned (never an I-LIVENESS of their own).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +19,14 @@ from .. import __version__
 from ..errors import ProbatoriumError
 from ..rawclient import can_connect
 from ..results.store import write_json_atomic
+from ..targets.control import TARGET, TargetControl
 from .crash import MAX_CONFIRM_RESTARTS, CrashAttributor, CrashLog, crash_repro
 from .incidents import Evidence, IncidentRecorder
 
 MAX_RESTARTS_PER_CELL = 3
+#: Longest a walker's recover() waits for a planned fault of the target to end (Tier 3 keeps
+#: its faults far shorter); after that the target is treated as any dead target.
+PLANNED_FAULT_WAIT_S = 60.0
 
 
 class Liveness:
@@ -29,8 +34,10 @@ class Liveness:
 
     def __init__(self, target: Any, recorder: IncidentRecorder, *, cell_seed: int, tally: dict[str, Any],
                  dossier_dir: Any, restart: Callable[[], None], pause: Callable[[], None],
-                 resume: Callable[[], None], stop: Callable[[], bool], say: Callable[[str], None]) -> None:
+                 resume: Callable[[], None], stop: Callable[[], bool], say: Callable[[str], None],
+                 control: TargetControl | None = None) -> None:
         self.target = target
+        self.control = control  # its fault windows: a planned kill is no death of ours to report
         self.recorder = recorder
         self.cell_seed = cell_seed
         self.tally = tally  # the cell's tier_1: target_restarts / crash_confirm_restarts go there
@@ -63,13 +70,24 @@ class Liveness:
     async def _crash_changed(self, att: CrashAttributor) -> None:
         await asyncio.to_thread(self.attach_crash_reproducer)
 
+    def planned_down(self) -> bool:
+        """Whether the target is down because of a planned fault (TargetControl's windows): the
+        exit of the process a kill / term / restart was aimed at, or a fault still in force."""
+        if self.control is None:
+            return False
+        windows = self.control.windows
+        spawned = getattr(self.target, "spawned", None)
+        return windows.is_open(TARGET) or windows.planned_death(TARGET, spawned.identity if spawned else None)
+
     def note_death(self) -> None:
         """The process is gone: snapshot the suspects, make sure I-LIVENESS is recorded (the
-        watchdog polls every 2 s; a walker may notice and restart first)."""
+        watchdog polls every 2 s; a walker may notice and restart first). A planned death is neither."""
         att, target = self.attributor, self.target
         if att is None or target.alive() or target.process is self._last_dead:
             return  # alive, or this exit was already snapshotted (several walkers notice one death)
         self._last_dead = target.process
+        if self.planned_down():
+            return
         att.record_death()
         if not self.recorder.seen("I-LIVENESS"):
             self.recorder.record(Evidence(
@@ -92,6 +110,8 @@ class Liveness:
     async def recover(self) -> bool:
         """Bring a dead target back (bounded); True when it answers again."""
         async with self._lock:
+            if await self._planned_fault_over():
+                return True
             if await self.alive():
                 return True
             self.note_death()
@@ -111,6 +131,16 @@ class Liveness:
                     await att.confirm()  # bounded; restarts the target if a replay kills it
                     self.tally["crash_confirm_restarts"] = att.confirm_restarts
             return await self.alive()
+
+    async def _planned_fault_over(self) -> bool:
+        """While a planned fault of the target lasts (bounded by PLANNED_FAULT_WAIT_S), wait for
+        it instead of restarting: True when the target answers once the fault is over."""
+        if self.control is None or not self.control.windows.is_open(TARGET):
+            return False
+        deadline = time.monotonic() + PLANNED_FAULT_WAIT_S
+        while self.control.windows.is_open(TARGET) and time.monotonic() < deadline and not self.stop():
+            await asyncio.sleep(0.2)
+        return await self.alive()
 
     async def finish(self) -> None:
         """After the walkers: a target dead now (died in the last moments, or left down after the

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results.schema import PropertyResult, utc_now_iso
+from ..targets.control import FaultWindows
 from .incidents import Evidence, IncidentRecorder
 
 LEAK_PREDICATES = ("I-MEM-1", "I-FD-1", "I-TASK-1")
@@ -36,10 +37,11 @@ class LeakObserver:
     """
 
     def __init__(self, pid: Callable[[], int | None], debug_url: Callable[[], str], recorder: IncidentRecorder,
-                 *, cell_seed: int, say: Callable[[str], None]) -> None:
+                 *, cell_seed: int, say: Callable[[str], None], faults: FaultWindows | None = None) -> None:
         from .resources import ResourceSampler
 
-        self.sampler = ResourceSampler(pid, debug_url=debug_url)
+        # Planned faults (TargetControl's windows) are skipped: a restart is never a leak.
+        self.sampler = ResourceSampler(pid, debug_url=debug_url, faults=faults)
         self.recorder, self.cell_seed, self.say = recorder, cell_seed, say
         self.started = 0.0
         self.signals: dict[str, tuple[str, float, str]] = {}  # predicate → (ISO time, cell seconds, reason)

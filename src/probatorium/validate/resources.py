@@ -63,6 +63,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import procfs
+from ..targets.control import TARGET, FaultWindows
+from ..procfs import process_tree  # noqa: F401 - re-exported: the tree the sampler sums
+
 LeakKind = Literal["rss", "fds", "tasks"]
 LeakStatus = Literal["passed", "failed", "not_judged"]
 
@@ -122,130 +126,15 @@ WEAK_EDGE_FRACTION = 0.10
 # sampling
 
 
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _start_time(pid: int) -> int | None:
-    """The process start time (clock ticks since boot): tells a reused pid apart."""
-    stat = _read_text(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    # fields[0] is the state (field 3); starttime is field 22.
-    try:
-        if fields[0] in ("Z", "X"):
-            return None
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid` (all its threads' children files, else a /proc scan)."""
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    found_file = False
-    for tid in tids:
-        text = _read_text(f"/proc/{pid}/task/{tid}/children")
-        if text is None:
-            continue
-        found_file = True
-        kids.extend(int(x) for x in text.split() if x.isdigit())
-    if found_file:
-        return kids
-    # Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = _read_text(f"/proc/{entry}/stat")
-        if stat is None:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            kids.append(int(entry))
-    return kids
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and all its live descendants (breadth first)."""
-    tree: list[int] = []
-    seen: set[int] = set()
-    queue = [root]
-    while queue:
-        pid = queue.pop(0)
-        if pid in seen:
-            continue
-        seen.add(pid)
-        if not os.path.exists(f"/proc/{pid}"):
-            continue
-        tree.append(pid)
-        queue.extend(_children(pid))
-    return tree
-
-
-def _status_fields(pid: int) -> tuple[int, int] | None:
-    """(VmRSS in bytes, Threads) of one process; None when it is gone or a zombie."""
-    text = _read_text(f"/proc/{pid}/status")
-    if text is None:
-        return None
-    rss = threads = None
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            parts = line.split()
-            rss = int(parts[1]) * (1024 if len(parts) < 3 or parts[2].lower() == "kb" else 1)
-        elif line.startswith("Threads:"):
-            threads = int(line.split()[1])
-    if threads is None:
-        return None
-    return rss or 0, threads  # a zombie has no VmRSS line
-
-
-def _fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def _fd_soft_limit(pid: int) -> int | None:
-    """The soft RLIMIT_NOFILE of one process (/proc/PID/limits); None if unknown or unlimited."""
-    text = _read_text(f"/proc/{pid}/limits")
-    for line in (text or "").splitlines():
-        if line.startswith("Max open files"):
-            parts = line[len("Max open files"):].split()
-            return int(parts[0]) if parts and parts[0].isdigit() and int(parts[0]) > 0 else None
-    return None
-
-
 def sample_tree(root: int) -> dict[str, Any] | None:
     """One sample of the tree under `root`: rss_bytes, fds, threads, procs, and fd_share (the
     largest share of its RLIMIT_NOFILE soft limit any one process holds; None if unknown)."""
-    rss = fds = threads = procs = 0
-    share: float | None = None
-    for pid in process_tree(root):
-        status = _status_fields(pid)
-        count = _fd_count(pid)
-        if status is None:
-            continue
-        rss += status[0]
-        threads += status[1]
-        fds += count or 0
-        procs += 1
-        limit = _fd_soft_limit(pid)
-        if limit and count is not None:
-            share = max(share or 0.0, count / limit)
-    if procs == 0:
+    measured = procfs.sample_tree(root)
+    if measured is None:
         return None
-    return {"rss_bytes": rss, "fds": fds, "threads": threads, "procs": procs,
-            "fd_share": None if share is None else round(share, 4)}
+    share = measured.fd_share
+    return {"rss_bytes": measured.rss_bytes, "fds": measured.fds, "threads": measured.threads,
+            "procs": measured.procs, "fd_share": None if share is None else round(share, 4)}
 
 
 def fetch_debug_tasks(url: str, timeout: float = 1.0) -> int | None:
@@ -283,6 +172,10 @@ class ResourceSampler:
     `debug_url` (a URL or a callable returning one, e.g. when the port
     changes on restart) is polled for ``tasks`` with a 1 s timeout.
 
+    `faults` (the cell's planned fault windows): ticks a window of `subject` covers are
+    skipped (``fault_skips``) and the next sample opens a new segment, so a planned
+    restart or pause is never fitted as a leak.
+
     Each sample: ``t`` (s since start()), ``rss_bytes``, ``fds``,
     ``threads``, ``tasks`` (int or None), ``pid``, ``procs`` (processes in
     the tree), ``segment``; ``restart`` on a segment's first sample.
@@ -295,6 +188,8 @@ class ResourceSampler:
         interval: float = 1.0,
         debug_url: str | Callable[[], str | None] | None = None,
         debug_timeout: float = 1.0,
+        faults: FaultWindows | None = None,
+        subject: str = TARGET,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
@@ -314,6 +209,10 @@ class ResourceSampler:
         self.missed = 0
         #: Ticks on which the debug endpoint gave no ``tasks``.
         self.debug_misses = 0
+        self._faults, self._subject = faults, subject
+        #: Ticks skipped because a planned fault window (or its grace) covered them.
+        self.fault_skips = 0
+        self._after_fault = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -358,6 +257,7 @@ class ResourceSampler:
             "interval": self.interval,
             "missed": self.missed,
             "debug_misses": self.debug_misses,
+            "fault_skips": self.fault_skips,
             "samples": self.samples,
         }
         target.write_text(json.dumps(document, indent=None, separators=(",", ":")) + "\n")
@@ -397,10 +297,16 @@ class ResourceSampler:
             pid = self._pid_getter()
         except Exception:  # noqa: BLE001 - the getter belongs to the caller
             pid = None
+        if self._faults is not None and self._faults.covers_now(self._subject):
+            # A planned pause / kill / restart: its samples say nothing about leaks, and
+            # the series starts a new segment after it (a fresh baseline).
+            self.fault_skips += 1
+            self._after_fault = True
+            return None
         if pid is None:
             self.missed += 1
             return None
-        start = _start_time(pid)
+        start = procfs.live_start_ticks(pid)
         measured = sample_tree(pid) if start is not None else None
         if measured is None:
             self.missed += 1
@@ -413,8 +319,8 @@ class ResourceSampler:
                 self.debug_misses += 1
         identity = (pid, start)
         with self._lock:
-            if identity != self._identity:
-                self._identity = identity
+            if identity != self._identity or self._after_fault:
+                self._identity, self._after_fault = identity, False
                 self._segment += 1
                 if self._segment > 0:
                     sample["restart"] = True
@@ -591,6 +497,29 @@ def _fmt(kind: str, per_min: float) -> str:
     return f"{per_min:.1f} {UNITS[kind]}"
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """What one judge_leak call applies: the kind, the sample field, thresholds and bucketing."""
+
+    kind: str
+    key: str
+    strong: float
+    weak: float
+    warmup: float | None
+    bucket: float
+    min_buckets: int
+
+
+@dataclass
+class _Findings:
+    """What the per-segment fits found so far."""
+
+    fits: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    evaluations: int = 0
+
+
 def judge_leak(
     series: Sequence[dict[str, Any]],
     kind: str,
@@ -608,117 +537,140 @@ def judge_leak(
     """
     if kind not in FIELDS:
         raise ValueError(f"unknown leak kind {kind!r}; valid: {', '.join(FIELDS)}")
-    predicate = PREDICATES[kind]
-    key = FIELDS[kind]
-    strong = STRONG_PER_MIN[kind] if strong_per_min is None else strong_per_min
-    weak = WEAK_PER_MIN[kind] if weak_per_min is None else weak_per_min
-
-    def verdict(status: LeakStatus, evaluations: int, reason: str, slope: float | None = None,
-                evidence: dict[str, Any] | None = None) -> LeakVerdict:
-        return LeakVerdict(status, evaluations, reason, slope, evidence or {}, predicate, kind)
-
+    rules = _Rules(kind, FIELDS[kind], STRONG_PER_MIN[kind] if strong_per_min is None else strong_per_min,
+                   WEAK_PER_MIN[kind] if weak_per_min is None else weak_per_min, warmup, bucket, min_buckets)
     if not series:
-        return verdict("not_judged", 0, "no resource samples")
+        return _verdict(rules, "not_judged", 0, "no resource samples")
     if kind == "tasks" and all(s.get("tasks") is None for s in series):
-        return verdict("not_judged", 0, "no asyncio task counts: the target offers no debug endpoint "
-                       "with an integer 'tasks' field")
+        return _verdict(rules, "not_judged", 0, "no asyncio task counts: the target offers no debug endpoint "
+                        "with an integer 'tasks' field")
+    found = _Findings()
+    for index, segment in enumerate(_segments(series)):
+        _judge_segment(rules, index, segment, found)
+    return _conclude(rules, found)
 
-    fits: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    evaluations = 0
-    segments = _segments(series)
-    skipped: list[str] = []
-    for index, segment in enumerate(segments):
-        points = [(float(s["t"]), float(s[key])) for s in segment if s.get(key) is not None]
-        if len(points) < 2:
-            skipped.append(f"segment {index}: {len(points)} sample(s)")
-            continue
-        if kind == "fds":
-            exhausted = _fd_exhausted(segment, index, points)
-            if exhausted is not None:
-                fits.append(exhausted)
-                failures.append(exhausted)
-                evaluations += len(points)
-        seg_start, seg_end = points[0][0], points[-1][0]
-        span = seg_end - seg_start
-        skip = warmup_for(span) if warmup is None else warmup
-        start = seg_start + skip
-        end = seg_end + 1e-9
-        if end - start <= 0:
-            skipped.append(f"segment {index}: {span:.0f} s, all warm-up")
-            continue
-        dts = sorted(b[0] - a[0] for a, b in zip(points, points[1:]) if b[0] > a[0])
-        step = _median_sorted(dts) if dts else 1.0
-        width = max(bucket, (end - start) / MAX_BUCKETS)
-        min_count = max(1, int(math.floor(BUCKET_FILL * width / step)))
-        buckets = bucket_minima(points, start, end, width, min_count)
-        if len(buckets) < min_buckets:
-            skipped.append(
-                f"segment {index}: {len(buckets)} bucket(s) of {width:g} s after a {skip:g} s warm-up "
-                f"(need {min_buckets})"
-            )
-            continue
-        used = sum(1 for t, _ in points if start <= t < end)
-        evaluations += used
-        windows = [("whole", buckets)]
-        half = buckets[len(buckets) // 2:]
-        if len(half) >= max(min_buckets, HALF_WINDOW_MIN_BUCKETS):
-            windows.append(("second_half", half))
-        trailing = [b for b in buckets if b[0] >= buckets[-1][0] - TRAILING_WINDOW_S]
-        if len(trailing) >= min_buckets and 2 * len(trailing) <= len(half):
-            windows.append(("last_3min", trailing))
-        segment_floor = _median([y for _, y in buckets[:STRONG_EDGE_BUCKETS]])
-        for name, window in windows:
-            fit = fit_window(window, STRONG_EDGE_BUCKETS)
-            span_min = (fit.t1 - fit.t0) / 60.0
-            tail_slope = theil_sen(window[len(window) // 2:])[0] * 60.0
-            needed = STRONG_GROWTH_FACTOR * strong * span_min
-            # A later window must also end above where the whole segment's
-            # floor started: recovering from a dip (load fell, then came
-            # back) is not a leak, a leak sets a new floor.
-            above_start = fit.baseline + fit.growth - segment_floor
-            strong_fail = (
-                fit.slope_per_min >= STRONG_SLOPE_FACTOR * strong
-                and fit.lower_per_min > 0.0
-                and fit.positive_pairs >= STRONG_POSITIVE_PAIRS
-                and fit.growth >= needed
-                and above_start >= needed
-                and tail_slope >= STRONG_TAIL_FACTOR * strong
-            )
-            record = {
-                "segment": index, "window": name, "rule": "strong", "bucket_s": width,
-                "warmup_s": skip, **_fit_dict(fit), "tail_slope_per_min": tail_slope,
-                "above_segment_start": above_start,
-            }
-            fits.append(record)
-            if strong_fail:
-                failures.append({**record, "buckets": [[round(t, 3), y] for t, y in window]})
-        if (end - start) >= WEAK_MIN_SPAN_S:
-            whole = fit_window(buckets, max(1, int(len(buckets) * WEAK_EDGE_FRACTION)))
-            second = fit_window(half, max(1, int(len(half) * WEAK_EDGE_FRACTION))) if len(half) >= 2 else None
-            span_min = (whole.t1 - whole.t0) / 60.0
-            weak_fail = (
-                whole.slope_per_min >= WEAK_SLOPE_FACTOR * weak
-                and whole.mk_z >= WEAK_Z
-                and second is not None
-                and second.slope_per_min >= WEAK_SECOND_HALF_FACTOR * weak
-                and whole.growth >= WEAK_GROWTH_FACTOR * weak * span_min
-                and whole.growth >= WEAK_RELATIVE_GROWTH * abs(whole.baseline)
-            )
-            record = {
-                "segment": index, "window": "whole", "rule": "weak", "bucket_s": width,
-                "warmup_s": skip, **_fit_dict(whole),
-                "second_half_slope_per_min": second.slope_per_min if second else None,
-            }
-            fits.append(record)
-            if weak_fail:
-                failures.append({**record, "buckets": [[round(t, 3), y] for t, y in buckets]})
 
-    if not fits:
-        return verdict(
-            "not_judged", 0,
-            "too few samples after warm-up: " + "; ".join(skipped or ["no usable samples"]),
+def _verdict(rules: _Rules, status: LeakStatus, evaluations: int, reason: str, slope: float | None = None,
+             evidence: dict[str, Any] | None = None) -> LeakVerdict:
+    return LeakVerdict(status, evaluations, reason, slope, evidence or {}, PREDICATES[rules.kind], rules.kind)
+
+
+def _judge_segment(rules: _Rules, index: int, segment: Sequence[dict[str, Any]], found: _Findings) -> None:
+    """Fit one restart segment: the EXHAUSTED rule (fds), the STRONG windows, the WEAK rule."""
+    key = rules.key
+    points = [(float(s["t"]), float(s[key])) for s in segment if s.get(key) is not None]
+    if len(points) < 2:
+        found.skipped.append(f"segment {index}: {len(points)} sample(s)")
+        return
+    if rules.kind == "fds":
+        exhausted = _fd_exhausted(segment, index, points)
+        if exhausted is not None:
+            found.fits.append(exhausted)
+            found.failures.append(exhausted)
+            found.evaluations += len(points)
+    seg_start, seg_end = points[0][0], points[-1][0]
+    span = seg_end - seg_start
+    skip = warmup_for(span) if rules.warmup is None else rules.warmup
+    start = seg_start + skip
+    end = seg_end + 1e-9
+    if end - start <= 0:
+        found.skipped.append(f"segment {index}: {span:.0f} s, all warm-up")
+        return
+    dts = sorted(b[0] - a[0] for a, b in zip(points, points[1:]) if b[0] > a[0])
+    step = _median_sorted(dts) if dts else 1.0
+    width = max(rules.bucket, (end - start) / MAX_BUCKETS)
+    min_count = max(1, int(math.floor(BUCKET_FILL * width / step)))
+    buckets = bucket_minima(points, start, end, width, min_count)
+    if len(buckets) < rules.min_buckets:
+        found.skipped.append(
+            f"segment {index}: {len(buckets)} bucket(s) of {width:g} s after a {skip:g} s warm-up "
+            f"(need {rules.min_buckets})"
         )
+        return
+    found.evaluations += sum(1 for t, _ in points if start <= t < end)
+    head = {"segment": index, "bucket_s": width, "warmup_s": skip}
+    _strong_rule(rules, buckets, head, found)
+    if (end - start) >= WEAK_MIN_SPAN_S:
+        _weak_rule(rules, buckets, head, found)
+
+
+def _strong_windows(buckets: list[tuple[float, float]], min_buckets: int) -> list[tuple[str, list]]:
+    """The whole window, its second half and its last 3 minutes when they qualify (rule 4)."""
+    windows: list[tuple[str, list]] = [("whole", buckets)]
+    half = buckets[len(buckets) // 2:]
+    if len(half) >= max(min_buckets, HALF_WINDOW_MIN_BUCKETS):
+        windows.append(("second_half", half))
+    trailing = [b for b in buckets if b[0] >= buckets[-1][0] - TRAILING_WINDOW_S]
+    if len(trailing) >= min_buckets and 2 * len(trailing) <= len(half):
+        windows.append(("last_3min", trailing))
+    return windows
+
+
+def _strong_rule(rules: _Rules, buckets: list[tuple[float, float]], head: dict[str, Any],
+                 found: _Findings) -> None:
+    """The STRONG rule over each window of one segment (module docstring, rule 4)."""
+    strong = rules.strong
+    segment_floor = _median([y for _, y in buckets[:STRONG_EDGE_BUCKETS]])
+    for name, window in _strong_windows(buckets, rules.min_buckets):
+        fit = fit_window(window, STRONG_EDGE_BUCKETS)
+        span_min = (fit.t1 - fit.t0) / 60.0
+        tail_slope = theil_sen(window[len(window) // 2:])[0] * 60.0
+        needed = STRONG_GROWTH_FACTOR * strong * span_min
+        # A later window must also end above where the whole segment's
+        # floor started: recovering from a dip (load fell, then came
+        # back) is not a leak, a leak sets a new floor.
+        above_start = fit.baseline + fit.growth - segment_floor
+        strong_fail = (
+            fit.slope_per_min >= STRONG_SLOPE_FACTOR * strong
+            and fit.lower_per_min > 0.0
+            and fit.positive_pairs >= STRONG_POSITIVE_PAIRS
+            and fit.growth >= needed
+            and above_start >= needed
+            and tail_slope >= STRONG_TAIL_FACTOR * strong
+        )
+        record = {
+            "segment": head["segment"], "window": name, "rule": "strong", "bucket_s": head["bucket_s"],
+            "warmup_s": head["warmup_s"], **_fit_dict(fit), "tail_slope_per_min": tail_slope,
+            "above_segment_start": above_start,
+        }
+        found.fits.append(record)
+        if strong_fail:
+            found.failures.append({**record, "buckets": [[round(t, 3), y] for t, y in window]})
+
+
+def _weak_rule(rules: _Rules, buckets: list[tuple[float, float]], head: dict[str, Any],
+               found: _Findings) -> None:
+    """The WEAK rule over one long segment (module docstring, rule 5)."""
+    weak = rules.weak
+    half = buckets[len(buckets) // 2:]
+    whole = fit_window(buckets, max(1, int(len(buckets) * WEAK_EDGE_FRACTION)))
+    second = fit_window(half, max(1, int(len(half) * WEAK_EDGE_FRACTION))) if len(half) >= 2 else None
+    span_min = (whole.t1 - whole.t0) / 60.0
+    weak_fail = (
+        whole.slope_per_min >= WEAK_SLOPE_FACTOR * weak
+        and whole.mk_z >= WEAK_Z
+        and second is not None
+        and second.slope_per_min >= WEAK_SECOND_HALF_FACTOR * weak
+        and whole.growth >= WEAK_GROWTH_FACTOR * weak * span_min
+        and whole.growth >= WEAK_RELATIVE_GROWTH * abs(whole.baseline)
+    )
+    record = {
+        "segment": head["segment"], "window": "whole", "rule": "weak", "bucket_s": head["bucket_s"],
+        "warmup_s": head["warmup_s"], **_fit_dict(whole),
+        "second_half_slope_per_min": second.slope_per_min if second else None,
+    }
+    found.fits.append(record)
+    if weak_fail:
+        found.failures.append({**record, "buckets": [[round(t, 3), y] for t, y in buckets]})
+
+
+def _conclude(rules: _Rules, found: _Findings) -> LeakVerdict:
+    """The verdict from every segment's fits: exhausted first, then the worst failure, else passed."""
+    kind, predicate = rules.kind, PREDICATES[rules.kind]
+    fits, failures, skipped, evaluations = found.fits, found.failures, found.skipped, found.evaluations
+    if not fits:
+        return _verdict(rules, "not_judged", 0,
+                        "too few samples after warm-up: " + "; ".join(skipped or ["no usable samples"]))
     exhausted = [f for f in failures if f["rule"] == "exhausted"]
     if exhausted:
         f = exhausted[0]
@@ -727,8 +679,8 @@ def judge_leak(
             f"{f['peak_share']:.0%} of a process's RLIMIT_NOFILE (grew by {f['growth']:g} since "
             f"t={f['t0']:g} s, segment {f['segment']}; {_fmt(kind, f['slope_per_min'])} on the way up)"
         )
-        return verdict("failed", evaluations, reason, f["slope_per_min"],
-                       {"failures": failures, "fits": fits, "skipped": skipped})
+        return _verdict(rules, "failed", evaluations, reason, f["slope_per_min"],
+                        {"failures": failures, "fits": fits, "skipped": skipped})
     if failures:
         worst = max(failures, key=lambda f: f["slope_per_min"])
         reason = (
@@ -737,15 +689,15 @@ def judge_leak(
             f"{worst['window']}; lower bound {_fmt(kind, worst['lower_per_min'])}, "
             f"{worst['positive_pairs']:.0%} positive pairs, net growth {worst['growth']:g})"
         )
-        return verdict("failed", evaluations, reason, worst["slope_per_min"],
-                       {"failures": failures, "fits": fits, "skipped": skipped})
+        return _verdict(rules, "failed", evaluations, reason, worst["slope_per_min"],
+                        {"failures": failures, "fits": fits, "skipped": skipped})
     whole_fits = [f for f in fits if f["window"] == "whole" and f["rule"] == "strong"]
     slope = max(f["slope_per_min"] for f in whole_fits)
     reason = (
         f"{kind} slope {_fmt(kind, slope)} over {len(whole_fits)} segment(s) "
-        f"(strong threshold {_fmt(kind, strong)})"
+        f"(strong threshold {_fmt(kind, rules.strong)})"
     )
-    return verdict("passed", evaluations, reason, slope, {"fits": fits, "skipped": skipped})
+    return _verdict(rules, "passed", evaluations, reason, slope, {"fits": fits, "skipped": skipped})
 
 
 def _fd_exhausted(segment: Sequence[dict[str, Any]], index: int,

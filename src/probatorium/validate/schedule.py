@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..targets.control import FaultWindow  # one type: a planned fault here, a recorded one in TargetControl
 from .tier1.registry import SLICES
 
 LEAK_SETTLE_S = 10.0  # quiet seconds sampled after traffic stops, before the leak judges run
@@ -50,16 +51,6 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class FaultWindow:
-    """A fault a tier plans to inject: what, on whom, when and for how long (seconds into the cell)."""
-
-    kind: str  # a fault kind, e.g. "target-stop"
-    subject: str  # "target" or a service name
-    start_s: float
-    duration_s: float
-
-
-@dataclass(frozen=True)
 class Schedule:
     """Budgets and phases of one cell."""
 
@@ -83,7 +74,7 @@ class Schedule:
 
     def faults_during(self, start_s: float, end_s: float) -> list[FaultWindow]:
         """Planned faults that overlap [start_s, end_s)."""
-        return [f for f in self.faults if f.start_s < end_s and f.start_s + f.duration_s > start_s]
+        return [f for f in self.faults if f.start_s < end_s and (f.end_s is None or f.end_s > start_s)]
 
 
 def cell_budget(total_s: float, cells: int) -> float:
