@@ -50,6 +50,7 @@ class Orchestrator:
         budget = cell_budget(self.opts.duration_s, len(self.plans))
         self.checkpointer.checkpoint()
         manager, missing = self._start_services()
+        self.cells.services = manager  # each cell's TargetControl can fault the services too
         try:
             for plan in self.plans:
                 if self.stop_event.is_set():
