@@ -8,12 +8,11 @@ and a fresh login, and every captured value is *re-bound*: a step that used
 earlier step's response gives in the replay. So a sequence reproduces against
 a freshly started server, not only against the process that saw it first.
 
-`ddmin` is delta debugging (Zeller & Hildebrandt) over such a sequence, with
-two twists for request sequences: a candidate whose steps need values that no
-earlier step of the candidate captures is dropped without a replay
-(`closed_under_captures`), and a failing replay also cuts the candidate after
-the step that failed. Both the number of replays and the wall time are bounded;
-the result says whether the search finished (1-minimal) or hit a bound.
+Such a sequence is shrunk with the shared `probatorium.shrink.ddmin` (delta
+debugging): a candidate whose steps need values that no earlier step of the
+candidate captures is dropped without a replay (`closed_under_captures` is its
+`valid`), and a failing replay cuts the candidate after the step that failed
+(the replay's `failed_at` is the oracle's answer).
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from .client import CookieJar, HttpResult
@@ -33,8 +31,6 @@ from .values import Templates, captures
 HISTORY_LEN = 64  # steps of the current session a walker keeps for shrinking
 SHRINK_MAX_REPLAYS = 50
 SHRINK_SECONDS = 20.0
-
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,78 +359,3 @@ def _align(original: list[dict[str, str]], new: list[dict[str, str]], mapping: d
             continue
         for k, v in ob.items():
             mapping.setdefault((k, v), nb[k])
-
-
-# ---------------------------------------------------------------------------------------
-# Delta debugging
-
-
-@dataclass
-class ShrinkResult:
-    """The shortest failing sequence found, and how the search ended."""
-
-    sequence: list
-    tests: int  # oracle calls (replays)
-    complete: bool  # True: 1-minimal (no single step can be dropped); False: a bound stopped it
-    reason: str = ""
-
-
-async def ddmin(items: Sequence[T], test: Callable[[list[T]], Awaitable[int | None]], *,
-                max_tests: int = SHRINK_MAX_REPLAYS, deadline: float | None = None,
-                valid: Callable[[list[T]], bool] | None = None) -> ShrinkResult:
-    """Shrink `items`, which fail `test`, to a shorter failing sequence.
-
-    `test(candidate)` returns the index of the element at which the candidate fails, or None
-    when it does not fail; a failing candidate is cut after that element. Candidates `valid`
-    rejects, and candidates already tried, cost no test. Stops after `max_tests` tests or at
-    `deadline` (time.monotonic()), returning the best sequence so far with complete=False.
-    """
-    every = list(items)
-    cur = list(range(len(every)))  # positions in `items`, so equal elements stay distinct
-    tried: set[tuple[int, ...]] = set()
-    tests = 0
-
-    async def fails(c: list[int]) -> list[int] | None:
-        nonlocal tests
-        k = tuple(c)
-        if k in tried or (valid is not None and not valid([every[i] for i in c])):
-            return None
-        tried.add(k)
-        tests += 1
-        at = await test([every[i] for i in c])
-        return None if at is None else c[: at + 1]
-
-    def bound() -> str:
-        if tests >= max_tests:
-            return f"stopped after {tests} replays (bound {max_tests})"
-        if deadline is not None and time.monotonic() >= deadline:
-            return "stopped at the time bound"
-        return ""
-
-    def result(complete: bool, why: str) -> ShrinkResult:
-        return ShrinkResult([every[i] for i in cur], tests, complete, why)
-
-    n = 2
-    while len(cur) >= 2:
-        size = len(cur)
-        n = min(n, size)
-        chunks = [cur[i * size // n:(i + 1) * size // n] for i in range(n)]
-        # complements first: with data dependencies, dropping a chunk is likelier to stay valid
-        complements = [[x for j, ch in enumerate(chunks) if j != i for x in ch] for i in range(n)]
-        reduced = False
-        for is_chunk, cand in [(False, c) for c in complements] + [(True, c) for c in chunks]:
-            why = bound()
-            if why:
-                return result(False, why)
-            got = await fails(cand)
-            if got is not None and len(got) < len(cur):
-                cur = got
-                n = 2 if is_chunk else max(n - 1, 2)
-                reduced = True
-                break
-        if reduced:
-            continue
-        if n >= size:
-            break
-        n = min(2 * n, size)
-    return result(True, "1-minimal: no single step can be dropped")
