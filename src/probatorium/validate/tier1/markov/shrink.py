@@ -267,87 +267,112 @@ class Replayer:
         """Send the steps in order (after a login) and stop at the first response showing
         `predicate` (on operation `op` when given)."""
         self.attempts += 1
-        out = ReplayOutcome()
-        conn = self.connection_factory()
-        jar = CookieJar()
-        token: str | None = None
-        csrf: str | None = None
-        mapping: dict[tuple[str, str], str] = {}
-
-        async def send(method: str, target: str, body: bytes | None, ctype: str | None) -> HttpResult:
-            res = await conn.request(method, target, session_headers(self.user_agent, jar, token, csrf, ctype), body)
-            out.sent.append(res.sent)
-            out.lines.append(f"{res.status if res.status is not None else res.error} {method} {target}")
-            for v in res.header_values(b"set-cookie"):
-                jar.update([v])
-            return res
-
-        async def do_login() -> bool:
-            nonlocal token, csrf
-            if self.login is None:
-                return True
-            user, pw = self.credentials(self.attempts) if self.credentials else ("probatorium-replay", "pw")
-            jar.clear()
-            token = csrf = None
-            res = await send(self.login[0], self.login[1], json.dumps({"username": user, "password": pw}).encode(),
-                             "application/json")
-            if res.status is None:
-                out.target_gone = True
-            if res.status is None or not 200 <= res.status < 300:
-                out.error = f"login answered {res.status if res.status is not None else res.error}"
-                return False
-            t = json_field(res, ("token", "access_token"))
-            token = t if isinstance(t, str) and t else None
-            return True
-
+        session = _ReplaySession(self, self.connection_factory())
         try:
-            if not await do_login():
-                return out
-            for i, st in enumerate(steps):
-                if any(kv not in mapping for kv in st.used.items()):
-                    out.skipped.append(i)  # its resource does not exist in this replay
-                    out.lines.append(f"(skipped: no value captured for {st.line()})")
-                    continue
-                used = {k: mapping[(k, v)] for k, v in st.used.items()}
-                target = st.path
-                for k, v in used.items():
-                    target = target.replace("{" + k + "}", quote(v, safe=""))
-                target += st.query
-                body = st.body
-                if body is not None and st.used and (st.ctype or "").endswith("json"):
-                    try:
-                        body = json.dumps(_rebind_body(json.loads(body), mapping), separators=(",", ":")).encode()
-                    except (ValueError, RecursionError):
-                        pass
-                res = await send(st.method, target, body, st.ctype)
-                for _retry in range(2):  # the walker's own reactions: re-login on 401, pause on 429
-                    if res.status == 401 and self.login is not None:
-                        if not await do_login():
-                            return out
-                    elif res.status == 429 or (res.status == 503 and res.header(b"retry-after") is not None):
-                        await asyncio.sleep(retry_after(res))
-                    else:
-                        break
-                    res = await send(st.method, target, body, st.ctype)
-                out.last = res
-                if predicate in findings(res) and (op is None or st.op == op):
-                    out.failed_at = i
-                    return out
-                if res.status is None:
-                    out.error = f"step {i + 1} ({st.op}): {res.error}"
-                    out.target_gone = True
-                    return out
-                if 200 <= res.status < 300:
-                    t = json_field(res, ("csrf_token", "csrfToken"))
-                    if isinstance(t, str) and t:
-                        csrf = t
-                    if st.method != "DELETE":
-                        new = captures(self.templates, st.path, used, res.status, res.header(b"location"),
-                                       res.body, res.header(b"content-type"))
-                        _align(st.gives, new, mapping)
-            return out
+            await session.run(steps, predicate, op)
+            return session.out
         finally:
-            await conn.close()
+            await session.conn.close()
+
+
+class _ReplaySession:
+    """One replay: its connection, its session (cookies, token, CSRF token) and the re-bound values."""
+
+    def __init__(self, replayer: Replayer, conn: Any) -> None:
+        self.r = replayer
+        self.conn = conn
+        self.out = ReplayOutcome()
+        self.jar = CookieJar()
+        self.token: str | None = None
+        self.csrf: str | None = None
+        self.mapping: dict[tuple[str, str], str] = {}  # (param, original value) -> value in this replay
+
+    async def send(self, method: str, target: str, body: bytes | None, ctype: str | None) -> HttpResult:
+        headers = session_headers(self.r.user_agent, self.jar, self.token, self.csrf, ctype)
+        res = await self.conn.request(method, target, headers, body)
+        self.out.sent.append(res.sent)
+        self.out.lines.append(f"{res.status if res.status is not None else res.error} {method} {target}")
+        for v in res.header_values(b"set-cookie"):
+            self.jar.update([v])
+        return res
+
+    async def login(self) -> bool:
+        """A fresh session (a fresh user when the replayer has credentials); False when refused."""
+        r = self.r
+        if r.login is None:
+            return True
+        user, pw = r.credentials(r.attempts) if r.credentials else ("probatorium-replay", "pw")
+        self.jar.clear()
+        self.token = self.csrf = None
+        res = await self.send(r.login[0], r.login[1], json.dumps({"username": user, "password": pw}).encode(),
+                              "application/json")
+        if res.status is None:
+            self.out.target_gone = True
+        if res.status is None or not 200 <= res.status < 300:
+            self.out.error = f"login answered {res.status if res.status is not None else res.error}"
+            return False
+        t = json_field(res, ("token", "access_token"))
+        self.token = t if isinstance(t, str) and t else None
+        return True
+
+    def rebound(self, st: Step) -> tuple[dict[str, str], str, bytes | None]:
+        """The step's parameters, target and body with this replay's values for the captured ones."""
+        used = {k: self.mapping[(k, v)] for k, v in st.used.items()}
+        target = st.path
+        for k, v in used.items():
+            target = target.replace("{" + k + "}", quote(v, safe=""))
+        target += st.query
+        body = st.body
+        if body is not None and st.used and (st.ctype or "").endswith("json"):
+            try:
+                body = json.dumps(_rebind_body(json.loads(body), self.mapping), separators=(",", ":")).encode()
+            except (ValueError, RecursionError):
+                pass
+        return used, target, body
+
+    async def send_step(self, st: Step, target: str, body: bytes | None) -> HttpResult | None:
+        """Send a step with the walker's own reactions: re-login on 401, pause on 429 (None: re-login refused)."""
+        res = await self.send(st.method, target, body, st.ctype)
+        for _retry in range(2):
+            if res.status == 401 and self.r.login is not None:
+                if not await self.login():
+                    return None
+            elif res.status == 429 or (res.status == 503 and res.header(b"retry-after") is not None):
+                await asyncio.sleep(retry_after(res))
+            else:
+                break
+            res = await self.send(st.method, target, body, st.ctype)
+        return res
+
+    async def run(self, steps: Sequence[Step], predicate: str, op: str | None) -> None:
+        out = self.out
+        if not await self.login():
+            return
+        for i, st in enumerate(steps):
+            if any(kv not in self.mapping for kv in st.used.items()):
+                out.skipped.append(i)  # its resource does not exist in this replay
+                out.lines.append(f"(skipped: no value captured for {st.line()})")
+                continue
+            used, target, body = self.rebound(st)
+            res = await self.send_step(st, target, body)
+            if res is None:
+                return
+            out.last = res
+            if predicate in findings(res) and (op is None or st.op == op):
+                out.failed_at = i
+                return
+            if res.status is None:
+                out.error = f"step {i + 1} ({st.op}): {res.error}"
+                out.target_gone = True
+                return
+            if 200 <= res.status < 300:
+                t = json_field(res, ("csrf_token", "csrfToken"))
+                if isinstance(t, str) and t:
+                    self.csrf = t
+                if st.method != "DELETE":
+                    new = captures(self.r.templates, st.path, used, res.status, res.header(b"location"),
+                                   res.body, res.header(b"content-type"))
+                    _align(st.gives, new, self.mapping)
 
 
 def _align(original: list[dict[str, str]], new: list[dict[str, str]], mapping: dict[tuple[str, str], str]) -> None:
