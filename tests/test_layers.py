@@ -81,6 +81,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.shrink",
         "probatorium.procs",
         "probatorium.procfs",
+        "probatorium.wsframe",  # the one WebSocket framer (RFC 6455 §5), for the load generator and the ws slice
         "probatorium.results.*",
     )),
 )
