@@ -56,61 +56,43 @@ class Conn(asyncio.Protocol):
         # before: (1) the same head as the worker's last fast response and the same
         # total length (one memcmp); (2) a head in the cache of validated heads.
         w = self.w
-        if self.busy:
-            if len(data) == w.fast_len and data.startswith(w.fast_head) and self.parser.idle:
+        if self.busy and self.parser.idle:
+            now = 0
+            if len(data) == w.fast_len and data.startswith(w.fast_head):
                 now = now_ns()
+                bad, close = w.fast_bad, w.fast_close
+            else:
+                end = data.find(b"\r\n\r\n")
+                info = self.cache.get(data[:end]) if end > 0 else None
+                if info is not None and len(data) == end + 4 + info[1]:
+                    now = now_ns()
+                    status = info[0]
+                    bad = status >= w.status_floor and not w.cfg.status_ok(status)
+                    close = info[2] or w.close_mode
+                    if self.cache is w.head_cache:
+                        w.fast_head, w.fast_len, w.fast_bad, w.fast_close = data[: end + 4], len(data), bad, close
+            if now:
                 t0 = self.t0
-                if w.cur_start <= t0 < w.cur_end:
-                    w.cur.append((now - t0) // 1000)
+                us = (now - t0) // 1000
+                if w.cur_start <= t0 < w.cur_end:  # Worker.record, inline: the hottest path
+                    w.cur.append(us)
                 else:
-                    w.record_slow(t0, (now - t0) // 1000)
-                if w.fast_bad:
+                    w.record_slow(t0, us)
+                if bad:
                     w.error("status", t0)
                 self.served += 1
-                if w.fast_close:
+                if close:
                     self.busy = False
                     self.closing = True
                     self.tr.close()  # type: ignore[union-attr]
                 elif w.closed_sending:
+                    # closed loop: the next request goes out now, on the same clock reading
                     self.t0 = self.t_sent = now
                     self._write(w.request)  # type: ignore[misc]
                 else:
                     self.busy = False
                     w.next_request(self)
                 return
-            end = data.find(b"\r\n\r\n")
-            if end > 0:
-                info = self.cache.get(data[:end])
-                if info is not None and len(data) == end + 4 + info[1] and self.parser.idle:
-                    now = now_ns()
-                    t0 = self.t0
-                    us = (now - t0) // 1000
-                    if w.cur_start <= t0 < w.cur_end:
-                        w.cur.append(us)
-                    else:
-                        w.record_slow(t0, us)
-                    status = info[0]
-                    bad = status >= w.status_floor and not w.cfg.status_ok(status)
-                    if bad:
-                        w.error("status", t0)
-                    if self.cache is w.head_cache:
-                        w.fast_head = data[: end + 4]
-                        w.fast_len = len(data)
-                        w.fast_bad = bad
-                        w.fast_close = info[2] or w.close_mode
-                    self.served += 1
-                    if info[2] or w.close_mode:
-                        self.busy = False
-                        self.closing = True
-                        self.tr.close()  # type: ignore[union-attr]
-                    elif w.closed_sending:
-                        # closed loop: the next request goes out now, on the same clock reading
-                        self.t0 = self.t_sent = now
-                        self._write(w.request)  # type: ignore[misc]
-                    else:
-                        self.busy = False
-                        w.next_request(self)
-                    return
         try:
             self.parser.feed(data)
         except ParseError:
@@ -160,11 +142,7 @@ class Conn(asyncio.Protocol):
         self.served += 1
         w = self.w
         t0 = self.t0
-        us = (now - t0) // 1000
-        if w.cur_start <= t0 < w.cur_end:
-            w.cur.append(us)
-        else:
-            w.record_slow(t0, us)
+        w.record(t0, (now - t0) // 1000)
         if status >= w.status_floor and not w.cfg.status_ok(status):
             w.error("status", t0)
         elif w.expect_body is not None and body != w.expect_body:

@@ -100,6 +100,14 @@ class Worker:
     def _sec_index(self, t: int) -> int:
         return (t - self.warm_end_ns) // NS
 
+    def record(self, t0: int, us: int) -> None:
+        """One latency sample of a request whose clock started at `t0`: into the current second's
+        list when it belongs there (the common case), else into its own phase or second."""
+        if self.cur_start <= t0 < self.cur_end:
+            self.cur.append(us)
+        else:
+            self.record_slow(t0, us)
+
     def record_slow(self, t0: int, us: int) -> None:
         if not self.sec_lat:  # before the run started
             return
