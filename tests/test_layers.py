@@ -71,8 +71,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.validate.repro",  # the stdlib reproducer harness the dossiers and slices plug into
         "probatorium.validate.openapi",  # not drawn: the contract's operations, read by the slices
     )),
+    # not drawn (the picture is the validation core): the bench stands beside validation, on the
+    # low layers; INDEPENDENT keeps the two apart whatever their rows
     ("bench", ("probatorium.bench.*",)),
+    # the picture's low row, split: what starts, watches and loads processes ...
     ("drivers", ("probatorium.loadgen.*", "probatorium.targets.*", "probatorium.services.*")),
+    # ... on what everything uses: results, the raw-socket client, seeds, ddmin, processes
     ("foundation", (
         "probatorium",  # the package itself: __version__
         "probatorium.errors",
