@@ -96,69 +96,10 @@ async def exchange(
     set_nodelay(sock)
     counted = held is not None and held.acquire(b"".join(seg.data for seg in segments), owner)
     sending_done = asyncio.Event()
-
-    async def sender() -> None:
-        try:
-            for seg in segments:
-                if seg.delay:
-                    await asyncio.sleep(seg.delay)
-                if ex.closed:
-                    break
-                writer.write(seg.data)
-                await writer.drain()
-                ex.sent += seg.data
-                ex.events.append((time.monotonic() - t0, "send", len(seg.data)))
-        except (ConnectionError, OSError) as e:
-            ex.send_error = f"{type(e).__name__}: {e}"
-        finally:
-            sending_done.set()
-
-    send_task = asyncio.create_task(sender())
-    deadline = t0 + total_timeout
-    done_at: float | None = None
-    last_activity = time.monotonic()
+    send_task = asyncio.create_task(_send_all(writer, segments, ex, t0, sending_done))
     try:
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                ex.timed_out = True
-                break
-            if done_at is not None:
-                wait = done_at + linger - now
-                if wait <= 0:
-                    break
-            elif sending_done.is_set():
-                wait = last_activity + quiet_timeout - now
-                if wait <= 0:
-                    ex.timed_out = True
-                    break
-            else:
-                wait = 0.1
-            wait = min(wait, deadline - now)
-            try:
-                chunk = await asyncio.wait_for(reader.read(65536), timeout=max(wait, 0.001))
-            except asyncio.TimeoutError:
-                if not sending_done.is_set():
-                    last_activity = time.monotonic()
-                continue
-            except (ConnectionResetError, BrokenPipeError, OSError):
-                ex.reset = True
-                ex.closed_at = time.monotonic() - t0
-                break
-            if not chunk:
-                ex.eof = True
-                ex.closed_at = time.monotonic() - t0
-                break
-            if ex.first_byte_at is None:
-                ex.first_byte_at = time.monotonic() - t0
-            ex.received += chunk
-            ex.events.append((time.monotonic() - t0, "recv", len(chunk)))
-            if len(ex.received) >= max_bytes:
-                ex.overflow = True
-                break
-            last_activity = time.monotonic()
-            if done_at is None and done is not None and done(ex.received):
-                done_at = last_activity
+        await _read_until_done(reader, ex, t0, sending_done, deadline=t0 + total_timeout,
+                               quiet_timeout=quiet_timeout, linger=linger, done=done, max_bytes=max_bytes)
     finally:
         send_task.cancel()
         try:
@@ -175,12 +116,86 @@ async def exchange(
         writer.close()
         if counted:
             held.release(owner)
-        try:
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (asyncio.TimeoutError, OSError, ConnectionError):
-            pass
+        await _wait_closed(writer)
     ex.elapsed = time.monotonic() - t0
     return ex
+
+
+async def _send_all(writer: asyncio.StreamWriter, segments: list[Segment], ex: Exchange, t0: float,
+                    sending_done: asyncio.Event) -> None:
+    """Write the segments, each after its delay, until the connection closes; record what went out."""
+    try:
+        for seg in segments:
+            if seg.delay:
+                await asyncio.sleep(seg.delay)
+            if ex.closed:
+                break
+            writer.write(seg.data)
+            await writer.drain()
+            ex.sent += seg.data
+            ex.events.append((time.monotonic() - t0, "send", len(seg.data)))
+    except (ConnectionError, OSError) as e:
+        ex.send_error = f"{type(e).__name__}: {e}"
+    finally:
+        sending_done.set()
+
+
+async def _read_until_done(reader: asyncio.StreamReader, ex: Exchange, t0: float, sending_done: asyncio.Event, *,
+                           deadline: float, quiet_timeout: float, linger: float,
+                           done: Callable[[bytes], bool] | None, max_bytes: int) -> None:
+    """Read into `ex` until EOF/RST, `max_bytes`, the deadline, `quiet_timeout` of silence once
+    everything was sent, or `linger` seconds after `done(received)` first held."""
+    done_at: float | None = None
+    last_activity = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            ex.timed_out = True
+            return
+        if done_at is not None:
+            wait = done_at + linger - now
+            if wait <= 0:
+                return
+        elif sending_done.is_set():
+            wait = last_activity + quiet_timeout - now
+            if wait <= 0:
+                ex.timed_out = True
+                return
+        else:
+            wait = 0.1
+        wait = min(wait, deadline - now)
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout=max(wait, 0.001))
+        except asyncio.TimeoutError:
+            if not sending_done.is_set():
+                last_activity = time.monotonic()  # silence while we still send is not quiet
+            continue
+        except (ConnectionResetError, BrokenPipeError, OSError):
+            ex.reset = True
+            ex.closed_at = time.monotonic() - t0
+            return
+        if not chunk:
+            ex.eof = True
+            ex.closed_at = time.monotonic() - t0
+            return
+        if ex.first_byte_at is None:
+            ex.first_byte_at = time.monotonic() - t0
+        ex.received += chunk
+        ex.events.append((time.monotonic() - t0, "recv", len(chunk)))
+        if len(ex.received) >= max_bytes:
+            ex.overflow = True
+            return
+        last_activity = time.monotonic()
+        if done_at is None and done is not None and done(ex.received):
+            done_at = last_activity
+
+
+async def _wait_closed(writer: asyncio.StreamWriter) -> None:
+    """Wait (at most a second) for a closed writer's transport to go."""
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        pass
 
 
 async def can_connect(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -190,8 +205,5 @@ async def can_connect(host: str, port: int, timeout: float = 1.0) -> bool:
     except (OSError, asyncio.TimeoutError):
         return False
     w.close()
-    try:
-        await asyncio.wait_for(w.wait_closed(), 1.0)
-    except (asyncio.TimeoutError, OSError, ConnectionError):
-        pass
+    await _wait_closed(w)
     return True

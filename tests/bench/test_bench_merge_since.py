@@ -6,6 +6,7 @@ import random
 from probatorium.bench.runner import merge_runs
 from probatorium.bench.since import bench_since, compare
 from probatorium.loadgen import hist
+from probatorium.results.schema import BenchDocument
 
 
 def _run(values, seconds=1.0):
@@ -23,13 +24,13 @@ def test_merge_across_runs_is_exact():
     merged = merge_runs([_run(v) for v in runs_values])
     one = hist.new_histogram()
     hist.record_many(one, [v for vs in runs_values for v in vs])
-    again = hist.decode(merged["histogram"])
+    again = hist.decode(merged.histogram)
     assert again.get_total_count() == one.get_total_count() == 15000
     for p in (50, 90, 99, 99.9, 100):
         assert again.get_value_at_percentile(p) == one.get_value_at_percentile(p)
-    assert merged["latency_us"]["p99"] == one.get_value_at_percentile(99)
-    assert merged["requests"] == 15000 and merged["rps"] == 5000.0
-    assert merged["errors"]["status"] == 3
+    assert merged.latency_us["p99"] == one.get_value_at_percentile(99)
+    assert merged.requests == 15000 and merged.rps == 5000.0
+    assert merged.errors["status"] == 3
 
 
 def _doc(version, cells, partial=False):
@@ -37,8 +38,8 @@ def _doc(version, cells, partial=False):
 
 
 def _cell(comp, cell, rps, slo=None, status="ok"):
-    return {"competitor": comp, "cell": cell, "status": status, "saturation": {"rps": rps},
-            "latency_at_slo": slo or {}}
+    return {"competitor": comp, "cell": cell, "status": status,
+            "saturation": None if rps is None else {"rps": rps}, "latency_at_slo": slo or {}}
 
 
 def _write(root, name, doc):
@@ -63,7 +64,8 @@ def test_since_disappeared_cell_exits_1(tmp_path):
            _doc("v2", [_cell("a", "plaintext", 10000), _cell("a", "json", None, status="failed")]))
     code, text = bench_since(tmp_path, "v1", 0.05)
     assert code == 1 and "json" in text and "failed" in text
-    regs = compare(_doc("v1", [_cell("b", "ws", 100)]), _doc("v2", []), 0.05)
+    regs = compare(BenchDocument.model_validate(_doc("v1", [_cell("b", "ws", 100)])),
+                   BenchDocument.model_validate(_doc("v2", [])), 0.05)
     assert regs and regs[0]["current"] == "missing"
 
 

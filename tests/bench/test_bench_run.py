@@ -9,7 +9,7 @@ import pytest
 
 from probatorium.bench.cells import CELLS
 from probatorium.bench.competitors import REGISTRY, Competitor, not_applicable_reason, select_competitors
-from probatorium.bench.runner import format_table, run_bench
+from probatorium.bench.runner import BenchOptions, format_table, run_bench
 from probatorium.bench.verify import judge_http
 
 HERE = Path(__file__).resolve().parent
@@ -36,9 +36,9 @@ def test_registry_has_at_least_12_entries_and_missing_toolchain_is_not_applicabl
     missing_pkg = Competitor(name="nopkg", group="python", description="x", install="pip install nopkg-xyz",
                              kind="app", app="a:app", capabilities=("plaintext",), distributions=("nopkg-xyz",))
     assert "pip install nopkg-xyz" in not_applicable_reason(missing_pkg)
-    doc = run_bench([ghost, missing_pkg], [CELLS["plaintext"]], out_dir=tmp_path, echo=lambda _: None)
-    assert [c["status"] for c in doc["cells"]] == ["not_applicable", "not_applicable"]
-    assert doc["partial"] is False
+    doc = run_bench([ghost, missing_pkg], [CELLS["plaintext"]], BenchOptions(out_dir=tmp_path), echo=lambda _: None)
+    assert [c.status for c in doc.cells] == ["not_applicable", "not_applicable"]
+    assert doc.partial is False
     assert json.loads((tmp_path / "results.json").read_text())["competitors"][0]["status"] == "not_applicable"
 
 
@@ -46,12 +46,13 @@ def test_wrong_answer_makes_the_cell_invalid(tmp_path):
     wrong = Competitor(name="wrong", group="baseline", description="answers the wrong body", install="-",
                        kind="cmd", cmd=f"{sys.executable} {HERE / 'wrong_server.py'} {{port}}",
                        capabilities=("plaintext",))
-    doc = run_bench([wrong], [CELLS["plaintext"]], out_dir=tmp_path, echo=lambda _: None, duration=1, warmup=0)
-    cell = doc["cells"][0]
-    assert cell["status"] == "invalid", cell
-    assert "Goodbye" in cell["reason"]
-    assert cell["saturation"] is None  # never measured
-    assert (tmp_path / cell["folder"] / "server.log").is_file()
+    doc = run_bench([wrong], [CELLS["plaintext"]], BenchOptions(out_dir=tmp_path, duration=1, warmup=0),
+                    echo=lambda _: None)
+    cell = doc.cells[0]
+    assert cell.status == "invalid", cell
+    assert "Goodbye" in cell.reason
+    assert cell.saturation is None  # never measured
+    assert (tmp_path / cell.folder / "server.log").is_file()
 
 
 @pytest.mark.e2e
@@ -59,26 +60,27 @@ def test_real_tiny_bench_bench_app_on_uvicorn(tmp_path):
     comps = select_competitors("bench_app-uvicorn")
     if not_applicable_reason(comps[0]):
         pytest.skip(not_applicable_reason(comps[0]))
-    doc = run_bench(comps, [CELLS["plaintext"]], runs=1, duration=2.0, warmup=0.5, out_dir=tmp_path,
-                    max_probes=1, echo=lambda _: None)
-    cell = doc["cells"][0]
-    assert cell["status"] == "ok", cell
-    assert cell["saturation"]["rps"] > 100 and cell["saturation"]["count"] > 0
-    assert set(cell["latency_at_slo"]) == {"10", "50", "100", "500", "1000"}
-    assert len(cell["rate_search"]["probes"]) == 1
-    folder = tmp_path / cell["folder"]
+    doc = run_bench(comps, [CELLS["plaintext"]],
+                    BenchOptions(runs=1, duration=2.0, warmup=0.5, out_dir=tmp_path, max_probes=1),
+                    echo=lambda _: None)
+    cell = doc.cells[0]
+    assert cell.status == "ok", cell
+    assert cell.saturation.rps > 100 and cell.saturation.count > 0
+    assert set(cell.latency_at_slo) == {"10", "50", "100", "500", "1000"}
+    assert len(cell.rate_search["probes"]) == 1
+    folder = tmp_path / cell.folder
     loadgen = json.loads((folder / "loadgen.json").read_text())
     assert loadgen["saturation_runs"][0]["requests"] > 0
     assert (folder / "observer.sqlite").is_file() and (folder / "server.log").is_file()
     assert list((tmp_path / "raw").glob("*-sat-1.json"))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["partial"] is False and saved["host"]["kernel"]
-    assert cell["observer"]["samples"] >= 2
+    assert cell.observer["samples"] >= 2
     with sqlite3.connect(folder / "observer.sqlite") as con:
         rows = con.execute("SELECT phase, cpu_pct, rss_kb, fds, threads, voluntary_ctxt, tcp_established "
                            "FROM samples").fetchall()
-    assert len(rows) == cell["observer"]["samples"]
+    assert len(rows) == cell.observer["samples"]
     assert max(r[2] for r in rows) > 0 and max(r[4] for r in rows) >= 1
     assert any(r[0] == "measure" for r in rows)
-    assert cell["observer"]["peak"]["tcp_established"] >= 1  # the 64 load connections were seen
+    assert cell.observer["peak"]["tcp_established"] >= 1  # the 64 load connections were seen
     assert "bench_app-uvicorn" in format_table(doc)

@@ -15,7 +15,7 @@ from pathlib import Path
 from probatorium.bench.cells import select_cells
 from probatorium.bench.competitors import select_competitors
 from probatorium.bench.ratesearch import DEFAULT_SLOS_MS
-from probatorium.bench.runner import format_table, parse_cpus, run_bench
+from probatorium.bench.runner import BenchOptions, format_table, parse_cpus, run_bench
 from probatorium.bench.since import bench_since
 from probatorium.errors import ProbatoriumError, UsageError
 
@@ -66,16 +66,16 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
         s_cpus = parse_cpus(server_cpus) if isinstance(server_cpus, str) else server_cpus
         c_cpus = parse_cpus(client_cpus) if isinstance(client_cpus, str) else client_cpus
         version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") or "dev"
-        doc = run_bench(comps, cell_list, runs=n_runs, duration=dur, warmup=wu, out_dir=out,
-                        server_cpus=s_cpus, client_cpus=c_cpus, slos=DEFAULT_SLOS_MS,
-                        results_root=results_root(), version=version, max_probes=max_probes,
-                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+        opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
+                            client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
+                            version=version, max_probes=max_probes)
+        doc = run_bench(comps, cell_list, opts, echo=lambda line: print(line, file=sys.stderr, flush=True))
     except ProbatoriumError as exc:
         print(f"probatorium bench: {exc}", file=sys.stderr)
         return 2
     print(format_table(doc))
-    print(f"\nresults: {doc['path']}")
-    bad = [c for c in doc["cells"] if c["status"] in ("invalid", "failed")]
+    print(f"\nresults: {doc.path}")
+    bad = [c for c in doc.cells if c.status in ("invalid", "failed")]
     return 1 if bad else 0
 
 

@@ -21,9 +21,11 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probatorium.bench import competitors as reg
 from probatorium.bench.cells import Cell
@@ -33,10 +35,14 @@ from probatorium.bench.verify import verify_cell
 from probatorium.errors import ProbatoriumError
 from probatorium.loadgen import LoadConfig, run_load
 from probatorium.loadgen import hist
+from probatorium.results.schema import (BenchCell, BenchCompetitor, BenchConfig, BenchDocument, BenchHost,
+                                        BenchVerify, Saturation)
 from probatorium.results.store import run_folder, sanitize_name, write_json_atomic
 from probatorium.targets.launcher import start_target
 
-SCHEMA = "bench/1"
+if TYPE_CHECKING:
+    from probatorium.services import ServiceManager
+
 DOCUMENT_NAME = "results.json"
 
 
@@ -67,7 +73,31 @@ def parse_cpus(text: str | None) -> list[int] | None:
     return out or None
 
 
-def host_info(server_cpus, client_cpus) -> dict:
+@dataclass(frozen=True)
+class BenchOptions:
+    """How a bench run measures and where it writes (the command's options, typed)."""
+
+    runs: int = 1  # closed-loop saturation runs per cell, histograms merged
+    duration: float = 5.0  # seconds per run and per probe
+    warmup: float = 1.0
+    out_dir: Path | None = None  # default: a new results/<ts>-bench-<version>
+    server_cpus: list[int] | None = None  # both None: default_cpus()
+    client_cpus: list[int] | None = None
+    slos: Sequence[float] = DEFAULT_SLOS_MS
+    results_root: Path = Path("results")
+    version: str = "dev"
+    error_budget: float = DEFAULT_ERROR_BUDGET
+    max_probes: int = 8
+
+    def with_default_cpus(self) -> "BenchOptions":
+        """These options, with the server and load-generator CPUs chosen when neither was given."""
+        if self.server_cpus is not None or self.client_cpus is not None:
+            return self
+        server, client = default_cpus()
+        return dataclasses.replace(self, server_cpus=server, client_cpus=client)
+
+
+def host_info(server_cpus, client_cpus) -> BenchHost:
     """Kernel, CPU model, CPU counts and the versions that shape the numbers."""
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -81,29 +111,28 @@ def host_info(server_cpus, client_cpus) -> dict:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "not installed"
-    return {"hostname": platform.node(), "kernel": platform.release(), "machine": platform.machine(),
-            "cpu_model": model, "cpus_online": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
-            "server_cpus": server_cpus, "client_cpus": client_cpus, "versions": versions,
-            "loadavg": list(os.getloadavg())}
+    return BenchHost(hostname=platform.node(), kernel=platform.release(), machine=platform.machine(),
+                     cpu_model=model, cpus_online=os.cpu_count(), affinity=sorted(os.sched_getaffinity(0)),
+                     server_cpus=server_cpus, client_cpus=client_cpus, versions=versions,
+                     loadavg=list(os.getloadavg()))
 
 
-def _load_config(base_url: str, cell: Cell, *, rate, duration, warmup, client_cpus) -> LoadConfig:
+def _load_config(base_url: str, cell: Cell, *, rate: float | None, opts: BenchOptions) -> LoadConfig:
+    client_cpus = opts.client_cpus
     return LoadConfig(
         url=base_url + cell.path, kind=cell.kind, connections=cell.connections, rate=rate,
-        duration=duration, warmup=warmup, method=cell.method, headers=list(cell.headers), body=cell.body,
+        duration=opts.duration, warmup=opts.warmup, method=cell.method, headers=list(cell.headers), body=cell.body,
         close=cell.close, cpus=client_cpus, workers=len(client_cpus) if client_cpus else None,
         expected_statuses=None if cell.kind != "http" else frozenset({cell.expected_status}),
     )
 
 
-def _cell_record(index: int, comp, cell: Cell, folder: str | None) -> dict:
-    return {"index": index, "competitor": comp.name, "cell": cell.name, "kind": cell.kind,
-            "connections": cell.connections, "status": "not_run", "reason": None, "folder": folder,
-            "saturation": None, "latency_at_slo": None, "rate_search": None, "observer": None,
-            "verify": None, "started_at": None, "finished_at": None}
+def _cell_record(index: int, comp, cell: Cell) -> BenchCell:
+    return BenchCell(index=index, competitor=comp.name, cell=cell.name, kind=cell.kind,
+                     connections=cell.connections, status="not_run")
 
 
-def merge_runs(runs: list[dict]) -> dict:
+def merge_runs(runs: list[dict]) -> Saturation:
     """One cell's saturation result over its runs (loadgen result dicts).
 
     Latency comes from the runs' histograms merged bucket by bucket (exact),
@@ -117,21 +146,62 @@ def merge_runs(runs: list[dict]) -> dict:
         for key, v in r["errors"].items():
             errors[key] = errors.get(key, 0) + v
     rps = total_req / total_s if total_s else 0.0
-    return {
-        "runs": len(runs), "requests": total_req, "duration_s": round(total_s, 3), "rps": round(rps, 1),
-        "errors": errors, "latency_us": hist.summary(merged), "histogram": hist.encode(merged),
-        "count": merged.get_total_count(),
-        "per_run_rps": [round(r["requests_per_sec"], 1) for r in runs],
-        "client_bound": any(r.get("client_bound") for r in runs),
-        "client_bound_reason": next((r.get("client_bound_reason") for r in runs if r.get("client_bound")), None),
-    }
+    return Saturation(
+        runs=len(runs), requests=total_req, duration_s=round(total_s, 3), rps=round(rps, 1),
+        errors=errors, latency_us=hist.summary(merged), histogram=hist.encode(merged),
+        count=merged.get_total_count(),
+        per_run_rps=[round(r["requests_per_sec"], 1) for r in runs],
+        client_bound=any(r.get("client_bound") for r in runs),
+        client_bound_reason=next((r.get("client_bound_reason") for r in runs if r.get("client_bound")), None),
+    )
 
 
-def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: dict, *, runs: int, duration: float,
-                 warmup: float, server_cpus, client_cpus, slos, error_budget: float, max_probes: int,
+def _measure_saturation(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOptions) -> list[dict]:
+    """`opts.runs` closed-loop runs, each loadgen result written to raw/ and returned."""
+    out = []
+    for k in range(opts.runs):
+        d = run_load(_load_config(target.base_url, cell, rate=None, opts=opts)).to_dict()
+        write_json_atomic(raw_dir / f"{prefix}-sat-{k + 1}.json", d)
+        out.append(d)
+    return out
+
+
+def _search_rate(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOptions, saturation_rps: float,
+                 echo: Callable[[str], None]) -> tuple[dict, list[dict]]:
+    """latency_at_slo by open-loop probes from the saturation rate: (the search, the probes' loadgen results)."""
+    probes_raw: list[dict] = []
+
+    def run_fn(rate: float) -> Probe:
+        res = run_load(_load_config(target.base_url, cell, rate=rate, opts=opts))
+        d = res.to_dict()
+        write_json_atomic(raw_dir / f"{prefix}-probe-{len(probes_raw) + 1}.json", d)
+        probes_raw.append(d)
+        p = Probe(rate=rate, achieved_rps=res.achieved_rps, p99_ms=res.latency_us["p99"] / 1000.0,
+                  requests=res.requests, errors=res.errors_total, unsent=res.unsent)
+        echo(f"    probe {rate:>10.1f} rps: achieved {p.achieved_rps:.1f}, p99 {p.p99_ms:.2f} ms, "
+             f"errors+unsent {p.errors + p.unsent}")
+        return p
+
+    search = latency_at_slo(run_fn, saturation_rps, opts.slos, error_budget=opts.error_budget,
+                            max_probes=opts.max_probes)
+    return search, probes_raw
+
+
+def _write_server_log(cell_dir: Path) -> None:
+    """The target's stdout and stderr in one server.log."""
+    with (cell_dir / "server.log").open("wb") as out:
+        for name in ("stdout.log", "stderr.log"):
+            path = cell_dir / name
+            if path.exists():
+                out.write(f"===== {name} =====\n".encode())
+                out.write(path.read_bytes())
+
+
+def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell, opts: BenchOptions, *,
                  extra_env: dict, subs: dict, echo: Callable[[str], None]) -> None:
     """Start, verify, measure one cell; fill `rec` in place (status ok / invalid / failed)."""
     prefix = cell_dir.name
+    server_cpus = opts.server_cpus
     spec = reg.target_spec(comp, subs, extra_env)
     if server_cpus:  # started pinned: runtimes size their thread pools from the CPUs they see
         spec = dataclasses.replace(spec, cpus=tuple(server_cpus))
@@ -143,173 +213,159 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: dict, *, 
             pin_tree(target.pid, server_cpus)
         observer = Observer(target.pid, cell_dir / "observer.sqlite").start()
         verdict = verify_cell(cell, target.base_url)
-        rec["verify"] = verdict.to_dict()
+        rec.verify = BenchVerify(**verdict.to_dict())
         if not verdict.ok:
-            rec["status"], rec["reason"] = "invalid", f"wrong answer: {verdict.reason}"
+            rec.status, rec.reason = "invalid", f"wrong answer: {verdict.reason}"
             return
         if server_cpus:  # workers and threads started while serving the first requests
             pin_tree(target.pid, server_cpus)
-        saturation_runs = []
         observer.set_phase("measure")
-        for k in range(runs):
-            res = run_load(_load_config(target.base_url, cell, rate=None, duration=duration, warmup=warmup,
-                                        client_cpus=client_cpus))
-            d = res.to_dict()
-            write_json_atomic(raw_dir / f"{prefix}-sat-{k + 1}.json", d)
-            saturation_runs.append(d)
-        rec["saturation"] = merge_runs(saturation_runs)
-        rps = rec["saturation"]["rps"]
+        saturation_runs = _measure_saturation(target, cell, raw_dir, prefix, opts)
+        rec.saturation = merge_runs(saturation_runs)
         probes_raw: list[dict] = []
-        if cell.rate_search and rps > 0:
+        if cell.rate_search and rec.saturation.rps > 0:
             observer.set_phase("probe")
-
-            def run_fn(rate: float) -> Probe:
-                res = run_load(_load_config(target.base_url, cell, rate=rate, duration=duration,
-                                            warmup=warmup, client_cpus=client_cpus))
-                d = res.to_dict()
-                write_json_atomic(raw_dir / f"{prefix}-probe-{len(probes_raw) + 1}.json", d)
-                probes_raw.append(d)
-                p = Probe(rate=rate, achieved_rps=res.achieved_rps, p99_ms=res.latency_us["p99"] / 1000.0,
-                          requests=res.requests, errors=res.errors_total, unsent=res.unsent)
-                echo(f"    probe {rate:>10.1f} rps: achieved {p.achieved_rps:.1f}, p99 {p.p99_ms:.2f} ms, "
-                     f"errors+unsent {p.errors + p.unsent}")
-                return p
-
-            search = latency_at_slo(run_fn, rps, slos, error_budget=error_budget, max_probes=max_probes)
-            rec["rate_search"] = search
-            rec["latency_at_slo"] = {slo: v["rps"] for slo, v in search["slos"].items()}
+            search, probes_raw = _search_rate(target, cell, raw_dir, prefix, opts, rec.saturation.rps, echo)
+            rec.rate_search = search
+            rec.latency_at_slo = {slo: v["rps"] for slo, v in search["slos"].items()}
         elif not cell.rate_search:
-            rec["rate_search"] = {"skipped": f"{cell.kind} cell: passive subscribers, no open-loop rate"}
+            rec.rate_search = {"skipped": f"{cell.kind} cell: passive subscribers, no open-loop rate"}
         write_json_atomic(cell_dir / "loadgen.json", {"saturation_runs": saturation_runs, "probes": probes_raw})
-        rec["status"] = "ok"
+        rec.status = "ok"
     finally:
         target.stop()
         if observer is not None:
-            rec["observer"] = observer.stop()
-        with (cell_dir / "server.log").open("wb") as out:
-            for name in ("stdout.log", "stderr.log"):
-                path = cell_dir / name
-                if path.exists():
-                    out.write(f"===== {name} =====\n".encode())
-                    out.write(path.read_bytes())
+            rec.observer = observer.stop()
+        _write_server_log(cell_dir)
 
 
-def run_bench(
-    competitors: list,
-    cells: list[Cell],
-    runs: int = 1,
-    duration: float = 5.0,
-    warmup: float = 1.0,
-    out_dir: Path | None = None,
-    server_cpus: list[int] | None = None,
-    client_cpus: list[int] | None = None,
-    slos=DEFAULT_SLOS_MS,
-    *,
-    results_root: Path = Path("results"),
-    version: str = "dev",
-    error_budget: float = DEFAULT_ERROR_BUDGET,
-    max_probes: int = 8,
-    echo: Callable[[str], None] = print,
-) -> dict:
-    """Run every competitor x cell; write and return the results document.
+@dataclass
+class _Services:
+    """The backing services the driver cells need, started once for the whole run."""
+
+    manager: ServiceManager | None = None  # only when a cell needs a service
+    missing: dict[str, str] = field(default_factory=dict)  # service -> why it is not available
+    env: dict[str, str] = field(default_factory=dict)  # what the competitors get to reach them
+
+    @classmethod
+    def start(cls, competitors: list, cells: list[Cell]) -> "_Services":
+        needed = sorted({s for c in cells for s in c.services
+                         if any(reg.serves(comp, c) is None for comp in competitors)})
+        if not needed:
+            return cls()
+        from probatorium.services import ServiceManager
+
+        manager = ServiceManager()
+        out = cls(manager, manager.unavailable(needed))
+        startable = [s for s in needed if s not in out.missing]
+        if startable:
+            try:
+                manager.up(startable)
+                out.env = manager.env(startable)
+            except (ProbatoriumError, OSError, RuntimeError) as exc:
+                out.missing.update({s: f"could not start: {exc}" for s in startable})
+        return out
+
+    def why_not(self, cell: Cell) -> str | None:
+        """The cell's services that are not available, with why (None when all are)."""
+        miss = [f"{s}: {self.missing[s]}" for s in cell.services if s in self.missing]
+        return "; ".join(miss) or None
+
+    def stop(self) -> None:
+        if self.manager is not None:
+            self.manager.down()
+
+
+class _BenchRun:
+    """One bench run in progress: the document, where it goes, and the cell-by-cell loop."""
+
+    def __init__(self, doc: BenchDocument, out: Path, opts: BenchOptions, services: _Services,
+                 echo: Callable[[str], None]) -> None:
+        self.doc, self.out, self.opts, self.services, self.echo = doc, out, opts, services, echo
+        self.raw_dir = out / "raw"
+        self.index = 0
+
+    def checkpoint(self) -> None:
+        write_json_atomic(self.doc.path, self.doc)
+
+    def competitor(self, comp, cells: list[Cell]) -> None:
+        """Prepare one competitor (a failed build is recorded, the run goes on), then run its cells."""
+        reason = reg.not_applicable_reason(comp)
+        entry = BenchCompetitor(name=comp.name, group=comp.group, description=comp.description,
+                                install=comp.install, status="not_applicable" if reason else "ok",
+                                reason=reason, versions=reg.versions(comp))
+        self.doc.competitors.append(entry)
+        workdir = Path(tempfile.mkdtemp(prefix=f"probatorium-bench-{sanitize_name(comp.name)}-"))
+        try:
+            subs: dict[str, str] = {}
+            if reason is None:
+                try:
+                    subs = reg.prepare(comp, workdir)
+                except Exception as exc:  # noqa: BLE001 - a failed build is recorded, the run goes on
+                    entry.status, entry.reason = "failed", f"prepare: {exc}"
+            for cell in cells:
+                self.cell(comp, entry, cell, subs)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def cell(self, comp, entry: BenchCompetitor, cell: Cell, subs: dict[str, str]) -> None:
+        """One competitor x cell: not_applicable / failed without a start, else measured; checkpointed."""
+        self.index += 1
+        rec = _cell_record(self.index, comp, cell)
+        self.doc.cells.append(rec)
+        not_here = entry.reason if entry.status == "not_applicable" else None
+        why = not_here or reg.serves(comp, cell) or self.services.why_not(cell)
+        if why is not None:
+            rec.status, rec.reason = "not_applicable", why
+        elif entry.status == "failed":
+            rec.status, rec.reason = "failed", entry.reason
+        else:
+            self.measure(comp, cell, rec, subs)
+        self.checkpoint()
+
+    def measure(self, comp, cell: Cell, rec: BenchCell, subs: dict[str, str]) -> None:
+        folder = f"{self.index:02d}-{sanitize_name(comp.name)}-{sanitize_name(cell.name)}"
+        rec.folder = folder
+        rec.started_at = _now()
+        self.echo(f"[{self.index:02d}] {comp.name} / {cell.name}")
+        try:
+            measure_cell(comp, cell, self.out / folder, self.raw_dir, rec, self.opts,
+                         extra_env=self.services.env, subs=subs, echo=self.echo)
+        except Exception as exc:  # noqa: BLE001 - one cell failing never stops the run
+            rec.status, rec.reason = "failed", f"{type(exc).__name__}: {exc}"
+        rec.finished_at = _now()
+        self.echo(f"     -> {rec.status}" + (f": {rec.reason}" if rec.reason else ""))
+
+
+def run_bench(competitors: list, cells: list[Cell], opts: BenchOptions | None = None, *,
+              echo: Callable[[str], None] = print) -> BenchDocument:
+    """Run every competitor x cell; write and return the results document (its `path` set).
 
     A competitor that cannot run here, or a cell it does not serve or whose
     services are missing, is ``not_applicable`` (never a failure); a wrong
     answer is ``invalid``; a start or measurement failure is ``failed``.
     """
-    if server_cpus is None and client_cpus is None:
-        server_cpus, client_cpus = default_cpus()
-    out = Path(out_dir) if out_dir is not None else run_folder(results_root, "bench", version)
+    opts = (opts or BenchOptions()).with_default_cpus()
+    out = Path(opts.out_dir) if opts.out_dir is not None else run_folder(opts.results_root, "bench", opts.version)
     out.mkdir(parents=True, exist_ok=True)
-    raw_dir = out / "raw"
-    raw_dir.mkdir(exist_ok=True)
-    doc: dict = {
-        "schema": SCHEMA, "kind": "bench", "version": version, "started_at": _now(), "finished_at": None,
-        "partial": True, "host": host_info(server_cpus, client_cpus),
-        "config": {"runs": runs, "duration_s": duration, "warmup_s": warmup, "slos_ms": list(slos),
-                   "error_budget": error_budget, "max_probes": max_probes,
-                   "competitors": [c.name for c in competitors], "cells": [c.name for c in cells]},
-        "competitors": [], "cells": [],
-    }
-    path = out / DOCUMENT_NAME
-
-    def checkpoint() -> None:
-        write_json_atomic(path, doc)
-
-    # backing services for the driver cells, started once for the whole run
-    needed = sorted({s for c in cells for s in c.services
-                     if any(reg.serves(comp, c) is None for comp in competitors)})
-    services_missing: dict[str, str] = {}
-    manager = None
-    service_env: dict[str, str] = {}
-    if needed:
-        from probatorium.services import ServiceManager
-
-        manager = ServiceManager()
-        services_missing = manager.unavailable(needed)
-        startable = [s for s in needed if s not in services_missing]
-        if startable:
-            try:
-                manager.up(startable)
-                service_env = manager.env(startable)
-            except (ProbatoriumError, OSError, RuntimeError) as exc:
-                services_missing.update({s: f"could not start: {exc}" for s in startable})
-    index = 0
-    checkpoint()
+    (out / "raw").mkdir(exist_ok=True)
+    doc = BenchDocument(
+        version=opts.version, started_at=_now(), partial=True, path=str(out / DOCUMENT_NAME),
+        host=host_info(opts.server_cpus, opts.client_cpus),
+        config=BenchConfig(runs=opts.runs, duration_s=opts.duration, warmup_s=opts.warmup, slos_ms=list(opts.slos),
+                           error_budget=opts.error_budget, max_probes=opts.max_probes,
+                           competitors=[c.name for c in competitors], cells=[c.name for c in cells]))
+    services = _Services.start(competitors, cells)
+    run = _BenchRun(doc, out, opts, services, echo)
+    run.checkpoint()
     try:
         for comp in competitors:
-            reason = reg.not_applicable_reason(comp)
-            entry = {"name": comp.name, "group": comp.group, "description": comp.description,
-                     "install": comp.install, "status": "not_applicable" if reason else "ok",
-                     "reason": reason, "versions": reg.versions(comp)}
-            doc["competitors"].append(entry)
-            workdir = Path(tempfile.mkdtemp(prefix=f"probatorium-bench-{sanitize_name(comp.name)}-"))
-            try:
-                subs: dict[str, str] = {}
-                if reason is None:
-                    try:
-                        subs = reg.prepare(comp, workdir)
-                    except Exception as exc:  # noqa: BLE001 - a failed build is recorded, the run goes on
-                        entry["status"], entry["reason"] = "failed", f"prepare: {exc}"
-                for cell in cells:
-                    index += 1
-                    rec = _cell_record(index, comp, cell, None)
-                    doc["cells"].append(rec)
-                    why = reason or reg.serves(comp, cell)
-                    if why is None:
-                        miss = [f"{s}: {services_missing[s]}" for s in cell.services if s in services_missing]
-                        why = "; ".join(miss) or None
-                    if why is not None:
-                        rec["status"], rec["reason"] = "not_applicable", why
-                        checkpoint()
-                        continue
-                    if entry["status"] == "failed":
-                        rec["status"], rec["reason"] = "failed", entry["reason"]
-                        checkpoint()
-                        continue
-                    folder = f"{index:02d}-{sanitize_name(comp.name)}-{sanitize_name(cell.name)}"
-                    rec["folder"] = folder
-                    rec["started_at"] = _now()
-                    echo(f"[{index:02d}] {comp.name} / {cell.name}")
-                    try:
-                        measure_cell(comp, cell, out / folder, raw_dir, rec, runs=runs, duration=duration,
-                                     warmup=warmup, server_cpus=server_cpus, client_cpus=client_cpus,
-                                     slos=slos, error_budget=error_budget, max_probes=max_probes,
-                                     extra_env=service_env, subs=subs, echo=echo)
-                    except Exception as exc:  # noqa: BLE001 - one cell failing never stops the run
-                        rec["status"], rec["reason"] = "failed", f"{type(exc).__name__}: {exc}"
-                    rec["finished_at"] = _now()
-                    echo(f"     -> {rec['status']}" + (f": {rec['reason']}" if rec["reason"] else ""))
-                    checkpoint()
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-        doc["partial"] = False
+            run.competitor(comp, cells)
+        doc.partial = False
     finally:
-        doc["finished_at"] = _now()
-        checkpoint()
-        if manager is not None:
-            manager.down()
-    doc["path"] = str(path)
+        doc.finished_at = _now()
+        run.checkpoint()
+        services.stop()
     return doc
 
 
@@ -317,25 +373,25 @@ def _fmt_rps(v) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
-def format_table(doc: dict) -> str:
+def format_table(doc: BenchDocument) -> str:
     """The bench table: one line per competitor x cell (saturation, p99, latency_at_slo per SLO)."""
-    slos = [f"{float(s):g}" for s in doc.get("config", {}).get("slos_ms", DEFAULT_SLOS_MS)]
+    slos = [f"{float(s):g}" for s in doc.config.slos_ms]
     head = ["competitor", "cell", "status", "sat rps", "p50 ms", "p99 ms"] + [f"@{s}ms" for s in slos] + ["srv cpu%"]
     rows = [head]
-    for c in doc.get("cells", []):
-        sat = c.get("saturation") or {}
-        lat = sat.get("latency_us") or {}
-        slo_vals = c.get("latency_at_slo") or {}
-        obs = (c.get("observer") or {}).get("steady") or {}
-        status = c["status"] if c["status"] == "ok" else f"{c['status']}: {(c.get('reason') or '')[:50]}"
-        sat_rps = _fmt_rps(sat.get("rps")) + ("*" if sat.get("client_bound") else "")
-        rows.append([c["competitor"], c["cell"], status, sat_rps,
+    for c in doc.cells:
+        sat = c.saturation
+        lat = sat.latency_us if sat is not None else {}
+        slo_vals = c.latency_at_slo or {}
+        obs = (c.observer or {}).get("steady") or {}
+        status = c.status if c.status == "ok" else f"{c.status}: {(c.reason or '')[:50]}"
+        sat_rps = "-" if sat is None else _fmt_rps(sat.rps) + ("*" if sat.client_bound else "")
+        rows.append([c.competitor, c.cell, status, sat_rps,
                      f"{lat['p50'] / 1000:.2f}" if lat else "-", f"{lat['p99'] / 1000:.2f}" if lat else "-",
                      *(_fmt_rps(slo_vals.get(s)) for s in slos),
                      f"{obs['cpu_pct']:.0f}" if obs.get("cpu_pct") is not None else "-"])
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    if any((c.get("saturation") or {}).get("client_bound") for c in doc.get("cells", [])):
+    if any(c.saturation is not None and c.saturation.client_bound for c in doc.cells):
         lines.append("* the load generator was the bottleneck (client_bound): the server may do more")
     return "\n".join(lines)

@@ -9,13 +9,20 @@ table of regressions. Otherwise exit 0. No baseline or no newer run: exit 2.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from probatorium.bench.runner import DOCUMENT_NAME
+from probatorium.results.schema import BenchCell, BenchDocument
 
 _FOLDER = re.compile(r"^(\d{8}T\d{6}Z)-bench-(.+?)(?:-(\d+))?$")
+
+
+def load_bench_document(path: Path) -> BenchDocument:
+    """A bench results.json, read through its schema model (ValueError when it is not one)."""
+    doc = BenchDocument.model_validate_json(Path(path).read_bytes())
+    doc.path = str(path)
+    return doc
 
 
 def bench_runs(results_root: Path) -> list[tuple[str, str, Path]]:
@@ -30,35 +37,35 @@ def bench_runs(results_root: Path) -> list[tuple[str, str, Path]]:
         if not m or not doc.is_file():
             continue
         try:
-            data = json.loads(doc.read_text())
+            data = load_bench_document(doc)
         except (OSError, ValueError):
             continue
-        if data.get("partial"):
+        if data.partial:
             continue
-        version = data.get("version") or m.group(2)
+        version = data.version or m.group(2)
         out.append((m.group(1) + "-" + (m.group(3) or "1").zfill(4), version, doc))
     return sorted(out)
 
 
-def _metrics(cell: dict) -> dict[str, float | None]:
-    out: dict[str, float | None] = {"saturation_rps": (cell.get("saturation") or {}).get("rps")}
-    for slo, rps in (cell.get("latency_at_slo") or {}).items():
+def _metrics(cell: BenchCell) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"saturation_rps": cell.saturation.rps if cell.saturation else None}
+    for slo, rps in (cell.latency_at_slo or {}).items():
         out[f"latency_at_slo@{slo}ms"] = rps
     return out
 
 
-def compare(baseline: dict, current: dict, threshold: float) -> list[dict]:
+def compare(baseline: BenchDocument, current: BenchDocument, threshold: float) -> list[dict]:
     """Regressions of `current` against `baseline` (pure)."""
-    now = {(c["competitor"], c["cell"]): c for c in current.get("cells", [])}
+    now = {(c.competitor, c.cell): c for c in current.cells}
     regressions = []
-    for base in baseline.get("cells", []):
-        if base.get("status") != "ok":
+    for base in baseline.cells:
+        if base.status != "ok":
             continue
-        key = (base["competitor"], base["cell"])
+        key = (base.competitor, base.cell)
         cur = now.get(key)
-        if cur is None or cur.get("status") != "ok":
+        if cur is None or cur.status != "ok":
             regressions.append({"competitor": key[0], "cell": key[1], "metric": "cell",
-                                "baseline": "ok", "current": "missing" if cur is None else cur.get("status"),
+                                "baseline": "ok", "current": "missing" if cur is None else cur.status,
                                 "change": None})
             continue
         cur_m = _metrics(cur)
@@ -96,8 +103,8 @@ def bench_since(results_root: Path, baseline_version: str, threshold: float = 0.
         return 2, (f"bench-since: no bench run of baseline version {baseline_version!r} under {results_root} "
                    f"(other than the newest run)")
     base = baselines[-1]
-    baseline_doc = json.loads(base[2].read_text())
-    current_doc = json.loads(newest[2].read_text())
+    baseline_doc = load_bench_document(base[2])
+    current_doc = load_bench_document(newest[2])
     regs = compare(baseline_doc, current_doc, threshold)
     head = (f"bench-since: {newest[2].parent.name} (version {newest[1]}) vs baseline "
             f"{base[2].parent.name} (version {base[1]}), threshold {threshold * 100:g}%")

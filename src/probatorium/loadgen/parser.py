@@ -123,6 +123,9 @@ class ResponseParser:
 
     # -- the hot path -------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
+        """Parse the next bytes of the stream, calling ``on_response`` for each response they complete."""
+        # long: the byte-level state machine of the hot path, one loop over the states; a call per
+        # state and per read would cost the load generator throughput it is there to measure.
         if self._buf:
             data = self._buf + data
             self._buf = b""

@@ -21,8 +21,9 @@ import time
 from typing import TYPE_CHECKING
 
 from probatorium.loadgen.config import LoadConfig, parse_url
+from probatorium.loadgen.conn import Conn
+from probatorium.loadgen.conn import now_ns as _now
 from probatorium.loadgen.parser import ParseError
-from probatorium.loadgen.worker import Conn, _now
 from probatorium.rawclient import set_nodelay
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """One load-generator worker: one process, one event loop, a share of the connections.
 
-Clock: ``time.monotonic_ns()`` (CLOCK_MONOTONIC, shared by all processes of the
-machine), so the parent can hand every worker the same absolute start time and
-the open-loop schedule is one global schedule split between workers.
+Clock: ``conn.now_ns`` = ``time.monotonic_ns()`` (CLOCK_MONOTONIC, shared by all
+processes of the machine), so the parent can hand every worker the same absolute
+start time and the open-loop schedule is one global schedule split between workers.
 """
 
 from __future__ import annotations
@@ -16,185 +16,19 @@ import time
 from collections import deque
 from typing import Any
 
-from probatorium.loadgen import hist
+from probatorium.loadgen import hist, streams
 from probatorium.loadgen.config import LoadConfig, build_request, parse_url
-from probatorium.loadgen.parser import ParseError, ResponseParser
-from probatorium.rawclient import set_nodelay
+from probatorium.loadgen.conn import Conn
+from probatorium.loadgen.conn import now_ns as _now
 
 NS = 1_000_000_000
 ERROR_CLASSES = ("connect", "reset", "timeout", "status", "protocol")
 TICK_S = 0.1
 
-_now = time.monotonic_ns
-
 
 def _cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
-
-
-class Conn(asyncio.Protocol):
-    """One TCP connection. Sends one request at a time (no pipelining)."""
-
-    __slots__ = ("w", "tr", "parser", "busy", "t0", "t_sent", "closing", "served", "lost", "failed", "_write", "cache")
-
-    def __init__(self, w: "Worker") -> None:
-        self.w = w
-        self.tr: asyncio.Transport | None = None
-        self.parser = ResponseParser(self._on_response, keep_body=w.cfg.expect_body is not None,
-                                     no_body=w.cfg.method == "HEAD")
-        # shared by all connections of the worker; never used when bodies are validated
-        self.cache = self.parser.cache = w.head_cache if w.expect_body is None else {}
-        self.busy = False
-        self.t0 = 0  # latency origin: send time (closed loop) or intended time (open loop)
-        self.t_sent = 0  # actual send time (request timeout runs from here)
-        self.closing = False
-        self.served = 0
-        self.failed = False
-        self.lost: asyncio.Future[None] = w.loop.create_future()
-        self._write = None
-
-    # -- asyncio callbacks ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        self.tr = transport  # type: ignore[assignment]
-        self._write = transport.write  # type: ignore[attr-defined]
-        set_nodelay(transport.get_extra_info("socket"))
-        self.w.live.add(self)
-        self.w.next_request(self)
-
-    def data_received(self, data: bytes) -> None:
-        # Fast paths: the whole response in one read, with a head seen (and validated)
-        # before: (1) the same head as the worker's last fast response and the same
-        # total length (one memcmp); (2) a head in the cache of validated heads.
-        w = self.w
-        if self.busy:
-            if len(data) == w.fast_len and data.startswith(w.fast_head) and self.parser.idle:
-                now = _now()
-                t0 = self.t0
-                if w.cur_start <= t0 < w.cur_end:
-                    w.cur.append((now - t0) // 1000)
-                else:
-                    w.record_slow(t0, (now - t0) // 1000)
-                if w.fast_bad:
-                    w.error("status", t0)
-                self.served += 1
-                if w.fast_close:
-                    self.busy = False
-                    self.closing = True
-                    self.tr.close()  # type: ignore[union-attr]
-                elif w.closed_sending:
-                    self.t0 = self.t_sent = now
-                    self._write(w.request)  # type: ignore[misc]
-                else:
-                    self.busy = False
-                    w.next_request(self)
-                return
-            end = data.find(b"\r\n\r\n")
-            if end > 0:
-                info = self.cache.get(data[:end])
-                if info is not None and len(data) == end + 4 + info[1] and self.parser.idle:
-                    now = _now()
-                    t0 = self.t0
-                    us = (now - t0) // 1000
-                    if w.cur_start <= t0 < w.cur_end:
-                        w.cur.append(us)
-                    else:
-                        w.record_slow(t0, us)
-                    status = info[0]
-                    bad = status >= w.status_floor and not w.cfg.status_ok(status)
-                    if bad:
-                        w.error("status", t0)
-                    if self.cache is w.head_cache:
-                        w.fast_head = data[: end + 4]
-                        w.fast_len = len(data)
-                        w.fast_bad = bad
-                        w.fast_close = info[2] or w.close_mode
-                    self.served += 1
-                    if info[2] or w.close_mode:
-                        self.busy = False
-                        self.closing = True
-                        self.tr.close()  # type: ignore[union-attr]
-                    elif w.closed_sending:
-                        # closed loop: the next request goes out now, on the same clock reading
-                        self.t0 = self.t_sent = now
-                        self._write(w.request)  # type: ignore[misc]
-                    else:
-                        self.busy = False
-                        w.next_request(self)
-                    return
-        try:
-            self.parser.feed(data)
-        except ParseError:
-            self._fail("protocol")
-            return
-        if not self.busy and not self.closing:
-            self.w.next_request(self)
-
-    def eof_received(self) -> bool:
-        try:
-            self.parser.feed_eof()
-        except ParseError:
-            self._fail("protocol")
-            return False
-        if self.busy:
-            self._fail("reset")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        w = self.w
-        w.live.discard(self)
-        try:
-            w.idle.remove(self)
-        except ValueError:
-            pass
-        if self.busy:
-            # the request in flight is lost: reset by the peer, or cut short
-            cls = "reset" if (exc is not None or self.parser.idle) else "protocol"
-            self.busy = False
-            self.failed = True
-            w.error(cls, self.t0)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    # -- hot path ---------------------------------------------------------------------------
-    def send(self, t0: int) -> None:
-        self.busy = True
-        self.t0 = t0
-        self.t_sent = _now()
-        self._write(self.w.request)  # type: ignore[misc]
-
-    def _on_response(self, status: int, close: bool, body: bytes | None) -> None:
-        if not self.busy:
-            raise ParseError("unsolicited response")
-        now = _now()
-        self.busy = False
-        self.served += 1
-        w = self.w
-        t0 = self.t0
-        us = (now - t0) // 1000
-        if w.cur_start <= t0 < w.cur_end:
-            w.cur.append(us)
-        else:
-            w.record_slow(t0, us)
-        if status >= w.status_floor and not w.cfg.status_ok(status):
-            w.error("status", t0)
-        elif w.expect_body is not None and body != w.expect_body:
-            w.error("protocol", t0)
-        if close or w.close_mode:
-            self.closing = True
-            self.tr.close()  # type: ignore[union-attr]
-
-    def _fail(self, cls: str) -> None:
-        if self.busy:
-            self.busy = False
-            self.failed = True
-            self.w.error(cls, self.t0)
-        elif cls == "protocol":
-            self.failed = True
-            self.w.error(cls, _now())
-        self.closing = True
-        if self.tr is not None:
-            self.tr.abort()
 
 
 class Worker:
@@ -208,8 +42,6 @@ class Worker:
         self.events_untimed = 0
         self.events_untimed_warm = 0
         if cfg.kind != "http":
-            from probatorium.loadgen import streams
-
             if cfg.kind == "ws":
                 self.ws_handshake, self.ws_accept = streams.ws_handshake(cfg)
                 self.ws_payload = cfg.ws_message
@@ -267,6 +99,14 @@ class Worker:
     # -- recording --------------------------------------------------------------------------
     def _sec_index(self, t: int) -> int:
         return (t - self.warm_end_ns) // NS
+
+    def record(self, t0: int, us: int) -> None:
+        """One latency sample of a request whose clock started at `t0`: into the current second's
+        list when it belongs there (the common case), else into its own phase or second."""
+        if self.cur_start <= t0 < self.cur_end:
+            self.cur.append(us)
+        else:
+            self.record_slow(t0, us)
 
     def record_slow(self, t0: int, us: int) -> None:
         if not self.sec_lat:  # before the run started

@@ -1,4 +1,4 @@
-"""Pydantic models of the validate-results document, schema 5.1.
+"""Pydantic models of the result documents: validate-results (schema 5.1) and bench results (bench/1).
 
 The schema is additive only: tallies are ``str -> int`` maps so a new counter
 never needs a new schema version, and every model keeps unknown fields
@@ -124,6 +124,126 @@ class ValidateDocument(_Model):
             self.validation_results.tier_3 = dict(cells[0].tier_3)
         return self
 
+
+
+# ---------------------------------------------------------------------------------------
+# Bench results: ``results/<ts>-bench-<version>/results.json``, schema "bench/1".
+# Field order is the file's key order; numbers keep their type as measured (a histogram's
+# p99 is an int of microseconds, an SLO given as 10 stays 10), hence ``int | float``.
+
+BENCH_SCHEMA = "bench/1"
+
+BenchCellStatus = Literal["not_run", "ok", "not_applicable", "invalid", "failed"]
+CompetitorStatus = Literal["ok", "not_applicable", "failed"]
+Number = int | float
+
+
+class BenchHost(_Model):
+    """The machine a bench ran on: what shapes the numbers."""
+
+    hostname: str = ""
+    kernel: str = ""
+    machine: str = ""
+    cpu_model: str = "unknown"
+    cpus_online: int | None = None
+    affinity: list[int] = Field(default_factory=list)
+    server_cpus: list[int] | None = None
+    client_cpus: list[int] | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    loadavg: list[float] = Field(default_factory=list)
+
+
+class BenchConfig(_Model):
+    """How the bench measured: runs, phases, SLOs, probe budget, what it selected."""
+
+    runs: int = 1
+    duration_s: float = 0.0
+    warmup_s: float = 0.0
+    slos_ms: list[Number] = Field(default_factory=list)
+    error_budget: float = 0.0
+    max_probes: int = 0
+    competitors: list[str] = Field(default_factory=list)
+    cells: list[str] = Field(default_factory=list)
+
+
+class BenchCompetitor(_Model):
+    """One competitor of the run: what it is, whether it could run here, what it is made of."""
+
+    name: str
+    group: str = ""
+    description: str = ""
+    install: str = ""
+    status: CompetitorStatus = "ok"
+    reason: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class Saturation(_Model):
+    """One cell's closed-loop result over its runs: histograms merged exactly, rps = requests / seconds."""
+
+    runs: int = 0
+    requests: int = 0
+    duration_s: float = 0.0
+    rps: float
+    errors: dict[str, int] = Field(default_factory=dict)
+    latency_us: dict[str, Number] = Field(default_factory=dict)
+    histogram: str = ""  # the merged HdrHistogram, encoded
+    count: int = 0
+    per_run_rps: list[float] = Field(default_factory=list)
+    client_bound: bool = False
+    client_bound_reason: str | None = None
+
+
+class BenchVerify(_Model):
+    """Whether the competitor answered the cell correctly before it was measured."""
+
+    ok: bool
+    reason: str | None = None
+    status: int | None = None
+    content_type: str | None = None
+    body_prefix: str | None = None
+
+
+class BenchCell(_Model):
+    """One competitor x cell of a bench run."""
+
+    index: int = 0
+    competitor: str
+    cell: str
+    kind: str = "http"  # "http" | "ws" | "sse"
+    connections: int = 0
+    status: BenchCellStatus
+    reason: str | None = None
+    folder: str | None = None  # relative to the run folder
+    saturation: Saturation | None = None
+    latency_at_slo: dict[str, float | None] | None = None  # SLO in ms -> highest passing rate
+    # ratesearch.latency_at_slo's document ({"slos", "probes", ...}), or {"skipped": why}
+    rate_search: dict[str, Any] | None = None
+    observer: dict[str, Any] | None = None  # the observer's summary (samples, peak, steady)
+    verify: BenchVerify | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class BenchDocument(_Model):
+    """A whole bench ``results.json`` (checkpointed while the run goes: ``partial`` until it ends)."""
+
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+    # "schema" would shadow BaseModel.schema(): the attribute is `schema_id`, the key "schema"
+    schema_id: str = Field(BENCH_SCHEMA, alias="schema")
+    kind: Literal["bench"] = "bench"
+    version: str = ""
+    started_at: str = ""
+    finished_at: str | None = None
+    partial: bool = False
+    host: BenchHost = Field(default_factory=BenchHost)
+    config: BenchConfig = Field(default_factory=BenchConfig)
+    competitors: list[BenchCompetitor] = Field(default_factory=list)
+    cells: list[BenchCell] = Field(default_factory=list)
+    #: where the document was written or read from; not part of the file
+    path: str = Field("", exclude=True)
 
 def normalize_arch(machine: str | None = None) -> str:
     """Map ``platform.machine()`` spellings to ``amd64`` / ``aarch64``; other names pass through lower-cased."""

@@ -1,4 +1,4 @@
-"""Shrinking Markov findings: ddmin on its own (pure oracles), and replays with re-bound ids."""
+"""Shrinking Markov findings: dependency closure, history, and replays with re-bound ids (ddmin itself: tests/test_shrink.py)."""
 
 from __future__ import annotations
 
@@ -12,60 +12,11 @@ from fakes import result
 
 from probatorium.validate.openapi import load_operations
 from probatorium.validate.tier1.markov.client import build_request
-from probatorium.validate.tier1.markov.shrink import (Replayer, Step, closed_under_captures, ddmin, focus, remember,
-                                                      replayable)
+from probatorium.validate.tier1.markov.shrink import Replayer, Step, closed_under_captures, focus, remember, replayable
 from probatorium.validate.tier1.markov.slice import MarkovSlice
 from probatorium.validate.tier1.markov.values import Templates
 
 PLANTED = Path(__file__).parent / "planted"
-
-
-def shrink(items, test, **kw):
-    return asyncio.run(ddmin(items, test, **kw))
-
-
-def a_before_b(calls: list):
-    async def test(seq):
-        calls.append(list(seq))
-        if "A" in seq and "B" in seq[seq.index("A"):]:
-            return seq.index("B", seq.index("A"))
-        return None
-    return test
-
-
-def test_ddmin_finds_a_before_b_among_noise() -> None:
-    items = list("xyzAwvBuBtsAr")
-    calls: list = []
-    res = shrink(items, a_before_b(calls))
-    assert res.sequence == ["A", "B"]
-    assert res.complete and res.tests == len(calls) <= 50
-
-
-def test_ddmin_cuts_after_the_failing_element() -> None:
-    res = shrink(list("ABxyz"), a_before_b([]))
-    assert res.sequence == ["A", "B"] and res.complete
-
-
-def test_ddmin_respects_the_replay_bound() -> None:
-    calls: list = []
-    res = shrink(list("qwertyuiopAasdfghjklzxcvbnmB"), a_before_b(calls), max_tests=3)
-    assert len(calls) == res.tests == 3 and not res.complete and "bound 3" in res.reason
-    assert "A" in res.sequence and "B" in res.sequence  # still a failing sequence
-
-
-def test_ddmin_respects_the_time_bound() -> None:
-    calls: list = []
-    res = shrink(list("xAyB"), a_before_b(calls), deadline=time.monotonic() - 1)
-    assert calls == [] and not res.complete and res.sequence == list("xAyB")
-
-
-def test_invalid_candidates_cost_no_replay() -> None:
-    calls: list = []
-    # "B" is only valid with the "x" before it (a captured value it needs)
-    valid = lambda seq: "B" not in seq or ("x" in seq and seq.index("x") < seq.index("B"))  # noqa: E731
-    res = shrink(list("xyAzxB"), a_before_b(calls), valid=valid)
-    assert res.sequence in (list("xAB"), list("AxB")) and res.complete
-    assert all(valid(c) for c in calls)
 
 
 def step(op: str, used: dict | None = None, gives: list | None = None) -> Step:

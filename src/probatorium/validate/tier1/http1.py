@@ -230,6 +230,8 @@ def parse_response_stream(
     server closed the connection (so a close-delimited body is complete and a
     short body is truncated) or reading merely stopped.
     """
+    # long: one pass of the RFC 9112 §6.3 message-length rules over the byte stream, in the
+    # order the RFC states them; split apart, the precedence between the rules would be lost.
     out = StreamParse()
     methods = list(request_methods or [])
     pos = 0

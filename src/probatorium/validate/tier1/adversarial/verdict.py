@@ -105,6 +105,100 @@ def _is_rejection(resp: Response) -> bool:
     return resp.status in PARSER_REJECT_STATUSES or resp.status >= 500
 
 
+@dataclass
+class _Evidence:
+    """What the response stream shows about the primary request and any request after it."""
+
+    finals: list[Response]  # final responses, and a 101 (after which the stream is another protocol)
+    primary: Response | None  # the first of them: the answer to the primary request
+    primary_rec: dict | None  # its echo record
+    seen: list[str]  # nonces the application reported
+    accepted: bool  # the primary request reached the application
+    rejected: bool  # refused by status, or the server closed without answering
+    smuggled: bool  # a request inside the primary's body ran
+    later: list[str]  # requests after the primary that ran ("?": a response without an echo record)
+
+
+def _primary_accepted(primary: Response | None, primary_rec: dict | None, seen: list[str], nonce: str,
+                      echo: bool) -> bool:
+    """Whether the primary request reached the application: its nonce in an echo record, else its status."""
+    if echo and any(n == nonce for n in seen):
+        return True
+    if primary is None:
+        return False
+    if primary.status == 101:
+        return True
+    rec_nonce = echo_nonce(primary_rec) if primary_rec is not None else None
+    if echo and rec_nonce is not None and rec_nonce != nonce:
+        return False  # the first answer belongs to another request: the primary was not served
+    # Judge by status: anything but a parser rejection or a 5xx means the request was routed,
+    # i.e. it reached the application.
+    return not _is_rejection(primary)
+
+
+def _evidence(case: Case, nonce: str, parsed: StreamParse, outcome: Outcome, echo: bool) -> _Evidence:
+    finals = [r for r in parsed.responses if not r.interim or r.status == 101]
+    records = [echo_record(r) for r in finals]
+    seen = [n for rec in records if rec is not None and (n := echo_nonce(rec)) is not None]
+    primary = finals[0] if finals else None
+    primary_rec = records[0] if records else None
+    accepted = _primary_accepted(primary, primary_rec, seen, nonce, echo)
+    rejected = not accepted and (primary is not None or outcome.closed)
+    if echo:
+        smuggled = bool(case.inner) and f"{nonce}-s" in seen
+        later = [n for n in seen if n in (f"{nonce}-s", f"{nonce}-u")]
+        if len(finals) > 1 and not later:  # a second response without an echo record still ran something
+            later = ["?"] * (len(finals) - 1)
+    else:
+        # Without echo records the count of responses tells how many requests ran.
+        smuggled = bool(case.inner) and len(finals) > 1
+        later = ["?"] * max(0, len(finals) - 1)
+    return _Evidence(finals, primary, primary_rec, seen, accepted, rejected, smuggled, later)
+
+
+def _must_violation(case: Case, rendered: Rendered, ev: _Evidence, parsed: StreamParse, outcome: Outcome,
+                    echo: bool) -> str | None:
+    """The MUST-level violation the exchange shows whatever the case expects (None: none)."""
+    if ev.smuggled:
+        return "executed a request smuggled inside the body of another request"
+    if case.no_interim and any(r.status == 100 for r in parsed.responses):
+        return "sent 100 Continue to an HTTP/1.0 request (the expectation MUST be ignored)"
+    if case.no_upgrade and any(r.status == 101 for r in parsed.responses):
+        return "switched protocols on an invalid upgrade request"
+    if case.close and ev.later:
+        return "processed a request after one that requires closing the connection"
+    if case.close and (ev.accepted or (ev.rejected and not case.keep_open_ok)) and ev.primary is not None \
+            and not outcome.closed:
+        return "kept the connection open where it MUST be closed after the response"
+    if ev.accepted and echo and ev.primary_rec is not None:
+        return _served_problem(case, rendered, ev.primary_rec)
+    return None
+
+
+def _expected(case: Case, ev: _Evidence, outcome: Outcome, viol: list[Violation]) -> Verdict:
+    """The verdict against the case's own expectation (reject / serve / either), once no MUST was broken."""
+    primary, seen = ev.primary, ev.seen
+    if primary is None and not outcome.closed:
+        if case.wait_ok:
+            return Verdict("awaited", "the server kept waiting for the announced body", viol, echo_seen=seen)
+        return Verdict("hang_until_timeout", "no response and no close before the timeout", viol, echo_seen=seen)
+    continued = ev.rejected and bool(ev.later)
+    if case.expect == "reject":
+        if ev.accepted:
+            status = primary.status if primary is not None else "-"
+            if case.level == "MUST":
+                return Verdict("wrong_accepted", f"accepted (status {status}) a request that MUST be rejected",
+                               viol, echo_seen=seen)
+            return Verdict("lenient_accepted", f"accepted (status {status}); the RFC only says {case.level}",
+                           viol, echo_seen=seen)
+        return Verdict("well_rejected", _rejection_text(primary), viol, continued, seen)
+    if ev.accepted:
+        return Verdict("served_ok", "served as the RFC requires", viol, echo_seen=seen)
+    if case.expect == "either":
+        return Verdict("well_rejected", _rejection_text(primary), viol, continued, seen)
+    return Verdict("refused_valid", f"refused a valid request: {_rejection_text(primary)}", viol, continued, seen)
+
+
 def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Verdict:
     """Classify one adversarial exchange against the outcome the case's RFC clause requires."""
     if outcome.connect_error:
@@ -114,83 +208,11 @@ def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Ve
     if not outcome.target_alive:
         # A body or head cut off by the target's death is the crash, not a framing bug.
         return Verdict("crash", "the target died during the case", [v for v in viol if not is_truncation(v)])
-
-    # Final responses, and a 101 (after which the stream is another protocol).
-    finals = [r for r in parsed.responses if not r.interim or r.status == 101]
-    records = [(r, echo_record(r)) for r in finals]
-    nonce = rendered.nonce
-    seen = [n for _, rec in records if rec is not None and (n := echo_nonce(rec)) is not None]
-    primary = finals[0] if finals else None
-    primary_rec = records[0][1] if records else None
-
-    def wrong(reason: str) -> Verdict:
-        return Verdict("wrong_accepted", reason, viol, echo_seen=seen)
-
-    # --- evidence about the primary request -------------------------------------------
-    if echo and any(n == nonce for n in seen):
-        accepted = True
-    elif primary is None:
-        accepted = False
-    elif primary.status == 101:
-        accepted = True
-    else:
-        rec_nonce = echo_nonce(primary_rec) if primary_rec is not None else None
-        if echo and rec_nonce is not None and rec_nonce != nonce:
-            accepted = False  # the first answer belongs to another request: the primary was not served
-        else:
-            # Judge by status: anything but a parser rejection or a 5xx means the request was routed,
-            # i.e. it reached the application.
-            accepted = not _is_rejection(primary)
-    rejected = not accepted and (primary is not None or outcome.closed)
-
-    if echo:
-        smuggled = case.inner and f"{nonce}-s" in seen
-        later = [n for n in seen if n in (f"{nonce}-s", f"{nonce}-u")]
-        if len(finals) > 1 and not later:  # a second response without an echo record still ran something
-            later = ["?"] * (len(finals) - 1)
-    else:
-        # Without echo records the count of responses tells how many requests ran.
-        smuggled = case.inner and len(finals) > 1
-        later = ["?"] * max(0, len(finals) - 1)
-
-    # --- MUST-level violations, whatever the expectation ------------------------------
-    if smuggled:
-        return wrong("executed a request smuggled inside the body of another request")
-    if case.no_interim and any(r.status == 100 for r in parsed.responses):
-        return wrong("sent 100 Continue to an HTTP/1.0 request (the expectation MUST be ignored)")
-    if case.no_upgrade and any(r.status == 101 for r in parsed.responses):
-        return wrong("switched protocols on an invalid upgrade request")
-    if case.close and later:
-        return wrong("processed a request after one that requires closing the connection")
-    if case.close and (accepted or (rejected and not case.keep_open_ok)) and primary is not None \
-            and not outcome.closed:
-        return wrong("kept the connection open where it MUST be closed after the response")
-
-    if accepted and echo and primary_rec is not None:
-        problem = _served_problem(case, rendered, primary_rec)
-        if problem:
-            return wrong(problem)
-
-    # --- the case's own expectation ----------------------------------------------------
-    if primary is None and not outcome.closed:
-        if case.wait_ok:
-            return Verdict("awaited", "the server kept waiting for the announced body", viol, echo_seen=seen)
-        return Verdict("hang_until_timeout", "no response and no close before the timeout", viol, echo_seen=seen)
-
-    continued = rejected and bool(later)
-    if case.expect == "reject":
-        if accepted:
-            status = primary.status if primary is not None else "-"
-            if case.level == "MUST":
-                return wrong(f"accepted (status {status}) a request that MUST be rejected")
-            return Verdict("lenient_accepted", f"accepted (status {status}); the RFC only says {case.level}",
-                           viol, echo_seen=seen)
-        return Verdict("well_rejected", _rejection_text(primary), viol, continued, seen)
-    if accepted:
-        return Verdict("served_ok", "served as the RFC requires", viol, echo_seen=seen)
-    if case.expect == "either":
-        return Verdict("well_rejected", _rejection_text(primary), viol, continued, seen)
-    return Verdict("refused_valid", f"refused a valid request: {_rejection_text(primary)}", viol, continued, seen)
+    ev = _evidence(case, rendered.nonce, parsed, outcome, echo)
+    problem = _must_violation(case, rendered, ev, parsed, outcome, echo)
+    if problem:
+        return Verdict("wrong_accepted", problem, viol, echo_seen=ev.seen)
+    return _expected(case, ev, outcome, viol)
 
 
 def _rejection_text(primary: Response | None) -> str:

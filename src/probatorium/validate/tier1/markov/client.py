@@ -190,6 +190,33 @@ class H1Connection:
         res = HttpResult(method, target, sent=raw, delivered=False)
         t0 = time.monotonic()
         reused = self._writer is not None
+        if not await self._send(raw, res, reused):
+            res.elapsed = time.monotonic() - t0
+            return res
+        self.used += 1
+        read = await self._read(method, res, reused, t0 + self.timeout)
+        res.elapsed = time.monotonic() - t0
+        if read is None:  # a stale reused connection, already closed: the caller retries
+            return res
+        buf, eof, end, close_delimited = read
+        res.received = buf
+        if not buf:
+            if res.error is None:
+                res.error = "closed: the server closed the connection without a response"
+            await self.close()
+            return res
+        extra = end is not None and 0 <= end < len(buf)
+        _grade(res, buf, method, eof=eof, extra=extra)
+        drop = (eof or extra or res.error is not None or bool(res.violations) or close_delimited
+                or res.response is None or b"close" in res.response.connection_tokens())
+        if drop:
+            await self.close()
+        else:
+            self._unhold()  # the response is complete: the server holds no stream for it
+        return res
+
+    async def _send(self, raw: bytes, res: HttpResult, reused: bool) -> bool:
+        """Write the request (connecting first when needed); False, with `res.error` set, when it failed."""
         try:
             if self._writer is None:
                 await self._connect()
@@ -199,18 +226,23 @@ class H1Connection:
                 self._holding = self.held.acquire(raw, self.owner)
             await self._writer.drain()
             res.delivered = True
+            return True
         except (OSError, asyncio.TimeoutError, ConnectionError) as e:
             await self.close()
             res.error = ("stale connection: " if reused else "connect/send: ") + f"{type(e).__name__}: {e}"
-            res.elapsed = time.monotonic() - t0
-            return res
-        self.used += 1
+            return False
+
+    async def _read(self, method: str, res: HttpResult, reused: bool,
+                    deadline: float) -> tuple[bytes, bool, int | None, bool] | None:
+        """Read until one response is framed (or framing is already broken), EOF, the deadline or the
+        size bound: (bytes, eof, response_end, close-delimited). None when a reused connection turned
+        out closed before any byte of the response (closed, `res.error` says stale)."""
+        assert self._reader is not None
         buf = self._leftover
         self._leftover = b""
         eof = False
         end: int | None = None
         close_delimited = False
-        deadline = t0 + self.timeout
         while True:
             if buf:
                 end, close_delimited = response_end(buf, method)
@@ -231,8 +263,7 @@ class H1Connection:
                 if not buf and reused:
                     await self.close()
                     res.error = f"stale connection: {type(e).__name__}: {e}"
-                    res.elapsed = time.monotonic() - t0
-                    return res
+                    return None
                 res.error = f"reset: {type(e).__name__}: {e}"
                 eof = True
                 break
@@ -241,46 +272,35 @@ class H1Connection:
                 if not buf and reused:
                     await self.close()
                     res.error = "stale connection: closed before any response byte"
-                    res.elapsed = time.monotonic() - t0
-                    return res
+                    return None
                 break
             buf += chunk
             if len(buf) > MAX_BODY + MAX_HEAD:
                 res.error = "protocol: response larger than %d bytes" % (MAX_BODY + MAX_HEAD)
                 break
-        res.received = buf
-        res.elapsed = time.monotonic() - t0
-        if not buf:
-            if res.error is None:
-                res.error = "closed: the server closed the connection without a response"
-            await self.close()
-            return res
-        framed = end is not None and end >= 0
-        extra = framed and end < len(buf)
-        # We never pipeline: bytes beyond the first response's framing are unsolicited, so they
-        # are judged as if the connection ended there (eof) and flagged by the strict parser.
-        parsed = parse_response_stream(buf, [method], eof=eof or extra)
-        res.violations = list(parsed.violations)
-        finals = parsed.final_responses
-        if len(finals) > 1:
-            res.violations.append(Violation("I-RFC-1", f"{len(finals) - 1} unsolicited response(s) after the "
-                                            f"response to a single {method}", finals[1].offset))
-        if finals and (finals[0].complete or eof):
-            res.response = finals[0]
-            res.status = finals[0].status
-            if res.error and res.error.startswith("reset") and finals[0].complete:
-                res.error = None
-        elif res.error is None:
-            res.error = "protocol: no complete response" + (" before close" if eof else "")
-        if res.response is not None and res.response.status == 101:
-            res.error = res.error or "protocol: unexpected 101 Switching Protocols"
-        drop = (eof or extra or res.error is not None or bool(res.violations) or close_delimited
-                or res.response is None or b"close" in res.response.connection_tokens())
-        if drop:
-            await self.close()
-        else:
-            self._unhold()  # the response is complete: the server holds no stream for it
-        return res
+        return buf, eof, end, close_delimited
+
+
+def _grade(res: HttpResult, buf: bytes, method: str, *, eof: bool, extra: bool) -> None:
+    """Judge the bytes read for one request with the strict parser: violations, the response, its
+    status, and the error when there is no usable response (`extra`: bytes past its framing)."""
+    # We never pipeline: bytes beyond the first response's framing are unsolicited, so they
+    # are judged as if the connection ended there (eof) and flagged by the strict parser.
+    parsed = parse_response_stream(buf, [method], eof=eof or extra)
+    res.violations = list(parsed.violations)
+    finals = parsed.final_responses
+    if len(finals) > 1:
+        res.violations.append(Violation("I-RFC-1", f"{len(finals) - 1} unsolicited response(s) after the "
+                                        f"response to a single {method}", finals[1].offset))
+    if finals and (finals[0].complete or eof):
+        res.response = finals[0]
+        res.status = finals[0].status
+        if res.error and res.error.startswith("reset") and finals[0].complete:
+            res.error = None
+    elif res.error is None:
+        res.error = "protocol: no complete response" + (" before close" if eof else "")
+    if res.response is not None and res.response.status == 101:
+        res.error = res.error or "protocol: unexpected 101 Switching Protocols"
 
 
 # ---------------------------------------------------------------------------------------

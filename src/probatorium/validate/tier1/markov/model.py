@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,9 +91,8 @@ def _request(path: Path, node: yaml.Node, what: str) -> tuple[str, str]:
     return m.group(1).upper(), m.group(2)
 
 
-def load_markov(path: Path | str) -> MarkovModel:
-    """Parse and check a markov.yaml; every error names the file and the line."""
-    p = Path(path)
+def _compose(p: Path) -> yaml.Node:
+    """The file's YAML node tree (never None); read and syntax errors name the file and the line."""
     try:
         text = p.read_text()
     except OSError as e:
@@ -108,6 +108,11 @@ def load_markov(path: Path | str) -> MarkovModel:
         raise UsageError(f"{p}{where}: invalid YAML: {problem}") from None
     if root is None:
         raise UsageError(f"{p}:1: empty Markov model (need 'start' and 'states')")
+    return root
+
+
+def _top_level(p: Path, root: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """The top-level keys (login, start, states) -> (key node, value node); 'states' is required."""
     if not isinstance(root, yaml.MappingNode):
         raise _err(p, root, "the Markov model must be a mapping with 'start' and 'states'")
     top: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -124,50 +129,63 @@ def load_markov(path: Path | str) -> MarkovModel:
     if not isinstance(snode, yaml.MappingNode) or not snode.value:
         raise _err(p, snode if isinstance(snode, yaml.MappingNode) else skey,
                    "'states' must be a non-empty mapping of state name -> {request, transitions}")
-    login = _request(p, top["login"][1], "'login'") if "login" in top else None
+    return top
 
+
+def _weight(p: Path, state: str, to: str, node: yaml.Node) -> float:
+    """A transition weight: a finite number >= 0."""
+    wtext = _scalar(p, node, f"state {state!r}: weight of {to!r}")
+    try:
+        w = float(wtext)
+    except ValueError:
+        raise _err(p, node, f"state {state!r}: weight of {to!r} must be a number (got {wtext!r})") from None
+    if not math.isfinite(w) or w < 0:
+        raise _err(p, node, f"state {state!r}: weight of {to!r} must be a finite number >= 0 (got {wtext})")
+    return w
+
+
+def _state(p: Path, name: str, k: yaml.Node, v: yaml.Node, names: Collection[str]) -> State:
+    """One state: its 'request' and its weighted transitions to the other `names`."""
+    if not isinstance(v, yaml.MappingNode):
+        raise _err(p, v if not isinstance(v, yaml.ScalarNode) or v.value else k,
+                   f"state {name!r} must be a mapping with 'request' and transition weights")
+    request: tuple[str, str] | None = None
+    trans: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for tk, tv in v.value:
+        tname = _scalar(p, tk, f"a key of state {name!r}")
+        if tname in seen:
+            raise _err(p, tk, f"state {name!r}: duplicate key {tname!r}")
+        seen.add(tname)
+        if tname == "request":
+            request = _request(p, tv, f"state {name!r}: 'request'")
+            continue
+        if tname not in names:
+            raise _err(p, tk, f"state {name!r}: transition to unknown state {tname!r} "
+                              f"(states: {', '.join(sorted(names))})")
+        trans.append((tname, _weight(p, name, tname, tv)))
+    if request is None:
+        raise _err(p, k, f"state {name!r} has no 'request' (e.g. 'request: GET /path')")
+    if trans and sum(w for _, w in trans) <= 0:
+        raise _err(p, k, f"state {name!r}: transition weights sum to zero "
+                         "(remove them all to make the state terminal)")
+    return State(name, request[0], request[1], tuple((t, w) for t, w in trans if w > 0), line=k.start_mark.line + 1)
+
+
+def load_markov(path: Path | str) -> MarkovModel:
+    """Parse and check a markov.yaml; every error names the file and the line."""
+    p = Path(path)
+    top = _top_level(p, _compose(p))
+    login = _request(p, top["login"][1], "'login'") if "login" in top else None
     raw: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for k, v in snode.value:
+    for k, v in top["states"][1].value:
         name = _scalar(p, k, "a state name")
         if name in raw:
             raise _err(p, k, f"duplicate state {name!r}")
         raw[name] = (k, v)
-    states: dict[str, State] = {}
-    for name, (k, v) in raw.items():
-        if not isinstance(v, yaml.MappingNode):
-            raise _err(p, v if not isinstance(v, yaml.ScalarNode) or v.value else k,
-                       f"state {name!r} must be a mapping with 'request' and transition weights")
-        request: tuple[str, str] | None = None
-        trans: list[tuple[str, float]] = []
-        seen: set[str] = set()
-        for tk, tv in v.value:
-            tname = _scalar(p, tk, f"a key of state {name!r}")
-            if tname in seen:
-                raise _err(p, tk, f"state {name!r}: duplicate key {tname!r}")
-            seen.add(tname)
-            if tname == "request":
-                request = _request(p, tv, f"state {name!r}: 'request'")
-                continue
-            if tname not in raw:
-                raise _err(p, tk, f"state {name!r}: transition to unknown state {tname!r} "
-                                  f"(states: {', '.join(sorted(raw))})")
-            wtext = _scalar(p, tv, f"state {name!r}: weight of {tname!r}")
-            try:
-                w = float(wtext)
-            except ValueError:
-                raise _err(p, tv, f"state {name!r}: weight of {tname!r} must be a number (got {wtext!r})") from None
-            if not math.isfinite(w) or w < 0:
-                raise _err(p, tv, f"state {name!r}: weight of {tname!r} must be a finite number >= 0 (got {wtext})")
-            trans.append((tname, w))
-        if request is None:
-            raise _err(p, k, f"state {name!r} has no 'request' (e.g. 'request: GET /path')")
-        if trans and sum(w for _, w in trans) <= 0:
-            raise _err(p, k, f"state {name!r}: transition weights sum to zero "
-                             "(remove them all to make the state terminal)")
-        states[name] = State(name, request[0], request[1], tuple((t, w) for t, w in trans if w > 0),
-                             line=k.start_mark.line + 1)
+    states = {name: _state(p, name, k, v, raw) for name, (k, v) in raw.items()}
     if "start" in top:
-        stk, stv = top["start"]
+        stv = top["start"][1]
         start = _scalar(p, stv, "'start'")
         if start not in states:
             raise _err(p, stv, f"start state {start!r} is not a state (states: {', '.join(sorted(states))})")

@@ -8,12 +8,11 @@ and a fresh login, and every captured value is *re-bound*: a step that used
 earlier step's response gives in the replay. So a sequence reproduces against
 a freshly started server, not only against the process that saw it first.
 
-`ddmin` is delta debugging (Zeller & Hildebrandt) over such a sequence, with
-two twists for request sequences: a candidate whose steps need values that no
-earlier step of the candidate captures is dropped without a replay
-(`closed_under_captures`), and a failing replay also cuts the candidate after
-the step that failed. Both the number of replays and the wall time are bounded;
-the result says whether the search finished (1-minimal) or hit a bound.
+Such a sequence is shrunk with the shared `probatorium.shrink.ddmin` (delta
+debugging): a candidate whose steps need values that no earlier step of the
+candidate captures is dropped without a replay (`closed_under_captures` is its
+`valid`), and a failing replay cuts the candidate after the step that failed
+(the replay's `failed_at` is the oracle's answer).
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from .client import CookieJar, HttpResult
@@ -33,8 +31,6 @@ from .values import Templates, captures
 HISTORY_LEN = 64  # steps of the current session a walker keeps for shrinking
 SHRINK_MAX_REPLAYS = 50
 SHRINK_SECONDS = 20.0
-
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,87 +267,112 @@ class Replayer:
         """Send the steps in order (after a login) and stop at the first response showing
         `predicate` (on operation `op` when given)."""
         self.attempts += 1
-        out = ReplayOutcome()
-        conn = self.connection_factory()
-        jar = CookieJar()
-        token: str | None = None
-        csrf: str | None = None
-        mapping: dict[tuple[str, str], str] = {}
-
-        async def send(method: str, target: str, body: bytes | None, ctype: str | None) -> HttpResult:
-            res = await conn.request(method, target, session_headers(self.user_agent, jar, token, csrf, ctype), body)
-            out.sent.append(res.sent)
-            out.lines.append(f"{res.status if res.status is not None else res.error} {method} {target}")
-            for v in res.header_values(b"set-cookie"):
-                jar.update([v])
-            return res
-
-        async def do_login() -> bool:
-            nonlocal token, csrf
-            if self.login is None:
-                return True
-            user, pw = self.credentials(self.attempts) if self.credentials else ("probatorium-replay", "pw")
-            jar.clear()
-            token = csrf = None
-            res = await send(self.login[0], self.login[1], json.dumps({"username": user, "password": pw}).encode(),
-                             "application/json")
-            if res.status is None:
-                out.target_gone = True
-            if res.status is None or not 200 <= res.status < 300:
-                out.error = f"login answered {res.status if res.status is not None else res.error}"
-                return False
-            t = json_field(res, ("token", "access_token"))
-            token = t if isinstance(t, str) and t else None
-            return True
-
+        session = _ReplaySession(self, self.connection_factory())
         try:
-            if not await do_login():
-                return out
-            for i, st in enumerate(steps):
-                if any(kv not in mapping for kv in st.used.items()):
-                    out.skipped.append(i)  # its resource does not exist in this replay
-                    out.lines.append(f"(skipped: no value captured for {st.line()})")
-                    continue
-                used = {k: mapping[(k, v)] for k, v in st.used.items()}
-                target = st.path
-                for k, v in used.items():
-                    target = target.replace("{" + k + "}", quote(v, safe=""))
-                target += st.query
-                body = st.body
-                if body is not None and st.used and (st.ctype or "").endswith("json"):
-                    try:
-                        body = json.dumps(_rebind_body(json.loads(body), mapping), separators=(",", ":")).encode()
-                    except (ValueError, RecursionError):
-                        pass
-                res = await send(st.method, target, body, st.ctype)
-                for _retry in range(2):  # the walker's own reactions: re-login on 401, pause on 429
-                    if res.status == 401 and self.login is not None:
-                        if not await do_login():
-                            return out
-                    elif res.status == 429 or (res.status == 503 and res.header(b"retry-after") is not None):
-                        await asyncio.sleep(retry_after(res))
-                    else:
-                        break
-                    res = await send(st.method, target, body, st.ctype)
-                out.last = res
-                if predicate in findings(res) and (op is None or st.op == op):
-                    out.failed_at = i
-                    return out
-                if res.status is None:
-                    out.error = f"step {i + 1} ({st.op}): {res.error}"
-                    out.target_gone = True
-                    return out
-                if 200 <= res.status < 300:
-                    t = json_field(res, ("csrf_token", "csrfToken"))
-                    if isinstance(t, str) and t:
-                        csrf = t
-                    if st.method != "DELETE":
-                        new = captures(self.templates, st.path, used, res.status, res.header(b"location"),
-                                       res.body, res.header(b"content-type"))
-                        _align(st.gives, new, mapping)
-            return out
+            await session.run(steps, predicate, op)
+            return session.out
         finally:
-            await conn.close()
+            await session.conn.close()
+
+
+class _ReplaySession:
+    """One replay: its connection, its session (cookies, token, CSRF token) and the re-bound values."""
+
+    def __init__(self, replayer: Replayer, conn: Any) -> None:
+        self.r = replayer
+        self.conn = conn
+        self.out = ReplayOutcome()
+        self.jar = CookieJar()
+        self.token: str | None = None
+        self.csrf: str | None = None
+        self.mapping: dict[tuple[str, str], str] = {}  # (param, original value) -> value in this replay
+
+    async def send(self, method: str, target: str, body: bytes | None, ctype: str | None) -> HttpResult:
+        headers = session_headers(self.r.user_agent, self.jar, self.token, self.csrf, ctype)
+        res = await self.conn.request(method, target, headers, body)
+        self.out.sent.append(res.sent)
+        self.out.lines.append(f"{res.status if res.status is not None else res.error} {method} {target}")
+        for v in res.header_values(b"set-cookie"):
+            self.jar.update([v])
+        return res
+
+    async def login(self) -> bool:
+        """A fresh session (a fresh user when the replayer has credentials); False when refused."""
+        r = self.r
+        if r.login is None:
+            return True
+        user, pw = r.credentials(r.attempts) if r.credentials else ("probatorium-replay", "pw")
+        self.jar.clear()
+        self.token = self.csrf = None
+        res = await self.send(r.login[0], r.login[1], json.dumps({"username": user, "password": pw}).encode(),
+                              "application/json")
+        if res.status is None:
+            self.out.target_gone = True
+        if res.status is None or not 200 <= res.status < 300:
+            self.out.error = f"login answered {res.status if res.status is not None else res.error}"
+            return False
+        t = json_field(res, ("token", "access_token"))
+        self.token = t if isinstance(t, str) and t else None
+        return True
+
+    def rebound(self, st: Step) -> tuple[dict[str, str], str, bytes | None]:
+        """The step's parameters, target and body with this replay's values for the captured ones."""
+        used = {k: self.mapping[(k, v)] for k, v in st.used.items()}
+        target = st.path
+        for k, v in used.items():
+            target = target.replace("{" + k + "}", quote(v, safe=""))
+        target += st.query
+        body = st.body
+        if body is not None and st.used and (st.ctype or "").endswith("json"):
+            try:
+                body = json.dumps(_rebind_body(json.loads(body), self.mapping), separators=(",", ":")).encode()
+            except (ValueError, RecursionError):
+                pass
+        return used, target, body
+
+    async def send_step(self, st: Step, target: str, body: bytes | None) -> HttpResult | None:
+        """Send a step with the walker's own reactions: re-login on 401, pause on 429 (None: re-login refused)."""
+        res = await self.send(st.method, target, body, st.ctype)
+        for _retry in range(2):
+            if res.status == 401 and self.r.login is not None:
+                if not await self.login():
+                    return None
+            elif res.status == 429 or (res.status == 503 and res.header(b"retry-after") is not None):
+                await asyncio.sleep(retry_after(res))
+            else:
+                break
+            res = await self.send(st.method, target, body, st.ctype)
+        return res
+
+    async def run(self, steps: Sequence[Step], predicate: str, op: str | None) -> None:
+        out = self.out
+        if not await self.login():
+            return
+        for i, st in enumerate(steps):
+            if any(kv not in self.mapping for kv in st.used.items()):
+                out.skipped.append(i)  # its resource does not exist in this replay
+                out.lines.append(f"(skipped: no value captured for {st.line()})")
+                continue
+            used, target, body = self.rebound(st)
+            res = await self.send_step(st, target, body)
+            if res is None:
+                return
+            out.last = res
+            if predicate in findings(res) and (op is None or st.op == op):
+                out.failed_at = i
+                return
+            if res.status is None:
+                out.error = f"step {i + 1} ({st.op}): {res.error}"
+                out.target_gone = True
+                return
+            if 200 <= res.status < 300:
+                t = json_field(res, ("csrf_token", "csrfToken"))
+                if isinstance(t, str) and t:
+                    self.csrf = t
+                if st.method != "DELETE":
+                    new = captures(self.r.templates, st.path, used, res.status, res.header(b"location"),
+                                   res.body, res.header(b"content-type"))
+                    _align(st.gives, new, self.mapping)
 
 
 def _align(original: list[dict[str, str]], new: list[dict[str, str]], mapping: dict[tuple[str, str], str]) -> None:
@@ -363,78 +384,3 @@ def _align(original: list[dict[str, str]], new: list[dict[str, str]], mapping: d
             continue
         for k, v in ob.items():
             mapping.setdefault((k, v), nb[k])
-
-
-# ---------------------------------------------------------------------------------------
-# Delta debugging
-
-
-@dataclass
-class ShrinkResult:
-    """The shortest failing sequence found, and how the search ended."""
-
-    sequence: list
-    tests: int  # oracle calls (replays)
-    complete: bool  # True: 1-minimal (no single step can be dropped); False: a bound stopped it
-    reason: str = ""
-
-
-async def ddmin(items: Sequence[T], test: Callable[[list[T]], Awaitable[int | None]], *,
-                max_tests: int = SHRINK_MAX_REPLAYS, deadline: float | None = None,
-                valid: Callable[[list[T]], bool] | None = None) -> ShrinkResult:
-    """Shrink `items`, which fail `test`, to a shorter failing sequence.
-
-    `test(candidate)` returns the index of the element at which the candidate fails, or None
-    when it does not fail; a failing candidate is cut after that element. Candidates `valid`
-    rejects, and candidates already tried, cost no test. Stops after `max_tests` tests or at
-    `deadline` (time.monotonic()), returning the best sequence so far with complete=False.
-    """
-    every = list(items)
-    cur = list(range(len(every)))  # positions in `items`, so equal elements stay distinct
-    tried: set[tuple[int, ...]] = set()
-    tests = 0
-
-    async def fails(c: list[int]) -> list[int] | None:
-        nonlocal tests
-        k = tuple(c)
-        if k in tried or (valid is not None and not valid([every[i] for i in c])):
-            return None
-        tried.add(k)
-        tests += 1
-        at = await test([every[i] for i in c])
-        return None if at is None else c[: at + 1]
-
-    def bound() -> str:
-        if tests >= max_tests:
-            return f"stopped after {tests} replays (bound {max_tests})"
-        if deadline is not None and time.monotonic() >= deadline:
-            return "stopped at the time bound"
-        return ""
-
-    def result(complete: bool, why: str) -> ShrinkResult:
-        return ShrinkResult([every[i] for i in cur], tests, complete, why)
-
-    n = 2
-    while len(cur) >= 2:
-        size = len(cur)
-        n = min(n, size)
-        chunks = [cur[i * size // n:(i + 1) * size // n] for i in range(n)]
-        # complements first: with data dependencies, dropping a chunk is likelier to stay valid
-        complements = [[x for j, ch in enumerate(chunks) if j != i for x in ch] for i in range(n)]
-        reduced = False
-        for is_chunk, cand in [(False, c) for c in complements] + [(True, c) for c in chunks]:
-            why = bound()
-            if why:
-                return result(False, why)
-            got = await fails(cand)
-            if got is not None and len(got) < len(cur):
-                cur = got
-                n = 2 if is_chunk else max(n - 1, 2)
-                reduced = True
-                break
-        if reduced:
-            continue
-        if n >= size:
-            break
-        n = min(2 * n, size)
-    return result(True, "1-minimal: no single step can be dropped")

@@ -38,10 +38,11 @@ from ...incidents import Evidence
 from ...openapi import Operation, load_operations
 from ..base import SliceBase
 from ....seeds import derive_seed
+from ....shrink import ddmin
 from .client import CookieJar, H1Connection, HttpResult, build_request
 from .repro import markov_repro
-from .shrink import (HISTORY_LEN, SHRINK_MAX_REPLAYS, SHRINK_SECONDS, Replayer, Step, closed_under_captures, ddmin,
-                     focus, invariant_tag, json_field, remember, replayable, retry_after, session_headers)
+from .shrink import (HISTORY_LEN, SHRINK_MAX_REPLAYS, SHRINK_SECONDS, Replayer, Step, closed_under_captures, focus,
+                     invariant_tag, json_field, remember, replayable, retry_after, session_headers)
 from .model import MarkovModel, State, check_against, default_chain, kv_operations, load_markov
 from .values import Bindings, Templates, body_bytes, captures
 
