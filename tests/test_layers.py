@@ -100,8 +100,7 @@ PENDING: frozenset[str] = frozenset({
     # incidents.py imports up into tier1/adversarial (the repro harness branch moves that out)
     "layer: probatorium.validate.incidents (catalogue) imports probatorium.validate.tier1.adversarial.catalogue "
     "(slices)",
-    # split on the process-layer branch (judge_leak) and the WebSocket framer branch (_frames)
-    "long: probatorium.validate.resources:judge_leak",
+    # split on the WebSocket framer branch
     "long: probatorium.validate.tier1.ws.slice:_frames",
 })
 
