@@ -5,7 +5,15 @@ each distinct adversarial case), a folder `incidents/<ts>-<PREDICATE>/` is
 written while the run continues: incident.json, the exact bytes sent and
 received, /proc of the target, a py-spy dump where it works,
 forensics_status.txt listing what could not be collected and why, and
-repro.py, a standard-library-only script that replays the case.
+repro.py, a standard-library-only script that replays the case and judges it
+by itself (built by `validate.repro.build_repro`).
+
+`Incident.reproducer` (incidents[].reproducer in validate-results.json) is the
+command that runs the dossier's repro.py, relative to the run folder:
+`python3 cell-01-.../incidents/<dir>/repro.py` (append HOST:PORT to aim it at
+another address than the one the finding was made on). An incident without a
+repro.py has an empty reproducer, or, for a crash attribution that found no
+suspect, the attribution's one-line status.
 """
 
 from __future__ import annotations
@@ -89,7 +97,7 @@ class IncidentRecorder:
             predicate=ev.predicate, severity=severity(ev.predicate), refapp=self.refapp, engine=self.engine,
             arch=self.arch, cell=self.cell_folder, first_seen=ev.first_seen or utc_now_iso(), dossier=str(rel),
             case=ev.case,
-            detail=ev.detail,
+            detail=ev.detail, reproducer=repro_command(rel) if ev.repro else "",
         )
         status: list[str] = []
         write_json_atomic(folder / "incident.json", {
@@ -133,7 +141,8 @@ class IncidentRecorder:
     def amend(self, predicate: str, case: str = "", *, reproducer: str, details: dict[str, Any],
               repro: str | None = None, sent: bytes | None = None) -> Incident | None:
         """Attach a reproducer found after the incident was recorded (crash attribution):
-        `reproducer` (one line) goes into the run document, `details` into incident.json under
+        `reproducer` (one line) goes into the run document after the command that runs repro.py
+        (alone when there is no repro.py), `details` into incident.json under
         "reproducer", `repro` becomes repro.py (None removes it) and `sent` sent.bin. Repeated calls
         overwrite."""
         inc = self.find(predicate, case)
@@ -141,7 +150,7 @@ class IncidentRecorder:
             return None
         folder = self.run_dir / inc.dossier
         with self._lock:
-            inc.reproducer = reproducer
+            inc.reproducer = f"{repro_command(Path(inc.dossier))}  # {reproducer}" if repro else reproducer
             path = folder / "incident.json"
             try:
                 data = json.loads(path.read_text())
@@ -166,6 +175,11 @@ class IncidentRecorder:
             lines.insert(0, f"repro.py: crash attribution, {details.get('status', '?')} ({why})")
             write_text_atomic(status, "\n".join(lines) + "\n")
         return inc
+
+
+def repro_command(dossier: Path) -> str:
+    """The shell command that runs a dossier's repro.py, from the run folder."""
+    return f"python3 {(dossier / 'repro.py').as_posix()}"
 
 
 def _safe(text: str) -> str:

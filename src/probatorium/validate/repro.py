@@ -39,6 +39,7 @@ import re
 import socket
 import struct
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -238,7 +239,8 @@ def build_repro(kind: str, payload: dict, judge: Callable, *, predicate: str, de
     runtime = "# ---- the reproducer runtime (probatorium.validate.repro) ----\n\n" + "\n\n".join(
         inspect.getsource(f) for f in RUNTIME)
     runtime = runtime.replace("def connect(", "_REACHED = [False]\n\n\ndef connect(", 1)
-    judge_src = f"# ---- the {kind} judge ----\n\n" + "\n\n".join(inspect.getsource(f) for f in (*helpers, judge))
+    judge_src = f"# ---- the {kind} judge ----\n\n" + "\n\n".join(
+        textwrap.dedent(inspect.getsource(f)) for f in (*helpers, judge))
     parts = [header, *(module_source(m) for m in modules), runtime, judge_src]
     _check_parts(parts)
     tail = f'\n\nif __name__ == "__main__":\n    repro_main({judge.__name__}, DEFAULT_ADDR, PAYLOAD)\n'
