@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .repro import accepts, build_repro, connect, http_exchange
+from .repro import accepts, build_repro, connect, http_exchange, rehost
 
 WINDOW_S = 1.0  # requests sent this long before the connections started failing are suspects
 RECENT_LEN = 512  # finished exchanges kept for the snapshot (bounded)
@@ -186,14 +186,6 @@ def rank_candidates(deaths: list[list[Candidate]], limit: int = MAX_CANDIDATES,
                 best[c.signature] = (key, c)
     ordered = sorted(best.values(), key=lambda kc: (-seen_in[kc[1].signature], kc[0][1], kc[0][2]))
     return [c for _, c in ordered][:limit]
-
-
-def rehost(raw: bytes, old_host: str, new_host: str) -> bytes:
-    """The request with its Host field value re-rendered for another address."""
-    if not old_host or old_host == new_host:
-        return raw
-    return raw.replace(b"\r\nHost: " + old_host.encode("latin-1") + b"\r\n",
-                       b"\r\nHost: " + new_host.encode("latin-1") + b"\r\n", 1)
 
 
 # ---- confirmation (I/O) ---------------------------------------------------------------------------
@@ -394,4 +386,4 @@ def crash_repro(requests: list[SentRequest], *, status: str, addr: str, version:
     how = (f"{status}\nSends each request below alone on a fresh connection (its Host rewritten to HOST:PORT),\n"
            "then watches the port: the finding reproduces when the port stops accepting connections.")
     return build_repro("crash", {"requests": data, "watch_s": 3.0}, judge_crash, predicate="I-LIVENESS",
-                       detail="the target process dies", addr=addr, version=version, how=how, helpers=(rehost,))
+                       detail="the target process dies", addr=addr, version=version, how=how)

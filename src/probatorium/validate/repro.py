@@ -25,9 +25,9 @@ starting `UNREACHABLE` when nothing accepts connections on the address before
 the first byte is sent. The address is argv[1] (HOST:PORT), else the address
 the finding was made on.
 
-This module imports only the standard library: its runtime functions are
-embedded by source (`inspect.getsource`), so they must not refer to anything
-that is not also embedded.
+The runtime functions are embedded by source (`inspect.getsource`), so they use
+only the standard library and each other; `build_repro` (never embedded) also
+reads the catalogue's verdict→predicate mapping.
 """
 
 from __future__ import annotations
@@ -140,6 +140,14 @@ def http_exchange(sock: socket.socket, raw: bytes, timeout: float = 5.0) -> tupl
     return read_until(sock, timeout, timeout, lambda d: response_complete(d, method))
 
 
+def rehost(raw: bytes, old_host: str, new_host: str) -> bytes:
+    """The request with its Host field value re-rendered for another address."""
+    if not old_host or old_host == new_host:
+        return raw
+    return raw.replace(b"\r\nHost: " + old_host.encode("latin-1") + b"\r\n",
+                       b"\r\nHost: " + new_host.encode("latin-1") + b"\r\n", 1)
+
+
 def reset_close(sock: socket.socket) -> None:
     """Close with an RST (SO_LINGER 0), as a client that vanishes does."""
     try:
@@ -174,7 +182,7 @@ def repro_main(judge: Callable, default_addr: str, payload: dict) -> None:
     sys.exit(1 if bad else 0)
 
 
-RUNTIME = (Unreachable, connect, send_segments, read_until, response_complete, http_exchange, reset_close,
+RUNTIME = (Unreachable, connect, send_segments, read_until, response_complete, http_exchange, rehost, reset_close,
            accepts, repro_main)
 
 # --------------------------------------------------------------------------------------
@@ -222,10 +230,17 @@ def _doc(text: str) -> str:
 
 def build_repro(kind: str, payload: dict, judge: Callable, *, predicate: str, detail: str, addr: str,
                 version: str, case: str = "", how: str = "", modules: Sequence[ModuleType] = (),
-                helpers: Sequence[Callable | type] = ()) -> str:
+                helpers: Sequence[Callable | type] = (), verdicts_of: str | None = None) -> str:
     """Source of a standalone repro.py: `payload` (JSON-able) is the kind's data, `judge` (with
     `helpers`) its verdict function, `modules` pure stdlib-only modules it needs embedded, `how`
-    one paragraph saying what the script sends and what counts as reproduced."""
+    one paragraph saying what the script sends and what counts as reproduced. `verdicts_of` (a
+    slice name) copies that slice's rows of the catalogue's one verdict→predicate mapping into
+    `payload["verdict_predicates"]`, so the script maps a verdict as the catalogue does."""
+    payload = {**payload, "predicate": predicate}
+    if verdicts_of is not None:
+        from .invariants import VERDICT_PREDICATES
+
+        payload["verdict_predicates"] = {v: p for (s, v), p in VERDICT_PREDICATES.items() if s == verdicts_of}
     title = f"{predicate} ({kind}{': ' + case if case else ''})"
     header = (f'#!/usr/bin/env python3\n"""Reproducer for {_doc(title)}, found by probatorium {version}.\n\n'
               f"Finding: {_doc(detail)}\n\n{_doc(how)}\n\n"
@@ -235,7 +250,7 @@ def build_repro(kind: str, payload: dict, judge: Callable, *, predicate: str, de
               'accepts connections on the address.\n"""\n'
               f"from __future__ import annotations\n\n{_IMPORTS}\n\n"
               f"KIND = {kind!r}\nPREDICATE = {predicate!r}\nDEFAULT_ADDR = {addr!r}\n"
-              f"PAYLOAD = json.loads({json.dumps({**payload, 'predicate': predicate})!r})\n")
+              f"PAYLOAD = json.loads({json.dumps(payload)!r})\n")
     runtime = "# ---- the reproducer runtime (probatorium.validate.repro) ----\n\n" + "\n\n".join(
         inspect.getsource(f) for f in RUNTIME)
     runtime = runtime.replace("def connect(", "_REACHED = [False]\n\n\ndef connect(", 1)

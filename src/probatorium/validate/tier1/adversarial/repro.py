@@ -49,8 +49,7 @@ def judge_adversarial(host: str, port: int, addr: str, payload: dict) -> tuple[b
     v = judge(case, rendered, outcome, echo=payload["echo"])
     for viol in v.violations:
         print("framing:", viol.predicate, viol.detail)
-    wanted = {"I-ADV-HANG": ("hang_until_timeout",), "I-ADV-LENIENT": ("lenient_accepted",)}
-    bad = v.verdict in wanted.get(payload["predicate"], ("wrong_accepted", "crash")) or any(
+    bad = payload["verdict_predicates"].get(v.verdict) == payload["predicate"] or any(
         viol.predicate == payload["predicate"] for viol in v.violations)
     return bad, f"verdict {v.verdict} - {v.reason} (case {case.name}: {case.clause}, {case.level}, " \
                 f"expected {case.expect})"
@@ -66,4 +65,4 @@ def adversarial_repro(*, case: Case, predicate: str, detail: str, echo: bool, ta
            "and grades the answer with probatorium's verdict rules (embedded below).")
     return R.build_repro("adversarial", payload, judge_adversarial, predicate=predicate, detail=detail,
                          addr=addr, version=version, case=case.name, how=how,
-                         modules=(http1, catalogue, verdict))
+                         modules=(http1, catalogue, verdict), verdicts_of="adversarial")
