@@ -188,7 +188,7 @@ RUNTIME = (Unreachable, connect, send_segments, read_until, response_complete, h
 # --------------------------------------------------------------------------------------
 # assembling a repro.py (runs in probatorium, never embedded)
 
-_IMPORTS = "import base64, hashlib, json, random, re, socket, struct, sys, time"
+_IMPORTS = "import asyncio, base64, hashlib, json, os, random, re, socket, struct, sys, time"
 _PKG_IMPORT = re.compile(r"^(from (\.+[\w.]*|probatorium[\w.]*) import (\([^)]*\)|[^\n]*)|import probatorium[^\n]*)\n",
                          re.M)
 
