@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .repro import accepts, build_repro, connect, http_exchange, rehost
+from .repro import accepts, build_repro, connect, http_exchange, rehost, response_complete
 
 WINDOW_S = 1.0  # requests sent this long before the connections started failing are suspects
 RECENT_LEN = 512  # finished exchanges kept for the snapshot (bounded)
@@ -276,7 +276,6 @@ class CrashAttributor:
 
     async def _replay(self, cand: Candidate) -> Replay:
         from ..rawclient import Segment, exchange
-        from .tier1.markov.client import response_end
 
         req = cand.request
         assert req is not None
@@ -287,8 +286,7 @@ class CrashAttributor:
         t0 = time.monotonic()
 
         def done(data: bytes) -> bool:
-            end, _ = response_end(data, method)
-            return end is not None and end >= 0
+            return response_complete(data, method.encode("latin-1"))
 
         ex = await exchange(t.host, t.port, [Segment(raw)], quiet_timeout=REPLAY_TIMEOUT_S,
                             total_timeout=REPLAY_TIMEOUT_S + 2.0, done=done, linger=0.05)

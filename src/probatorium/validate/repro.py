@@ -107,27 +107,32 @@ def read_until(sock: socket.socket, quiet: float, limit: float, done: Callable[[
 
 
 def response_complete(data: bytes, method: bytes = b"GET") -> bool:
-    """Whether `data` holds one complete HTTP/1.x response (RFC 9112 §6.3 framing: no body for
-    HEAD/1xx/204/304, chunked, Content-Length; a close-delimited body is never complete)."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep or not head.startswith(b"HTTP/"):
-        return False
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        return False
-    if method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
-        return True
-    fields = {}
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        fields[name.strip().lower()] = value.strip()
-    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-        return body.endswith(b"0\r\n\r\n")
-    try:
-        return len(body) >= int(fields[b"content-length"])
-    except (KeyError, ValueError):
-        return False
+    """Whether `data` holds one complete final HTTP/1.x response (RFC 9112 §6.3 framing: interim
+    1xx skipped, a 101 ends the head; no body for HEAD/204/304; chunked; Content-Length). A
+    close-delimited or unparsable one is never complete: read until the server closes or goes quiet."""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if not sep or not head.startswith(b"HTTP/"):
+            return False
+        try:
+            status = int(head.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            return False
+        if status == 101 or method == b"HEAD" or status in (204, 304):
+            return True
+        if 100 <= status < 200:
+            data = body  # an interim response: the final one follows
+            continue
+        fields = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip()
+        if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+            return body.endswith(b"0\r\n\r\n")
+        try:
+            return len(body) >= int(fields[b"content-length"])
+        except (KeyError, ValueError):
+            return False
 
 
 def http_exchange(sock: socket.socket, raw: bytes, timeout: float = 5.0) -> tuple[bytes, str]:

@@ -57,3 +57,17 @@ def test_build_repro_refuses_parts_that_define_a_name_twice():
                         version="t")
     compile(src, "repro.py", "exec")
     assert "probatorium" not in "".join(ln for ln in src.splitlines() if ln.startswith(("import", "from")))
+
+
+@pytest.mark.parametrize("data,method,done", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"GET", True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok", b"GET", False),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"POST", True),
+    (b"HTTP/1.1 100 Continue\r\n\r\n", b"POST", False),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"GET", True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b"HEAD", True),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", b"GET", True),
+    (b"HTTP/1.1 200 OK\r\n\r\nclose-delimited", b"GET", False),
+])
+def test_response_complete_follows_http1_framing(data, method, done):
+    assert R.response_complete(data, method) is done

@@ -41,6 +41,41 @@ HEAD_TIMEOUT = 5.0
 RESET_SHARE = 0.5  # streams ended by a reset; the others end with FIN
 
 
+async def _read_for(reader: asyncio.StreamReader, data: bytes, seconds: float) -> tuple[bytes, bool]:
+    """Keep reading the stream for `seconds`; (data, whether the server ended it)."""
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return data, False
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+        except asyncio.TimeoutError:
+            return data, False
+        except (ConnectionError, OSError):
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+async def _close(writer: asyncio.StreamWriter, reset: bool, closed: Callable[[], None]) -> None:
+    """Close the stream (with `reset`, SO_LINGER 0 makes it an RST, as a killed client's would be);
+    `closed` runs once the close is issued, before waiting for it to finish."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and reset:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.close()
+    closed()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        pass
+
+
 class SseKillSlice(SliceBase):
     """SSE kill-mid-stream walkers plus the debug-endpoint sampler behind I-CONN-2."""
 
@@ -129,22 +164,7 @@ class SseKillSlice(SliceBase):
                 return "endpoint_absent" if resp.status == 404 else "handshake_fail"
             self.tally["sse_established"] += 1
             head_end = data.find(b"\r\n\r\n") + 4
-            end = time.monotonic() + hold
-            while True:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    chunk = await asyncio.wait_for(reader.read(65536), left)
-                except asyncio.TimeoutError:
-                    break
-                except (ConnectionError, OSError):
-                    eof = True
-                    break
-                if not chunk:
-                    eof = True
-                    break
-                data += chunk
+            data, eof = await _read_for(reader, data, hold)
             body = data[head_end:]
             if resp.framing == "chunked":
                 body = dechunk_prefix(body)
@@ -156,18 +176,7 @@ class SseKillSlice(SliceBase):
         except (ConnectionError, OSError):
             return "server_closed_early" if data else "conn_error"
         finally:
-            sock = writer.get_extra_info("socket")
-            if sock is not None and reset:
-                try:  # SO_LINGER 0: the close is a reset, as a killed client's would be
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
-            writer.close()
-            self.streams.release(self.name)
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, OSError, ConnectionError):
-                pass
+            await _close(writer, reset, lambda: self.streams.release(self.name))
 
     async def _drain(self, reader, data: bytes, methods: list[str], eof: bool) -> tuple[bytes, bool]:
         """Read the rest of a short (non-stream) answer, up to 2 s, for its framing check."""
