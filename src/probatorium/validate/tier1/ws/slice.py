@@ -72,9 +72,14 @@ class _Conn:
     async def send(self, data: bytes) -> None:
         await self.loop.sock_sendall(self.sock, data)
 
-    async def recv(self, timeout: float) -> bytes:
-        """Up to 64 KiB; b"" at EOF; raises asyncio.TimeoutError or OSError."""
-        return await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), max(timeout, 0.001))
+    async def recv(self, timeout: float) -> bytes | None:
+        """Up to 64 KiB; b"" at EOF or when the connection failed; None when `timeout` s passed."""
+        try:
+            return await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            return None
+        except (ConnectionError, OSError):
+            return b""
 
 
 async def ws_connection(host: str, port: int, request: bytes, method: str, key: str,
@@ -125,13 +130,10 @@ async def _handshake(conn: _Conn, out: WsOutcome, request: bytes, method: str, k
         if left <= 0:
             out.timed_out = True
             break
-        try:
-            chunk = await conn.recv(left)
-        except asyncio.TimeoutError:
+        chunk = await conn.recv(left)
+        if chunk is None:
             out.timed_out = True
             break
-        except (ConnectionError, OSError):
-            chunk = b""
         if not chunk:
             eof = True
             out.closed = True
@@ -213,14 +215,11 @@ async def _read_to_close(conn: _Conn, out: WsOutcome, timeout: float, done_sendi
                 return False
         else:
             wait = 0.1
-        try:
-            chunk = await conn.recv(wait)
-        except asyncio.TimeoutError:
+        chunk = await conn.recv(wait)
+        if chunk is None:
             if not done_sending.is_set():
                 last = time.monotonic()  # the clock starts when the last byte is out
             continue
-        except (ConnectionError, OSError):
-            chunk = b""
         if not chunk:
             out.closed = True
             return False
@@ -245,13 +244,9 @@ async def _close_tcp(conn: _Conn, out: WsOutcome, timeout: float, whole: bool) -
         if left <= 0:
             out.kept_open = whole
             break
-        try:
-            chunk = await conn.recv(left)
-        except asyncio.TimeoutError:
-            continue
-        except (ConnectionError, OSError):
-            chunk = b""
-        out.closed = not chunk
+        chunk = await conn.recv(left)
+        if chunk is not None:
+            out.closed = not chunk
 
 
 async def _cancel(task: asyncio.Task) -> None:
