@@ -18,7 +18,7 @@ def test_crash_path_is_attributed_confirmed_and_reproduced(tmp_path):
     # One incident per cell: the deaths are attributed there, not to whichever case was on the wire.
     assert len(liveness) == 1, liveness
     inc = liveness[0]
-    assert inc["reproducer"].startswith("confirmed: GET /chunked "), inc
+    assert inc["reproducer"].startswith(f"python3 {inc['dossier']}/repro.py  # confirmed: GET /chunked "), inc
     assert "killed by GET /chunked" in inc["detail"]
     dossier = out / inc["dossier"]
     details = json.loads((dossier / "incident.json").read_text())["reproducer"]

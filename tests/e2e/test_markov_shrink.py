@@ -34,7 +34,8 @@ def test_planted_bug_is_shrunk_and_reproduced_on_a_fresh_server(tmp_path):
     check = run_cli(["repro-check", str(out)], timeout=60)
     assert check.returncode == 0 and "1/1 reproduced" in check.stdout, check.stdout + check.stderr[-2000:]
 
-    # Against a stopped target, the reproducer says so (exit 0: not reproduced).
+    # Against a stopped target, the reproducer says so (exit 2: unreachable).
     dead = subprocess.run([sys.executable, str(dossier / "repro.py"), "127.0.0.1:9"], capture_output=True,
                           text=True, timeout=30, cwd=REPO)
-    assert dead.returncode == 0 and dead.stdout.strip().endswith("NOT REPRODUCED"), dead.stdout + dead.stderr
+    assert dead.returncode == 2 and dead.stdout.strip().splitlines()[-1].startswith("UNREACHABLE"), \
+        dead.stdout + dead.stderr

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,9 @@ def test_repro_reproduces_against_a_live_server(tmp_path):
         try:
             line = server.stdout.readline()
             addr = line.strip().split("=", 1)[1]
-            r = subprocess.run([sys.executable, str(repro), addr], capture_output=True, text=True, timeout=30)
+            # a bare system python3: the reproducer must stand alone (no probatorium, no site-packages)
+            python3 = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+            r = subprocess.run([python3, "-I", "-S", str(repro), addr], capture_output=True, text=True, timeout=30)
             assert r.returncode == expect_code, r.stdout + r.stderr
             assert ("REPRODUCED" if expect_code else "NOT REPRODUCED") in r.stdout
         finally:

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import time
@@ -25,11 +24,11 @@ from probatorium.loadgen.conn import Conn
 from probatorium.loadgen.conn import now_ns as _now
 from probatorium.loadgen.parser import ParseError
 from probatorium.rawclient import set_nodelay
+from probatorium.wsframe import accept_value, decode_header, encode_frame
 
 if TYPE_CHECKING:
     from probatorium.loadgen.worker import Worker
 
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_FRAME = 16 * 1024 * 1024
 
 
@@ -37,7 +36,7 @@ def ws_handshake(cfg: LoadConfig) -> tuple[bytes, bytes]:
     """(request bytes, expected Sec-WebSocket-Accept value, lowercased)."""
     host, port, path = parse_url(cfg.url)
     key = base64.b64encode(os.urandom(16))
-    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).lower()
+    accept = accept_value(key.decode()).lower().encode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Key: {key.decode()}", "Sec-WebSocket-Version: 13"]
     lines += [f"{k}: {v}" for k, v in cfg.headers]
@@ -47,17 +46,7 @@ def ws_handshake(cfg: LoadConfig) -> tuple[bytes, bytes]:
 def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
     """A masked client frame. The mask is drawn once per run and reused for the
     pre-built frame (servers must unmask, none may rely on the key's freshness)."""
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
-    return head + mask + masked
+    return encode_frame(opcode, payload, mask_key=os.urandom(4))
 
 
 def sse_request(cfg: LoadConfig) -> bytes:
@@ -106,34 +95,20 @@ class WsConn(Conn):
             buf = buf[end + 4:]  # the first message goes out below, once
         pos = 0
         n = len(buf)
-        while n - pos >= 2:
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            ln = b1 & 0x7F
-            hdr = 2
-            if b1 & 0x80:
-                self._fail("protocol")  # servers must not mask
+        while True:
+            head = decode_header(buf, pos)
+            if head is None:
+                break
+            fin, _, op, masked, ln, hdr = head
+            if masked or ln > MAX_FRAME:
+                self._fail("protocol")  # servers must not mask; a frame this big is no echo
                 return
-            if ln == 126:
-                if n - pos < 4:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 4], "big")
-                hdr = 4
-            elif ln == 127:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                hdr = 10
-                if ln > MAX_FRAME:
-                    self._fail("protocol")
-                    return
             if n - pos < hdr + ln:
                 break
             payload = buf[pos + hdr:pos + hdr + ln]
             pos += hdr + ln
-            op = b0 & 0x0F
             if op in (1, 2):
-                if not b0 & 0x80 or not self.busy:
+                if not fin or not self.busy:
                     self._fail("protocol")  # fragmented or unsolicited
                     return
                 self._echoed(payload)

@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .repro import accepts, build_repro, connect, http_exchange, rehost, response_complete
+
 WINDOW_S = 1.0  # requests sent this long before the connections started failing are suspects
 RECENT_LEN = 512  # finished exchanges kept for the snapshot (bounded)
 MAX_CANDIDATES = 5  # replayed per confirmation round
@@ -186,14 +188,6 @@ def rank_candidates(deaths: list[list[Candidate]], limit: int = MAX_CANDIDATES,
     return [c for _, c in ordered][:limit]
 
 
-def rehost(raw: bytes, old_host: str, new_host: str) -> bytes:
-    """The request with its Host field value re-rendered for another address."""
-    if not old_host or old_host == new_host:
-        return raw
-    return raw.replace(b"\r\nHost: " + old_host.encode("latin-1") + b"\r\n",
-                       b"\r\nHost: " + new_host.encode("latin-1") + b"\r\n", 1)
-
-
 # ---- confirmation (I/O) ---------------------------------------------------------------------------
 
 @dataclass
@@ -282,7 +276,6 @@ class CrashAttributor:
 
     async def _replay(self, cand: Candidate) -> Replay:
         from ..rawclient import Segment, exchange
-        from .tier1.markov.client import response_end
 
         req = cand.request
         assert req is not None
@@ -293,8 +286,7 @@ class CrashAttributor:
         t0 = time.monotonic()
 
         def done(data: bytes) -> bool:
-            end, _ = response_end(data, method)
-            return end is not None and end >= 0
+            return response_complete(data, method.encode("latin-1"))
 
         ex = await exchange(t.host, t.port, [Segment(raw)], quiet_timeout=REPLAY_TIMEOUT_S,
                             total_timeout=REPLAY_TIMEOUT_S + 2.0, done=done, linger=0.05)
@@ -359,99 +351,29 @@ class CrashAttributor:
 
 # ---- repro.py -----------------------------------------------------------------------------------
 
-_REPRO = '''#!/usr/bin/env python3
-"""Reproducer for I-LIVENESS (the target process dies), found by probatorium {version}.
 
-{status}
-Usage: python3 repro.py HOST:PORT      (default {addr})
-Sends each request below alone on a fresh connection, then watches the port:
-the finding reproduces when the port stops accepting connections (the process
-is gone). Standard library only. Exit status 1 when it reproduces, 2 when the
-target is not reachable before the first request.
-"""
-import json, socket, sys, time
-
-REQUESTS = json.loads(r"""{requests}""")
-WATCH_S = 3.0
-
-
-def accepts(host, port):
-    """False only when the port refuses (nothing listens); a slow accept is still alive."""
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-        return True
-    except (ConnectionRefusedError, ConnectionResetError):
-        return False
-    except OSError:
-        return True
-
-
-def complete(data):
-    """Whether data holds one complete HTTP/1.x response (Content-Length or chunked framing)."""
-    head, sep, body = data.partition(b"\\r\\n\\r\\n")
-    if not sep or not head.startswith(b"HTTP/"):
-        return False
-    lines = head.split(b"\\r\\n")[1:]
-    fields = dict((k.strip().lower(), v.strip()) for k, _, v in (ln.partition(b":") for ln in lines))
-    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-        return body.endswith(b"0\\r\\n\\r\\n")
-    if b"content-length" in fields:
+def judge_crash(host: str, port: int, addr: str, payload: dict) -> tuple[bool, str]:
+    """Send each suspect alone on a fresh connection, then watch the port: reproduced when it
+    stops accepting connections (the process is gone)."""
+    for req in payload["requests"]:
+        raw = rehost(req["raw"].encode("latin-1"), req["host_header"], addr)
+        print(f"--- sending {req['request']} ({req['signature']}) ---")
         try:
-            return len(body) >= int(fields[b"content-length"])
-        except ValueError:
-            return False  # unframed: read until the server closes or goes quiet
-    return True
-
-
-def main():
-    addr = sys.argv[1] if len(sys.argv) > 1 else {addr!r}
-    host, _, port = addr.rpartition(":")
-    host, port = host.strip("[]"), int(port)
-    if not accepts(host, port):
-        print("ERROR: nothing accepts connections on %s before the first request" % addr)
-        print("NOT REPRODUCED (target not reachable)")
-        sys.exit(2)
-    for req in REQUESTS:
-        raw = req["raw"].encode("latin-1")
-        raw = raw.replace(b"\\r\\nHost: " + req["host_header"].encode("latin-1") + b"\\r\\n",
-                          b"\\r\\nHost: " + addr.encode("latin-1") + b"\\r\\n", 1)
-        print("--- sending %s (%s) ---" % (req["request"], req["signature"]))
-        data, how = b"", "no complete response within 5 s"
-        try:
-            sock = socket.create_connection((host, port), timeout=5)
-            sock.sendall(raw)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not complete(data):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    how = "closed by the server"
-                    break
-                data += chunk
+            sock = connect(host, port)
+            data, how = http_exchange(sock, raw)
             sock.close()
-        except socket.timeout:
-            pass
         except OSError as e:
-            how = "connection error: %s" % e
-        got = complete(data)
-        print("received %d bytes; complete response: %s; connection: %s" % (len(data), got, "ok" if got else how))
+            data, how = b"", f"connection error: {e}"
+        print(f"received {len(data)} bytes; connection: {how}")
         print(data[:600].decode("latin-1"))
-        deadline = time.monotonic() + WATCH_S
-        refused = 0
+        deadline, refused = time.monotonic() + payload["watch_s"], 0
         while time.monotonic() < deadline:
             refused = refused + 1 if not accepts(host, port) else 0
             if refused >= 2:
-                print("the port stopped accepting connections after %s: the process is gone" % req["request"])
-                print("REPRODUCED")
-                sys.exit(1)
+                return True, f"the port stopped accepting connections after {req['request']}: the process is gone"
             time.sleep(0.1)
-        print("the target still accepts connections %.0f s after %s" % (WATCH_S, req["request"]))
-    print("NOT REPRODUCED")
-    sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()
-'''
+        print(f"the target still accepts connections {payload['watch_s']:.0f} s after {req['request']}")
+    return False, f"the target survived all {len(payload['requests'])} request(s)"
 
 
 def crash_repro(requests: list[SentRequest], *, status: str, addr: str, version: str) -> str:
@@ -459,6 +381,7 @@ def crash_repro(requests: list[SentRequest], *, status: str, addr: str, version:
     data = [{"signature": r.signature, "request": r.request, "slice": r.slice, "walker": r.walker,
              "walker_seed": r.seed, "host_header": r.host_header, "raw": r.raw_bytes().decode("latin-1")}
             for r in requests]
-    text = json.dumps(data, indent=1).replace('"""', '\\u0022\\u0022\\u0022')
-    status = status.replace("\\", "\\\\").replace('"""', "'''")
-    return _REPRO.format(version=version, status=status, addr=addr, requests=text)
+    how = (f"{status}\nSends each request below alone on a fresh connection (its Host rewritten to HOST:PORT),\n"
+           "then watches the port: the finding reproduces when the port stops accepting connections.")
+    return build_repro("crash", {"requests": data, "watch_s": 3.0}, judge_crash, predicate="I-LIVENESS",
+                       detail="the target process dies", addr=addr, version=version, how=how)

@@ -5,13 +5,19 @@ each distinct adversarial case), a folder `incidents/<ts>-<PREDICATE>/` is
 written while the run continues: incident.json, the exact bytes sent and
 received, /proc of the target, a py-spy dump where it works,
 forensics_status.txt listing what could not be collected and why, and
-repro.py, a standard-library-only script that replays the case.
+repro.py, a standard-library-only script that replays the case and judges it
+by itself (built by `validate.repro.build_repro`).
+
+`Incident.reproducer` (incidents[].reproducer in validate-results.json) is the
+command that runs the dossier's repro.py, relative to the run folder:
+`python3 cell-01-.../incidents/<dir>/repro.py` (append HOST:PORT to aim it at
+another address than the one the finding was made on). An incident without a
+repro.py has an empty reproducer, or, for a crash attribution that found no
+suspect, the attribution's one-line status.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import os
 import re
@@ -28,7 +34,6 @@ from typing import Any
 from ..results.schema import Incident, utc_now_iso
 from ..results.store import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .invariants import severity
-from .tier1.adversarial import catalogue as _catalogue
 
 MAX_FULL_DOSSIERS = 25  # per cell: beyond this, dossiers skip /proc and py-spy (cheap and bounded)
 
@@ -92,7 +97,7 @@ class IncidentRecorder:
             predicate=ev.predicate, severity=severity(ev.predicate), refapp=self.refapp, engine=self.engine,
             arch=self.arch, cell=self.cell_folder, first_seen=ev.first_seen or utc_now_iso(), dossier=str(rel),
             case=ev.case,
-            detail=ev.detail,
+            detail=ev.detail, reproducer=repro_command(rel) if ev.repro else "",
         )
         status: list[str] = []
         write_json_atomic(folder / "incident.json", {
@@ -136,7 +141,8 @@ class IncidentRecorder:
     def amend(self, predicate: str, case: str = "", *, reproducer: str, details: dict[str, Any],
               repro: str | None = None, sent: bytes | None = None) -> Incident | None:
         """Attach a reproducer found after the incident was recorded (crash attribution):
-        `reproducer` (one line) goes into the run document, `details` into incident.json under
+        `reproducer` (one line) goes into the run document after the command that runs repro.py
+        (alone when there is no repro.py), `details` into incident.json under
         "reproducer", `repro` becomes repro.py (None removes it) and `sent` sent.bin. Repeated calls
         overwrite."""
         inc = self.find(predicate, case)
@@ -144,7 +150,7 @@ class IncidentRecorder:
             return None
         folder = self.run_dir / inc.dossier
         with self._lock:
-            inc.reproducer = reproducer
+            inc.reproducer = f"{repro_command(Path(inc.dossier))}  # {reproducer}" if repro else reproducer
             path = folder / "incident.json"
             try:
                 data = json.loads(path.read_text())
@@ -169,6 +175,11 @@ class IncidentRecorder:
             lines.insert(0, f"repro.py: crash attribution, {details.get('status', '?')} ({why})")
             write_text_atomic(status, "\n".join(lines) + "\n")
         return inc
+
+
+def repro_command(dossier: Path) -> str:
+    """The shell command that runs a dossier's repro.py, from the run folder."""
+    return f"python3 {(dossier / 'repro.py').as_posix()}"
 
 
 def _safe(text: str) -> str:
@@ -210,118 +221,3 @@ def collect_process_forensics(pid: int | None, folder: Path) -> list[str]:
         except (OSError, subprocess.TimeoutExpired) as e:
             missing.append(f"py-spy.txt: {e}")
     return missing
-
-
-# --------------------------------------------------------------------------------------
-# repro.py for adversarial cases: standard library only, re-renders the case for any
-# HOST:PORT (lengths depend on the host), sends it exactly as the walker did, and prints
-# what came back with the verdict the RFC requires.
-
-_REPRO_TEMPLATE = '''#!/usr/bin/env python3
-"""Reproducer for {predicate} ({case}), found by probatorium {version}.
-
-Case: {case} - {clause} ({level}); expected outcome: {expect}.
-Finding: {detail}
-Usage: python3 repro.py HOST:PORT      (default {default_addr})
-Standard library only. Exit status 1 when the finding reproduces.
-"""
-import hashlib, json, re, socket, sys, time
-
-CASE = json.loads(r"""{case_json}""")
-ECHO = {echo!r}
-TARGET = {target!r}
-NONCE = {nonce!r}
-
-{resolve_src}
-
-def subst(text, host):
-    if ECHO:
-        j = "&" if "?" in TARGET else "?"
-        t, s, u = (TARGET + j + "adv=" + NONCE + x for x in ("", "-s", "-u"))
-    else:
-        t = s = u = TARGET
-    raw = text.replace("$T", t).replace("$S", s).replace("$U", u).replace("$H", host)
-    return _resolve_lengths(raw.encode("latin-1"))
-
-
-def render(host):
-    return [p for p in subst(CASE["template"], host).split(b"$|") if p]
-
-
-def main():
-    addr = sys.argv[1] if len(sys.argv) > 1 else {default_addr!r}
-    host, _, port = addr.rpartition(":")
-    segments = render(addr)
-    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for i, seg in enumerate(segments):
-        if i and CASE["pause"]:
-            time.sleep(CASE["pause"])
-        try:
-            sock.sendall(seg)
-        except OSError as e:
-            print("send failed:", e)
-            break
-    sock.settimeout({quiet})
-    data, how = b"", "timeout (connection still open)"
-    deadline = time.monotonic() + {quiet} + 10  # a streaming answer never goes quiet
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        except OSError as e:
-            how = "reset: %s" % e
-            break
-        if not chunk:
-            how = "closed by the server"
-            break
-        data += chunk
-    sock.close()
-    print("sent %d bytes in %d segment(s); received %d bytes; connection: %s" % (
-        sum(map(len, segments)), len(segments), len(data), how))
-    print("--- received ---")
-    print(data[:4000].decode("latin-1"))
-    nonces = re.findall(rb'"target": ?"[^"]*adv=([A-Za-z0-9_.-]+)', data)
-    statuses = re.findall(rb"HTTP/1\\.[01] (\\d{{3}})", data)
-    print("--- summary ---")
-    print("status lines:", [s.decode() for s in statuses])
-    if ECHO:
-        print("requests the application received (nonces):", [n.decode() for n in nonces])
-    try:
-        from probatorium.validate.tier1.adversarial.catalogue import Case, Rendered
-        from probatorium.validate.tier1.adversarial.verdict import Outcome, judge
-        case = Case(**{{k: tuple(v) if isinstance(v, list) else v for k, v in CASE.items()}})
-        body = None if CASE["body"] is None else subst(CASE["body"], addr)
-        v = judge(case, Rendered(tuple(segments), NONCE, body),
-                  Outcome(data, how != "timeout (connection still open)", how.startswith("timeout")), echo=ECHO)
-        print("verdict (probatorium):", v.verdict, "-", v.reason)
-        for viol in v.violations:
-            print("framing:", viol.predicate, viol.detail)
-        bad = v.verdict in ("wrong_accepted", "crash") or any(viol.predicate == {predicate!r} for viol in v.violations)
-        if {predicate!r} == "I-ADV-HANG":
-            bad = v.verdict == "hang_until_timeout"
-        if {predicate!r} == "I-ADV-LENIENT":
-            bad = v.verdict == "lenient_accepted"
-        print("REPRODUCED" if bad else "NOT REPRODUCED")
-        sys.exit(1 if bad else 0)
-    except ImportError:
-        print("(probatorium is not importable here: judge the bytes above against the expected outcome)")
-
-
-if __name__ == "__main__":
-    main()
-'''
-
-
-def adversarial_repro(*, case: "_catalogue.Case", predicate: str, detail: str, echo: bool, target: str,
-                      nonce: str, addr: str, quiet: float, version: str) -> str:
-    """Source of a standalone repro.py for one adversarial finding."""
-    resolve_src = inspect.getsource(_catalogue._resolve_lengths).replace("_MARK_RE", "MARK_RE")
-    resolve_src = 'MARK_RE = re.compile(rb"\\$(CL|X)(\\d)")\n\n' + resolve_src
-    case_json = json.dumps(dataclasses.asdict(case), indent=1)
-    return _REPRO_TEMPLATE.format(
-        predicate=predicate, case=case.name, version=version, clause=case.clause, level=case.level,
-        expect=case.expect, detail=detail.replace('"""', "'''"), default_addr=addr, case_json=case_json,
-        echo=echo, target=target, nonce=nonce, resolve_src=resolve_src, quiet=max(quiet, 1.0),
-    )

@@ -28,6 +28,18 @@ class ReproResult:
     dossier: str
 
 
+def repro_outcome(returncode: int, stdout: str) -> str:
+    """What a repro.py run says, from its exit code (validate.repro: 1 reproduced, 0 not, 2 the
+    target is unreachable) checked against its last line."""
+    last = (stdout.strip().splitlines() or [""])[-1].strip()
+    want = {1: "REPRODUCED", 0: "NOT REPRODUCED"}.get(returncode)
+    if want is not None and last == want:
+        return want
+    if returncode == 2:
+        return f"ERROR: {last or 'target not reachable (exit 2)'}"
+    return f"ERROR: no verdict (exit {returncode}): {last[:200]}"
+
+
 def check_reproducers(run_dir: Path, severities: tuple[str, ...] = ("HIGH", "MED"),
                       timeout: float = 60.0, log_dir: Path | None = None) -> list[ReproResult]:
     """Run every incident's repro.py (of the given severities) against a fresh target of its cell."""
@@ -74,8 +86,7 @@ def _check_cells(doc, root: Path, severities, timeout: float, log_dir: Path | No
                 try:
                     res = subprocess.run([sys.executable, str(repro), addr], capture_output=True, text=True,
                                          timeout=timeout)
-                    lines = [ln for ln in res.stdout.splitlines() if "REPRODUCED" in ln]
-                    outcome = lines[-1].strip() if lines else f"ERROR: no verdict (exit {res.returncode})"
+                    outcome = repro_outcome(res.returncode, res.stdout)
                 except subprocess.TimeoutExpired:
                     outcome = "ERROR: repro.py timed out"
                 results.append(ReproResult(cell.folder, cell.engine, inc.predicate, inc.case, outcome, inc.dossier))

@@ -61,7 +61,8 @@ def test_repro_reproduces_the_lost_write(tmp_path: Path) -> None:
 
     rc, out, rrc, rout = asyncio.run(main())
     assert rc == 1 and "REPRODUCED" in out and "I-DRV-1" in out, out
-    assert rrc == 0 and "PUT /kv/pw-" in rout and "-> HTTP/1.1 200" in rout, rout
+    # --raw replays the recorded bytes and judges read-after-write by itself
+    assert rrc == 1 and "PUT /kv/pw-" in rout and "-> HTTP/1.1 200" in rout and "I-DRV-1" in rout, rout
 
 
 def test_correct_store_has_no_evidence(tmp_path: Path) -> None:

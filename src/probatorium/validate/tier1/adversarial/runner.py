@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from .... import __version__
 from ....rawclient import Segment, exchange
 from ....seeds import derive_seed
-from ...incidents import Evidence, adversarial_repro
+from ...incidents import Evidence
 from ...invariants import predicate_for
 from ..base import ContractPaths, SliceBase
 from ..http1 import is_truncation, parse_response_stream
 from ..held import HeldStreams
 from .cases import CASES
 from .catalogue import Case, Rendered, render
+from .repro import adversarial_repro
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
 # Worst first: the verdict a case shows in the per-case breakdown.

@@ -10,6 +10,7 @@ findings to the incident path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 import traceback
@@ -23,7 +24,12 @@ from ...incidents import Evidence
 from ....seeds import derive_seed
 from ...invariants import predicate_for
 from ..base import SliceBase
+from ...repro import accepts, build_repro, connect, read_until, rehost, reset_close, send_segments
+from .. import http1
+from ..adversarial.verdict import echo_record
 from ..http1 import parse_response_stream
+from . import cases as h2c_cases
+from . import grading
 from .cases import CASES, PREFACE, H2cCase, client_settings_frame
 from .grading import COUNTER, VERDICTS, H2cOutcome, H2cVerdict, grade, h2_stream1_body
 
@@ -227,89 +233,48 @@ class H2cChurnSlice(SliceBase):
         return dict(base)
 
 
-_REPRO = '''#!/usr/bin/env python3
-"""probatorium {version} h2c reproducer: {predicate} on case {case!r} ({clause}).
-
-Finding: {detail}
-Usage: python3 repro.py HOST:PORT      (default {addr})
-Standard library only. Sends the recorded bytes (paced as they were), reads,
-resets the connection (SO_LINGER 0), then checks the target still accepts
-connections. Exit status 1 when the finding reproduces.
-"""
-import re, socket, struct, sys, time
-
-SEGMENTS = [bytes.fromhex(h) for h in {segments!r}]
-DELAY = {delay!r}
-VALID = {valid!r}
-PREDICATE = {predicate!r}
-TIMEOUT = {timeout!r}
-BODY_LENGTH, BODY_SHA256 = {body_length!r}, {body_sha!r}  # what the application must receive (body case)
-
-
-def main():
-    addr = sys.argv[1] if len(sys.argv) > 1 else {addr!r}
-    host, _, port = addr.rpartition(":")
-    host, port = host.strip("[]"), int(port)
-    sock = socket.create_connection((host, port), timeout=5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for i, seg in enumerate(SEGMENTS):
-        if i:
-            time.sleep(DELAY)
-        try:
-            sock.sendall(seg)
-        except OSError as e:
-            print("send failed:", e)
-            break
-    sock.settimeout(TIMEOUT)
-    data, how = b"", "timeout (connection still open)"
-    try:
-        while len(data) < 1 << 20:
-            chunk = sock.recv(65536)
-            if not chunk:
-                how = "closed by the server"
-                break
-            data += chunk
-    except socket.timeout:
-        pass
-    except OSError as e:
-        how = "reset: %s" % e
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-    print("received %d bytes; connection: %s" % (len(data), how))
+def judge_h2c(host: str, port: int, addr: str, payload: dict) -> tuple[bool, str]:
+    """Send the recorded bytes (paced as they were), read as the walker did, reset, and grade with
+    grading.py; reproduced when the verdict (or a framing violation) is the finding's predicate."""
+    raw = payload["case"]
+    case = H2cCase(**{**raw, "headers": tuple(raw["headers"]),
+                      "body": None if raw["body"] is None else bytes.fromhex(raw["body"])})
+    segments = [bytes.fromhex(h) for h in payload["segments"]]
+    segments[0] = rehost(segments[0], payload["recorded_host"], addr)
+    timeout, methods = payload["timeout"], tuple(payload["methods"])
+    sock = connect(host, port)
+    error = send_segments(sock, segments, payload["delay"])
+    if case.stage == "before_read":
+        data, how = read_until(sock, 1.0, 1.0)
+    else:
+        done = _body_done if case.body is not None and "PRI" in methods else _head_done(case.method)
+        data, how = read_until(sock, timeout, timeout + 5.0, done)
+    reset_close(sock)
+    print(f"sent {sum(map(len, segments))} bytes{'; ' + error if error else ''}; received {len(data)} bytes; "
+          f"connection: {how}")
     print(data[:2000].decode("latin-1"))
-    time.sleep(0.5)
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-        up = True
-    except OSError:
-        up = False
-    print("target still accepts connections:", up)
-    status = data[9:12] if data.startswith(b"HTTP/1.") else b""
-    got = re.search(rb'"body_length": ?(\\d+),.*?"body_sha256": ?"([0-9a-f]+)"', data)
-    if got:
-        print("the application received body_length=%s sha256=%s (sent %s, %s)" % (
-            got.group(1).decode(), got.group(2).decode(), BODY_LENGTH, BODY_SHA256))
-    body_bad = None
-    if BODY_LENGTH is not None and got:
-        body_bad = int(got.group(1)) != BODY_LENGTH or got.group(2).decode() != BODY_SHA256
-    bad = {{"I-H2C-CRASHED": not up, "I-H2C-HANG": not data and how.startswith("timeout"),
-            "I-H2C-UPGRADE": status == b"101" and not VALID, "I-ADV-ACCEPTED": body_bad}}.get(PREDICATE, None)
-    if bad is None:
-        print("judge the bytes above against the finding (%s)" % PREDICATE)
-        return
-    print("REPRODUCED" if bad else "NOT REPRODUCED")
-    sys.exit(1 if bad else 0)
-
-
-if __name__ == "__main__":
-    main()
-'''
+    closed = how.startswith(("closed", "reset"))
+    out = H2cOutcome(data, closed, how.startswith("timeout"), methods=methods)
+    if not data and (case.stage == "before_read" or closed or out.timed_out):
+        time.sleep(0.5)
+        out.target_alive = accepts(host, port)
+    v = grade(case, out)
+    bad = payload["verdict_predicates"].get(v.verdict) == payload["predicate"] or any(
+        viol.predicate == payload["predicate"] for viol in v.violations)
+    return bad, f"verdict {v.verdict} - {v.reason} (case {case.name}: {case.clause})"
 
 
 def h2c_repro(*, case: H2cCase, predicate: str, detail: str, segments: list[bytes], addr: str,
               timeout: float) -> str:
     """Source of a standalone repro.py for one h2c finding."""
-    return _REPRO.format(version=__version__, predicate=predicate, case=case.name, clause=case.clause,
-                         detail=detail.replace('"""', "'''"), addr=addr, segments=[s.hex() for s in segments],
-                         delay=PREFACE_DELAY, valid=case.valid, timeout=max(timeout, 1.0),
-                         body_length=len(case.body) if case.body is not None else None, body_sha=case.body_sha256)
+    raw = dataclasses.asdict(case)
+    raw["body"] = None if case.body is None else case.body.hex()
+    methods = (case.method, "PRI") if case.stage == "partial_preface" or case.body is not None else (case.method,)
+    payload = {"case": raw, "segments": [s.hex() for s in segments], "recorded_host": addr,
+               "delay": PREFACE_DELAY, "timeout": max(timeout, 1.0), "methods": list(methods)}
+    how = (f"Case: {case.name} - {case.clause}.\nSends the recorded bytes (paced as they were), reads,"
+           " resets the connection (SO_LINGER 0),\nand grades the answer with probatorium's h2c grading "
+           "(embedded below).")
+    return build_repro("h2c", payload, judge_h2c, predicate=predicate, detail=detail, addr=addr,
+                       version=__version__, case=case.name, how=how, modules=(http1, h2c_cases, grading),
+                       helpers=(echo_record, _head_done, _body_done), verdicts_of="h2c")

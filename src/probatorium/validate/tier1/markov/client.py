@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from ....rawclient import set_nodelay
 from ..http1 import Response, Violation, parse_response_stream
 
-MAX_HEAD = 64 * 1024
-MAX_BODY = 8 * 1024 * 1024
+CLIENT_MAX_HEAD = 64 * 1024
+CLIENT_MAX_BODY = 8 * 1024 * 1024
 _CL_RE = re.compile(rb"[0-9]{1,15}\Z")
 
 
@@ -95,7 +95,7 @@ def response_end(buf: bytes, method: str) -> tuple[int | None, bool]:
     while True:
         end = buf.find(b"\r\n\r\n", pos)
         if end < 0:
-            return (-1, False) if len(buf) - pos > MAX_HEAD else (None, False)
+            return (-1, False) if len(buf) - pos > CLIENT_MAX_HEAD else (None, False)
         head = buf[pos:end]
         first, _, rest = head.partition(b"\r\n")
         parts = first.split(b" ", 2)
@@ -128,7 +128,7 @@ def response_end(buf: bytes, method: str) -> tuple[int | None, bool]:
             if len(set(cl)) != 1 or not _CL_RE.match(cl[0]):
                 return -1, False
             n = int(cl[0])
-            if n > MAX_BODY:
+            if n > CLIENT_MAX_BODY:
                 return -1, False
             return (body_at + n, False) if len(buf) >= body_at + n else (None, False)
         return None, True
@@ -275,8 +275,8 @@ class H1Connection:
                     return None
                 break
             buf += chunk
-            if len(buf) > MAX_BODY + MAX_HEAD:
-                res.error = "protocol: response larger than %d bytes" % (MAX_BODY + MAX_HEAD)
+            if len(buf) > CLIENT_MAX_BODY + CLIENT_MAX_HEAD:
+                res.error = "protocol: response larger than %d bytes" % (CLIENT_MAX_BODY + CLIENT_MAX_HEAD)
                 break
         return buf, eof, end, close_delimited
 

@@ -179,7 +179,7 @@ class MarkovSlice(SliceBase):
     def _evidence(self, w: Walker, predicate: str, detail: str, case: str, sent: bytes | None,
                   received: bytes | None, reproducer: dict[str, Any] | None = None, **more: Any) -> Evidence:
         reproducer = reproducer or {"walker_seed": f"0x{w.seed:016x}", "shrink": "not shrunk: not a Markov step "
-                                    "(login or key/value check); the seeded walk reproduces it"}
+                                    "(login or key/value check); repro.py replays the recorded requests"}
         raw = reproducer.get("raw")
         reproducer = {k: v for k, v in reproducer.items() if k != "raw"}
         seq = reproducer.get("sequence") if reproducer.get("reproduced") else None
@@ -187,8 +187,7 @@ class MarkovSlice(SliceBase):
         return Evidence(predicate=predicate, detail=detail, case=case, sent=sent, received=received, seed=w.seed,
                         extra=self._evidence_extra(w, reproducer=reproducer, **more),
                         repro=markov_repro(predicate=predicate, detail=detail, slice_seed=self.seed, walker_id=w.id,
-                                           steps=w.steps, openapi=self.openapi_path, markov=self.markov_path,
-                                           requests=raw or list(w.sent_log),
+                                           steps=w.steps, requests=raw or list(w.sent_log),
                                            addr=f"{self.host}:{self.port}", version=__version__,
                                            sequence=seq, operation=more.get("operation"),
                                            templates=self.templates.templates,

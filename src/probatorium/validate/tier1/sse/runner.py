@@ -30,6 +30,8 @@ from ....seeds import derive_seed
 from ..base import SliceBase
 from ..http1 import parse_response_stream
 from ..held import HeldStreams
+from ...repro import build_repro, connect, http_exchange, reset_close
+from . import judge as judge_module
 from .judge import SETTLE_WINDOW, Conn2Result, allowed, dechunk_prefix, judge_series, sse_events
 
 POLL_INTERVAL = 0.5
@@ -37,6 +39,41 @@ SETTLE_MAX = 12.0  # seconds of sampling after the walkers stop
 HOLD_MS = (50, 1500)
 HEAD_TIMEOUT = 5.0
 RESET_SHARE = 0.5  # streams ended by a reset; the others end with FIN
+
+
+async def _read_for(reader: asyncio.StreamReader, data: bytes, seconds: float) -> tuple[bytes, bool]:
+    """Keep reading the stream for `seconds`; (data, whether the server ended it)."""
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return data, False
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+        except asyncio.TimeoutError:
+            return data, False
+        except (ConnectionError, OSError):
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+async def _close(writer: asyncio.StreamWriter, reset: bool, closed: Callable[[], None]) -> None:
+    """Close the stream (with `reset`, SO_LINGER 0 makes it an RST, as a killed client's would be);
+    `closed` runs once the close is issued, before waiting for it to finish."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and reset:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.close()
+    closed()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        pass
 
 
 class SseKillSlice(SliceBase):
@@ -127,22 +164,7 @@ class SseKillSlice(SliceBase):
                 return "endpoint_absent" if resp.status == 404 else "handshake_fail"
             self.tally["sse_established"] += 1
             head_end = data.find(b"\r\n\r\n") + 4
-            end = time.monotonic() + hold
-            while True:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    chunk = await asyncio.wait_for(reader.read(65536), left)
-                except asyncio.TimeoutError:
-                    break
-                except (ConnectionError, OSError):
-                    eof = True
-                    break
-                if not chunk:
-                    eof = True
-                    break
-                data += chunk
+            data, eof = await _read_for(reader, data, hold)
             body = data[head_end:]
             if resp.framing == "chunked":
                 body = dechunk_prefix(body)
@@ -154,18 +176,7 @@ class SseKillSlice(SliceBase):
         except (ConnectionError, OSError):
             return "server_closed_early" if data else "conn_error"
         finally:
-            sock = writer.get_extra_info("socket")
-            if sock is not None and reset:
-                try:  # SO_LINGER 0: the close is a reset, as a killed client's would be
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
-            writer.close()
-            self.streams.release(self.name)
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, OSError, ConnectionError):
-                pass
+            await _close(writer, reset, lambda: self.streams.release(self.name))
 
     async def _drain(self, reader, data: bytes, methods: list[str], eof: bool) -> tuple[bytes, bool]:
         """Read the rest of a short (non-stream) answer, up to 2 s, for its framing check."""
@@ -382,62 +393,56 @@ class SseKillSlice(SliceBase):
         return dict(base)
 
 
-_REPRO = '''#!/usr/bin/env python3
-"""probatorium {version} SSE reproducer for I-CONN-2 (server-side SSE slots not released).
-
-Usage: python3 repro.py HOST:PORT      (default {addr})
-Standard library only. Opens 20 streams on {sse_path}, reads for 0.5 s, resets
-half of them (SO_LINGER 0) and closes the others (FIN), then polls {debug_path}
-for 12 s. Exit status 1 when sse_open is still above 2 after 10 s.
-"""
-import json, socket, struct, sys, time
-
-SSE, DEBUG, N = {sse_path!r}, {debug_path!r}, 20
-
-
-def debug(host, port):
-    s = socket.create_connection((host, port), timeout=3)
-    s.sendall(("GET %s HTTP/1.1\\r\\nHost: %s:%d\\r\\nConnection: close\\r\\n\\r\\n" % (DEBUG, host, port)).encode())
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    s.close()
-    return json.loads(data.split(b"\\r\\n\\r\\n", 1)[1]).get("sse_open")
+def _debug_sse_open(host: str, port: int, addr: str, path: str) -> int | None:
+    """sse_open from the target's debug endpoint (None when it does not answer with it)."""
+    sock = connect(host, port, timeout=3)
+    data, _ = http_exchange(sock, f"GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode(),
+                            timeout=3)
+    sock.close()
+    try:
+        return json.loads(data.split(b"\r\n\r\n", 1)[1]).get("sse_open")
+    except (IndexError, ValueError, AttributeError):
+        return None
 
 
-def main():
-    addr = sys.argv[1] if len(sys.argv) > 1 else {addr!r}
-    host, _, port = addr.rpartition(":")
-    host, port = host.strip("[]"), int(port)
+def judge_sse(host: str, port: int, addr: str, payload: dict) -> tuple[bool, str]:
+    """Hold N streams, reset half and close the others, then sample sse_open: reproduced when it
+    stays above the allowance for longer than the settle window (sse/judge.py's judge_series)."""
+    n, window, t0 = payload["streams"], payload["settle_window"], time.monotonic()
+    request = (f"GET {payload['sse_path']} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").encode()
     socks = []
-    for _ in range(N):
-        s = socket.create_connection((host, port), timeout=3)
-        s.sendall(("GET %s HTTP/1.1\\r\\nHost: %s:%d\\r\\nAccept: text/event-stream\\r\\n\\r\\n" % (SSE, host, port)).encode())
-        socks.append(s)
+    for _ in range(n):
+        sock = connect(host, port, timeout=3)
+        sock.sendall(request)
+        socks.append(sock)
     time.sleep(0.5)
-    print("sse_open while holding %d streams: %s" % (N, debug(host, port)))
-    for i, s in enumerate(socks):
+    series = [(time.monotonic() - t0, _debug_sse_open(host, port, addr, payload["debug_path"]), n)]
+    print(f"sse_open while holding {n} streams: {series[-1][1]}")
+    for i, sock in enumerate(socks):
         if i % 2 == 0:  # half reset (SO_LINGER 0), half closed cleanly (FIN)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
-    t0, last = time.monotonic(), None
-    while time.monotonic() - t0 < 12:
-        last = debug(host, port)
-        print("t=%.1fs sse_open=%s" % (time.monotonic() - t0, last))
-        time.sleep(1)
-    bad = last is not None and last > 2
-    print("REPRODUCED" if bad else "NOT REPRODUCED")
-    sys.exit(1 if bad else 0)
+            reset_close(sock)
+        else:  # a close() with unread events would send an RST: end the write side first
+            sock.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    for sock in socks[1::2]:
+        sock.close()
+    closed_at = time.monotonic()
+    while time.monotonic() - closed_at < window + 2.0:
+        time.sleep(0.5)
+        series.append((time.monotonic() - t0, _debug_sse_open(host, port, addr, payload["debug_path"]), 0))
+        print(f"t={series[-1][0]:.1f}s sse_open={series[-1][1]}")
+        if series[-1][1] is not None and series[-1][1] <= allowed(0):
+            break  # every slot released: the excess run is over
+    res = judge_series(series, settle_window=window, final=True)
+    return res.status == "failed", f"I-CONN-2 {res.status}: {res.reason}"
 
 
-if __name__ == "__main__":
-    main()
-'''
-
-
-def sse_repro(*, addr: str, sse_path: str, debug_path: str) -> str:
+def sse_repro(*, addr: str, sse_path: str, debug_path: str, settle_window: float = SETTLE_WINDOW,
+              streams: int = 20) -> str:
     """Source of a standalone repro.py for an I-CONN-2 finding."""
-    return _REPRO.format(version=__version__, addr=addr, sse_path=sse_path, debug_path=debug_path)
+    how = (f"Opens {streams} streams on {sse_path}, reads for 0.5 s, resets half of them (SO_LINGER 0) and\n"
+           f"closes the others (FIN), then polls {debug_path}: the finding reproduces when sse_open stays\n"
+           f"above the allowance for more than {settle_window:g} s (the slice's own series judge, embedded).")
+    payload = {"sse_path": sse_path, "debug_path": debug_path, "settle_window": settle_window, "streams": streams}
+    return build_repro("sse", payload, judge_sse, predicate="I-CONN-2", detail="server-side SSE slots not released",
+                       addr=addr, version=__version__, how=how, modules=(judge_module,), helpers=(_debug_sse_open,))

@@ -2,7 +2,9 @@
 
 Sans-IO and standard-library only, on purpose: no socket is touched here, so
 every grading rule is a pure function (bytes in, verdict out) and a
-reproducer can embed this very module as its source.
+reproducer can embed this very module as its source (after probatorium's one
+framer, ../../../wsframe.py, which this module builds its valid and its
+deliberately malformed frames on).
 
 Grading follows Autobahn's spirit:
 
@@ -30,15 +32,14 @@ Grading follows Autobahn's spirit:
 from __future__ import annotations
 
 import base64
-import hashlib
 import random
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+from ....wsframe import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, accept_value, decode_header,
+                         encode_frame, mask_bytes)
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 DATA_OPCODES = frozenset({OP_CONT, OP_TEXT, OP_BINARY})
 
@@ -69,15 +70,13 @@ VERDICT_PREDICATE = {
 # limit at all (a memory DoS); 1009 is the answer RFC 6455 §7.4.1 names for it.
 OVERSIZE_BYTES = (16 << 20) + (1 << 20)
 PING_FLOOD = 300
+# The end of TCP after the close handshake is judged only when the client sent at most this much:
+# after a large send our close reply may sit behind megabytes the closing server no longer reads.
+JUDGE_CLOSE_TCP_MAX_SENT = 64 << 10
 
 
 # --------------------------------------------------------------------------------------
 # handshake
-
-
-def accept_value(key: str) -> str:
-    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2 item 5.4)."""
-    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
 
 
 def new_key(rng: random.Random) -> str:
@@ -173,35 +172,6 @@ def check_accept(status: int | None, accept: str | None, upgrade: str | None, ke
 # frames
 
 
-def mask_bytes(payload: bytes, key: bytes) -> bytes:
-    """XOR the payload with the 4-byte masking key (RFC 6455 §5.3)."""
-    if not payload:
-        return b""
-    n = len(payload)
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-
-
-def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True,
-                 mask_key: bytes = b"\x00\x00\x00\x00", length: int | None = None,
-                 length_form: int | None = None) -> bytes:
-    """One frame (RFC 6455 §5.2). `length` lies about the payload length; `length_form`
-    forces 7, 16 or 64 bits for it (64 allows the top bit, which the RFC forbids)."""
-    n = len(payload) if length is None else length
-    b0 = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0x0F)
-    mbit = 0x80 if mask else 0
-    form = length_form or (7 if n < 126 else 16 if n < 65536 else 64)
-    if form == 7:
-        head = bytes([b0, mbit | n])
-    elif form == 16:
-        head = bytes([b0, mbit | 126]) + struct.pack("!H", n)
-    else:
-        head = bytes([b0, mbit | 127]) + struct.pack("!Q", n)
-    if mask:
-        return head + mask_key + mask_bytes(payload, mask_key)
-    return head + payload
-
-
 def close_payload(code: int | None, reason: bytes = b"") -> bytes:
     return b"" if code is None else struct.pack("!H", code) + reason
 
@@ -237,35 +207,15 @@ def parse_frames(data: bytes) -> FrameParse:
     out = FrameParse()
     pos = 0
     while pos < len(data):
-        if len(data) - pos < 2:
+        head = decode_header(data, pos)
+        if head is None:
             out.rest = data[pos:]
             break
-        b0, b1 = data[pos], data[pos + 1]
-        n = b1 & 0x7F
-        hl = 2
-        if n == 126:
-            if len(data) - pos < 4:
-                out.rest = data[pos:]
-                break
-            n = struct.unpack("!H", data[pos + 2:pos + 4])[0]
-            hl = 4
-        elif n == 127:
-            if len(data) - pos < 10:
-                out.rest = data[pos:]
-                break
-            n = struct.unpack("!Q", data[pos + 2:pos + 10])[0]
-            hl = 10
-        masked = bool(b1 & 0x80)
-        mk = b""
-        if masked:
-            if len(data) - pos < hl + 4:
-                out.rest = data[pos:]
-                break
-            mk = data[pos + hl:pos + hl + 4]
-            hl += 4
+        fin, rsv, opcode, masked, n, hl = head
+        mk = data[pos + hl - 4:pos + hl] if masked else b""
         avail = data[pos + hl:pos + hl + n]
         payload = mask_bytes(avail, mk) if masked else avail
-        fr = Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, masked, payload, n, len(avail) == n)
+        fr = Frame(fin, rsv, opcode, masked, payload, n, len(avail) == n)
         if masked and out.error is None:
             out.error = f"masked frame from the server at offset {pos} (RFC 6455 §5.1)"
         out.frames.append(fr)
@@ -518,6 +468,14 @@ def grade(case: WsCase, received: bytes, closed: bool, timed_out: bool, kept_ope
             return g
     g.verdict, g.reason = "ws_closed_correctly", f"close {code}" + (f" after {pongs} pong(s)" if pongs else "")
     return g
+
+
+def close_reply_frame(received: bytes) -> bytes:
+    """The client's (masked) answer to the server's close frame: its code echoed when that code may
+    be sent on the wire, else 1000 (RFC 6455 §5.5.1, §7.4.1: 1005/1006/1015 never are)."""
+    code = next((f.close_code for f in parse_frames(received).frames if f.opcode == OP_CLOSE), None)
+    reply = 1000 if code is None or not 1000 <= code <= 4999 or code in (1005, 1006, 1015) else code
+    return encode_frame(OP_CLOSE, close_payload(reply), mask_key=b"\x01\x02\x03\x04")
 
 
 def close_frame_complete(received: bytes) -> bool:

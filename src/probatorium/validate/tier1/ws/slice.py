@@ -14,8 +14,6 @@ before it sends frames, which a fixed segment schedule cannot express.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import random
 import socket
 import time
@@ -23,7 +21,6 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .... import __version__
 from ...incidents import Evidence
 from ....rawclient import set_nodelay
 from ....seeds import derive_seed
@@ -31,12 +28,12 @@ from ...invariants import predicate_for
 from ..base import SliceBase
 from ..http1 import parse_response_stream
 from . import frames as F
-from .frames import CASES, HANDSHAKE_CASES, VALID_HANDSHAKE, VERDICT_PREDICATE, VERDICTS, HandshakeCase, WsCase
+from .frames import CASES, HANDSHAKE_CASES, JUDGE_CLOSE_TCP_MAX_SENT, VALID_HANDSHAKE, VERDICTS, HandshakeCase, WsCase
+from .repro import ws_repro
 
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
 MAX_RECORD = 64 << 10  # bytes of what was sent/received kept in evidence
 MAX_READ = 1 << 20  # stop reading a connection after this much (an oversize echo shows in its header)
-JUDGE_CLOSE_TCP_MAX_SENT = 64 << 10  # the end of TCP after a close handshake is judged only below this
 
 
 @dataclass
@@ -75,9 +72,14 @@ class _Conn:
     async def send(self, data: bytes) -> None:
         await self.loop.sock_sendall(self.sock, data)
 
-    async def recv(self, timeout: float) -> bytes:
-        """Up to 64 KiB; b"" at EOF; raises asyncio.TimeoutError or OSError."""
-        return await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), max(timeout, 0.001))
+    async def recv(self, timeout: float) -> bytes | None:
+        """Up to 64 KiB; b"" at EOF or when the connection failed; None when `timeout` s passed."""
+        try:
+            return await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            return None
+        except (ConnectionError, OSError):
+            return b""
 
 
 async def ws_connection(host: str, port: int, request: bytes, method: str, key: str,
@@ -128,13 +130,10 @@ async def _handshake(conn: _Conn, out: WsOutcome, request: bytes, method: str, k
         if left <= 0:
             out.timed_out = True
             break
-        try:
-            chunk = await conn.recv(left)
-        except asyncio.TimeoutError:
+        chunk = await conn.recv(left)
+        if chunk is None:
             out.timed_out = True
             break
-        except (ConnectionError, OSError):
-            chunk = b""
         if not chunk:
             eof = True
             out.closed = True
@@ -159,92 +158,95 @@ async def _handshake(conn: _Conn, out: WsOutcome, request: bytes, method: str, k
 
 
 async def _frames(conn: _Conn, out: WsOutcome, segments: list[bytes | None], timeout: float) -> None:
+    """Send the case's frames while reading; once a close frame came, answer it and judge the end
+    of TCP."""
     done_sending = asyncio.Event()
-
-    async def sender() -> None:
-        try:
-            for seg in segments:
-                if out.closed:
-                    break
-                if seg is None:  # F.AWAIT_REPLY: hold the next write until the server sent a frame
-                    until = time.monotonic() + timeout
-                    while not F.parse_frames(out.received[:MAX_READ]).frames and time.monotonic() < until \
-                            and not out.closed:
-                        await asyncio.sleep(0.005)
-                    continue
-                await conn.send(seg)
-                out.sent_len += len(seg)
-                if len(out.sent) < MAX_RECORD:
-                    out.sent += seg[:MAX_RECORD - len(out.sent)]
-        except (ConnectionError, OSError) as e:
-            out.send_error = f"{type(e).__name__}: {e}"
-        finally:
-            done_sending.set()
-
-    task = asyncio.create_task(sender())
-    last = time.monotonic()
-    hard_end = last + timeout + 30.0
+    task = asyncio.create_task(_send_case(conn, out, segments, timeout, done_sending))
     try:
-        while not F.close_frame_complete(out.received[:MAX_READ]):
-            now = time.monotonic()
-            if now >= hard_end:
-                out.timed_out = True
-                break
-            if done_sending.is_set():
-                wait = last + timeout - now
-                if wait <= 0:
-                    out.timed_out = True
-                    break
-            else:
-                wait = 0.1
-            try:
-                chunk = await conn.recv(wait)
-            except asyncio.TimeoutError:
-                if not done_sending.is_set():
-                    last = time.monotonic()  # the clock starts when the last byte is out
-                continue
-            except (ConnectionError, OSError):
-                out.closed = True
-                break
-            if not chunk:
-                out.closed = True
-                break
-            out.received += chunk
-            last = time.monotonic()
-            if len(out.received) >= MAX_READ:
-                break
-        else:
-            # A close frame came: answer it (RFC 6455 §5.5.1) and give the server a moment to end TCP.
+        if await _read_to_close(conn, out, timeout, done_sending):
             # Our close reply is a frame only if everything before it went out whole: a close that
             # interrupted our sending (e.g. 1009 in the middle of the oversize payload) leaves us
             # mid-frame, so the server cannot see our reply and is not judged on ending TCP. Nor after
             # a large send: our reply may sit behind megabytes the closing server no longer reads.
             whole = done_sending.is_set() and out.send_error is None and out.sent_len <= JUDGE_CLOSE_TCP_MAX_SENT
             await _cancel(task)
-            code = next((f.close_code for f in F.parse_frames(out.received).frames if f.opcode == F.OP_CLOSE), None)
-            reply = 1000 if code is None or not 1000 <= code <= 4999 or code in (1005, 1006, 1015) else code
-            try:
-                await asyncio.wait_for(conn.send(F.encode_frame(F.OP_CLOSE, F.close_payload(reply),
-                                                                mask_key=b"\x01\x02\x03\x04")), 0.5)
-            except (asyncio.TimeoutError, ConnectionError, OSError):
-                pass
-            # Both close frames are out: the server MUST now end TCP (RFC 6455 §5.5.1, §7.1.1).
-            # Anything it still sends is discarded; silence up to the close timeout is a hang.
-            end = time.monotonic() + (timeout if whole else 0.2)
-            while not out.closed:
-                left = end - time.monotonic()
-                if left <= 0:
-                    out.kept_open = whole
-                    break
-                try:
-                    chunk = await conn.recv(left)
-                except asyncio.TimeoutError:
-                    continue
-                except (ConnectionError, OSError):
-                    chunk = b""
-                out.closed = not chunk
+            await _close_tcp(conn, out, timeout, whole)
     finally:
         await _cancel(task)
+
+
+async def _send_case(conn: _Conn, out: WsOutcome, segments: list[bytes | None], timeout: float,
+                     done_sending: asyncio.Event) -> None:
+    """Write the segments in order (F.AWAIT_REPLY holds the next write until the server sent a frame)."""
+    try:
+        for seg in segments:
+            if out.closed:
+                break
+            if seg is None:
+                until = time.monotonic() + timeout
+                while not F.parse_frames(out.received[:MAX_READ]).frames and time.monotonic() < until \
+                        and not out.closed:
+                    await asyncio.sleep(0.005)
+                continue
+            await conn.send(seg)
+            out.sent_len += len(seg)
+            if len(out.sent) < MAX_RECORD:
+                out.sent += seg[:MAX_RECORD - len(out.sent)]
+    except (ConnectionError, OSError) as e:
+        out.send_error = f"{type(e).__name__}: {e}"
+    finally:
+        done_sending.set()
+
+
+async def _read_to_close(conn: _Conn, out: WsOutcome, timeout: float, done_sending: asyncio.Event) -> bool:
+    """Read until a complete close frame (True), the end of TCP, MAX_READ bytes, or `timeout` s of
+    quiet after the last write (False)."""
+    last = time.monotonic()
+    hard_end = last + timeout + 30.0
+    while not F.close_frame_complete(out.received[:MAX_READ]):
+        now = time.monotonic()
+        if now >= hard_end:
+            out.timed_out = True
+            return False
+        if done_sending.is_set():
+            wait = last + timeout - now
+            if wait <= 0:
+                out.timed_out = True
+                return False
+        else:
+            wait = 0.1
+        chunk = await conn.recv(wait)
+        if chunk is None:
+            if not done_sending.is_set():
+                last = time.monotonic()  # the clock starts when the last byte is out
+            continue
+        if not chunk:
+            out.closed = True
+            return False
+        out.received += chunk
+        last = time.monotonic()
+        if len(out.received) >= MAX_READ:
+            return False
+    return True
+
+
+async def _close_tcp(conn: _Conn, out: WsOutcome, timeout: float, whole: bool) -> None:
+    """Answer the server's close frame (RFC 6455 §5.5.1); both close frames are then out and the
+    server MUST end TCP (§7.1.1): anything it still sends is discarded, silence up to the close
+    timeout is a hang (judged only when our reply went out `whole`)."""
+    try:
+        await asyncio.wait_for(conn.send(F.close_reply_frame(out.received)), 0.5)
+    except (asyncio.TimeoutError, ConnectionError, OSError):
+        pass
+    end = time.monotonic() + (timeout if whole else 0.2)
+    while not out.closed:
+        left = end - time.monotonic()
+        if left <= 0:
+            out.kept_open = whole
+            break
+        chunk = await conn.recv(left)
+        if chunk is not None:
+            out.closed = not chunk
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -453,145 +455,3 @@ class WsTortureSlice(SliceBase):
         base.update({k: v for k, v in self.tally.items() if v or k in base})
         base["ws_cases"] = len(self.cases) + len(self.handshakes)
         return dict(base)
-
-
-# --------------------------------------------------------------------------------------
-# repro.py: standard library only. It embeds frames.py, rebuilds the exact bytes from
-# (case, connection seed), replays handshake + case against HOST:PORT and grades.
-
-_REPRO_MAIN = r'''
-
-# ---------------------------------------------------------------- reproducer
-import socket as _socket
-import sys as _sys
-import time as _time
-
-PREDICATE = %(predicate)r
-CASE_NAME = %(case)r
-CONN_SEED = %(seed)d
-WS_PATH = %(path)r
-CLOSE_TIMEOUT = %(timeout)r
-DEFAULT_ADDR = %(addr)r
-DETAIL = %(detail)r
-
-
-def _main():
-    addr = _sys.argv[1] if len(_sys.argv) > 1 else DEFAULT_ADDR
-    host, _, port = addr.rpartition(":")
-    rng = random.Random(CONN_SEED)
-    key = new_key(rng)
-    hs = next((h for h in HANDSHAKE_CASES if h.name == CASE_NAME), None)
-    case = None if hs is not None else CASES_BY_NAME[CASE_NAME]
-    hs = hs or VALID_HANDSHAKE
-    segs = case.build(rng) if case is not None else None
-    print("finding:", PREDICATE, "-", DETAIL)
-    sock = _socket.create_connection((host.strip("[]"), int(port)), timeout=5)
-    sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-    sock.sendall(render_handshake(hs, addr, WS_PATH, key))
-    sock.settimeout(CLOSE_TIMEOUT)
-    data, closed, timed_out = b"", False, False
-    while True:
-        status, headers, rest, complete = split_head(data)
-        if complete:
-            break
-        try:
-            chunk = sock.recv(65536)
-        except _socket.timeout:
-            timed_out = True
-            break
-        except OSError:
-            chunk = b""
-        if not chunk:
-            closed = True
-            break
-        data += chunk
-    status, headers, rest, complete = split_head(data)
-    print("handshake: %%s -> status %%s" %% (hs.name, status))
-    problem = check_accept(status, headers.get("sec-websocket-accept"), headers.get("upgrade"), key) \
-        if status == 101 else None
-    g = grade_handshake(hs, status, closed, timed_out, problem)
-    if case is not None and g.verdict == "ws_closed_correctly":
-        received, closed, timed_out = rest, False, False
-        try:
-            for s in segs:
-                if s is None:  # wait for the server's first frame (e.g. the echo) before going on
-                    sock.settimeout(CLOSE_TIMEOUT)
-                    while not parse_frames(received).frames:
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            break
-                        received += chunk
-                    continue
-                sock.sendall(s)
-        except OSError as e:
-            print("send stopped:", e)
-        last = _time.monotonic()
-        while not close_frame_complete(received[:1 << 20]) and len(received) < (1 << 20):
-            sock.settimeout(max(0.01, last + CLOSE_TIMEOUT - _time.monotonic()))
-            try:
-                chunk = sock.recv(65536)
-            except _socket.timeout:
-                timed_out = True
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                closed = True
-                break
-            received += chunk
-            last = _time.monotonic()
-        kept_open = False
-        if close_frame_complete(received[:1 << 20]) and not closed:
-            # answer the close, then the server MUST end TCP (RFC 6455 section 5.5.1)
-            try:
-                sock.sendall(encode_frame(OP_CLOSE, close_payload(1000), mask_key=b"\x01\x02\x03\x04"))
-            except OSError:
-                pass
-            end = _time.monotonic() + CLOSE_TIMEOUT
-            while True:
-                left = end - _time.monotonic()
-                if left <= 0:
-                    kept_open = True
-                    break
-                sock.settimeout(left)
-                try:
-                    chunk = sock.recv(65536)
-                except _socket.timeout:
-                    continue
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    closed = True
-                    break
-        g = grade(case, received, closed, timed_out, kept_open)
-        kinds = [(f.opcode, f.length) for f in g.frames[:10]]
-        print("frames back (opcode, length):", kinds)
-        print("close code:", "no close frame" if not g.close_seen else
-              g.close_code if g.close_code is not None else "none (close frame without a code)",
-              "| TCP closed" if closed else "", "| timed out" if timed_out else "",
-              "| TCP kept open after the close handshake" if kept_open else "")
-        print("expected close:", "/".join(map(str, case.expected_close)))
-    sock.close()
-    print("verdict:", g.verdict, "-", g.reason)
-    bad = VERDICT_PREDICATE.get(g.verdict) == PREDICATE
-    print("REPRODUCED" if bad else "NOT REPRODUCED")
-    _sys.exit(1 if bad else 0)
-
-
-if __name__ == "__main__":
-    _main()
-'''
-
-
-def ws_repro(*, case: WsCase | HandshakeCase, predicate: str, detail: str, conn_seed: int, ws_path: str,
-             addr: str, close_timeout: float) -> str:
-    """Source of a standalone repro.py (stdlib only) for one WebSocket finding."""
-    src = inspect.getsource(F).replace("from __future__ import annotations\n", "", 1)
-    head = (f"#!/usr/bin/env python3\nfrom __future__ import annotations\n"
-            f"# Reproducer for {predicate} (ws case {json.dumps(case.name)}), found by probatorium {__version__}.\n"
-            f"# Usage: python3 repro.py HOST:PORT   (default {addr}). Standard library only.\n"
-            f"# Exit status 1 when the finding reproduces. Below: probatorium's frames.py, verbatim.\n\n")
-    return head + src + _REPRO_MAIN % {
-        "predicate": predicate, "case": case.name, "seed": conn_seed, "path": ws_path,
-        "timeout": max(close_timeout, 1.0), "addr": addr, "detail": detail,
-    }

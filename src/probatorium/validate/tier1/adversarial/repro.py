@@ -1,0 +1,68 @@
+"""repro.py for adversarial findings: the case, re-rendered for any HOST:PORT, judged by verdict.py.
+
+The reproducer embeds the HTTP/1.1 grammar (`http1.py`), the case model
+(`catalogue.py`) and the verdict rules (`verdict.py`), all pure and
+standard-library-only, so it renders the case exactly as the walker did
+(lengths depend on the Host) and grades what comes back with the same judge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from ... import repro as R
+from ...repro import accepts, connect, read_until, send_segments
+from .. import http1
+from ..http1 import parse_response_stream
+from . import catalogue, verdict
+from .catalogue import Case, render
+from .verdict import Outcome, judge
+
+
+def judge_adversarial(host: str, port: int, addr: str, payload: dict) -> tuple[bool, str]:
+    """Send the case as the walker did and grade it; reproduced when the verdict (or a framing
+    violation) is the finding's predicate."""
+    case = Case(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["case"].items()})
+    rendered = render(case, target=payload["target"], host=addr, nonce=payload["nonce"], echo=payload["echo"])
+    want = 1 + case.followups
+
+    def answered(data: bytes) -> bool:
+        finals = parse_response_stream(data, list(case.methods), eof=False).final_responses
+        return not case.close and len([r for r in finals if r.complete]) >= want
+
+    sock = connect(host, port)
+    error = send_segments(sock, rendered.segments, case.pause)
+    quiet = payload["quiet"]
+    data, how = read_until(sock, quiet, quiet + 5.0 + case.pause * len(rendered.segments), answered)
+    sock.close()
+    print(f"sent {len(rendered.data)} bytes in {len(rendered.segments)} segment(s)"
+          f"{'; ' + error if error else ''}; received {len(data)} bytes; connection: {how}")
+    print("--- received ---")
+    print(data[:4000].decode("latin-1"))
+    closed = how.startswith(("closed", "reset"))
+    outcome = Outcome(data, closed, how.startswith("timeout"))
+    finals = parse_response_stream(data, list(case.methods), eof=True).final_responses
+    if closed and not finals:
+        time.sleep(0.3)
+        outcome.target_alive = accepts(host, port)
+    v = judge(case, rendered, outcome, echo=payload["echo"])
+    for viol in v.violations:
+        print("framing:", viol.predicate, viol.detail)
+    bad = payload["verdict_predicates"].get(v.verdict) == payload["predicate"] or any(
+        viol.predicate == payload["predicate"] for viol in v.violations)
+    return bad, f"verdict {v.verdict} - {v.reason} (case {case.name}: {case.clause}, {case.level}, " \
+                f"expected {case.expect})"
+
+
+def adversarial_repro(*, case: Case, predicate: str, detail: str, echo: bool, target: str, nonce: str,
+                      addr: str, quiet: float, version: str) -> str:
+    """Source of a standalone repro.py for one adversarial finding."""
+    payload = {"case": dataclasses.asdict(case), "echo": echo, "target": target, "nonce": nonce,
+               "quiet": max(quiet, 1.0)}
+    how = (f"Case: {case.name} - {case.clause} ({case.level}); expected outcome: {case.expect}.\n"
+           "Re-renders the case for HOST:PORT (lengths depend on the Host), sends it as the walker did,\n"
+           "and grades the answer with probatorium's verdict rules (embedded below).")
+    return R.build_repro("adversarial", payload, judge_adversarial, predicate=predicate, detail=detail,
+                         addr=addr, version=version, case=case.name, how=how,
+                         modules=(http1, catalogue, verdict), verdicts_of="adversarial")
