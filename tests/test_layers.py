@@ -96,13 +96,7 @@ INDEPENDENT: tuple[tuple[str, str], ...] = (
 )
 
 # Known violations on main that other branches remove. Remove an entry when its fix is merged.
-PENDING: frozenset[str] = frozenset({
-    # incidents.py imports up into tier1/adversarial (the repro harness branch moves that out)
-    "layer: probatorium.validate.incidents (catalogue) imports probatorium.validate.tier1.adversarial.catalogue "
-    "(slices)",
-    # split on the WebSocket framer branch
-    "long: probatorium.validate.tier1.ws.slice:_frames",
-})
+PENDING: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------------------------------

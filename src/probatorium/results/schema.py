@@ -61,7 +61,8 @@ class Incident(_Model):
     dossier: str  # path relative to the run folder
     case: str = ""
     detail: str = ""
-    #: one line naming the minimal reproducer when one was found after the fact
+    #: the command that runs the dossier's standalone repro.py ("python3 <cell>/incidents/<dir>/repro.py",
+    #: relative to the run folder); "" when the finding has no reproducer
     #: (crash attribution: the request that killed the target); details in incident.json
     reproducer: str = ""
 
