@@ -63,7 +63,6 @@ class Incident(_Model):
     detail: str = ""
     #: the command that runs the dossier's standalone repro.py ("python3 <cell>/incidents/<dir>/repro.py",
     #: relative to the run folder); "" when the finding has no reproducer
-    #: (crash attribution: the request that killed the target); details in incident.json
     reproducer: str = ""
 
 
