@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_outcome, free_port, run_repro, server
+from repro_helpers import assert_outcome, free_port, run_repro, server
 
 from probatorium.validate.tier1.h2c.cases import CASES, PREFACE, client_settings_frame
 from probatorium.validate.tier1.h2c.runner import h2c_repro

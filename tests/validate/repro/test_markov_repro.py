@@ -4,7 +4,7 @@ through the embedded Markov client and judges each response itself (shrink.findi
 from __future__ import annotations
 
 import pytest
-from helpers import assert_outcome, free_port, run_repro, server
+from repro_helpers import assert_outcome, free_port, run_repro, server
 
 from probatorium.validate.tier1.markov.repro import markov_repro
 from probatorium.validate.tier1.markov.shrink import Step

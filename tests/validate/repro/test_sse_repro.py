@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_outcome, free_port, run_repro, server
+from repro_helpers import assert_outcome, free_port, run_repro, server
 
 from probatorium.validate.tier1.sse.runner import sse_repro
 

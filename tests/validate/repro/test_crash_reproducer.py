@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import assert_outcome, free_port, run_repro, server
+from repro_helpers import assert_outcome, free_port, run_repro, server
 
 from probatorium.validate.crash import SentRequest, crash_repro
 
