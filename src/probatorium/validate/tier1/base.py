@@ -49,6 +49,9 @@ class SliceContext:
     openapi: Path | None = None
     markov: Path | None = None
     crashlog: Any = None  # crash.CrashLog: requests in flight, for crash attribution
+    # the target process's identity now (pid + start time; None: no local process): a change
+    # across one exchange means the target died (and was restarted) while it ran
+    identity: Callable[[], Any] | None = None
     streams: Any = None  # held.HeldStreams: streams the validator holds open on the SSE path
     say: Callable[[str], None] = lambda msg: None
 

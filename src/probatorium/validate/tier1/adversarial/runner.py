@@ -57,8 +57,12 @@ class AdversarialSlice(SliceBase):
                  alive: Callable[[], Awaitable[bool]] | None = None,
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  sweep: list[tuple[str, str]] | None = None, crashlog=None,
-                 say: Callable[[str], None] | None = None, held: HeldStreams | None = None) -> None:
+                 say: Callable[[str], None] | None = None, held: HeldStreams | None = None,
+                 identity: Callable[[], object] | None = None) -> None:
         self.host, self.port = host, port
+        # The target process's identity (pid + start time): when it changes across one exchange,
+        # the target died while the exchange ran, even if it was already restarted when we look.
+        self.identity = identity or (lambda: None)
         self.say = say or (lambda msg: None)
         # Streams on the SSE path this slice's connections hold (a sweep GET /events waits out
         # the quiet timeout): shared with the SSE slice's I-CONN-2 judge.
@@ -158,6 +162,7 @@ class AdversarialSlice(SliceBase):
             token = crash.begin("adversarial", nonce, f"0x{self.seed:016x}", crash_signature(case, rendered),
                                 f"{case.name}: {_request_line(rendered)}", b"".join(rendered.segments),
                                 self.host_header)
+        before = self.identity()
         try:
             ex = await exchange(
                 self.host, self.port, segments, held=self.held, owner=self.name, quiet_timeout=self.quiet_timeout,
@@ -175,8 +180,11 @@ class AdversarialSlice(SliceBase):
         outcome = Outcome(ex.received, ex.closed, ex.timed_out, ex.connect_error)
         # No answer, or one cut off by the close: a dying target looks like that too.
         cut = any(is_truncation(v) for v in parsed.violations)
-        if (ex.connect_error or ex.closed) and (not answered or cut) and self.alive is not None:
-            outcome.target_alive = await self.alive()
+        if (ex.connect_error or ex.closed) and (not answered or cut):
+            if before is not None and self.identity() != before:
+                outcome.target_alive = False  # it died (and came back) while this exchange ran
+            elif self.alive is not None:
+                outcome.target_alive = await self.alive()
         verdict = judge(case, rendered, outcome, echo=echo)
         return rendered, outcome, verdict, ex.sent
 
