@@ -26,7 +26,7 @@ from ..targets.launcher import RunningTarget, start_target
 from ..targets.watchdog import Watchdog
 from .gate import cell_status, provisional_status
 from .incidents import Evidence, IncidentRecorder
-from .invariants import Observed, judge_cell
+from .invariants import Observed, judge_cell, severity
 from .liveness import Liveness
 from .observers import LeakObserver, MetricsObserver
 from .plan import CellPlan, ValidateOptions, declares, refapp_versions
@@ -220,7 +220,8 @@ class CellRunner:
         cell.incidents = list(live.recorder.incidents)
         first: dict[str, str] = {}
         for inc in cell.incidents:
-            first.setdefault(inc.predicate, inc.detail)
+            if inc.severity == severity(inc.predicate):  # a lesser form (MED I-API-SCHEMA) is its judge's
+                first.setdefault(inc.predicate, inc.detail)
         cell.properties = judge_cell(self.observed(live), first)
         cell.finished_at = utc_now_iso()
         interrupted = self.stop_event.is_set()
