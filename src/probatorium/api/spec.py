@@ -329,6 +329,8 @@ class _Inliner:
             if not self.strict:
                 return {}
             cause = e.args[0] if isinstance(e, SpecError) else _why_unresolvable(e)
+            if uri == _TEXT_URI and not ref.startswith("#"):
+                cause = "the document was given as text, so there is no file to resolve it against"
             raise SpecError(f"{self.docs.where(uri, pointer)}: unresolvable $ref {ref!r}: {cause}") from None
         inner = self.inline(found.contents, found.resolver, target_uri, "#" + fragment, stack + (target,))
         siblings = {k: v for k, v in node.items() if k != "$ref"}
