@@ -87,6 +87,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.procfs",
         "probatorium.wsframe",  # the one WebSocket framer (RFC 6455 §5), for the load generator and the ws slice
         "probatorium.results.*",
+        "probatorium.api.*",  # Tier 2's OpenAPI model, values and dependencies: stdlib + yaml/jsonschema only
     )),
 )
 
