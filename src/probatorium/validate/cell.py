@@ -122,7 +122,8 @@ class CellRunner:
         liveness = Liveness(target, recorder, cell_seed=cell.seed or 0, tally=cell.tier_1,
                             dossier_dir=self.run_dir / cell.folder, restart=control.restart, pause=watchdog.pause,
                             resume=watchdog.resume, stop=self.stop_event.is_set, say=self.say, control=control)
-        tier_shares = {t: TIERS[t].share for t in (self.opts.tiers or [1])}
+        applying = [t.number for t in choose_tiers(self.opts.tiers, plan.openapi, self.opts.tier_options)[0]]
+        tier_shares = {t: TIERS[t].share for t in (applying or [1])}  # the tiers that apply share the budget
         schedule = schedule_cell(budget_s, self.opts.concurrency, self.opts.slices, tier_shares)
         live = LiveCell(cell, plan, target, recorder, watchdog, liveness, schedule, control=control)
         if target.pid is not None:
@@ -136,7 +137,7 @@ class CellRunner:
 
     async def _drive(self, live: LiveCell) -> str:
         """Run the tiers one after another; return why any of them measured less than asked, or ''."""
-        tiers, skipped = choose_tiers(self.opts.tiers, live.plan.openapi)
+        tiers, skipped = choose_tiers(self.opts.tiers, live.plan.openapi, self.opts.tier_options)
         live.tiers = tiers
         live.cell.tier_1["walkers"] = live.schedule.walkers  # type: ignore[assignment]
         if skipped and self.opts.tiers is None:
@@ -227,7 +228,8 @@ class CellRunner:
         interrupted = self.stop_event.is_set()
         cell.partial = interrupted
         cell.status, cell.reason = cell_status(cell.properties, cell.incidents, error, interrupted=interrupted,
-                                               traffic_sent=bool(cell.tier_1.get("requests_sent")))
+                                               traffic_sent=bool(cell.tier_1.get("requests_sent")
+                                                                 or cell.tier_2.get("requests")))
         wd = live.watchdog
         if wd.crash_markers:
             cell.tier_1["crash_markers"] = len(wd.crash_markers)

@@ -56,6 +56,7 @@ class Evidence:
     #: below the catalogue's severity for a lesser form of the predicate (I-API-SCHEMA's undeclared
     #: status is MED); None: the catalogue's
     severity: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # more dossier files: name → text (sequence.json, ...)
 
 
 class IncidentRecorder:
@@ -111,6 +112,8 @@ class IncidentRecorder:
             write_bytes_atomic(folder / "sent.bin", ev.sent)
         if ev.received is not None:
             write_bytes_atomic(folder / "received.bin", ev.received)
+        for name, text in ev.files.items():
+            write_text_atomic(folder / _safe(name), text)
         if ev.repro:
             write_text_atomic(folder / "repro.py", ev.repro)
             os.chmod(folder / "repro.py", 0o755)
