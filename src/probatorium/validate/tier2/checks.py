@@ -186,7 +186,7 @@ def check_leak(seq: list, ops: dict, validate=None) -> tuple:
         n += 1
         extra = [m for m in new if m not in set(old)]
         if extra:
-            found.append(Finding("I-API-LEAK", ex.op_id, ex.status, i,
+            found.append(Finding("I-API-LEAK", ex.op_id, ex.status, i + 1,  # the read that shows it
                                  f"POST {path} was refused ({ex.status}) but GET {path} then lists "
                                  f"{len(extra)} new member(s): {', '.join(extra[:3])}"))
     return n, found

@@ -138,7 +138,7 @@ def render(step: dict, done: dict, auth: dict) -> tuple:
             bindings[name] = {**rec, "in": "header"}
         headers.append([name, _text(value)])
     body = None
-    if "body" in step and step["body"] is not None:
+    if "body" in step:  # a null body is a value too (a mutation): it is sent as JSON null
         raw_body = step["body"]
         if isinstance(raw_body, dict) and "from" in raw_body and "source" in raw_body and len(raw_body) == 2:
             raw_body, _ = resolve(raw_body, done)

@@ -82,8 +82,8 @@ class FindingHandler:
         seq = await runner.run(final)
         _, got = check_sequence(seq, self.ops, schema_errors, only=f.predicate)
         hit = next((g for g in got if g.predicate == f.predicate and g.op_id == f.op_id), None)
-        if hit is None:  # flaky after shrinking: keep the confirmed sequence
-            final = steps[:at + 1]
+        if hit is None:  # flaky after shrinking: keep the sequence that was confirmed
+            final = steps
             seq = await runner.run(final)
         await self._record(f if hit is None else hit, final, seq, addr, res)
 

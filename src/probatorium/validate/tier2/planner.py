@@ -31,6 +31,7 @@ USERS = ("A", "B")
 MALFORMED_IDS = ("abc", "0", "-1", "1.5", "99999999999999999999999", "%00", "' OR '1'='1", "x" * 300)
 MAX_MUTATIONS = 8
 PASSWORD = "probatorium-t2"
+GENERATE = object()  # "generate the body from its schema" (None is a value: a null body)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class Sequence:
                                    "body": {"username": planner.users[user], "password": PASSWORD},
                                    "media_type": "application/json", "probe": LOGIN_PROBE})
 
-    def add(self, op, user: str = "A", *, params: dict | None = None, body=None, probe: str = "",
-            violates: str | None = None, valid_body: bool = True) -> int:
+    def add(self, op, user: str = "A", *, params: dict | None = None, body=GENERATE, probe: str = "",
+            violates: str | None = None) -> int:
         """Append a step for `op` by `user`: path parameters bound to producers (made first when
         needed) unless given; the body generated from its schema unless given."""
         path_params = params if params is not None else self.bind(op, user)
@@ -77,7 +78,7 @@ class Sequence:
                     "value": values.generate(prm.schema or {"type": "string"}, self.rng)}
         if op.body is not None:
             step["media_type"] = op.body.media_type
-            step["body"] = body if body is not None else values.generate(op.body.schema or {}, self.rng)
+            step["body"] = values.generate(op.body.schema or {}, self.rng) if body is GENERATE else body
         self.steps.append(step)
         return step["id"]
 
