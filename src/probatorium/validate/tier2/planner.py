@@ -110,7 +110,10 @@ class Planner:
     def __init__(self, spec, graph, login: Login | None, users: dict[str, str]) -> None:
         self.spec, self.graph, self.login, self.users = spec, graph, login, users
         self.base = spec.base_path
-        self.by_id = {op.op_id: op for op in spec.operations}
+        # An event stream never ends: Tier 1's sse slice exercises it, a sequence would only wait.
+        self.streams = {op.op_id for op in spec.operations
+                        if any("text/event-stream" in r.content for r in op.responses.values())}
+        self.by_id = {op.op_id: op for op in spec.operations if op.op_id not in self.streams}
         self.order = [o for o in graph.order() if o in self.by_id] or list(self.by_id)
         self.order += [o for o in self.by_id if o not in self.order]
 

@@ -88,6 +88,8 @@ class Tier2:
         self.graph = None
         self.handler: FindingHandler | None = None
         self.login: Login | None = None
+        self.op_errors: dict[str, str] = {}  # operation → the last error of a request that got no answer
+        self.streams: set[str] = set()
 
     def configure(self, options: dict[str, Any]) -> None:
         """Options of `probatorium fuzz` / validate: mode, corpus, login_path, walkers, discover, annotations."""
@@ -150,7 +152,9 @@ class Tier2:
         env.say(f"  tier 2: {len(spec.operations)} operations, login "
                 f"{self.login.method + ' ' + self.login.path if self.login else '(none)'}, "
                 f"mode {self.options.get('mode', 'full')}, corpus {len(corpus)}")
-        tasks = self._tasks(corpus, Planner(spec, self.graph, self.login, {u: u for u in USERS}))
+        planner = Planner(spec, self.graph, self.login, {u: u for u in USERS})
+        self.streams = planner.streams
+        tasks = self._tasks(corpus, planner)
         walkers = max(1, int(self.options.get("walkers") or DEFAULT_WALKERS))
         await asyncio.gather(*(self._walker(i, env, ops, tasks, deadline) for i in range(walkers)))
         self.tally["operations_covered"] = sum(
@@ -160,6 +164,8 @@ class Tier2:
         env.say(f"  tier 2: {self.tally['sequences']} sequences, {self.tally['requests']} requests, "
                 f"{self.tally['operations_covered']}/{self.tally['operations_total']} operations with a 2xx, "
                 f"{self.tally['pairs_seen']} (operation, status) pairs")
+        for op, why in self._unreached().items():
+            env.say(f"    no 2xx for {op}: {why}")
 
     def _tasks(self, corpus: list, planner: Planner):
         """The seeded queue: ("steps", steps) | ("task", kind, op_id) | ("pair", a, b) | ("walk", n)."""
@@ -225,6 +231,8 @@ class Tier2:
             if ex.status is None:
                 if ex.error and ex.error.startswith("unbound"):
                     self.tally["unbound_steps"] += 1
+                elif ex.error:
+                    self.op_errors[ex.op_id] = ex.error
                 continue
             st = self.coverage.setdefault(ex.op_id, Counter())
             new = new or str(ex.status) not in st
@@ -251,17 +259,26 @@ class Tier2:
     def evidence(self) -> dict[str, Any]:
         return {"tier_2": self.tallies()}
 
-    def detail(self) -> dict[str, Any]:
-        """tier2_tally.json: the tally, coverage (operation → status → count), unreached operations
-        and why, the findings, the dependency graph."""
+    def _unreached(self) -> dict[str, str]:
+        """Every operation without a 2xx, and why."""
         ops = [op.op_id for op in self.spec.operations] if self.spec is not None else []
         unreached = {}
         for op in ops:
             seen = self.coverage.get(op)
-            if not seen:
-                unreached[op] = "never answered (no sequence reached it: a producer it needs gave nothing)"
+            if op in self.streams:
+                unreached[op] = "not sent: an event stream (text/event-stream); Tier 1's sse slice exercises it"
+            elif not seen and op in self.op_errors:
+                unreached[op] = f"never answered: {self.op_errors[op]}"
+            elif not seen:
+                unreached[op] = "never sent with its parameters bound: a producer it needs gave nothing"
             elif not any(200 <= int(s) < 300 for s in seen):
                 unreached[op] = "no 2xx; statuses seen: " + ", ".join(sorted(seen))
+        return unreached
+
+    def detail(self) -> dict[str, Any]:
+        """tier2_tally.json: the tally, coverage (operation → status → count), unreached operations
+        and why, the findings, the dependency graph."""
+        unreached = self._unreached()
         return {"tally": self.tallies(), "spec": getattr(self.spec, "source", ""), "stopped": self.stop_reason,
                 "login": None if self.login is None else {"method": self.login.method, "path": self.login.path},
                 "coverage": {k: dict(v) for k, v in sorted(self.coverage.items())}, "unreached": unreached,
