@@ -12,13 +12,14 @@ dossier holds ``sequence.json`` (``{"steps": [...]}``), ``repro.py`` and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import time
 from collections.abc import Awaitable, Callable
 
 from ... import __version__
-from ...shrink import ddmin
+from ...shrink import ShrinkResult, ddmin
 from ..incidents import Evidence
 from .checks import Finding, check_sequence
 from .exchange import well_formed
@@ -27,6 +28,7 @@ from .repro import api_repro
 
 MAX_REPLAYS = 40
 SHRINK_SECONDS = 20.0
+SHRINK_GRACE = 20.0  # past the tier's deadline by more than this, findings are recorded unshrunk
 
 
 def curl_lines(exchanges: list, addr: str) -> str:
@@ -74,7 +76,11 @@ class FindingHandler:
             self.buckets[f.bucket] = "unconfirmed"
             self.tally[f"unconfirmed_{f.predicate}"] += 1
             return
-        stop = time.monotonic() + SHRINK_SECONDS if time.monotonic() < deadline else time.monotonic() + 8.0
+        now = time.monotonic()
+        if now > deadline + SHRINK_GRACE:
+            res = ShrinkResult(steps[:at + 1], 0, False, "not shrunk: the tier's budget is spent")
+            return await self._record(f, res.sequence, await runner.run(res.sequence), addr, res)
+        stop = now + SHRINK_SECONDS if now < deadline else now + 8.0
         res = await ddmin(steps[:at + 1], test, max_tests=MAX_REPLAYS, deadline=stop, valid=well_formed)
         final, fields = res.sequence, await self._shrink_fields(res.sequence, test, stop)
         if fields is not None:
@@ -105,8 +111,6 @@ class FindingHandler:
         return [*steps[:-1], {**last, "body": {k: body[k] for k in got.sequence}}]
 
     async def _record(self, f: Finding, steps: list, seq: list, addr: str, res) -> None:
-        import asyncio
-
         case = f"{f.op_id}-{f.status}"
         sev = f.severity or None
         repro = api_repro(steps=steps, ops=self.ops, predicate=f.predicate, op_id=f.op_id, detail=f.detail,
