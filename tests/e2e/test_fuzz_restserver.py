@@ -122,3 +122,10 @@ def test_show_deps_and_replay(tmp_path):
     dossier = next(i["dossier"] for i in doc["incidents"] if i["predicate"] == "I-API-UAF")
     res = run_cli(["fuzz", "--cmd", cmd("use-after-delete"), "--replay", str(tmp_path / "run" / dossier)], timeout=30)
     assert res.returncode == 1 and "REPRODUCED" in res.stdout
+
+
+def test_bad_fuzz_flags_give_one_line_and_exit_2(tmp_path):
+    for args in (["--mode", "deep"], ["--duration", "ten"], ["--walkers", "0"], ["--login-path", "login"],
+                 ["--spec", str(tmp_path / "missing.yaml")]):
+        res = run_cli(["fuzz", "--cmd", cmd(), "--out", str(tmp_path / "x"), *args], timeout=30)
+        assert res.returncode == 2 and "error" in res.stderr.lower() and "Traceback" not in res.stderr, (args, res.stderr)

@@ -154,6 +154,9 @@ class Tier2:
                 f"mode {self.options.get('mode', 'full')}, corpus {len(corpus)}")
         planner = Planner(spec, self.graph, self.login, {u: u for u in USERS})
         self.streams = planner.streams
+        if not planner.order:
+            self.stop_reason = "the OpenAPI document declares no operation Tier 2 can send"
+            return
         tasks = self._tasks(corpus, planner)
         walkers = max(1, int(self.options.get("walkers") or DEFAULT_WALKERS))
         await asyncio.gather(*(self._walker(i, env, ops, tasks, deadline) for i in range(walkers)))
