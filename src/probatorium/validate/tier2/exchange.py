@@ -39,6 +39,7 @@ class Exchange:
     response_headers: list = field(default_factory=list)
     response_body: str = ""
     bindings: dict = field(default_factory=dict)  # param → {"value", "from", "user", "path", "source", "in"}
+    request_params: dict = field(default_factory=dict)  # "path.<name>" / "query.<name>" / "header.<name>" → value sent
     elapsed: float = 0.0
     probe: str = ""  # why the step is there: "", "mutated", "malformed-id", "after-delete", "login", ...
     violates: str | None = None  # the schema constraint a mutated request breaks
@@ -80,6 +81,10 @@ def capture(source: str, ex: Exchange):
     if ex.status is None or not 200 <= ex.status < 300:
         raise KeyError(source)
     kind, _, where = source.partition(":")
+    if kind == "request":  # an OpenAPI link forwarding the producer's own request parameter
+        if where not in ex.request_params:
+            raise KeyError(source)
+        return ex.request_params[where]
     if kind == "header":
         value = ex.header(where)
         if not value:
@@ -113,19 +118,23 @@ def _text(value) -> str:
 
 
 def render(step: dict, done: dict, auth: dict) -> tuple:
-    """(target, headers, body bytes | None, bindings) of a step, its bindings resolved against the
-    exchanges already `done` (step id → Exchange). `auth` maps user → extra headers (token,
-    cookies). KeyError when a producer gave no value."""
+    """(target, headers, body bytes | None, bindings, params) of a step, its bindings resolved against
+    the exchanges already `done` (step id → Exchange); `params` are the parameter values sent
+    ("path.<name>" → value). `auth` maps user → extra headers (token). KeyError when a producer
+    gave no value."""
     bindings: dict = {}
+    params: dict = {}
     path = step["path"]
     for name, param in (step.get("path_params") or {}).items():
         value, rec = resolve(param, done)
+        params[f"path.{name}"] = value
         if rec is not None:
             bindings[name] = {**rec, "in": "path"}
         path = path.replace("{" + name + "}", quote(_text(value), safe="") if not param.get("raw") else _text(value))
     query = []
     for name, param in (step.get("query") or {}).items():
         value, rec = resolve(param, done)
+        params[f"query.{name}"] = value
         if rec is not None:
             bindings[name] = {**rec, "in": "query"}
         for v in (value if isinstance(value, list) else [value]):
@@ -134,6 +143,7 @@ def render(step: dict, done: dict, auth: dict) -> tuple:
     headers = [[k, v] for k, v in (auth.get(step.get("user", "")) or {}).items()]
     for name, param in (step.get("headers") or {}).items():
         value, rec = resolve(param, done)
+        params[f"header.{name}"] = value
         if rec is not None:
             bindings[name] = {**rec, "in": "header"}
         headers.append([name, _text(value)])
@@ -151,7 +161,7 @@ def render(step: dict, done: dict, auth: dict) -> tuple:
             body = urlencode({k: _text(v) for k, v in value.items()}).encode()
         else:
             body = value.encode() if isinstance(value, str) else json.dumps(value).encode()
-    return target, headers, body, bindings
+    return target, headers, body, bindings, params
 
 
 def _bind_body(value, done: dict, bindings: dict):

@@ -69,7 +69,7 @@ class Sequence:
         """Append a step for `op` by `user`: path parameters bound to producers (made first when
         needed) unless given; the body generated from its schema unless given."""
         path_params = params if params is not None else self.bind(op, user)
-        step = {"id": len(self.steps), "op_id": op.op_id, "user": user, "method": op.method,
+        step = {"id": -1, "op_id": op.op_id, "user": user, "method": op.method,
                 "path": self.p.base + op.path, "path_params": path_params, "query": {}, "headers": {},
                 "probe": probe, "violates": violates, "needs_login": bool(op.security)}
         for prm in op.parameters:
@@ -78,27 +78,47 @@ class Sequence:
                     "value": values.generate(prm.schema or {"type": "string"}, self.rng)}
         if op.body is not None:
             step["media_type"] = op.body.media_type
-            step["body"] = values.generate(op.body.schema or {}, self.rng) if body is GENERATE else body
+            if body is GENERATE:
+                body = self.bind_body(op, user, values.generate(op.body.schema or {}, self.rng))
+            step["body"] = body
+        step["id"] = len(self.steps)  # producers of body fields were appended first
         self.steps.append(step)
         return step["id"]
+
+    def producer(self, op, param: str, user: str) -> dict | None:
+        """A binding of `op`'s `param` to the first producer's step of `user` (made on demand), or None."""
+        prods = [pr for pr in self.p.graph.producers_of(op.op_id, param)
+                 if pr.op_id in self.p.by_id and pr.op_id != op.op_id]
+        if not prods:
+            return None
+        prod = prods[0]
+        key = (prod.op_id, user)
+        if key not in self.made:
+            if len(self.steps) > 60:
+                raise RecursionError(f"producers of {op.op_id} nest too deep")
+            self.made[key] = self.add(self.p.by_id[prod.op_id], user)
+        return {"from": self.made[key], "source": prod.source}
 
     def bind(self, op, user: str) -> dict:
         """Bindings for `op`'s path parameters: the newest producer step of `user`, made on demand."""
         out = {}
         for name in op.path_params:
-            prods = [pr for pr in self.p.graph.producers_of(op.op_id, name) if pr.op_id in self.p.by_id]
-            if not prods:
+            got = self.producer(op, name, user)
+            if got is None:
                 prm = op.param(name, "path")
-                out[name] = {"value": values.generate((prm.schema if prm else None) or {"type": "string"}, self.rng)}
-                continue
-            prod = prods[0]
-            key = (prod.op_id, user)
-            if key not in self.made:
-                if len(self.steps) > 60:
-                    raise RecursionError(f"producers of {op.op_id} nest too deep")
-                self.made[key] = self.add(self.p.by_id[prod.op_id], user)
-            out[name] = {"from": self.made[key], "source": prod.source}
+                got = {"value": values.generate((prm.schema if prm else None) or {"type": "string"}, self.rng)}
+            out[name] = got
         return out
+
+    def bind_body(self, op, user: str, body):
+        """A generated JSON body with its top-level fields that have producers bound to them."""
+        if not isinstance(body, dict):
+            return body
+        for name in list(body):
+            got = self.producer(op, f"body:/{name}", user)
+            if got is not None:
+                body[name] = {"$bind": got}
+        return body
 
     def last(self) -> dict:
         return self.steps[-1]

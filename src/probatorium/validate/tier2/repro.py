@@ -22,7 +22,7 @@ def replay_steps(host: str, port: int, addr: str, steps: list) -> list:
     for st in steps:
         user = st.get("user", "")
         try:
-            target, headers, body, bindings = render(st, done, auth)
+            target, headers, body, bindings, params = render(st, done, auth)
         except KeyError as e:
             ex = Exchange(step=st["id"], op_id=st["op_id"], user=user, method=st["method"], path=st["path"],
                           probe=st.get("probe", ""), violates=st.get("violates"), error=f"unbound: {e}")
@@ -44,7 +44,7 @@ def replay_steps(host: str, port: int, addr: str, steps: list) -> list:
         ex = Exchange(step=st["id"], op_id=st["op_id"], user=user, method=st["method"], path=target,
                       request_headers=headers, request_body=None if body is None else body.decode("utf-8", "replace"),
                       status=status, response_headers=rheaders, response_body=rbody, bindings=bindings,
-                      probe=st.get("probe", ""), violates=st.get("violates"),
+                      probe=st.get("probe", ""), violates=st.get("violates"), request_params=params,
                       error=None if status is not None else f"no response ({how})")
         cookie_pairs([v for k, v in rheaders if k.lower() == "set-cookie"], jar)
         if st.get("probe") == LOGIN_PROBE:

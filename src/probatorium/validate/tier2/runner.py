@@ -62,7 +62,7 @@ class Runner:
     async def _one(self, step, host, port, conns, auth, jars, done) -> Exchange:
         user = step.get("user", "")
         try:
-            target, headers, body, bindings = render(step, done, auth)
+            target, headers, body, bindings, params = render(step, done, auth)
         except KeyError as e:
             return Exchange(step=step["id"], op_id=step["op_id"], user=user, method=step["method"],
                             path=step["path"], probe=step.get("probe", ""), violates=step.get("violates"),
@@ -80,6 +80,7 @@ class Runner:
         for v in res.violations:
             self.rfc_violations.append((v.predicate, f"{step['method']} {target}: {v.detail}"))
         ex = exchange_of(step, res, headers, body, bindings)
+        ex.request_params = params
         cookie_pairs([v for k, v in ex.response_headers if k.lower() == "set-cookie"], jar)
         if step.get("probe") == LOGIN_PROBE:
             auth[user] = login_auth(ex)
