@@ -310,7 +310,8 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     _inv("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
          "refapp self-check (static_swagger_proxy)"),
     _inv("I-API-5XX", "HIGH",
-         "No request, valid or mutated, is answered with a 5xx (a 503/504 the operation declares excepted).",
+         "No request, valid or mutated, is answered with a 5xx (a 502/503/504 the operation declares by design "
+         "excepted; a declared 500 is still a finding).",
          "tier 2 checker over every exchange; a 5xx tagged x-invariant counts for the predicate it names",
          judge=_tier2("I-API-5XX", "no Tier 2 request was answered")),
     _inv("I-API-UAF", "HIGH", "A deleted resource is no longer readable or writable.",

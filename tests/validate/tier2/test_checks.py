@@ -63,8 +63,12 @@ def test_obj_takes_malformed_id_5xx():
 
 
 def test_uaf():
-    seq = [ex(0, "deleteItem", "DELETE", "/items/1", 204), ex(1, "getItem", "GET", "/items/1", 200, {"id": 1, "qty": 1})]
+    seq = [ex(0, "deleteItem", "DELETE", "/items/1", 204, bindings={"id": bind(1)}),
+           ex(1, "getItem", "GET", "/items/1", 200, {"id": 1, "qty": 1})]
     assert preds(seq, "I-API-UAF") == [("I-API-UAF", "getItem", 200)]
+    # not a created resource (no producer binding), or re-created by PUT: not a finding
+    assert preds([ex(0, "deleteItem", "DELETE", "/items/1", 204), seq[1]], "I-API-UAF") == []
+    assert preds([seq[0], ex(1, "getItem", "PUT", "/items/1", 200, {"id": 1, "qty": 1})], "I-API-UAF") == []
     seq[1] = ex(1, "getItem", "GET", "/items/1", 404, {"error": "gone"})
     assert preds(seq, "I-API-UAF") == []
     assert CHECKERS["I-API-UAF"].run(seq, OPS)[0] == 1

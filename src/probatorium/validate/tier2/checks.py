@@ -11,8 +11,8 @@ exactly these rules.
 
 RFC-correct answers are never findings: a 501 to a method the path does not
 declare, a 405 carrying ``Allow``, a 415 (RFC 9110 §15.6.2, §15.5.6,
-§15.5.16); a 503/504 the operation declares (a documented circuit breaker or
-timeout) is not a 5xx finding. A 5xx whose JSON body names ``x-invariant``
+§15.5.16); a 502/503/504 the operation declares (a documented gateway, circuit
+breaker or timeout answering by design) is not a 5xx finding; a declared 500 still is. A 5xx whose JSON body names ``x-invariant``
 counts once, for the predicate it names.
 """
 
@@ -97,7 +97,7 @@ def _base(path: str) -> str:
 
 @checker("I-API-5XX")
 def check_5xx(seq: list, ops: dict, validate=None) -> tuple:
-    """No request, valid or mutated, is answered with a 5xx (503/504 the operation declares excepted)."""
+    """No request, valid or mutated, is answered with a 5xx (a 502/503/504 the operation declares excepted)."""
     found, n = [], 0
     for i, ex in enumerate(seq):
         if ex.status is None:
@@ -112,7 +112,7 @@ def check_5xx(seq: list, ops: dict, validate=None) -> tuple:
             continue
         if ex.probe == "malformed-id":
             continue  # I-API-OBJ's
-        if ex.status in (503, 504) and str(ex.status) in ((ops.get(ex.op_id) or {}).get("responses") or {}):
+        if ex.status in (502, 503, 504) and str(ex.status) in ((ops.get(ex.op_id) or {}).get("responses") or {}):
             continue
         found.append(Finding("I-API-5XX", ex.op_id, ex.status, i,
                              f"{ex.method} {ex.path} answered {ex.status}"
@@ -134,22 +134,30 @@ def check_obj(seq: list, ops: dict, validate=None) -> tuple:
     return n, found
 
 
+def _path_bindings(ex) -> list:
+    return [(k, b) for k, b in (ex.bindings or {}).items() if b.get("in") == "path"]
+
+
 @checker("I-API-UAF")
 def check_uaf(seq: list, ops: dict, validate=None) -> tuple:
-    """A deleted resource is no longer readable or writable."""
+    """A deleted resource is no longer readable or writable.
+
+    Only a resource the sequence created counts (the DELETE's last path parameter was bound to
+    a producer's answer); a PUT after the DELETE may create it anew (RFC 9110 §9.3.4) and a
+    repeated DELETE may be answered 2xx (idempotent), so reads (GET, HEAD) and PATCH are judged."""
     found, n = [], 0
     deleted: dict = {}  # path → position of the 2xx DELETE
     for i, ex in enumerate(seq):
         path = _base(ex.path)
-        if path in deleted and ex.method.upper() in ("GET", "HEAD", "PUT", "PATCH", "DELETE") \
-                and ex.status is not None:
+        if path in deleted and ex.method.upper() in ("GET", "HEAD", "PATCH") and ex.status is not None:
             n += 1
             if ex.ok:
                 d = seq[deleted[path]]
                 found.append(Finding("I-API-UAF", ex.op_id, ex.status, i,
                                      f"DELETE {path} answered {d.status}, then {ex.method} {ex.path} "
                                      f"answered {ex.status}"))
-        if ex.method.upper() == "DELETE" and ex.ok:
+        bound = _path_bindings(ex)
+        if ex.method.upper() == "DELETE" and ex.ok and bound and bound[-1][1].get("from") is not None:
             deleted.setdefault(path, i)
     return n, found
 
@@ -190,10 +198,6 @@ def check_leak(seq: list, ops: dict, validate=None) -> tuple:
                                  f"POST {path} was refused ({ex.status}) but GET {path} then lists "
                                  f"{len(extra)} new member(s): {', '.join(extra[:3])}"))
     return n, found
-
-
-def _path_bindings(ex) -> list:
-    return [(k, b) for k, b in (ex.bindings or {}).items() if b.get("in") == "path"]
 
 
 @checker("I-API-AUTHZ")

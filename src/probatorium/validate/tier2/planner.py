@@ -73,9 +73,13 @@ class Sequence:
                 "path": self.p.base + op.path, "path_params": path_params, "query": {}, "headers": {},
                 "probe": probe, "violates": violates, "needs_login": bool(op.security)}
         for prm in op.parameters:
-            if prm.location in ("query", "header") and (prm.required or self.rng.random() < 0.3):
-                step["query" if prm.location == "query" else "headers"][prm.name] = {
-                    "value": values.generate(prm.schema or {"type": "string"}, self.rng)}
+            if prm.location not in ("query", "header"):
+                continue
+            got = self.producer(op, prm.name, user) if prm.required or prm.location == "header" else None
+            if got is None and (prm.required or self.rng.random() < 0.3):
+                got = {"value": values.generate(prm.schema or {"type": "string"}, self.rng)}
+            if got is not None:
+                step["query" if prm.location == "query" else "headers"][prm.name] = got
         if op.body is not None:
             step["media_type"] = op.body.media_type
             if body is GENERATE:
