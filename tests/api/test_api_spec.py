@@ -326,3 +326,11 @@ def test_derived_op_ids_are_stable_and_unique() -> None:
 def test_every_refapp_spec_loads(spec_path: Path) -> None:
     spec = load_spec(spec_path)
     assert spec.operations and len({o.op_id for o in spec.operations}) == len(spec.operations)
+
+
+def test_a_str_is_a_path_unless_it_is_a_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "openapi.yaml").write_text(doc30("/a:\n  get: {responses: {'200': {description: ok}}}\n"))
+    monkeypatch.chdir(tmp_path)
+    assert load_spec("openapi.yaml").source == "openapi.yaml"
+    assert load_spec('{"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}').version == "3.1.0"
+    assert load_spec("openapi: 3.1.0\ninfo: {title: t, version: '1'}\nwebhooks: {}\n").operations == []

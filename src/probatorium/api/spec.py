@@ -253,7 +253,7 @@ def _read(source: Path | str | bytes, name: str) -> tuple[str, str, str]:
             return source.decode("utf-8-sig"), name or "<spec>", _TEXT_URI
         except UnicodeDecodeError as e:
             raise SpecError(f"{name or '<spec>'}: not UTF-8 text: {e}") from None
-    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith(("{", "openapi"))):
+    if isinstance(source, str) and ("\n" in source or re.match(r"\s*(\{|openapi\s*:)", source)):
         return source, name or "<spec>", _TEXT_URI
     p = Path(source)
     try:
