@@ -241,6 +241,7 @@ def test_model_of_a_30_document() -> None:
     put = spec.op("put_pets")
     assert put.body.media_type == "application/octet-stream" and put.body.schema["format"] == "binary"
     assert not put.body.required and len(put.declared(200).content["application/json"]["oneOf"]) == 2
+    assert len({get, post, put, spec.op("put_pets")}) == 3 and len(set(get.parameters)) == 4
     with pytest.raises(KeyError, match="get_pets_by_petId"):
         spec.op("nope")
 
