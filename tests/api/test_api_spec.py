@@ -241,6 +241,7 @@ def test_model_of_a_30_document() -> None:
     put = spec.op("put_pets")
     assert put.body.media_type == "application/octet-stream" and put.body.schema["format"] == "binary"
     assert not put.body.required and len(put.declared(200).content["application/json"]["oneOf"]) == 2
+    assert len({get, post, put, spec.op("put_pets")}) == 3 and len(set(get.parameters)) == 4
     with pytest.raises(KeyError, match="get_pets_by_petId"):
         spec.op("nope")
 
@@ -326,3 +327,40 @@ def test_derived_op_ids_are_stable_and_unique() -> None:
 def test_every_refapp_spec_loads(spec_path: Path) -> None:
     spec = load_spec(spec_path)
     assert spec.operations and len({o.op_id for o in spec.operations}) == len(spec.operations)
+
+
+def test_a_str_is_a_path_unless_it_is_a_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "openapi.yaml").write_text(doc30("/a:\n  get: {responses: {'200': {description: ok}}}\n"))
+    monkeypatch.chdir(tmp_path)
+    assert load_spec("openapi.yaml").source == "openapi.yaml"
+    assert load_spec('{"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}').version == "3.1.0"
+    assert load_spec("openapi: 3.1.0\ninfo: {title: t, version: '1'}\nwebhooks: {}\n").operations == []
+
+
+def test_error_inside_a_referenced_file_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "parts.yaml").write_text("Ok:\n  description: ok\n  content:\n    application/json:\n"
+                                         "      schema: {$ref: '#/Nowhere'}\n")
+    f = tmp_path / "api.yaml"
+    f.write_text(doc30("""\
+        /items:
+          get:
+            responses:
+              '200':
+                $ref: 'parts.yaml#/Ok'
+        """))
+    msg = error_of(f)
+    assert msg.startswith(f"{tmp_path / 'parts.yaml'}: #/Ok/content/application~1json/schema (line 5): "
+                          "unresolvable $ref '#/Nowhere'"), msg
+
+
+def test_tier1_reading_stays_lenient(tmp_path: Path) -> None:
+    from probatorium.validate.openapi import load_operations
+
+    f = tmp_path / "loose.yaml"  # no info, an unresolvable $ref: Tier 1's sweep has always read these
+    f.write_text("openapi: 3.0.0\npaths:\n  /a/{id}:\n    parameters: [{name: id, in: path, schema: {type: string}}]\n"
+                 "    get:\n      requestBody: {content: {application/json: {schema: {$ref: '#/gone'}}}}\n"
+                 "      responses: {204: {description: empty}}\n    trace: {responses: {200: {description: x}}}\n")
+    (op,) = load_operations(f)
+    assert (op.method, op.path, op.responses, op.operation_id) == ("GET", "/a/{id}", ("204",), "")
+    assert op.parameters[0]["name"] == "id" and op.body_media == "application/json" and op.body_schema == {}
+    assert "unresolvable $ref" in error_of(f) or "info" in error_of(f)

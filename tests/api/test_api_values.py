@@ -91,6 +91,12 @@ def test_every_violating_mutation_fails_check(seed: int) -> None:
             assert bool(errors) == (m.violates is not None), (name, m.label, errors)
 
 
+def test_refapp_mutations_are_consistent_with_check() -> None:
+    for name, schema in refapp_schemas().items():
+        for m in mutations(schema, random.Random(0)):
+            assert bool(check(schema, m.value)) == (m.violates is not None), (name, m.label)
+
+
 def test_mutations_name_the_constraint_they_break() -> None:
     by_label = {m.label: m for m in mutations(ITEM, random.Random(7))}
     expected = {

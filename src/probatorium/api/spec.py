@@ -53,6 +53,9 @@ class Param:
     schema: dict  # resolved, allOf folded; {} when the parameter declares none
     raw: dict = field(default_factory=dict, compare=False)  # the resolved Parameter Object (style, explode...)
 
+    def __hash__(self) -> int:
+        return hash((self.name, self.location))
+
 
 @dataclass(frozen=True)
 class Body:
@@ -87,6 +90,9 @@ class Operation:
     security: list[dict]  # the effective requirement (the operation's, else the document's)
     links: dict  # every response's links: link name → Link Object (with "x-status": the response's status)
     declared_id: str = ""  # the operationId as written ("" when absent)
+
+    def __hash__(self) -> int:  # the dict/list fields are not hashable; an operation is its id and key
+        return hash((self.op_id, self.method, self.path))
 
     @property
     def key(self) -> str:
@@ -253,7 +259,7 @@ def _read(source: Path | str | bytes, name: str) -> tuple[str, str, str]:
             return source.decode("utf-8-sig"), name or "<spec>", _TEXT_URI
         except UnicodeDecodeError as e:
             raise SpecError(f"{name or '<spec>'}: not UTF-8 text: {e}") from None
-    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith(("{", "openapi"))):
+    if isinstance(source, str) and ("\n" in source or re.match(r"\s*(\{|openapi\s*:)", source)):
         return source, name or "<spec>", _TEXT_URI
     p = Path(source)
     try:
