@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.validate",  # the package itself (empty)
         "probatorium.validate.orchestrator",
         "probatorium.validate.reprocheck",  # not drawn: the repro-check command, beside the orchestrator
+        "probatorium.validate.fuzz",  # not drawn: `probatorium fuzz` (Tier 2 alone), beside the orchestrator
     )),
     ("validate cell", (
         "probatorium.validate.cell",
@@ -59,10 +60,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.validate.tier_api",
         # Tier 1 is one of the tiers: it implements tier_api.Tier (and imports it)
         "probatorium.validate.tier1.tier",
+        "probatorium.validate.tier2.tier",  # Tier 2 likewise
         # drawn beside the cell, but the Schedule is a value every tier gets (TierEnv.schedule)
         "probatorium.validate.schedule",
     )),
-    ("slices", ("probatorium.validate.tier1.*",)),
+    ("slices", ("probatorium.validate.tier1.*", "probatorium.validate.tier2.*")),  # tier2: its checkers, runner, planner
     ("catalogue", (
         "probatorium.validate.invariants",
         "probatorium.validate.gate",
@@ -87,6 +89,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.procfs",
         "probatorium.wsframe",  # the one WebSocket framer (RFC 6455 §5), for the load generator and the ws slice
         "probatorium.results.*",
+        "probatorium.api.*",  # Tier 2's OpenAPI model, values and dependencies: stdlib + yaml/jsonschema only
     )),
 )
 

@@ -167,8 +167,9 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     tiers = ",".join(map(str, opts.tiers)) if opts.tiers else "all that apply"
+    slices = ",".join(allocate_walkers(opts.concurrency, opts.slices)) if 1 in (opts.tiers or [1]) else "-"
     err.print(f"probatorium {__version__}: {len(plans)} cell(s), {opts.duration_s:.0f}s, C={opts.concurrency}, "
-              f"tiers={tiers}, slices={','.join(allocate_walkers(opts.concurrency, opts.slices))}, "
+              f"tiers={tiers}, slices={slices}, "
               f"seed={opts.seed:#x}, results {run_dir}", markup=False)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event)
@@ -203,7 +204,69 @@ def _print_summary(doc, run_dir: Path) -> None:
                       str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)),
                       ",".join(highs) or "-", (c.reason or "")[:80])
     console.print(table)
+    from .validate.fuzz import summary_lines
+
+    for c in doc.validation_results.cells:
+        for line in summary_lines(c):
+            console.print(line, markup=False)
     console.print(f"results: {run_dir / 'validate-results.json'}", markup=False)
+
+
+@app.command()
+def fuzz(
+    duration: str = typer.Option(os.environ.get("FUZZ_DURATION", "60s"), "--duration", "-d", help="Budget (30s, 10m). Env FUZZ_DURATION."),
+    seed: Optional[str] = typer.Option(None, "--seed", help="Run seed (decimal or 0x hex); random if omitted, always recorded."),
+    refapp: Optional[str] = typer.Option(None, "--refapp", help="Reference app slug (default auth_session_ratelimit)."),
+    app_target: Optional[str] = typer.Option(None, "--app", help="Any ASGI app MODULE:ATTR served by --engine."),
+    app_dir: Optional[str] = typer.Option(None, "--app-dir", help="Where --app is imported from."),
+    cmd: Optional[str] = typer.Option(None, "--cmd", help="Any HTTP server command; {port} is substituted, or it prints 'ready addr=HOST:PORT'."),
+    url: Optional[str] = typer.Option(None, "--url", help="A server that is already running."),
+    engine: str = typer.Option(os.environ.get("VALIDATE_REFAPP_ENGINE", "auto"), "--engine", help="Engine for --refapp/--app."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="OpenAPI file; without it --url/--cmd targets are asked for GET /openapi.json, then /openapi.yaml."),
+    markov: Optional[Path] = typer.Option(None, "--markov", help="Markov model whose login: is the login operation."),
+    label: Optional[str] = typer.Option(None, "--label", help="Cell name for --app/--cmd/--url targets."),
+    mode: str = typer.Option("full", "--mode", help="lean: every operation once with its checker probes; full: then BFS pairs and seeded random walks."),
+    corpus: Optional[Path] = typer.Option(Path(os.environ["FUZZ_CORPUS"]) if os.environ.get("FUZZ_CORPUS") else None, "--corpus", help="Sequences that reached a new (operation, status) pair are kept here and replayed first. Env FUZZ_CORPUS."),
+    show_deps: bool = typer.Option(False, "--show-deps", help="Print the inferred dependency graph and exit."),
+    replay_dossier: Optional[Path] = typer.Option(None, "--replay", help="Replay a dossier's repro.py against the target and exit with its status."),
+    login_path: Optional[str] = typer.Option(None, "--login-path", help="Login path when neither --markov nor the spec names one."),
+    walkers: int = typer.Option(4, "--walkers", help="Concurrent walkers (each with its own two users)."),
+    health_path: str = typer.Option("/healthz", "--health-path", help="Health path the watchdog polls."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target outside loopback."),
+    ready_timeout: float = typer.Option(30.0, "--ready-timeout", help="Seconds a started target has to accept connections."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
+    results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run's results in --out."),
+) -> None:
+    """Tier 2 alone: stateful API fuzzing from the target's OpenAPI document (validate's results layout)."""
+    from .results.store import lock_run_folder
+    from .validate import fuzz as F
+    from .validate.plan import TargetArgs, ValidateOptions, choose_run_dir, plan_cells
+
+    try:
+        duration_s = parse_duration(duration)
+        args = TargetArgs(refapp=refapp, app=app_target, app_dir=app_dir, cmd=cmd, url=url, engine=engine,
+                          spec=spec, markov=markov, label=label, health_path=health_path,
+                          allow_remote=allow_remote, ready_timeout=ready_timeout)
+        plans = plan_cells(args, ["markov"])
+        options = F.tier2_options(mode=mode, corpus=corpus, login_path=login_path, walkers=walkers,
+                                  discover=plans[0].openapi is None)
+        if show_deps:
+            print(F.show_deps(plans[0], login_path), end="")
+            raise typer.Exit(0)
+        if replay_dossier is not None:
+            raise typer.Exit(F.replay(plans[0], replay_dossier, lambda m: err.print(m, markup=False)))
+        opts = ValidateOptions(duration_s=duration_s, concurrency=walkers,
+                               seed=random_seed() if seed in (None, "") else parse_seed(seed), slices=None,
+                               tiers=[2], health_path=health_path, tier_options={2: options},
+                               progress=lambda m: err.print(m, markup=False))
+        run_dir = choose_run_dir(out, results_dir, plans, False)
+        run_lock = lock_run_folder(run_dir, force=force)
+    except (ProbatoriumError, ValueError) as e:
+        _fail(e)
+        return
+    with run_lock:
+        _run_validation(plans, opts, run_dir, False)
 
 
 @app.command("validate-diff")

@@ -117,10 +117,11 @@ class ValidateDocument(_Model):
     incidents: list[Incident] = Field(default_factory=list)
 
     def finalize_back_compat(self) -> "ValidateDocument":
-        """Copy the single cell's ``tier_1``/``tier_3`` to ``validation_results`` (no-op otherwise)."""
+        """Copy the single cell's ``tier_1``/``tier_2``/``tier_3`` to ``validation_results`` (no-op otherwise)."""
         cells = self.validation_results.cells
         if len(cells) == 1:
             self.validation_results.tier_1 = dict(cells[0].tier_1)
+            self.validation_results.tier_2 = dict(cells[0].tier_2)
             self.validation_results.tier_3 = dict(cells[0].tier_3)
         return self
 

@@ -26,7 +26,7 @@ from ..targets.launcher import RunningTarget, start_target
 from ..targets.watchdog import Watchdog
 from .gate import cell_status, provisional_status
 from .incidents import Evidence, IncidentRecorder
-from .invariants import Observed, judge_cell
+from .invariants import Observed, judge_cell, severity
 from .liveness import Liveness
 from .observers import LeakObserver, MetricsObserver
 from .plan import CellPlan, ValidateOptions, declares, refapp_versions
@@ -122,7 +122,8 @@ class CellRunner:
         liveness = Liveness(target, recorder, cell_seed=cell.seed or 0, tally=cell.tier_1,
                             dossier_dir=self.run_dir / cell.folder, restart=control.restart, pause=watchdog.pause,
                             resume=watchdog.resume, stop=self.stop_event.is_set, say=self.say, control=control)
-        tier_shares = {t: TIERS[t].share for t in (self.opts.tiers or [1])}
+        applying = [t.number for t in choose_tiers(self.opts.tiers, plan.openapi, self.opts.tier_options)[0]]
+        tier_shares = {t: TIERS[t].share for t in (applying or [1])}  # the tiers that apply share the budget
         schedule = schedule_cell(budget_s, self.opts.concurrency, self.opts.slices, tier_shares)
         live = LiveCell(cell, plan, target, recorder, watchdog, liveness, schedule, control=control)
         if target.pid is not None:
@@ -136,7 +137,7 @@ class CellRunner:
 
     async def _drive(self, live: LiveCell) -> str:
         """Run the tiers one after another; return why any of them measured less than asked, or ''."""
-        tiers, skipped = choose_tiers(self.opts.tiers, live.plan.openapi)
+        tiers, skipped = choose_tiers(self.opts.tiers, live.plan.openapi, self.opts.tier_options)
         live.tiers = tiers
         live.cell.tier_1["walkers"] = live.schedule.walkers  # type: ignore[assignment]
         if skipped and self.opts.tiers is None:
@@ -220,13 +221,15 @@ class CellRunner:
         cell.incidents = list(live.recorder.incidents)
         first: dict[str, str] = {}
         for inc in cell.incidents:
-            first.setdefault(inc.predicate, inc.detail)
+            if inc.severity == severity(inc.predicate):  # a lesser form (MED I-API-SCHEMA) is its judge's
+                first.setdefault(inc.predicate, inc.detail)
         cell.properties = judge_cell(self.observed(live), first)
         cell.finished_at = utc_now_iso()
         interrupted = self.stop_event.is_set()
         cell.partial = interrupted
         cell.status, cell.reason = cell_status(cell.properties, cell.incidents, error, interrupted=interrupted,
-                                               traffic_sent=bool(cell.tier_1.get("requests_sent")))
+                                               traffic_sent=bool(cell.tier_1.get("requests_sent")
+                                                                 or cell.tier_2.get("requests")))
         wd = live.watchdog
         if wd.crash_markers:
             cell.tier_1["crash_markers"] = len(wd.crash_markers)

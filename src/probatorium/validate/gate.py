@@ -50,7 +50,7 @@ def provisional_status(cell: Cell) -> tuple[str, str]:
     high = sorted({i.predicate for i in cell.incidents if i.severity == "HIGH"})
     if high:
         return "failed", "HIGH: " + ", ".join(high) + " (cell still running)"
-    if cell.tier_1.get("requests_sent"):
+    if cell.tier_1.get("requests_sent") or cell.tier_2.get("requests"):
         return "ok", "cell still running"
     return "not_run", "cell still starting"
 

@@ -53,6 +53,10 @@ class Evidence:
     #: when the finding was first seen, if earlier than its recording (ISO-8601 UTC): a leak
     #: flagged mid-run is recorded once the end of the cell confirms it
     first_seen: str | None = None
+    #: below the catalogue's severity for a lesser form of the predicate (I-API-SCHEMA's undeclared
+    #: status is MED); None: the catalogue's
+    severity: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # more dossier files: name → text (sequence.json, ...)
 
 
 class IncidentRecorder:
@@ -84,7 +88,8 @@ class IncidentRecorder:
             if key in self._keys:
                 return None
             self._keys.add(key)
-            full = self._full < MAX_FULL_DOSSIERS and severity(ev.predicate) == "HIGH"
+            sev = ev.severity or severity(ev.predicate)
+            full = self._full < MAX_FULL_DOSSIERS and sev == "HIGH"
             if full:
                 self._full += 1
             n = len(self.incidents) + 1
@@ -94,7 +99,7 @@ class IncidentRecorder:
         folder = self.run_dir / rel
         folder.mkdir(parents=True, exist_ok=True)
         inc = Incident(
-            predicate=ev.predicate, severity=severity(ev.predicate), refapp=self.refapp, engine=self.engine,
+            predicate=ev.predicate, severity=sev, refapp=self.refapp, engine=self.engine,
             arch=self.arch, cell=self.cell_folder, first_seen=ev.first_seen or utc_now_iso(), dossier=str(rel),
             case=ev.case,
             detail=ev.detail, reproducer=repro_command(rel) if ev.repro else "",
@@ -107,6 +112,8 @@ class IncidentRecorder:
             write_bytes_atomic(folder / "sent.bin", ev.sent)
         if ev.received is not None:
             write_bytes_atomic(folder / "received.bin", ev.received)
+        for name, text in ev.files.items():
+            write_text_atomic(folder / _safe(name), text)
         if ev.repro:
             write_text_atomic(folder / "repro.py", ev.repro)
             os.chmod(folder / "repro.py", 0o755)

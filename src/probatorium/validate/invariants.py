@@ -174,6 +174,24 @@ def _hang(obs: Observed) -> PropertyResult | None:
     return PropertyResult(status="passed", evaluations=checks) if checks else not_judged("no health check ran")
 
 
+def _tier2(pred: str, why_not: str) -> Judge:
+    """A Tier 2 checker's predicate, from the ``tier_2`` tally (evidence "tier_2"):
+    ``checked_<ID>`` exchanges evaluated, ``findings_<ID>`` findings of the predicate's severity."""
+
+    def judge(obs: Observed) -> PropertyResult | None:
+        t2 = obs.evidence.get("tier_2")
+        if not isinstance(t2, Mapping):
+            return None
+        evals = counter_value(t2, f"checked_{pred}") or 0
+        bad = counter_value(t2, f"findings_{pred}") or 0
+        res = counted(evals, bad, obs.reasons.get("tier_2") or why_not)
+        if pred == "I-API-SCHEMA" and res.status == "passed" and counter_value(t2, "schema_undeclared_status"):
+            res.reason = f"{counter_value(t2, 'schema_undeclared_status')} undeclared status code(s) (MED incidents)"
+        return res
+
+    return judge
+
+
 @dataclass(frozen=True)
 class Invariant:
     """One predicate: the property that must hold, how severe a violation is, and its judge."""
@@ -291,6 +309,34 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     _inv("I-OBS-2", "HIGH", "No log line is dropped.", "refapp self-check"),
     _inv("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
          "refapp self-check (static_swagger_proxy)"),
+    _inv("I-API-5XX", "HIGH",
+         "No request, valid or mutated, is answered with a 5xx (a 502/503/504 the operation declares by design "
+         "excepted; a declared 500 is still a finding).",
+         "tier 2 checker over every exchange; a 5xx tagged x-invariant counts for the predicate it names",
+         judge=_tier2("I-API-5XX", "no Tier 2 request was answered")),
+    _inv("I-API-UAF", "HIGH", "A deleted resource is no longer readable or writable.",
+         "tier 2 checker: requests on a path after its 2xx DELETE",
+         judge=_tier2("I-API-UAF", "no request followed a successful DELETE")),
+    _inv("I-API-LEAK", "HIGH", "A create that was refused leaves no resource behind.",
+         "tier 2 checker: the collection listed before and after a refused (400/409/422) POST",
+         judge=_tier2("I-API-LEAK", "no refused create was bracketed by two collection reads")),
+    _inv("I-API-AUTHZ", "HIGH", "A second user never reads, changes or deletes the first user's resource.",
+         "tier 2 checker: a secured operation on another user's resource answered 2xx",
+         judge=_tier2("I-API-AUTHZ", "no secured operation was tried on another user's resource")),
+    _inv("I-API-HIERARCHY", "HIGH", "A child resource is reachable only through the parent it belongs to.",
+         "tier 2 checker: a child id used under another parent answered 2xx",
+         judge=_tier2("I-API-HIERARCHY", "no child id was tried under another parent")),
+    _inv("I-API-OBJ", "HIGH", "A request whose id is replaced by a malformed one is refused with a 4xx, never a 5xx.",
+         "tier 2 checker: malformed ids (non-numeric, huge, negative, control characters) in path parameters",
+         judge=_tier2("I-API-OBJ", "no malformed id was sent")),
+    _inv("I-API-SCHEMA", "HIGH",
+         "Every response carries the content type and a body conforming to the schema its operation declares; "
+         "a status the operation does not declare while it has no default response is reported MED.",
+         "tier 2 checker over every exchange (status, Content-Type, JSON Schema of the declared response)",
+         judge=_tier2("I-API-SCHEMA", "no Tier 2 response was checked")),
+    _inv("I-API-LAX", "MED", "A request that violates an explicit schema constraint is not answered 2xx.",
+         "tier 2 checker: mutated requests (maxLength, enum, type, required, additionalProperties: false, ...)",
+         judge=_tier2("I-API-LAX", "no mutated request was sent")),
 ]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.

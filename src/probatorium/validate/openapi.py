@@ -4,8 +4,10 @@ Tier 1 uses it to know which paths to sweep for response framing (a 204 or
 304 route is where body-on-bodiless bugs live); the Markov and Tier 2 slices
 build on the same loader: each operation also carries its operationId, its
 parameters and its JSON request-body schema with every local `$ref` resolved
-(a reference cycle resolves to an empty schema). A malformed file is a
-UsageError naming the file and the line.
+(a reference cycle resolves to an empty schema). The reading is
+`api.spec.load_spec` in its lenient mode (no meta-schema validation, an
+unresolvable reference becomes `{}`); a malformed file is a UsageError
+(`api.spec.SpecError`) naming the file and the line.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import UsageError
+from ..api.spec import load_spec
 
 METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 
@@ -92,52 +92,12 @@ def resolve_refs(node: Any, doc: Any, _stack: tuple[str, ...] = ()) -> Any:
     return {k: resolve_refs(v, doc, _stack) for k, v in node.items()}
 
 
-def _body(op: dict, doc: dict) -> tuple[str | None, Any, bool]:
-    rb = resolve_refs(op.get("requestBody"), doc)
-    if not isinstance(rb, dict) or not isinstance(rb.get("content"), dict) or not rb["content"]:
-        return None, None, False
-    content = rb["content"]
-    media = next((m for m in content if m.split(";")[0].strip().lower() == "application/json"), None) \
-        or next((m for m in content if m.split(";")[0].strip().lower().endswith("+json")), None) \
-        or next(iter(content))
-    entry = content.get(media)
-    schema = entry.get("schema") if isinstance(entry, dict) else None
-    return str(media), schema, bool(rb.get("required"))
-
-
-def _parameters(item: dict, op: dict, doc: dict) -> tuple[dict, ...]:
-    merged: dict[tuple[str, str], dict] = {}
-    for source in (item.get("parameters"), op.get("parameters")):
-        for par in resolve_refs(source, doc) or []:
-            if isinstance(par, dict) and isinstance(par.get("name"), str):
-                merged[(str(par.get("in", "")), par["name"])] = par
-    return tuple(merged.values())
-
-
 def load_operations(path: Path | str) -> list[Operation]:
-    """Operations of an OpenAPI 3 document, in file order."""
-    p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise UsageError(f"{p}: cannot read the OpenAPI file: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"{p}:{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
-        raise UsageError(f"{p}: not an OpenAPI document (no 'paths' mapping)")
-    ops: list[Operation] = []
-    for route, item in doc["paths"].items():
-        if not isinstance(item, dict):
-            continue
-        for method in METHODS:
-            op = item.get(method)
-            if isinstance(op, dict):
-                responses = op.get("responses") or {}
-                codes = tuple(str(k) for k in responses) if isinstance(responses, dict) else ()
-                media, schema, required = _body(op, doc)
-                ops.append(Operation(method.upper(), str(route), codes, operation_id=str(op.get("operationId") or ""),
-                                     parameters=_parameters(item, op, doc), body_media=media, body_schema=schema,
-                                     body_required=required))
-    return ops
+    """Operations of an OpenAPI 3 document, in file order (read leniently through api.spec.load_spec)."""
+    spec = load_spec(Path(path), strict=False)
+    return [Operation(op.method, op.path, tuple(op.responses), operation_id=op.declared_id,
+                      parameters=tuple(p.raw for p in op.parameters),
+                      body_media=op.body.media_type if op.body else None,
+                      body_schema=op.body.schema if op.body else None,
+                      body_required=bool(op.body and op.body.required))
+            for op in spec.operations if op.method.lower() in METHODS]

@@ -37,6 +37,7 @@ class ValidateOptions:
     checkpoint_interval: float = 10.0
     services: list[str] = field(default_factory=list)  # backing services every target gets
     progress: object = None  # callable(str) for one-line progress messages
+    tier_options: dict = field(default_factory=dict)  # tier number → options for its configure()
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The tier registry: which tiers exist, their shares of a cell's budget, which apply.
 
 The protocol a tier implements is :mod:`.tier_api`. Tier 1 is the Tier 1
-slices (:mod:`.tier1.tier`); Tier 2 (stateful API fuzzing) and Tier 3 (seed
-replay with faults) plug in here the same way, one registration each. Tiers
+slices (:mod:`.tier1.tier`), Tier 2 stateful API fuzzing (:mod:`.tier2.tier`); Tier 3
+(seed replay with faults) plugs in here the same way, one registration. Tiers
 run one after another in a cell, never at once (Tier 3 restarts the target).
 """
 
@@ -32,9 +32,15 @@ def _tier1() -> Tier:
     return Tier1()
 
 
+def _tier2() -> Tier:
+    from .tier2.tier import Tier2
+
+    return Tier2()
+
+
 TIERS: dict[int, TierInfo] = {
     1: TierInfo(1, 0.6, _tier1, "property stress: the Tier 1 slices"),
-    2: TierInfo(2, 0.2, None, "stateful API fuzzing"),
+    2: TierInfo(2, 0.2, _tier2, "stateful API fuzzing"),
     3: TierInfo(3, 0.2, None, "seed replay with real faults"),
 }
 
@@ -56,8 +62,10 @@ def parse_tiers(text: str | None, slices_given: bool) -> list[int] | None:
     return list(dict.fromkeys(out))
 
 
-def choose_tiers(asked: list[int] | None, openapi: Path | None) -> tuple[list[Tier], dict[int, str]]:
-    """The tiers a cell runs, and for every other tier the reason it does not run."""
+def choose_tiers(asked: list[int] | None, openapi: Path | None,
+                 options: dict[int, dict] | None = None) -> tuple[list[Tier], dict[int, str]]:
+    """The tiers a cell runs, and for every other tier the reason it does not run. ``options``
+    (tier number → options) go to a tier's ``configure`` before it is asked whether it applies."""
     chosen: list[Tier] = []
     skipped: dict[int, str] = {}
     for number, info in TIERS.items():
@@ -68,6 +76,8 @@ def choose_tiers(asked: list[int] | None, openapi: Path | None) -> tuple[list[Ti
             skipped[number] = f"not built in this version ({info.summary})"
             continue
         tier = info.build()
+        if (options or {}).get(number) and hasattr(tier, "configure"):
+            tier.configure(options[number])  # type: ignore[attr-defined]
         why = tier.applies(openapi)
         if why:
             skipped[number] = why

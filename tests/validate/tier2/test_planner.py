@@ -1,0 +1,65 @@
+"""Sequences from the restserver's OpenAPI document: dependency-respecting, seeded, well formed."""
+
+from __future__ import annotations
+
+import random
+
+from probatorium.api.deps import infer
+from probatorium.api.spec import load_spec
+from probatorium.validate.tier2.exchange import step_refs, well_formed
+from probatorium.validate.tier2.planner import Planner
+from probatorium.validate.tier2.tier import find_login, load_corpus
+
+from .conftest import SPEC
+
+
+def planner() -> Planner:
+    spec = load_spec(SPEC)
+    return Planner(spec, infer(spec), find_login(spec, None, None), {"A": "ua", "B": "ub"})
+
+
+def test_lean_tasks_reach_every_operation_with_its_probes():
+    p = planner()
+    tasks = p.lean_tasks()
+    assert {op for kind, op in tasks if kind == "reach"} == set(p.by_id)
+    kinds = {kind for kind, _ in tasks}
+    assert {"after-delete", "cross-user", "wrong-parent", "malformed-id", "mutated"} <= kinds
+    for i, (kind, op) in enumerate(tasks):
+        steps = p.build(kind, op, random.Random(i))
+        assert well_formed(steps), (kind, op)
+        assert steps[0]["probe"] == steps[1]["probe"] == "login" and steps[0]["user"] != steps[1]["user"]
+        assert any(s["op_id"] == op for s in steps)
+
+
+def test_producers_come_first_and_bindings_point_back():
+    p = planner()
+    steps = p.build("reach", "getNote", random.Random(1))
+    assert [s["op_id"] for s in steps] == ["login", "login", "createItem", "createNote", "getNote"]
+    assert steps[-1]["path_params"]["noteId"]["from"] == 3 and step_refs(steps[-1]) == {2, 3}
+    wrong = p.build("wrong-parent", "getNote", random.Random(1))
+    last = wrong[-1]
+    assert last["probe"] == "wrong-parent" and last["path_params"]["itemId"]["from"] != 2
+
+
+def test_sequences_are_seeded():
+    p = planner()
+    assert p.build("mutated", "createItem", random.Random(5)) == p.build("mutated", "createItem", random.Random(5))
+    assert p.random_walk(random.Random(9), 6) == p.random_walk(random.Random(9), 6)
+
+
+def test_login_contract(tmp_path):
+    spec = load_spec(SPEC)
+    assert find_login(spec, None, None).path == "/login"
+    markov = tmp_path / "markov.yaml"
+    markov.write_text("login: POST /login\nstates:\n  a: {request: GET /items}\n")
+    assert find_login(spec, markov, None).op_id == "login"
+    bare = load_spec(b'{"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {}}', name="bare")
+    assert find_login(bare, None, None) is None
+    assert find_login(bare, None, "/auth").path == "/auth"
+
+
+def test_corpus_reads_only_sequences(tmp_path):
+    (tmp_path / "a.json").write_text('{"steps": [{"id": 0}]}')
+    (tmp_path / "b.json").write_text("not json")
+    (tmp_path / "c.json").write_text('{"steps": []}')
+    assert load_corpus(tmp_path) == [[{"id": 0}]] and load_corpus(None) == []
