@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +105,23 @@ def test_the_durability_model_and_the_durable_settings() -> None:
     assert Redis.durability(False) == ["--appendonly", "no"]
     with pytest.raises(KeyError):
         durable("mysql")
+
+
+def _psql(manager: ServiceManager, sql: str) -> str:
+    psql = Postgres().binaries(manager.finder)["psql"]
+    done = subprocess.run([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", manager.env()["DATABASE_URL"],
+                           "-c", sql], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(bool(ServiceManager(reap_stale=False).unavailable(["postgres"])), reason="no postgres here")
+def test_durable_postgres_keeps_a_commit_across_sigkill(services_env: Path) -> None:
+    with ServiceManager(reap_stale=False, durable=True) as manager:
+        info = manager.up(["postgres"])["postgres"]
+        assert _psql(manager, "show fsync") == "on" and _psql(manager, "show synchronous_commit") == "on"
+        _psql(manager, "create table acked (v text); insert into acked values ('v1')")
+        inj = Injector(TargetControl(None, services=manager), None, ["postgres"])
+        fault = asyncio.run(inj.inject(FaultSpec("service-kill", 0, 0.1, subject="postgres"), seed=1))
+        assert fault.applied and fault.observed["restarted_pid"] != info.pid
+        assert manager.info("postgres").port == info.port and _psql(manager, "select v from acked") == "v1"
