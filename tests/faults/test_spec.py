@@ -26,6 +26,7 @@ def test_defaults_fill_in_and_the_json_round_trips() -> None:
     fault = InjectedFault(spec, 1.5, 3.6, True, "", {"stalls": 2})
     assert InjectedFault.from_dict(json.loads(json.dumps(fault.as_dict()))) == fault
     assert FaultSpec("service-kill", 0, 1, subject="redis").subject == "redis"
+    assert len({spec, FaultSpec("net-stall", 1.5, 2.0, {"hold_ms": 300.0, "then": "release"})}) == 1
 
 
 @pytest.mark.parametrize("kind, params, start, duration, subject, message", [
@@ -38,8 +39,23 @@ def test_defaults_fill_in_and_the_json_round_trips() -> None:
     ("net-slice", {"piece_bytes": 0, "gap_ms": 1}, 0, 1, "target", "at least 1"),
     ("target-stop", {}, -1, 1, "target", ">= 0"),
     ("service-kill", {}, 0, 1, "target", "must name a backing service"),
+    ("target-stop", {}, 0, 1, "redis", "acts on the target"),
 ])
 def test_bad_specs_are_one_clear_usage_error(kind: str, params: dict, start: float, duration: float,
                                              subject: str, message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         FaultSpec(kind, start, duration, params, subject)
+
+
+def test_the_netem_probe_answers_and_leaves_no_namespace() -> None:
+    import os
+    import subprocess
+
+    from probatorium.faults import netem_unavailable
+
+    netem_unavailable.cache_clear()
+    reason = netem_unavailable()
+    assert reason is None or "netem" in reason
+    if subprocess.run(["which", "ip"], capture_output=True).returncode == 0:
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"probatorium-netem-probe-{os.getpid()}-" not in names  # ours, deleted
