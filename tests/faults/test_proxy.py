@@ -120,7 +120,7 @@ def test_bandwidth_paces_the_bytes() -> None:
         took = await roundtrip(conn, b"b" * 20_000)
         observed = proxy.clear(handle)
         rate = 20_000 / took
-        assert 20_000 <= rate <= 44_000, rate
+        assert 20_000 <= rate <= 48_000, rate  # the first piece goes before any pause
         assert observed["paced_bytes"] == 20_000
 
     with_proxy(body)
