@@ -75,7 +75,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # low layers; INDEPENDENT keeps the two apart whatever their rows
     ("bench", ("probatorium.bench.*",)),
     # the picture's low row, split: what starts, watches and loads processes ...
-    ("drivers", ("probatorium.loadgen.*", "probatorium.targets.*", "probatorium.services.*")),
+    ("drivers", ("probatorium.loadgen.*", "probatorium.targets.*", "probatorium.services.*",
+                 "probatorium.faults.*")),  # Tier 3's faults: act on targets, services and sockets
     # ... on what everything uses: results, the raw-socket client, seeds, ddmin, processes
     ("foundation", (
         "probatorium",  # the package itself: __version__

@@ -82,8 +82,11 @@ class ServiceManager:
     def __init__(self, *, root: str | os.PathLike | None = None, manifest: Manifest | None = None,
                  state_dir: str | os.PathLike | None = None, bin_dirs: list[str] | str | None = None,
                  detached: bool = False, die_with_parent: bool = True, start_timeout: float = 60.0,
-                 stop_grace: float = 5.0, reap_stale: bool = True) -> None:
+                 stop_grace: float = 5.0, reap_stale: bool = True, durable: bool = False) -> None:
         self._root_arg = root
+        #: Start postgres / redis so acknowledged writes survive a SIGKILL (Tier 3); the default
+        #: keeps the fast throw-away tuning of Tier 1 and the bench. memcached is never durable.
+        self.durable = durable
         self.manifest = manifest or Manifest(state_dir)
         self.finder = BinFinder(bin_dirs)
         self.detached = detached
@@ -265,7 +268,7 @@ class ServiceManager:
         try:
             if user is not None:
                 os.chown(service_dir, user.pw_uid, user.pw_gid)
-            ctx = StartContext(service=name, dir=service_dir, port=0, user=user, bins=bins)
+            ctx = StartContext(service=name, dir=service_dir, port=0, user=user, bins=bins, durable=self.durable)
             procs.SPAWNER.run(server.prepare, ctx, self._death_signal(server), self.start_timeout)
             last_exit = None
             for _attempt in range(PORT_ATTEMPTS):

@@ -38,6 +38,8 @@ class StartContext:
     bins: dict[str, str]
     host: str = HOST
     extra: dict = field(default_factory=dict)
+    #: Keep acknowledged writes across a SIGKILL (Tier 3); False: tuned for throw-away data.
+    durable: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -103,8 +105,9 @@ class Postgres(ServerDef):
     """PostgreSQL from the host's packages, as an unprivileged user.
 
     Tuned for throw-away test data: fsync, synchronous_commit and
-    full_page_writes off, small shared_buffers, TCP on 127.0.0.1 only, the unix
-    socket inside the data directory, dynamic shared memory as files in the
+    full_page_writes off (all three on when started ``durable``, as Tier 3
+    does), small shared_buffers, TCP on 127.0.0.1 only, the unix socket
+    inside the data directory, dynamic shared memory as files in the
     data directory (nothing left in /dev/shm if the server is SIGKILLed).
     """
 
@@ -146,7 +149,7 @@ class Postgres(ServerDef):
         settings = {
             "listen_addresses": ctx.host, "port": str(ctx.port),
             "unix_socket_directories": str(ctx.data_dir),
-            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+            **self.durability(ctx.durable),
             "shared_buffers": "16MB", "max_connections": "200",
             "dynamic_shared_memory_type": "mmap", "max_wal_size": "256MB",
             "checkpoint_timeout": "1h", "autovacuum": "off",
@@ -157,6 +160,12 @@ class Postgres(ServerDef):
         for k, v in settings.items():
             argv += ["-c", f"{k}={v}"]
         return argv
+
+    @staticmethod
+    def durability(durable: bool) -> dict[str, str]:
+        """A commit is acknowledged once it is on disk (durable), or fast and lost on a crash."""
+        on = "on" if durable else "off"
+        return {"fsync": on, "synchronous_commit": on, "full_page_writes": on}
 
     def _psql(self, ctx: StartContext, db: str, sql: str) -> subprocess.CompletedProcess:
         return subprocess.run([ctx.bins["psql"], "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
@@ -189,6 +198,9 @@ class Postgres(ServerDef):
 
 
 class Redis(ServerDef):
+    """redis-server without persistence, or (``durable``) with an append-only file fsynced on
+    every write: an acknowledged write survives a SIGKILL."""
+
     name = "redis"
 
     def binaries(self, finder: BinFinder) -> dict[str, str]:
@@ -201,9 +213,14 @@ class Redis(ServerDef):
     def argv(self, ctx: StartContext) -> list[str]:
         return [ctx.bins["redis-server"], "--port", str(ctx.port), "--bind", ctx.host,
                 "--protected-mode", "yes", "--daemonize", "no", "--supervised", "no",
-                "--save", "", "--appendonly", "no", "--dir", str(ctx.data_dir),
+                "--save", "", *self.durability(ctx.durable), "--dir", str(ctx.data_dir),
                 "--logfile", "", "--loglevel", "warning", "--databases", "16",
                 "--maxclients", "1000"]
+
+    @staticmethod
+    def durability(durable: bool) -> list[str]:
+        """appendfsync always: the reply to a write is sent after the AOF is fsynced."""
+        return ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
 
     def probe(self, ctx: StartContext) -> str:
         try:
@@ -223,6 +240,8 @@ class Redis(ServerDef):
 
 
 class Memcached(ServerDef):
+    """memcached: a cache, never durable (``durable`` changes nothing)."""
+
     name = "memcached"
 
     def binaries(self, finder: BinFinder) -> dict[str, str]:

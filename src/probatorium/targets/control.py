@@ -21,6 +21,7 @@ is reported exactly as before.
 from __future__ import annotations
 
 import dataclasses
+import resource
 import signal
 import threading
 import time
@@ -28,11 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from probatorium import procs
+from probatorium import procfs, procs
 
 TARGET = "target"
 #: Fault kinds and what they do to the subject.
 PAUSE, KILL, TERM, RESTART = "pause", "kill", "term", "restart"
+#: A lowered soft RLIMIT_NOFILE (the subject stays alive; refused accepts inside it are planned).
+SQUEEZE = "fd-squeeze"
 #: Kinds whose subject is expected to die (its exit is not I-LIVENESS).
 DEATH_KINDS = frozenset({KILL, TERM, RESTART})
 #: Seconds after a window closes during which the subject is still excused: a probe sent just
@@ -161,6 +164,8 @@ class TargetControl:
         self.services = services
         self.windows = windows or FaultWindows()
         self._lock = threading.RLock()
+        #: subject → (window handle, [(process, soft limit before, hard limit)]) while squeezed.
+        self._squeezed: dict[str, tuple[int, list[tuple[procs.Identity, int, int]]]] = {}
 
     def identity(self, subject: str = TARGET) -> procs.Identity | None:
         """The identity of the subject's process now (None: no local process)."""
@@ -221,3 +226,71 @@ class TargetControl:
                 self.windows.close_open(subject, frozenset({KILL, TERM, PAUSE}))
                 window = self.windows.close(handle)
             return window
+
+    def squeeze_fds(self, subject: str = TARGET, headroom: int = 8) -> tuple[FaultWindow, dict[str, Any]]:
+        """Lower the soft RLIMIT_NOFILE of the subject's process (and its group's members) to the
+        descriptors each holds now + ``headroom``; the window stays open until :meth:`release_fds`.
+
+        The hard limit is never touched (raising a hard limit back is refused on some hosts).
+        Returns the window and what was measured for the main process: ``soft_before``,
+        ``soft_during``, ``open``, ``hard`` and ``processes`` (how many were squeezed).
+        """
+        with self._lock:
+            if subject in self._squeezed:
+                raise RuntimeError(f"{subject} is already squeezed")
+            identity = self.identity(subject)
+            if identity is None or not identity.alive():
+                raise ProcessLookupError(f"{subject} has no running local process to squeeze")
+            handle = self.windows.open(SQUEEZE, subject, identity)
+            saved: list[tuple[procs.Identity, int, int]] = []
+            measured: dict[str, Any] = {}
+            members = [identity.pid] + [p for p in procs.group_members(identity.pid, identity.start_ticks)
+                                        if p != identity.pid]
+            for pid in members:
+                row = _squeeze_one(pid, headroom)
+                if row is None:
+                    continue
+                saved.append((procs.Identity.of(pid), row["soft_before"], row["hard"]))
+                if pid == identity.pid:
+                    measured = dict(row, pid=pid)
+            if not saved:
+                self.windows.close(handle)
+                raise ProcessLookupError(f"{subject} (pid {identity.pid}): no limit could be lowered")
+            self._squeezed[subject] = (handle, saved)
+            measured["processes"] = len(saved)
+            return self.windows.all()[handle], measured
+
+    def release_fds(self, subject: str = TARGET) -> dict[str, Any]:
+        """Give the squeezed processes their soft limits back and close the window; returns
+        ``soft_after`` of the main process and how many processes were restored."""
+        with self._lock:
+            handle, saved = self._squeezed.pop(subject, (None, []))
+            restored, soft_after = 0, None
+            for identity, soft, _hard in saved:
+                if not identity.alive():
+                    continue  # it died (or was restarted): a new process has its own limits
+                try:
+                    _, hard_now = resource.prlimit(identity.pid, resource.RLIMIT_NOFILE)
+                    resource.prlimit(identity.pid, resource.RLIMIT_NOFILE, (min(soft, hard_now), hard_now))
+                    restored += 1
+                except (ProcessLookupError, PermissionError, OSError):
+                    continue
+                if soft_after is None:
+                    soft_after = procfs.fd_soft_limit(identity.pid)
+            if handle is not None:
+                self.windows.close(handle)
+            return {"soft_after": soft_after, "restored": restored}
+
+
+def _squeeze_one(pid: int, headroom: int) -> dict[str, Any] | None:
+    """Lower one process's soft RLIMIT_NOFILE to its open count + headroom (never raise it)."""
+    try:
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        open_now = procfs.fd_count(pid)
+        if open_now is None:
+            return None
+        target = open_now + headroom if soft == resource.RLIM_INFINITY else min(soft, open_now + headroom)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (target, hard))
+    except (ProcessLookupError, PermissionError, OSError):
+        return None
+    return {"soft_before": soft, "soft_during": procfs.fd_soft_limit(pid), "open": open_now, "hard": hard}
