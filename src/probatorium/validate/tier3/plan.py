@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
+from ...faults import DIRECTIONS, FaultSpec
 from ...seeds import derive_seed
 from .profile import TargetProfile
 
@@ -46,6 +47,8 @@ SERVICE_KINDS = ("service-kill", "service-stop")
 DURATION_MS = {"target-kill": (200, 600), "target-term": (300, 700), "target-stop": (400, 1500),
                "fd-squeeze": (800, 1500), "service-kill": (400, 1000), "service-stop": (400, 1200),
                **{k: (500, 1500) for k in NET_KINDS}}
+WARMUP_MS = 800  # traffic before the first fault, outside every window
+VERIFY_LEAD_MS = 1700  # last phase's tail (400 ms) + this > the default 2 s grace of I-T3-5XX
 OPS = ("put", "get", "delete", "hold", "verify")
 
 
@@ -211,13 +214,14 @@ class _Builder:
                 self.steps.append(Step(phase, at, conn, "delete", key))
 
     def _warmup(self) -> None:
-        self.phases.append(Phase(0, 0, 300))
-        self._background(0, 0, 300, self.rng.randint(6, 12))
-        self.clock_ms += 300
+        self.phases.append(Phase(0, 0, WARMUP_MS))
+        self._background(0, 0, WARMUP_MS, self.rng.randint(10, 16))
+        self.clock_ms += WARMUP_MS
 
     def _verify(self) -> None:
+        # the reads start after the last window's grace: they are judged for 5xx too
         index = len(self.phases)
-        self.phases.append(Phase(index, 0, 0))
+        self.phases.append(Phase(index, VERIFY_LEAD_MS, 0))
         conn = self._fresh_conn()
         for key in self.mutated:
             self.steps.append(Step(index, 0, conn, "verify", key))
@@ -231,9 +235,11 @@ class _Builder:
         params = self._params(kind)
         subject = "target"
         if kind in SERVICE_KINDS:
-            subject = self.rng.choice(self.profile.services) if self.profile.services else "target"
-        fault = {"kind": kind, "start_s": (self.clock_ms + lead) / 1000, "duration_s": duration / 1000,
-                 "params": params, "subject": subject}
+            if not self.profile.services:
+                raise UsageError(f"fault {kind} needs a backing service (--services)")
+            subject = self.rng.choice(self.profile.services)
+        # FaultSpec checks the parameters and gives them their canonical types and order
+        fault = FaultSpec(kind, (self.clock_ms + lead) / 1000, duration / 1000, params, subject).as_dict()
         tail = 400
         self.phases.append(Phase(index, lead, tail, fault))
         self._background(index, -lead, duration + tail, self.rng.randint(8, 16))
@@ -243,15 +249,18 @@ class _Builder:
     def _params(self, kind: str) -> dict[str, Any]:
         r = self.rng
         table: dict[str, dict[str, Any]] = {
-            "target-term": {"grace_s": 5},
+            "target-term": {"grace_s": 5.0},
             "fd-squeeze": {"headroom": r.randint(2, 6)},
-            "net-latency": {"delay_ms": r.choice((50, 100, 200, 400))},
-            "net-jitter": {"delay_ms": r.choice((20, 50, 100)), "jitter_ms": r.choice((20, 50, 150))},
-            "net-bandwidth": {"bytes_per_s": r.choice((2048, 8192, 32768))},
-            "net-reset": {"probability": r.choice((0.5, 1.0))},
-            "net-stall": {"then": r.choice(("release", "reset"))},
-            "net-slice": {"piece_bytes": r.choice((1, 3, 7)), "delay_ms": r.choice((1, 5, 10))},
-            "net-halfclose": {},
+            "net-latency": {"delay_ms": r.choice((50, 100, 200, 400)), "direction": r.choice(DIRECTIONS)},
+            "net-jitter": {"delay_ms": r.choice((20, 50, 100)), "jitter_ms": r.choice((20, 50, 150)),
+                           "direction": r.choice(DIRECTIONS)},
+            "net-bandwidth": {"bytes_per_s": r.choice((2048, 8192, 32768)), "direction": r.choice(DIRECTIONS)},
+            "net-reset": {"fraction": r.choice((0.5, 1.0))},
+            "net-stall": {"hold_ms": r.choice((200, 500, 900)), "then": r.choice(("release", "reset")),
+                          "direction": r.choice(DIRECTIONS)},
+            "net-slice": {"piece_bytes": r.choice((1, 3, 7)), "gap_ms": r.choice((1, 5, 10)),
+                          "direction": r.choice(DIRECTIONS)},
+            "net-halfclose": {"direction": r.choice(DIRECTIONS)},
             "net-netem": {"delay_ms": r.choice((20, 100)), "loss_pct": r.choice((0, 1, 5))},
         }
         return table.get(kind, {})
