@@ -37,6 +37,7 @@ class ValidateOptions:
     checkpoint_interval: float = 10.0
     services: list[str] = field(default_factory=list)  # backing services every target gets
     progress: object = None  # callable(str) for one-line progress messages
+    tier3: object = None  # tier3.session.Tier3Options: --seeds, --faults, --durable, --recovery-deadline
 
 
 @dataclass

@@ -48,6 +48,25 @@ def parse_faults(text: str | None) -> tuple[str, ...] | None:
     return kinds or None
 
 
+def static_kinds(asked: tuple[str, ...] | None, *, local_process: bool, services: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds :meth:`Session.kinds` allows, decided without a running target (``replay --dry-run``):
+    the same rules as ``Injector.applies`` (a test holds the two together)."""
+    from ...faults import PROXY_KINDS
+
+    out = []
+    for kind in asked or FAULT_KINDS:
+        if kind in PROXY_KINDS:
+            out.append(kind)
+        elif kind == "net-netem":
+            continue  # netem is never applied to the host's own loopback (Injector.applies says why)
+        elif kind in SERVICE_KINDS:
+            if services:
+                out.append(kind)
+        elif local_process:
+            out.append(kind)
+    return tuple(k for k in FAULT_KINDS if k in out)
+
+
 @dataclass
 class SeedResult:
     """One seed's run: its plan, what happened, and the verdicts."""
