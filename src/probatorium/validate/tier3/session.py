@@ -21,8 +21,20 @@ from .plan import Plan
 from .profile import TargetProfile, build_profile
 from .runner import RunContext, run_plan
 
+import os
+
 SHRINK_REPLAYS = 20
 SHRINK_S = 120.0
+
+
+def _shrink_bounds() -> tuple[int, float]:
+    """PROBATORIUM_TIER3_SHRINK="REPLAYS,SECONDS" lowers the shrink bounds (short CI runs, tests)."""
+    text = os.environ.get("PROBATORIUM_TIER3_SHRINK", "")
+    try:
+        n, s = text.split(",")
+        return min(SHRINK_REPLAYS, int(n)), min(SHRINK_S, float(s))
+    except ValueError:
+        return SHRINK_REPLAYS, SHRINK_S
 
 
 @dataclass
@@ -34,8 +46,8 @@ class Tier3Options:
     durable: bool = False
     recovery_deadline_s: float = DEFAULT_RECOVERY_DEADLINE_S
     grace_s: float = DEFAULT_GRACE_S
-    shrink_replays: int = SHRINK_REPLAYS
-    shrink_s: float = SHRINK_S
+    shrink_replays: int = field(default_factory=lambda: _shrink_bounds()[0])
+    shrink_s: float = field(default_factory=lambda: _shrink_bounds()[1])
     replay_command: str = ""  # "probatorium replay <target flags>" (the seed is appended)
 
 

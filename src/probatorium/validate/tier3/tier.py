@@ -111,7 +111,8 @@ class Tier3:
                         pred: str) -> None:
         """The first failing seed of a predicate: incident, dossier, shrunk plan, replay command."""
         seed = f"{res.plan.seed:#x}"
-        replay = f"{opts.replay_command or 'probatorium replay'} --seed {seed}"
+        base = opts.replay_command or "probatorium replay"
+        replay = f"{base} --seed {seed}"
         first = res.verdicts[pred]["violations"][0]
         inc = env.report(Evidence(predicate=pred, detail=f"seed {seed}: {first}"[:300], case=f"seed-{seed}",
                                   seed=res.plan.seed, extra={"seed": seed, "plan_digest": res.plan.digest(),
@@ -127,7 +128,7 @@ class Tier3:
         env.say(f"  tier 3: shrinking seed {seed} for {pred} (<= {opts.shrink_replays} replays, {opts.shrink_s:.0f}s)")
         minimal, info = await session.shrink(res.plan, pred)
         write_text_atomic(folder / "shrink" / "minimal-plan.json", minimal.to_json(indent=2))
-        write_json_atomic(folder / "shrink" / "shrink.json", {**info, "replay": f"{replay} --plan "
+        write_json_atomic(folder / "shrink" / "shrink.json", {**info, "replay": f"{base} --plan "
                                                               f"{(Path(inc.dossier) / 'shrink' / 'minimal-plan.json').as_posix()}"})
         self.shrinks[pred] = {"seed": seed, **info}
 
