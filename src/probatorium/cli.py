@@ -223,7 +223,7 @@ def _print_summary(doc, run_dir: Path) -> None:
 
     table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
     for col in ("cell", "status", *(f"{name} sent" for name in SLICES), "markov 5xx", "adv wrong/hang/lenient",
-                "rfc1", "rfc2", "HIGH", "reason"):
+                "rfc1", "rfc2", "t3 seeds pass/fail/err", "HIGH", "reason"):
         table.add_column(col, overflow="fold")
     for c in doc.validation_results.cells:
         t1 = c.tier_1
@@ -232,8 +232,10 @@ def _print_summary(doc, run_dir: Path) -> None:
         advs = "/".join(str(adv.get(f"adv_{v}", 0)) for v in ("wrong_accepted", "hang_until_timeout",
                                                               "lenient_accepted")) if adv else "-"
         highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH"})
+        t3 = c.tier_3
+        t3s = "/".join(str(t3.get(f"seeds_{k}", 0)) for k in ("passed", "failed", "errored")) if t3 else "-"
         table.add_row(f"{c.refapp}/{c.engine}", c.status, *sent, str(mk.get("5xx", "-")), advs,
-                      str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)),
+                      str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)), t3s,
                       ",".join(highs) or "-", (c.reason or "")[:80])
     console.print(table)
     console.print(f"results: {run_dir / 'validate-results.json'}", markup=False)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(autouse=True)
 def _short_shrink(monkeypatch):
-    monkeypatch.setenv("PROBATORIUM_TIER3_SHRINK", "3,15")  # the e2e budget; the default is 20 replays, 2 min
+    monkeypatch.setenv("PROBATORIUM_TIER3_SHRINK", "2,10")  # the e2e budget; the default is 20 replays, 2 min
 
 
 def kvcmd(data, *bugs: str) -> str:

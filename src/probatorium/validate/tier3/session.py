@@ -141,7 +141,7 @@ class Session:
                              durable_services=dur)
 
     # ---- seeds -------------------------------------------------------------------------------
-    async def healthy(self, timeout_s: float = 3.0) -> bool:
+    async def healthy(self, timeout_s: float = 2.0) -> bool:
         conn = Conn(self.address, time.monotonic, timeout_s=timeout_s)
         try:
             ans = await conn.request("GET", self.health_path)
@@ -165,7 +165,10 @@ class Session:
             address = (lambda: self.proxy_address) if plan.uses_proxy() else self.address
             ctx = RunContext(address=address, target_address=self.address, injector=self.injector,
                              clock=self.control.windows.now, health_path=self.health_path,
-                             recovery_deadline_s=self.opts.recovery_deadline_s)
+                             recovery_deadline_s=self.opts.recovery_deadline_s,
+                             # a request waits at most 5 s, less with a short recovery deadline (never
+                             # under 2.5 s: a stop or a stall of the plan lasts up to 1.5 s)
+                             request_timeout_s=min(5.0, max(2.5, self.opts.recovery_deadline_s)))
             res.timeline = await run_plan(plan, ctx)
         except Exception as e:  # noqa: BLE001 - a seed that could not run is errored, not a crash of the tier
             res.error = f"{type(e).__name__}: {e}"
