@@ -130,7 +130,7 @@ class Injector:
         window = await asyncio.to_thread(self.control.kill, subject)
         victim = procs.Identity(window.pid, window.start_ticks)
         died = await asyncio.to_thread(procs.wait_until, lambda: not victim.alive(), SIGNAL_SEEN_S)
-        observed: dict[str, Any] = {"pid": victim.pid, "died": died, **self._exit(subject)}
+        observed: dict[str, Any] = {"pid": victim.pid, "died": died, **await self._exit(subject)}
         await asyncio.sleep(spec.duration_s)
         observed.update(await self._restart(subject))
         return died, observed
@@ -151,17 +151,21 @@ class Injector:
             observed["killed_after_grace"] = True
             await asyncio.to_thread(self.control.kill, TARGET)
             died = await asyncio.to_thread(procs.wait_until, lambda: not victim.alive(), SIGNAL_SEEN_S)
-        observed.update(self._exit(TARGET))
+        observed.update(await self._exit(TARGET))
         await asyncio.sleep(spec.duration_s)
         observed.update(await self._restart(TARGET))
         return died, observed
 
-    def _exit(self, subject: str) -> dict[str, Any]:
-        """The dead target's exit status (negative: the signal), when the target can tell."""
-        if subject != TARGET:
-            return {}
+    async def _exit(self, subject: str) -> dict[str, Any]:
+        """The dead target's exit status (negative: the signal), when the target can tell.
+
+        Waited for briefly: /proc shows the death before the status can be collected, and a
+        poll while another thread waits on the same process answers None."""
         exit_code = getattr(self.control.target, "exit_code", None)
-        return {"exit": exit_code() if callable(exit_code) else None}
+        if subject != TARGET or not callable(exit_code):
+            return {}
+        await asyncio.to_thread(procs.wait_until, lambda: exit_code() is not None, SIGNAL_SEEN_S)
+        return {"exit": exit_code()}
 
     async def _restart(self, subject: str) -> dict[str, Any]:
         """Restart the subject (through TargetControl); a failure is recorded, not raised: it is

@@ -7,6 +7,7 @@ Both are frozen and JSON-able, so a plan and its observed timeline are plain fil
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +109,12 @@ class FaultSpec:
             raise UsageError(f"fault {self.kind}: start_s and duration_s must be finite and >= 0")
         if self.kind in SERVICE_KINDS and self.subject == "target":
             raise UsageError(f"fault {self.kind}: the subject must name a backing service")
+        if self.kind not in SERVICE_KINDS and self.subject != "target":
+            raise UsageError(f"fault {self.kind}: acts on the target, not on {self.subject!r}")
         object.__setattr__(self, "params", check_params(self.kind, dict(self.params)))
+
+    def __hash__(self) -> int:  # params is a dict: hash the JSON form (equal specs, equal hashes)
+        return hash(json.dumps(self.as_dict(), sort_keys=True))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able, keys in a fixed order (a plan's bytes depend on it)."""
