@@ -50,6 +50,12 @@ class Conn:
             except (OSError, asyncio.TimeoutError, ConnectionError):
                 pass
 
+    def abort(self) -> None:
+        """Drop the connection at once (a cancelled request: nothing more is read from it)."""
+        w, self._reader, self._writer = self._writer, None, None
+        if w is not None:
+            w.transport.abort()
+
     async def _ensure(self) -> None:
         if self._writer is not None and (self._writer.is_closing() or self._reader.at_eof()):
             await self.close()  # the server closed it while idle: reconnect, nothing was sent

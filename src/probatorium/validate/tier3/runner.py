@@ -17,7 +17,7 @@ from typing import Any
 
 from ...faults import FaultSpec, Injector
 from ...seeds import derive_seed
-from .client import Conn
+from .client import Answer, Conn
 from .plan import Phase, Plan, Step
 
 PROBE_KEY = 4095  # the key index recovery probes read (never written: 404 is a success)
@@ -86,7 +86,12 @@ class _Run:
         path = self.plan.profile.key_path(self.key(step.key)) if step.key >= 0 else self.ctx.health_path
         method = {"put": "PUT", "delete": "DELETE"}.get(step.op, "GET")
         body = self.value(step) if step.op == "put" else None
-        ans = await conn.request(method, path, body, step.split_ms / 1000)
+        try:
+            ans = await conn.request(method, path, body, step.split_ms / 1000)
+        except asyncio.CancelledError:  # the target did not recover: the phase stopped waiting for it
+            ans = Answer(error=f"cancelled: {self.unrecovered or 'the phase ended'}")
+            self.conns.pop(step.conn, None)
+            conn.abort()
         sent = round(ans.sent_at - self.t0, 6) if ans.sent_at is not None else self.now()
         rec = {"step": index, "phase": step.phase, "conn": step.conn, "op": step.op, "key": step.key,
                "write": step.write, "sent": sent, "done": self.now(), "status": ans.status, "error": ans.error,
@@ -96,8 +101,11 @@ class _Run:
     async def conn_worker(self, anchor: float, steps: list[tuple[int, Step]]) -> None:
         for index, step in steps:
             delay = anchor + step.at_ms / 1000 - self.ctx.clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if delay > 0 and not self.unrecovered:
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    pass  # no recovery: the remaining steps are recorded as skipped
             await self.step(index, step)
 
     # ---- faults and recovery ------------------------------------------------------------------
@@ -149,10 +157,13 @@ class _Run:
         by_conn: dict[int, list[tuple[int, Step]]] = defaultdict(list)
         for index, step in sorted(steps, key=lambda s: (s[1].at_ms, s[0])):
             by_conn[step.conn].append((index, step))
-        jobs = [self.conn_worker(anchor, s) for s in by_conn.values()]
+        workers = [asyncio.create_task(self.conn_worker(anchor, s)) for s in by_conn.values()]
         if phase.fault is not None:
-            jobs.append(self.fault(phase, anchor))
-        await asyncio.gather(*jobs)
+            await self.fault(phase, anchor)
+            if self.unrecovered:  # what is still waiting on the target would only time out
+                for w in workers:
+                    w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         hold = phase.fault["duration_s"] if phase.fault is not None else 0.0
         rest = anchor + hold + phase.tail_ms / 1000 - self.ctx.clock()
         if rest > 0:
