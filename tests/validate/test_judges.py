@@ -131,6 +131,9 @@ def test_tiers_registry():
         parse_tiers("4", False)
     chosen, skipped = choose_tiers(None, None)
     assert [t.number for t in chosen] == [1] and "not built" in skipped[2]
+    assert "key/value" in skipped[3]  # Tier 3 is built; without the key/value contract it says why
+    spec = ROOT / "tests" / "servers" / "kvserver.openapi.yaml"
+    assert [t.number for t in choose_tiers(None, spec)[0]] == [1, 3]
 
 
 def test_docs_invariants_md_is_current():

@@ -15,7 +15,6 @@ from ...results.store import write_json_atomic, write_text_atomic
 from ..incidents import Evidence
 from ..tier_api import TierEnv
 from . import corpus
-from .judges import DEFAULT_RECOVERY_DEADLINE_S
 from .plan import Plan
 from .profile import TargetProfile, kv_contract
 from .session import SeedResult, Session, Tier3Options
@@ -56,6 +55,7 @@ class Tier3:
         self.shrinks: dict[str, dict[str, Any]] = {}
         self._stopped = ""
         self._errors: list[str] = []
+        self.opts = Tier3Options()
 
     def applies(self, openapi: Path | None) -> str | None:
         """Tier 3 needs the key/value contract in the target's OpenAPI document."""
@@ -67,6 +67,7 @@ class Tier3:
 
     async def run(self, env: TierEnv, budget_s: float) -> None:
         opts: Tier3Options = getattr(env.options, "tier3", None) or Tier3Options()
+        self.opts = opts
         if env.control is None:
             self._stopped = "no target control: Tier 3 cannot inject faults"
             return
@@ -153,7 +154,8 @@ class Tier3:
 
     def detail(self) -> dict[str, Any]:
         return {"profile": self.profile.as_dict() if self.profile else None, "fault_kinds_skipped": self.skipped,
-                "recovery_deadline_s": DEFAULT_RECOVERY_DEADLINE_S, "shrinks": self.shrinks,
+                "recovery_deadline_s": self.opts.recovery_deadline_s,
+                "grace_s": self.opts.grace_s, "shrinks": self.shrinks,
                 "seeds": [r.as_dict() for r in self.results]}
 
     def stopped_reason(self) -> str:
