@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.validate.orchestrator",
         "probatorium.validate.reprocheck",  # not drawn: the repro-check command, beside the orchestrator
         "probatorium.validate.fuzz",  # not drawn: `probatorium fuzz` (Tier 2 alone), beside the orchestrator
+        "probatorium.validate.replay",  # not drawn: `probatorium replay` starts a target like a cell, then Tier 3
     )),
     ("validate cell", (
         "probatorium.validate.cell",
@@ -61,6 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         # Tier 1 is one of the tiers: it implements tier_api.Tier (and imports it)
         "probatorium.validate.tier1.tier",
         "probatorium.validate.tier2.tier",  # Tier 2 likewise
+        "probatorium.validate.tier3.*",  # Tier 3: plans, runner, judges, the tier unit (on the faults package)
         # drawn beside the cell, but the Schedule is a value every tier gets (TierEnv.schedule)
         "probatorium.validate.schedule",
     )),

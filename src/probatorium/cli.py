@@ -104,6 +104,10 @@ def validate(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier run's results in --out."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Tier 3: the first N corpus seeds, or 0xA,0xB; default: as many as fit."),
+    faults: Optional[str] = typer.Option(None, "--faults", help="Tier 3: only these fault kinds (default: every kind that applies)."),
+    durable: bool = typer.Option(False, "--durable", help="Tier 3: the target keeps acknowledged writes across its own SIGKILL."),
+    recovery_deadline: float = typer.Option(10.0, "--recovery-deadline", help="Tier 3: seconds a target has to recover after a fault."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
@@ -128,7 +132,8 @@ def validate(
                                slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
-                               progress=lambda m: err.print(m, markup=False))
+                               progress=lambda m: err.print(m, markup=False),
+                               tier3=_tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt))
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
         run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
     except (ProbatoriumError, ValueError) as e:
@@ -136,6 +141,34 @@ def validate(
         return
     with run_lock:
         _run_validation(plans, opts, run_dir, matrix)
+
+
+def _tier3_options(args, seeds: str | None, faults: str | None, durable: bool, recovery_deadline: float,
+                   services: str | None):
+    """Tier3Options from the flags, with the replay command a Tier 3 dossier names."""
+    import shlex
+
+    from .validate.tier3.corpus import parse_seeds
+    from .validate.tier3.session import Tier3Options, parse_faults
+
+    parse_seeds(seeds)  # a bad --seeds is one line now
+    if recovery_deadline <= 0:
+        raise UsageError("--recovery-deadline must be positive")
+    flags = ["probatorium", "replay"]
+    for name in ("refapp", "app", "app_dir", "cmd", "url", "spec", "markov"):
+        value = getattr(args, name)
+        if value:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    if args.kind() in ("refapp", "app"):
+        flags += ["--engine", args.engine]
+    if args.health_path != "/healthz":
+        flags += ["--health-path", args.health_path]
+    flags += ["--services", services] if services else []
+    flags += ["--faults", faults] if faults else []
+    flags += ["--durable"] if durable else []
+    flags += ["--recovery-deadline", str(recovery_deadline)] if recovery_deadline != 10.0 else []
+    return Tier3Options(seeds=seeds, faults=parse_faults(faults), durable=durable,
+                        recovery_deadline_s=recovery_deadline, replay_command=shlex.join(flags))
 
 
 def _concurrency(given: int | None, duration_s: float) -> int:
@@ -191,7 +224,7 @@ def _print_summary(doc, run_dir: Path) -> None:
 
     table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
     for col in ("cell", "status", *(f"{name} sent" for name in SLICES), "markov 5xx", "adv wrong/hang/lenient",
-                "rfc1", "rfc2", "HIGH", "reason"):
+                "rfc1", "rfc2", "t3 seeds pass/fail/err", "HIGH", "reason"):
         table.add_column(col, overflow="fold")
     for c in doc.validation_results.cells:
         t1 = c.tier_1
@@ -200,8 +233,10 @@ def _print_summary(doc, run_dir: Path) -> None:
         advs = "/".join(str(adv.get(f"adv_{v}", 0)) for v in ("wrong_accepted", "hang_until_timeout",
                                                               "lenient_accepted")) if adv else "-"
         highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH"})
+        t3 = c.tier_3
+        t3s = "/".join(str(t3.get(f"seeds_{k}", 0)) for k in ("passed", "failed", "errored")) if t3 else "-"
         table.add_row(f"{c.refapp}/{c.engine}", c.status, *sent, str(mk.get("5xx", "-")), advs,
-                      str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)),
+                      str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)), t3s,
                       ",".join(highs) or "-", (c.reason or "")[:80])
     console.print(table)
     from .validate.fuzz import summary_lines
@@ -401,6 +436,75 @@ def invariants(markdown: bool = typer.Option(False, "--markdown", help="Print do
     for inv in catalogue.CATALOGUE.values():
         table.add_row(inv.id, inv.severity, inv.property)
     console.print(table)
+
+
+@app.command()
+def replay(
+    seed: Optional[str] = typer.Option(None, "--seed", help="The Tier 3 seed (0x…) to re-run."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Run this plan file (e.g. a shrunk minimal-plan.json)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan JSON; start nothing."),
+    attempts: int = typer.Option(1, "--attempts", help="Run it this many times; exit 1 if any fails."),
+    refapp: Optional[str] = typer.Option(None, "--refapp"), app_target: Optional[str] = typer.Option(None, "--app"),
+    app_dir: Optional[str] = typer.Option(None, "--app-dir"), cmd: Optional[str] = typer.Option(None, "--cmd"),
+    url: Optional[str] = typer.Option(None, "--url"), engine: str = typer.Option("auto", "--engine"),
+    spec: Optional[Path] = typer.Option(None, "--spec"), markov: Optional[Path] = typer.Option(None, "--markov"),
+    health_path: str = typer.Option("/healthz", "--health-path"),
+    allow_remote: bool = typer.Option(False, "--allow-remote"),
+    services_opt: Optional[str] = typer.Option(None, "--services", help="Backing services (started durably)."),
+    faults: Optional[str] = typer.Option(None, "--faults"), durable: bool = typer.Option(False, "--durable"),
+    recovery_deadline: float = typer.Option(10.0, "--recovery-deadline"),
+    ready_timeout: float = typer.Option(30.0, "--ready-timeout"),
+) -> None:
+    """Re-run one Tier 3 seed (or plan file) against a fresh target; exit 1 if it fails."""
+    from .validate.plan import TargetArgs, check_services
+    from .validate.replay import ReplayRequest, dry_run_plan, replay as run_replay
+
+    if (seed is None) == (plan_file is None):
+        _fail(UsageError("give exactly one of --seed 0x… and --plan FILE"))
+    if attempts < 1:
+        _fail(UsageError("--attempts must be at least 1"))
+    args = TargetArgs(refapp=refapp, app=app_target, app_dir=app_dir, cmd=cmd, url=url, engine=engine, spec=spec,
+                      markov=markov, health_path=health_path, allow_remote=allow_remote, ready_timeout=ready_timeout)
+    opts = _tier3_options(args, None, faults, durable, recovery_deadline, services_opt)
+    req = ReplayRequest(args, opts, seed=parse_seed(seed) if seed else None, plan_file=plan_file,
+                        services=tuple(check_services(_csv(services_opt))), attempts=attempts)
+    if dry_run:
+        print(dry_run_plan(req).to_json(indent=2), end="")
+        return
+    code, _ = run_replay(req, lambda m: err.print(m, markup=False))
+    raise typer.Exit(code)
+
+
+@app.command()
+def corpus(
+    action: str = typer.Argument(..., help="list | show SEED | stats | build"),
+    seed: Optional[str] = typer.Argument(None, help="show: a seed (0x…) or #INDEX"),
+    offset: int = typer.Option(0, "--offset"), limit: int = typer.Option(20, "--limit"),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The Tier 3 corpus under validation/corpus/: list seeds, show a seed's plan, coverage stats."""
+    import json
+
+    from .validate.tier3 import corpus as c
+
+    if action == "list":
+        rows = c.rows(offset=offset, limit=limit)
+        for r in rows:
+            print(json.dumps(r) if json_out else f"{r['i']:>6}  {r['seed']:<20} {r['faults']}  {','.join(r['kinds'])}")
+    elif action == "show":
+        if not seed:
+            _fail(UsageError("corpus show SEED: give a seed (0x…) or #INDEX"))
+        print(c.show(seed).to_json(indent=2), end="")
+    elif action in ("stats", "build"):
+        st = c.build() if action == "build" else c.stats()
+        if json_out:
+            print(json.dumps(st, indent=2))
+            return
+        print(f"{st['size']} seeds; faults per plan: " + ", ".join(f"{k}: {v}" for k, v in sorted(st['faults_per_plan'].items())))
+        for kind, n in st["plans_with_kind"].items():
+            print(f"  {kind:<14} {n:>6} plans ({100 * n / st['size']:.1f} %)")
+    else:
+        _fail(UsageError(f"unknown corpus action {action!r}: list, show, stats, build"))
 
 
 @app.command()

@@ -130,11 +130,14 @@ def test_tiers_registry():
     with pytest.raises(UsageError, match="unknown tier"):
         parse_tiers("4", False)
     chosen, skipped = choose_tiers(None, None)
-    assert [t.number for t in chosen] == [1] and skipped[2] == "no OpenAPI document" and "not built" in skipped[3]
+    assert [t.number for t in chosen] == [1] and skipped[2] == "no OpenAPI document"
+    assert "key/value" in skipped[3]  # Tier 3 is built; without the key/value contract it says why
     chosen, _ = choose_tiers(None, ROOT / "tests" / "servers" / "restserver.openapi.yaml")
     assert [t.number for t in chosen] == [1, 2]
     chosen, _ = choose_tiers([2], None, {2: {"discover": True}})  # probatorium fuzz: GET /openapi.json first
     assert [t.number for t in chosen] == [2]
+    spec = ROOT / "tests" / "servers" / "kvserver.openapi.yaml"
+    assert [t.number for t in choose_tiers(None, spec)[0]] == [1, 2, 3]
 
 
 def test_docs_invariants_md_is_current():

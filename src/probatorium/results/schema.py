@@ -64,6 +64,8 @@ class Incident(_Model):
     #: the command that runs the dossier's standalone repro.py ("python3 <cell>/incidents/<dir>/repro.py",
     #: relative to the run folder); "" when the finding has no reproducer
     reproducer: str = ""
+    #: the Tier 3 seed (0x-hex) whose plan found it; "" for other tiers
+    seed: str = ""
 
 
 class Cell(_Model):

@@ -146,7 +146,9 @@ class CellRunner:
                       stop=self.stop_event.is_set, paths=self.paths, report=live.recorder.record,
                       alive=live.liveness.alive, recover=live.liveness.recover, quiet_timeout=self.opts.quiet_timeout,
                       openapi=live.plan.openapi, markov=live.plan.markov, crashlog=live.liveness.crashlog,
-                      streams=HeldStreams(self.opts.sse_path), control=live.control, say=self.say)
+                      streams=HeldStreams(self.opts.sse_path), control=live.control, say=self.say,
+                      options=self.opts, run_dir=self.run_dir,
+                      services=tuple(dict.fromkeys([*self.opts.services, *live.plan.services])))
         loops = [asyncio.create_task(self._checkpoint_loop(live))]
         loops += [asyncio.create_task(o.watch()) for o in (live.leaks, live.metrics) if o is not None]
         try:

@@ -189,6 +189,14 @@ def _tier2(pred: str, why_not: str) -> Judge:
             res.reason = f"{counter_value(t2, 'schema_undeclared_status')} undeclared status code(s) (MED incidents)"
         return res
 
+
+def _tier3(pred: str) -> Judge:
+    """A Tier 3 predicate: the pure timeline judges' verdicts (validate/tier3/judges.py), over every seed."""
+
+    def judge(obs: Observed) -> PropertyResult | None:
+        verdict = (obs.evidence.get("tier3") or {}).get(pred)
+        return None if verdict is None else PropertyResult.model_validate(verdict)
+
     return judge
 
 
@@ -307,6 +315,20 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     _inv("I-OBS-1", "HIGH", "Histogram counters never decrease.", "refapp self-check and /metrics scrape",
          judge=_obs1),
     _inv("I-OBS-2", "HIGH", "No log line is dropped.", "refapp self-check"),
+    _inv("I-T3-LOST-WRITE", "HIGH",
+         "A write acknowledged with a 2xx is read back with its value after recovery, across every fault "
+         "the durability model covers.", "tier 3: the reads after recovery of each seed's timeline",
+         judge=_tier3("I-T3-LOST-WRITE")),
+    _inv("I-T3-NO-RECOVERY", "HIGH",
+         "After every fault window ends, the health path and one read succeed within the recovery deadline.",
+         "tier 3: the recovery probe after each fault (default deadline 10 s, --recovery-deadline)",
+         judge=_tier3("I-T3-NO-RECOVERY")),
+    _inv("I-T3-5XX", "HIGH", "No request outside every fault window (plus a 2 s grace) is answered 5xx.",
+         "tier 3: every answered request of each seed's timeline", judge=_tier3("I-T3-5XX")),
+    _inv("I-T3-DRAIN", "HIGH",
+         "On SIGTERM, a request in flight for at least 100 ms is completed, not reset or cut, and the process "
+         "exits within its grace period.", "tier 3: the requests in flight across each target-term",
+         judge=_tier3("I-T3-DRAIN")),
     _inv("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
          "refapp self-check (static_swagger_proxy)"),
     _inv("I-API-5XX", "HIGH",

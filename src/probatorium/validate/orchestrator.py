@@ -89,7 +89,8 @@ class Orchestrator:
             return None, {}
         from ..services import ServiceManager
 
-        manager = ServiceManager()
+        # Tier 3 kills services and expects durable ones to keep acknowledged writes (SPEC.md §9)
+        manager = ServiceManager(durable=self.opts.tiers is None or 3 in self.opts.tiers)
         missing = dict(manager.unavailable(needed))
         available = [s for s in needed if s not in missing]
         if available:

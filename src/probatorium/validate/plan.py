@@ -38,6 +38,7 @@ class ValidateOptions:
     services: list[str] = field(default_factory=list)  # backing services every target gets
     progress: object = None  # callable(str) for one-line progress messages
     tier_options: dict = field(default_factory=dict)  # tier number → options for its configure()
+    tier3: object = None  # tier3.session.Tier3Options: --seeds, --faults, --durable, --recovery-deadline
 
 
 @dataclass

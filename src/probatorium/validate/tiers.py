@@ -38,10 +38,16 @@ def _tier2() -> Tier:
     return Tier2()
 
 
+def _tier3() -> Tier:
+    from .tier3.tier import Tier3
+
+    return Tier3()
+
+
 TIERS: dict[int, TierInfo] = {
     1: TierInfo(1, 0.6, _tier1, "property stress: the Tier 1 slices"),
     2: TierInfo(2, 0.2, _tier2, "stateful API fuzzing"),
-    3: TierInfo(3, 0.2, None, "seed replay with real faults"),
+    3: TierInfo(3, 0.2, _tier3, "seed replay with real faults"),
 }
 
 

@@ -1,0 +1,191 @@
+"""Drive one plan against the target: the workload on its connections, each fault through the
+:class:`~probatorium.faults.Injector` at its anchor, a recovery probe after each fault, and a
+timeline of everything (see :mod:`.judges` for its shape).
+
+Every time in the timeline is on the cell's fault clock (``TargetControl.windows.now``, the
+clock :class:`~probatorium.faults.InjectedFault` uses), minus the seed's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...faults import FaultSpec, Injector
+from ...seeds import derive_seed
+from .client import Answer, Conn
+from .plan import Phase, Plan, Step
+
+PROBE_KEY = 4095  # the key index recovery probes read (never written: 404 is a success)
+
+
+@dataclass
+class RunContext:
+    """What a plan runs against."""
+
+    address: Callable[[], tuple[str, int]]  # the workload's address: the target's, or the fault proxy's
+    target_address: Callable[[], tuple[str, int]]  # the target's own (follows restarts)
+    injector: Injector
+    clock: Callable[[], float]  # the cell's fault clock
+    health_path: str = "/healthz"
+    recovery_deadline_s: float = 10.0
+    request_timeout_s: float = 5.0
+    salt: int = field(default_factory=lambda: random.SystemRandom().getrandbits(16))
+
+
+class _Run:
+    def __init__(self, plan: Plan, ctx: RunContext) -> None:
+        self.plan, self.ctx = plan, ctx
+        self.t0 = ctx.clock()
+        self.requests: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []
+        self.recoveries: list[dict[str, Any]] = []
+        self.conns: dict[int, Conn] = {}
+        self.keys: dict[int, str] = {}
+        self.unrecovered = ""  # set once a recovery probe failed
+
+    def now(self) -> float:
+        return round(self.ctx.clock() - self.t0, 6)
+
+    def key(self, index: int) -> str:
+        if index not in self.keys:
+            self.keys[index] = self.plan.profile.key.render(self.plan.namespace, self.ctx.salt, index)
+        return self.keys[index]
+
+    def value(self, step: Step) -> bytes:
+        head = f"{self.plan.namespace:08x}.{self.ctx.salt:04x}.{step.key}.{step.write}.".encode()
+        return head + b"v" * max(0, step.size - len(head))
+
+    def got(self, status: int | None, body: bytes, key: int) -> str | None:
+        """What a read found: "<key>:<write>", "absent", "garbled", or None (no usable answer)."""
+        if status == 404:
+            return "absent"
+        if status != 200:
+            return None
+        parts = body.split(b".", 4)
+        want = [f"{self.plan.namespace:08x}".encode(), f"{self.ctx.salt:04x}".encode(), str(key).encode()]
+        if len(parts) >= 4 and parts[:3] == want and parts[3].isdigit() and body == self.value(
+                Step(0, 0, 0, "put", key, int(parts[3]), len(body))):
+            return f"{key}:{int(parts[3])}"
+        return "garbled"
+
+    # ---- steps ------------------------------------------------------------------------------
+    async def step(self, index: int, step: Step) -> None:
+        if self.unrecovered:  # a fault the target did not recover from: the rest would only time out
+            self.requests.append({"step": index, "phase": step.phase, "conn": step.conn, "op": step.op,
+                                  "key": step.key, "write": step.write, "sent": self.now(), "done": None,
+                                  "status": None, "error": f"skipped: {self.unrecovered}", "got": None,
+                                  "skipped": True})
+            return
+        conn = self.conns.setdefault(step.conn, Conn(self.ctx.address, self.ctx.clock,
+                                                     timeout_s=self.ctx.request_timeout_s))
+        path = self.plan.profile.key_path(self.key(step.key)) if step.key >= 0 else self.ctx.health_path
+        method = {"put": "PUT", "delete": "DELETE"}.get(step.op, "GET")
+        body = self.value(step) if step.op == "put" else None
+        try:
+            ans = await conn.request(method, path, body, step.split_ms / 1000)
+        except asyncio.CancelledError:  # the target did not recover: the phase stopped waiting for it
+            ans = Answer(error=f"cancelled: {self.unrecovered or 'the phase ended'}")
+            self.conns.pop(step.conn, None)
+            conn.abort()
+        sent = round(ans.sent_at - self.t0, 6) if ans.sent_at is not None else self.now()
+        rec = {"step": index, "phase": step.phase, "conn": step.conn, "op": step.op, "key": step.key,
+               "write": step.write, "sent": sent, "done": self.now(), "status": ans.status, "error": ans.error,
+               "got": self.got(ans.status, ans.body, step.key) if step.op in ("get", "verify") else None}
+        self.requests.append(rec)
+
+    async def conn_worker(self, anchor: float, steps: list[tuple[int, Step]]) -> None:
+        for index, step in steps:
+            delay = anchor + step.at_ms / 1000 - self.ctx.clock()
+            if delay > 0 and not self.unrecovered:
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    pass  # no recovery: the remaining steps are recorded as skipped
+            await self.step(index, step)
+
+    # ---- faults and recovery ------------------------------------------------------------------
+    async def fault(self, phase: Phase, anchor: float) -> None:
+        assert phase.fault is not None
+        delay = anchor - self.ctx.clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        spec = FaultSpec.from_dict(phase.fault)
+        if self.unrecovered:  # the target is already down for good: another fault proves nothing
+            return
+        injected = await self.ctx.injector.inject(spec, derive_seed(self.plan.seed, "fault", phase.index))
+        self.faults.append({"phase": phase.index, "kind": spec.kind, "subject": spec.subject,
+                            "params": spec.params, "start": round(injected.started_at - self.t0, 6),
+                            "end": round(injected.ended_at - self.t0, 6), "applied": injected.applied,
+                            "not_applicable": injected.not_applicable, "observed": injected.observed})
+        if not injected.not_applicable:
+            await self.recover(phase.index, spec.kind)
+
+    async def recover(self, phase: int, kind: str) -> None:
+        """The health path, then one read, each answered below 500 within the recovery deadline."""
+        after = self.now()
+        deadline = self.ctx.clock() + self.ctx.recovery_deadline_s
+        detail, ok = "", False
+        probe = self.plan.profile.key_path(self.key(PROBE_KEY))
+        while not ok and self.ctx.clock() < deadline:
+            conn = Conn(self.ctx.address, self.ctx.clock, timeout_s=max(0.2, min(2.0, deadline - self.ctx.clock())))
+            try:
+                for path in (self.ctx.health_path, probe):
+                    ans = await conn.request("GET", path)
+                    if ans.status is None or ans.status >= 500:
+                        detail = f"GET {path}: {ans.error or ans.status}"
+                        break
+                else:
+                    ok = True
+            finally:
+                await conn.close()
+            if not ok:
+                await asyncio.sleep(0.1)
+        if not ok:
+            self.unrecovered = f"no recovery after {kind} (phase {phase})"
+        self.recoveries.append({"phase": phase, "kind": kind, "after": after, "ok": ok,
+                                "elapsed": round(self.now() - after, 6), "detail": "" if ok else detail})
+
+    # ---- phases ---------------------------------------------------------------------------------
+    async def phase(self, phase: Phase, steps: list[tuple[int, Step]]) -> None:
+        start = self.ctx.clock()
+        anchor = start + phase.lead_ms / 1000
+        by_conn: dict[int, list[tuple[int, Step]]] = defaultdict(list)
+        for index, step in sorted(steps, key=lambda s: (s[1].at_ms, s[0])):
+            by_conn[step.conn].append((index, step))
+        workers = [asyncio.create_task(self.conn_worker(anchor, s)) for s in by_conn.values()]
+        if phase.fault is not None:
+            await self.fault(phase, anchor)
+            if self.unrecovered:  # what is still waiting on the target would only time out
+                for w in workers:
+                    w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        hold = phase.fault["duration_s"] if phase.fault is not None else 0.0
+        rest = anchor + hold + phase.tail_ms / 1000 - self.ctx.clock()
+        if rest > 0:
+            await asyncio.sleep(rest)
+        for cid in {s.conn for _, s in steps if s.op == "hold"}:  # held connections end with their phase
+            conn = self.conns.pop(cid, None)
+            if conn is not None:
+                await conn.close()
+
+    async def run(self) -> dict[str, Any]:
+        indexed = list(enumerate(self.plan.steps))
+        try:
+            for phase in self.plan.phases:
+                await self.phase(phase, [(i, s) for i, s in indexed if s.phase == phase.index])
+        finally:
+            for conn in self.conns.values():
+                await conn.close()
+        return {"salt": self.ctx.salt, "namespace": f"{self.plan.namespace:#010x}", "duration_s": self.now(),
+                "requests": sorted(self.requests, key=lambda r: (r["sent"], r["step"])), "faults": self.faults,
+                "recoveries": self.recoveries, "keys": {str(k): v for k, v in sorted(self.keys.items())}}
+
+
+async def run_plan(plan: Plan, ctx: RunContext) -> dict[str, Any]:
+    """Run ``plan`` once against ``ctx``; the observed timeline."""
+    return await _Run(plan, ctx).run()
