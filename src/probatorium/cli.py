@@ -133,7 +133,7 @@ def validate(
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
                                progress=lambda m: err.print(m, markup=False),
-                               tier3=_tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt))
+                               tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
         run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
     except (ProbatoriumError, ValueError) as e:

@@ -37,8 +37,8 @@ class ValidateOptions:
     checkpoint_interval: float = 10.0
     services: list[str] = field(default_factory=list)  # backing services every target gets
     progress: object = None  # callable(str) for one-line progress messages
-    tier_options: dict = field(default_factory=dict)  # tier number → options for its configure()
-    tier3: object = None  # tier3.session.Tier3Options: --seeds, --faults, --durable, --recovery-deadline
+    # tier number → options for its configure() (2: fuzz's dict, 3: tier3.session.Tier3Options)
+    tier_options: dict = field(default_factory=dict)
 
 
 @dataclass

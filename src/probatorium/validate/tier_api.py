@@ -36,7 +36,7 @@ class TierEnv:
     streams: Any = None
     control: Any = None  # targets.control.TargetControl, for tiers that inject planned faults
     say: Callable[[str], None] = lambda msg: None
-    options: Any = None  # the run's ValidateOptions (Tier 3 reads options.tier3)
+    options: Any = None  # the run's ValidateOptions
     run_dir: Path | None = None  # where incidents' dossiers live (Tier 3 adds plan.json, timeline.json)
     services: tuple[str, ...] = ()  # the backing services this cell's target uses
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 from .tier_api import Tier
@@ -69,7 +70,7 @@ def parse_tiers(text: str | None, slices_given: bool) -> list[int] | None:
 
 
 def choose_tiers(asked: list[int] | None, openapi: Path | None,
-                 options: dict[int, dict] | None = None) -> tuple[list[Tier], dict[int, str]]:
+                 options: dict[int, Any] | None = None) -> tuple[list[Tier], dict[int, str]]:
     """The tiers a cell runs, and for every other tier the reason it does not run. ``options``
     (tier number → options) go to a tier's ``configure`` before it is asked whether it applies."""
     chosen: list[Tier] = []

@@ -65,9 +65,12 @@ class Tier3:
             return str(e)
         return found if isinstance(found, str) else None
 
+    def configure(self, options: Tier3Options) -> None:
+        """--seeds, --faults, --durable, --recovery-deadline (ValidateOptions.tier_options[3])."""
+        self.opts = options
+
     async def run(self, env: TierEnv, budget_s: float) -> None:
-        opts: Tier3Options = getattr(env.options, "tier3", None) or Tier3Options()
-        self.opts = opts
+        opts = self.opts
         if env.control is None:
             self._stopped = "no target control: Tier 3 cannot inject faults"
             return
