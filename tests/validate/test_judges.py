@@ -71,6 +71,20 @@ def test_evidence_judges():
     assert CATALOGUE["I-OBS-1"].decide(metrics).status == "failed"
 
 
+def test_every_tier_judge_decides_from_its_evidence():
+    # Each Tier 2 / Tier 3 predicate: absent evidence → does not apply; present → a decision.
+    t2 = {f"checked_{p}": 3 for p in CATALOGUE if p.startswith("I-API-")}
+    t2["findings_I-API-UAF"] = 1
+    for pred in (p for p in CATALOGUE if p.startswith("I-API-")):
+        assert CATALOGUE[pred].decide(Observed()) is None, pred
+        assert CATALOGUE[pred].decide(Observed(evidence={"tier_2": t2})).status == (
+            "failed" if pred == "I-API-UAF" else "passed"), pred
+    verdict = {"status": "passed", "evaluations": 2, "reason": ""}
+    for pred in (p for p in CATALOGUE if p.startswith("I-T3-")):
+        assert CATALOGUE[pred].decide(Observed()) is None, pred
+        assert CATALOGUE[pred].decide(Observed(evidence={"tier3": {pred: verdict}})).status == "passed", pred
+
+
 def test_an_incident_fails_its_property_whoever_reported_it():
     props = judge_cell(obs(adversarial={"adv_sent": 3}), {"I-MW-JWT": "alg none accepted", "I-ADV-HANG": "x"})
     assert props["I-MW-JWT"].status == "failed" and "alg none" in props["I-MW-JWT"].reason

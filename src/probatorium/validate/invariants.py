@@ -189,6 +189,8 @@ def _tier2(pred: str, why_not: str) -> Judge:
             res.reason = f"{counter_value(t2, 'schema_undeclared_status')} undeclared status code(s) (MED incidents)"
         return res
 
+    return judge
+
 
 def _tier3(pred: str) -> Judge:
     """A Tier 3 predicate: the pure timeline judges' verdicts (validate/tier3/judges.py), over every seed."""
