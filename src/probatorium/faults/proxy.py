@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probatorium.faults.spec import PROXY_KINDS, check_params
+from probatorium.rawclient import set_nodelay
 from probatorium.seeds import derive_seed
 
 CHUNK = 65536
@@ -56,12 +57,7 @@ def _rst(writer: asyncio.StreamWriter | None) -> None:
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    set_nodelay(writer.get_extra_info("socket"))
 
 
 @dataclass(eq=False)
