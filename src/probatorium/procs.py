@@ -253,23 +253,27 @@ def signal_process(identity: Identity, sig: int) -> bool:
         return False
 
 
-def signal_group(pgid: int, leader_start_ticks: int | None, sig: int) -> bool:
-    """Signal every member of our group ``pgid``; True if any was signalled."""
-    hit = False
+def signal_group(pgid: int, leader_start_ticks: int | None, sig: int) -> list[int]:
+    """Signal every member of our group ``pgid``; the pids that were signalled."""
+    hit = []
     for pid in group_members(pgid, leader_start_ticks):
         try:
             os.kill(pid, sig)
-            hit = True
+            hit.append(pid)
         except (ProcessLookupError, PermissionError):
             pass
     return hit
 
 
 def signal_tree(identity: Identity, sig: int) -> bool:
-    """``sig`` to the process and every member of the group it leads (SIGSTOP, SIGCONT, SIGKILL
-    reach the engine's workers too); True if anything was signalled."""
+    """``sig`` once to the process and to every member of the group it leads (SIGSTOP, SIGCONT,
+    SIGKILL reach the engine's workers too); True if anything was signalled. The leader is
+    signalled on its own only when it left the group: a second SIGTERM that lands while an
+    asyncio server is shutting down is written to a closed wakeup fd (a traceback on stderr)."""
     hit = signal_group(identity.pid, identity.start_ticks, sig)
-    return signal_process(identity, sig) or hit
+    if identity.pid in hit:
+        return True
+    return signal_process(identity, sig) or bool(hit)
 
 
 def _kill_recorded(procs: dict[int, int], sig: int) -> None:
@@ -337,8 +341,8 @@ def stop_process_group(pid: int, pgid: int | None, start_ticks: int | None, *,
         _reap(popen)
         return _stop_leftovers(strays, stop_signal, grace) if strays else "gone"
     deadline = time.monotonic() + grace
-    signal_group(group, start_ticks, stop_signal)
-    signal_process(Identity(pid, start_ticks), stop_signal)
+    if pid not in signal_group(group, start_ticks, stop_signal):  # the leader once, never twice
+        signal_process(Identity(pid, start_ticks), stop_signal)
     # The leader reaps its own children when graceful; stragglers get the rest of the grace.
     if wait_group_gone(pid, group, start_ticks, grace, popen) \
             and _wait_recorded(strays, max(0.0, deadline - time.monotonic())):

@@ -302,3 +302,25 @@ def test_windows_excuse_only_the_process_they_were_aimed_at() -> None:
     assert not windows.planned_death("target", successor)
     assert not windows.planned_death("redis", victim)
     assert windows.overlapping("target", 0.0, 1.0) and not windows.overlapping("target", 5.0)
+
+
+def test_stop_sends_the_leader_its_signal_once(monkeypatch) -> None:
+    """A second SIGTERM landing while an asyncio server shuts down is written to a closed wakeup
+    fd (a traceback on the target's stderr, seen on hypercorn): stop signals each process of the
+    group exactly once. The kills are real; the spy only records them."""
+    sent: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def spy(pid: int, sig: int) -> None:
+        if sig:
+            sent.append((pid, sig))
+        real_kill(pid, sig)
+
+    child = procs.spawn([PY, "-c", "import time; print('up', flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        assert child.popen.stdout.readline().strip() == b"up"
+        monkeypatch.setattr(procs.os, "kill", spy)
+        assert procs.stop(child, grace=3.0) == "stopped"
+        assert sent == [(child.identity.pid, signal.SIGTERM)]
+    finally:
+        child.popen.kill()
