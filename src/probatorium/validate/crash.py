@@ -310,8 +310,10 @@ class CrashAttributor:
         """One line for the run document's incident."""
         if self.confirmed is not None and self.confirmed.request is not None:
             r = self.confirmed.request
-            return (f"confirmed: {r.request} ({r.slice} walker {r.walker}, seed {r.seed}) killed the target when "
-                    f"replayed alone on a fresh connection; raw: {r.raw_bytes()[:300].decode('latin-1')!r}")
+            # The signature leads (the same for either walker); the walker's own label follows.
+            return (f"confirmed: {self.confirmed.signature} ({r.slice} walker {r.walker}, seed {r.seed}: "
+                    f"{r.request}) killed the target when replayed alone on a fresh connection; "
+                    f"raw: {r.raw_bytes()[:300].decode('latin-1')!r}")
         sigs = [c.signature for c in rank_candidates(self.deaths, limit=MAX_CANDIDATES)]
         if not sigs:
             return ("unconfirmed candidates: [] (no registered request was in flight or sent in the "
@@ -326,7 +328,7 @@ class CrashAttributor:
         return {
             "status": "confirmed" if self.confirmed is not None else "unconfirmed",
             "text": self.summary(),
-            "request": self.confirmed.request.request if self.confirmed and self.confirmed.request else None,
+            "request": self.confirmed.signature if self.confirmed is not None else None,
             "confirmed": self.confirmed.to_json() if self.confirmed is not None else None,
             "deaths": len(self.deaths),
             "suspected_in_every_death": common,

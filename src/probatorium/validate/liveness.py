@@ -174,5 +174,6 @@ class Liveness:
         inc = self.recorder.amend("I-LIVENESS", reproducer=status, details=att.to_json(), repro=repro, sent=sent)
         if inc is not None and att.confirmed is not None and att.confirmed.request is not None \
                 and "killed by" not in inc.detail:
-            inc.detail += f"; killed by {att.confirmed.request.request} (confirmed by replay)"
+            inc.detail += (f"; killed by {att.confirmed.signature} ({att.confirmed.request.request}, "
+                           "confirmed by replay)")
         write_json_atomic(self.dossier_dir / "crash_attribution.json", att.to_json())
