@@ -192,6 +192,28 @@ def _tier2(pred: str, why_not: str) -> Judge:
     return judge
 
 
+def _api_5xx(obs: Observed) -> PropertyResult | None:
+    """I-API-5XX from Tier 2's exchanges and/or the Markov walk's responses (``markov.api5xx_*``):
+    failed on a finding from either, passed when either evaluated something; the reason names the
+    evidence used. Neither ran: the property does not apply; both ran empty: not_judged."""
+    used: list[tuple[str, int, int, str]] = []  # (evidence, evaluated, findings, why nothing was)
+    t2 = obs.evidence.get("tier_2")
+    if isinstance(t2, Mapping):
+        used.append(("tier 2", counter_value(t2, "checked_I-API-5XX") or 0, counter_value(t2, "findings_I-API-5XX")
+                     or 0, obs.reasons.get("tier_2") or "no Tier 2 request was answered"))
+    if obs.has("markov"):
+        used.append(("markov", obs.count("markov.api5xx_checked") or 0, obs.count("markov.api5xx_findings") or 0,
+                     obs.reasons.get("markov") or "no Markov request was answered"))
+    if not used:
+        return None
+    evals, bad = sum(u[1] for u in used), sum(u[2] for u in used)
+    res = counted(evals, bad, "; ".join(f"{name}: {why}" for name, _, _, why in used))
+    if res.status != "not_judged":
+        res.reason = "evidence: " + ", ".join(
+            f"{name} ({n} response(s), {b} finding(s))" if n else f"{name} (none: {why})" for name, n, b, why in used)
+    return res
+
+
 def _tier3(pred: str) -> Judge:
     """A Tier 3 predicate: the pure timeline judges' verdicts (validate/tier3/judges.py), over every seed."""
 
@@ -336,8 +358,9 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     _inv("I-API-5XX", "HIGH",
          "No request, valid or mutated, is answered with a 5xx (a 502/503/504 the operation declares by design "
          "excepted; a declared 500 is still a finding).",
-         "tier 2 checker over every exchange; a 5xx tagged x-invariant counts for the predicate it names",
-         judge=_tier2("I-API-5XX", "no Tier 2 request was answered")),
+         "tier 2 checker over every exchange, and every response of Tier 1's Markov walk (bucketed by operation "
+         "and status, shrunk); a 5xx tagged x-invariant counts for the predicate it names",
+         violations=("markov.api5xx_findings",), evaluations=("markov.api5xx_checked",), judge=_api_5xx),
     _inv("I-API-UAF", "HIGH", "A deleted resource is no longer readable or writable.",
          "tier 2 checker: requests on a path after its 2xx DELETE",
          judge=_tier2("I-API-UAF", "no request followed a successful DELETE")),

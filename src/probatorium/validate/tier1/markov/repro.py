@@ -3,7 +3,8 @@
 The reproducer embeds the HTTP/1.1 grammar (http1.py), the Markov client
 (client.py), the path templates (values.py) and the replayer (shrink.py), all
 pure standard-library code, and judges each response with `shrink.findings`
-(framing violations, x-invariant tags), as the walker does.
+(framing violations, x-invariant tags, any other 5xx as I-API-5XX), as the
+walker does; an I-API-5XX reproduces only with the finding's own status.
 
 When the finding was shrunk, repro.py replays that shortest sequence on a
 fresh session, re-binding every captured value (ids, Location headers) from
@@ -59,7 +60,7 @@ async def _replay_raw(host: str, port: int, addr: str, payload: dict) -> tuple[b
             print(raw.split(b"\r\n", 1)[0].decode("latin-1"), "->",
                   res.received.split(b"\r\n", 1)[0].decode("latin-1") or f"(no response: {res.error})")
             why = _read_after_write(expected, res) if payload["predicate"] == "I-DRV-1" else None
-            shown = findings(res)
+            shown = findings(res) if payload.get("status") in (None, res.status) else []
             if why is not None or payload["predicate"] in shown:
                 print("--- received ---")
                 print(res.received[:2000].decode("latin-1"))
@@ -75,7 +76,7 @@ async def _replay_sequence(host: str, port: int, payload: dict) -> tuple[bool, s
     replayer = Replayer(lambda: H1Connection(host, port, timeout=10.0), Templates(payload["templates"]),
                         tuple(payload["login"]) if payload["login"] else None, lambda n: (user, payload["password"]))
     steps = [Step.from_json(s) for s in payload["sequence"]]
-    out = await replayer.replay(steps, payload["predicate"], payload["operation"])
+    out = await replayer.replay(steps, payload["predicate"], payload["operation"], payload.get("status"))
     for line in out.lines:
         print(line)
     if out.error:
@@ -100,21 +101,25 @@ def judge_markov(host: str, port: int, addr: str, payload: dict) -> tuple[bool, 
 
 def markov_repro(*, predicate: str, detail: str, slice_seed: int, walker_id: int, steps: int,
                  requests: list[bytes], addr: str, version: str, sequence: list[dict] | None = None,
-                 operation: str | None = None, templates: list[str] | None = None, login: list[str] | None = None,
+                 operation: str | None = None, status: int | None = None, templates: list[str] | None = None,
+                 login: list[str] | None = None,
                  username: str = "", password: str = "", fixed_credentials: bool = False, shrink: str = "") -> str:
     """Source of a standalone repro.py for one Markov finding (`sequence`: the shrunk steps, as
-    `Step.to_json()` dicts, replayed with re-bound captures; without it, the recorded `requests`)."""
+    `Step.to_json()` dicts, replayed with re-bound captures; without it, the recorded `requests`;
+    `status`: an I-API-5XX finding's status, the one a replayed 5xx must have)."""
     seq = sequence or []
     lines = [f"  {i + 1}. {s['method']} {s['path']}" + (f" {s['used']}" if s.get("used") else "")
              for i, s in enumerate(seq)] or ["  (none: the recorded requests are replayed)"]
-    payload = {"sequence": seq, "operation": operation, "templates": list(templates or []), "login": login,
+    payload = {"sequence": seq, "operation": operation, "status": status, "templates": list(templates or []),
+               "login": login,
                "username": username, "password": password, "fixed_credentials": fixed_credentials,
                "requests": [base64.b64encode(r).decode() for r in requests], "recorded_host": addr}
     how = (f"Walker {walker_id} of slice seed {slice_seed} reached it after {steps} steps.\n"
            f"Shrinking: {shrink or '-'}\nMinimal sequence ({len(seq)} request(s) after a login, if any):\n"
            + "\n".join(lines) + "\n\n"
            f"Replays the minimal sequence on a fresh session (ids re-bound from the replay's own responses)\n"
-           f"and stops at the first {predicate}{' on ' + operation if operation else ''}. Without one, or with\n"
+           f"and stops at the first {predicate}{' on ' + operation if operation else ''}"
+           f"{f' answered {status}' if status else ''}. Without one, or with\n"
            f"--raw (python3 repro.py HOST:PORT --raw), replays the {len(requests)} recorded requests byte for byte\n"
            "(their session cookie/token only works against the same server process) and judges each response.")
     return build_repro("markov", payload, judge_markov, predicate=predicate, detail=detail, addr=addr,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -76,12 +76,25 @@ def retry_after(res: HttpResult) -> float:
         return 0.25
 
 
+def server_error(res: HttpResult, by_design: Collection[str] = ()) -> bool:
+    """A 5xx that is I-API-5XX evidence: not tagged x-invariant (the tag names its own predicate)
+    and not a 502/503/504 in `by_design` (the statuses its operation declares: a documented
+    gateway, circuit breaker or timeout answering by design). A declared 500 still is."""
+    if res.status is None or not 500 <= res.status < 600 or invariant_tag(res):
+        return False
+    return not (res.status in (502, 503, 504) and str(res.status) in by_design)
+
+
 def findings(res: HttpResult) -> list[str]:
-    """The predicates one response shows: framing violations and an x-invariant tag."""
+    """The predicates one response shows: framing violations, an x-invariant tag, or I-API-5XX for
+    any other 5xx (which statuses an operation declares by design is the caller's to except: a
+    replay matches the finding's own status)."""
     out = [v.predicate for v in res.violations]
     tag = invariant_tag(res)
     if tag:
         out.append(tag)
+    elif server_error(res):
+        out.append("I-API-5XX")
     return out
 
 
@@ -263,13 +276,15 @@ class Replayer:
     user_agent: str = "probatorium-markov"
     attempts: int = 0
 
-    async def replay(self, steps: Sequence[Step], predicate: str, op: str | None = None) -> ReplayOutcome:
+    async def replay(self, steps: Sequence[Step], predicate: str, op: str | None = None,
+                     status: int | None = None) -> ReplayOutcome:
         """Send the steps in order (after a login) and stop at the first response showing
-        `predicate` (on operation `op` when given)."""
+        `predicate` (on operation `op`, with status `status`, when given: an I-API-5XX finding is
+        one (operation, status) bucket)."""
         self.attempts += 1
         session = _ReplaySession(self, self.connection_factory())
         try:
-            await session.run(steps, predicate, op)
+            await session.run(steps, predicate, op, status)
             return session.out
         finally:
             await session.conn.close()
@@ -344,7 +359,7 @@ class _ReplaySession:
             res = await self.send(st.method, target, body, st.ctype)
         return res
 
-    async def run(self, steps: Sequence[Step], predicate: str, op: str | None) -> None:
+    async def run(self, steps: Sequence[Step], predicate: str, op: str | None, status: int | None = None) -> None:
         out = self.out
         if not await self.login():
             return
@@ -358,7 +373,7 @@ class _ReplaySession:
             if res is None:
                 return
             out.last = res
-            if predicate in findings(res) and (op is None or st.op == op):
+            if predicate in findings(res) and (op is None or st.op == op) and status in (None, res.status):
                 out.failed_at = i
                 return
             if res.status is None:

@@ -8,7 +8,10 @@ responses (a transition whose params have no captured value is not taken),
 re-logs in on 401, and starts a new session after a terminal state (logout).
 
 Every response goes through the strict parser (I-RFC-1/I-RFC-2); a 5xx with
-`{"x-invariant": "<ID>"}` reports that predicate; when the spec offers the
+`{"x-invariant": "<ID>"}` reports that predicate, any other 5xx reports I-API-5XX
+once per (operation, status) bucket, except a 502/503/504 the operation declares
+(by design) and a 501 to an operation the OpenAPI document does not declare
+(RFC 9110 §15.6.2), as Tier 2's checker excepts them; when the spec offers the
 key/value contract, walkers also check read-after-write on walker-owned keys
 (I-DRV-1). Tallies are plain str→int maps (`counters()`, `per_operation()`).
 
@@ -42,7 +45,7 @@ from ....shrink import ddmin
 from .client import CookieJar, H1Connection, HttpResult, build_request
 from .repro import markov_repro
 from .shrink import (HISTORY_LEN, SHRINK_MAX_REPLAYS, SHRINK_SECONDS, Replayer, Step, closed_under_captures, focus,
-                     invariant_tag, json_field, remember, replayable, retry_after, session_headers)
+                     invariant_tag, json_field, remember, replayable, retry_after, server_error, session_headers)
 from .model import MarkovModel, State, check_against, default_chain, kv_operations, load_markov
 from .values import Bindings, Templates, body_bytes, captures
 
@@ -52,7 +55,8 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 COUNTER_KEYS = ("requests", *STATUS_CLASSES, "errors", "logins", "login_failures", "relogins", "sessions",
                 "captured", "captured_used", "dead_ends", "invariant_hits", "rfc_violations",
                 "drv_checks", "drv_read_after_write_mismatch", "drv_after_delete_mismatch", "drv_unjudged",
-                "backoffs", "internal_errors", "shrinks", "shrink_replays")
+                "backoffs", "internal_errors", "shrinks", "shrink_replays",
+                "api5xx_checked", "api5xx_findings", "api5xx_excepted")
 MAX_SHRINKS = 8  # per slice (cell): each is bounded by SHRINK_MAX_REPLAYS and SHRINK_SECONDS
 MAX_CONCURRENT_SHRINKS = 2
 
@@ -156,6 +160,7 @@ class MarkovSlice(SliceBase):
         if self.operations and isinstance(markov, (str, Path)):
             self.notes += check_against(self.model, self.operations)
         self.ops = {(o.method, o.path): o for o in self.operations}
+        self.declared = {o.key: frozenset(o.responses) for o in self.operations}  # op key → declared statuses
         self.kv = kv_operations(self.operations) if kv else None
         self.kv_ratio = kv_ratio if self.kv else 0.0
         if self.kv is not None:
@@ -170,6 +175,7 @@ class MarkovSlice(SliceBase):
         self.shrink = shrink
         self.shrinking: set[tuple[str, str]] = set()  # findings being shrunk: their repeats wait
         self.shrunk: set[tuple[str, str]] = set()
+        self.reported_5xx: set[str] = set()  # I-API-5XX cases already reported: repeats are only counted
 
     # ---- accounting ---------------------------------------------------------------------
     def _evidence_extra(self, w: Walker, **more: Any) -> dict[str, Any]:
@@ -190,6 +196,7 @@ class MarkovSlice(SliceBase):
                                            steps=w.steps, requests=raw or list(w.sent_log),
                                            addr=f"{self.host}:{self.port}", version=__version__,
                                            sequence=seq, operation=more.get("operation"),
+                                           status=more.get("status") if predicate == "I-API-5XX" else None,
                                            templates=self.templates.templates,
                                            login=list(self.model.login) if self.model.login else None,
                                            username=user, password=pw,
@@ -222,7 +229,31 @@ class MarkovSlice(SliceBase):
             op["invariant_hits"] += 1
             found.append((tag, f"the target reported {tag} (x-invariant) answering {res.method} {res.target} "
                                f"with {res.status}", f"markov {op_key}", {"operation": op_key, "status": res.status}))
+        elif res.status is not None:
+            found += self._api_5xx(w, op_key, res, op)
         return found
+
+    def _api_5xx(self, w: Walker, op_key: str, res: HttpResult, op: Counter) -> list[tuple]:
+        """I-API-5XX over one answered, untagged response: a finding per (operation, status) bucket."""
+        self.tally["api5xx_checked"] += 1
+        assert res.status is not None
+        if res.status < 500:
+            return []
+        declared = self.declared.get(op_key, frozenset())
+        undeclared_method = res.status == 501 and bool(self.operations) and op_key not in self.declared
+        if undeclared_method or not server_error(res, declared):
+            self.tally["api5xx_excepted"] += 1  # by design (declared 502/503/504) or RFC-correct (501)
+            return []
+        self.tally["api5xx_findings"] += 1
+        op["api5xx"] += 1
+        case = f"markov {op_key} {res.status}"
+        if case in self.reported_5xx:
+            return []
+        return [("I-API-5XX", f"{op_key} answered {res.status} ({res.method} {res.target}; markov walker {w.id}, "
+                              f"seed 0x{w.seed:016x})" + (" (the operation declares it; only a declared "
+                                                           "502/503/504 is by design)"
+                                                           if str(res.status) in declared else ""),
+                 case, {"operation": op_key, "status": res.status})]
 
     async def _report_findings(self, w: Walker, found: list[tuple], res: HttpResult, step: Step | None) -> None:
         """Report each finding; the first of each (predicate, operation) found by a Markov step is
@@ -233,16 +264,22 @@ class MarkovSlice(SliceBase):
             if key in self.shrinking:
                 continue
             reproducer = None
+            if predicate == "I-API-5XX":
+                if case in self.reported_5xx:
+                    continue
+                self.reported_5xx.add(case)  # before shrinking: the other walkers' repeats are counted only
             if step is not None and key not in self.shrunk:
                 self.shrinking.add(key)
                 try:
-                    reproducer = await self._shrink(w, predicate, more["operation"], step)
+                    status = more.get("status") if predicate == "I-API-5XX" else None
+                    reproducer = await self._shrink(w, predicate, more["operation"], step, status)
                 finally:
                     self.shrinking.discard(key)
                     self.shrunk.add(key)
             self.report(self._evidence(w, predicate, detail, case, res.sent, res.received, reproducer, **more))
 
-    async def _shrink(self, w: Walker, predicate: str, op_key: str, failing: Step) -> dict[str, Any]:
+    async def _shrink(self, w: Walker, predicate: str, op_key: str, failing: Step,
+                      status: int | None = None) -> dict[str, Any]:
         """The shortest replayable sequence of this session's steps that still shows the finding."""
         recorded = list(w.history)
         info: dict[str, Any] = {"walker_seed": f"0x{w.seed:016x}", "length_before": len(recorded),
@@ -274,7 +311,7 @@ class MarkovSlice(SliceBase):
             nonlocal best_raw, gone
             if gone:
                 return None
-            out = await replayer.replay(cand, predicate, op_key)
+            out = await replayer.replay(cand, predicate, op_key, status)
             self.tally["shrink_replays"] += 1
             if out.failed_at is not None:
                 best_raw = out.sent
