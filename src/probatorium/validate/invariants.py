@@ -196,21 +196,23 @@ def _api_5xx(obs: Observed) -> PropertyResult | None:
     """I-API-5XX from Tier 2's exchanges and/or the Markov walk's responses (``markov.api5xx_*``):
     failed on a finding from either, passed when either evaluated something; the reason names the
     evidence used. Neither ran: the property does not apply; both ran empty: not_judged."""
-    used: list[tuple[str, int, int, str]] = []  # (evidence, evaluated, findings, why nothing was)
+    # (evidence, evaluated, violations, how the counts read, why nothing was evaluated)
+    used: list[tuple[str, int, int, str, str]] = []
     t2 = obs.evidence.get("tier_2")
     if isinstance(t2, Mapping):
-        used.append(("tier 2", counter_value(t2, "checked_I-API-5XX") or 0, counter_value(t2, "findings_I-API-5XX")
-                     or 0, obs.reasons.get("tier_2") or "no Tier 2 request was answered"))
+        n, bad = counter_value(t2, "checked_I-API-5XX") or 0, counter_value(t2, "findings_I-API-5XX") or 0
+        used.append(("tier 2", n, bad, f"{n} exchange(s), {bad} confirmed finding(s)",
+                     obs.reasons.get("tier_2") or "no Tier 2 request was answered"))
     if obs.has("markov"):
-        used.append(("markov", obs.count("markov.api5xx_checked") or 0, obs.count("markov.api5xx_findings") or 0,
+        n, bad = obs.count("markov.api5xx_checked") or 0, obs.count("markov.api5xx_findings") or 0
+        used.append(("markov", n, bad, f"{n} response(s), {bad} 5xx",
                      obs.reasons.get("markov") or "no Markov request was answered"))
     if not used:
         return None
-    evals, bad = sum(u[1] for u in used), sum(u[2] for u in used)
-    res = counted(evals, bad, "; ".join(f"{name}: {why}" for name, _, _, why in used))
+    res = counted(sum(u[1] for u in used), sum(u[2] for u in used), "; ".join(f"{u[0]}: {u[4]}" for u in used))
     if res.status != "not_judged":
-        res.reason = "evidence: " + ", ".join(
-            f"{name} ({n} response(s), {b} finding(s))" if n else f"{name} (none: {why})" for name, n, b, why in used)
+        res.reason = "evidence: " + ", ".join(f"{name} ({counts})" if n else f"{name} (none: {why})"
+                                              for name, n, _, counts, why in used)
     return res
 
 

@@ -249,11 +249,11 @@ class MarkovSlice(SliceBase):
         case = f"markov {op_key} {res.status}"
         if case in self.reported_5xx:
             return []
-        return [("I-API-5XX", f"{op_key} answered {res.status} ({res.method} {res.target}; markov walker {w.id}, "
-                              f"seed 0x{w.seed:016x})" + (" (the operation declares it; only a declared "
-                                                           "502/503/504 is by design)"
-                                                           if str(res.status) in declared else ""),
-                 case, {"operation": op_key, "status": res.status})]
+        sent = f"{res.method} {res.target}"
+        detail = (f"{op_key} answered {res.status}" + (f" to {sent}" if sent != op_key else "")
+                  + f" (markov walker {w.id}, seed 0x{w.seed:016x})"
+                  + ("; declared, but only a declared 502/503/504 is by design" if str(res.status) in declared else ""))
+        return [("I-API-5XX", detail, case, {"operation": op_key, "status": res.status})]
 
     async def _report_findings(self, w: Walker, found: list[tuple], res: HttpResult, step: Step | None) -> None:
         """Report each finding; the first of each (predicate, operation) found by a Markov step is
