@@ -127,3 +127,45 @@ def test_judge_decides_from_tier_2_and_or_markov_and_names_the_evidence() -> Non
     # An incident keeps the property failed whatever the counters say.
     props = judge_cell(Observed(tallies={"markov": {"api5xx_checked": 5}}), {"I-API-5XX": "GET /x answered 500"})
     assert props["I-API-5XX"].status == "failed"
+
+
+def test_a_login_5xx_is_reported_unshrunk_and_its_raw_repro_matches_the_status(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from servers import Server, response
+
+    def app(status: int):
+        def handler(method, target, headers, body):
+            if target == "/login":
+                return response(status, b'{"error": "db down"}', "application/json"), False
+            return response(401, b"{}", "application/json"), False
+        return handler
+
+    async def walk() -> list:
+        async with Server(app(500)) as srv:
+            s, _, evidence = _slice(max_steps=2)
+            s.host, s.port = "127.0.0.1", srv.port
+            await s.walker(0, time.monotonic() + 10, lambda: False)
+        assert s.counters()["api5xx_findings"] == 2 and s.counters()["login_failures"] == 2
+        return evidence
+
+    evidence = asyncio.run(walk())
+    assert [(e.predicate, e.case) for e in evidence] == [("I-API-5XX", "markov POST /login 500")]
+    assert evidence[0].extra["reproducer"]["shrink"].startswith("not shrunk: not a Markov step")
+    script = tmp_path / "repro.py"
+    script.write_text(evidence[0].repro)
+
+    async def repro(status: int) -> tuple[int, str]:
+        async with Server(app(status)) as srv:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", str(script), f"127.0.0.1:{srv.port}",
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode, out.decode()
+
+    rc, out = asyncio.run(repro(500))
+    assert rc == 1 and out.strip().endswith("REPRODUCED"), out
+    rc, out = asyncio.run(repro(503))  # another 5xx is another bucket
+    assert rc == 0 and out.strip().endswith("NOT REPRODUCED"), out
