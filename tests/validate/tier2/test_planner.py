@@ -63,3 +63,21 @@ def test_corpus_reads_only_sequences(tmp_path):
     (tmp_path / "b.json").write_text("not json")
     (tmp_path / "c.json").write_text('{"steps": []}')
     assert load_corpus(tmp_path) == [[{"id": 0}]] and load_corpus(None) == []
+
+
+def test_mutated_task_also_sends_valid_boundary_values():
+    # A long string the schema allows is a valid request: a 5xx to it is a crash on a long field
+    # value, which only schema-violating mutations would never show when maxLength is absent.
+    doc = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/notes": {"post": {
+        "operationId": "createNote", "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}}},
+        "responses": {"201": {"description": "made"}}}}}}
+    import json
+    spec = load_spec(json.dumps(doc).encode(), name="notes")
+    p = Planner(spec, infer(spec), None, {"A": "ua", "B": "ub"})
+    steps = p.build("mutated", "createNote", random.Random(3))
+    edges = {s["probe"]: s for s in steps if s["probe"].startswith("boundary: ")}
+    assert "boundary: text: very long string" in edges and "boundary: text: unicode string" in edges
+    assert all(s["violates"] is None for s in edges.values())
+    assert len(edges["boundary: text: very long string"]["body"]["text"]) >= 10_000
+    assert any(s["probe"] == "mutated" and s["violates"] for s in steps)
