@@ -81,3 +81,22 @@ def test_mutated_task_also_sends_valid_boundary_values():
     assert all(s["violates"] is None for s in edges.values())
     assert len(edges["boundary: text: very long string"]["body"]["text"]) >= 10_000
     assert any(s["probe"] == "mutated" and s["violates"] for s in steps)
+
+
+def test_an_authorization_header_parameter_is_left_to_the_login():
+    # FastAPI declares `authorization: str = Header()` as a header parameter: a generated value
+    # would replace the login's bearer token and every request would be answered 401.
+    import json
+    doc = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {
+        "/login": {"post": {"operationId": "login", "requestBody": {"content": {"application/json": {
+            "schema": {"type": "object"}}}}, "responses": {"200": {"description": "ok"}}}},
+        "/me": {"get": {"operationId": "me", "parameters": [
+            {"name": "authorization", "in": "header", "required": True, "schema": {"type": "string"}},
+            {"name": "x-trace", "in": "header", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "ok"}}}}}}
+    spec = load_spec(json.dumps(doc).encode(), name="me")
+    p = Planner(spec, infer(spec), find_login(spec, None, None), {"A": "ua", "B": "ub"})
+    step = p.build("reach", "me", random.Random(1))[-1]
+    assert "authorization" not in step["headers"] and "x-trace" in step["headers"]
+    bare = Planner(spec, infer(spec), None, {"A": "ua", "B": "ub"})
+    assert "authorization" in bare.build("reach", "me", random.Random(1))[-1]["headers"]
