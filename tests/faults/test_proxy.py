@@ -274,3 +274,28 @@ def test_the_same_seed_makes_the_same_choices() -> None:
     assert first != other
     resets = [d for d in first[1] if d[2] == "reset"]
     assert 0 < len(resets) < 11  # the warm connection is in flight at impair time: 11 choices
+
+
+def test_close_with_bytes_held_logs_no_error() -> None:
+    # Closing the proxy cancels relays that are sleeping on a delay: that must end quietly, not as
+    # asyncio's "Exception in callback ... CancelledError" traceback on stderr.
+    errors: list[dict] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        upstream = await Upstream().start()
+        proxy = FaultProxy()
+        address = await proxy.start(lambda: ("127.0.0.1", upstream.port))
+        reader, writer = await asyncio.open_connection(*address)
+        await roundtrip((reader, writer), b"ping")
+        proxy.impair("net-latency", {"delay_ms": 2000}, seed=1)
+        writer.write(b"held")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the relay is now sleeping on the held bytes
+        await proxy.close()
+        await asyncio.sleep(0.05)  # let the stream callbacks run
+        writer.close()
+        await upstream.close()
+
+    asyncio.run(main())
+    assert not errors, [e.get("message") for e in errors]

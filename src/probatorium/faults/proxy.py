@@ -240,6 +240,15 @@ class FaultProxy:
     # -- relaying ----------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection, relayed until either side ends it. A cancel (`close()`) ends it
+        quietly: asyncio's stream callback calls `exception()` on the handler task and, for a
+        cancelled task, logs "Exception in callback" with a traceback (Python 3.11)."""
+        try:
+            await self._relay(reader, writer)
+        except asyncio.CancelledError:
+            pass
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)

@@ -63,3 +63,40 @@ def test_corpus_reads_only_sequences(tmp_path):
     (tmp_path / "b.json").write_text("not json")
     (tmp_path / "c.json").write_text('{"steps": []}')
     assert load_corpus(tmp_path) == [[{"id": 0}]] and load_corpus(None) == []
+
+
+def test_mutated_task_also_sends_valid_boundary_values():
+    # A long string the schema allows is a valid request: a 5xx to it is a crash on a long field
+    # value, which only schema-violating mutations would never show when maxLength is absent.
+    doc = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/notes": {"post": {
+        "operationId": "createNote", "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}}},
+        "responses": {"201": {"description": "made"}}}}}}
+    import json
+    spec = load_spec(json.dumps(doc).encode(), name="notes")
+    p = Planner(spec, infer(spec), None, {"A": "ua", "B": "ub"})
+    steps = p.build("mutated", "createNote", random.Random(3))
+    edges = {s["probe"]: s for s in steps if s["probe"].startswith("boundary: ")}
+    assert "boundary: text: very long string" in edges and "boundary: text: unicode string" in edges
+    assert all(s["violates"] is None for s in edges.values())
+    assert len(edges["boundary: text: very long string"]["body"]["text"]) >= 10_000
+    assert any(s["probe"] == "mutated" and s["violates"] for s in steps)
+
+
+def test_an_authorization_header_parameter_is_left_to_the_login():
+    # FastAPI declares `authorization: str = Header()` as a header parameter: a generated value
+    # would replace the login's bearer token and every request would be answered 401.
+    import json
+    doc = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {
+        "/login": {"post": {"operationId": "login", "requestBody": {"content": {"application/json": {
+            "schema": {"type": "object"}}}}, "responses": {"200": {"description": "ok"}}}},
+        "/me": {"get": {"operationId": "me", "parameters": [
+            {"name": "authorization", "in": "header", "required": True, "schema": {"type": "string"}},
+            {"name": "x-trace", "in": "header", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "ok"}}}}}}
+    spec = load_spec(json.dumps(doc).encode(), name="me")
+    p = Planner(spec, infer(spec), find_login(spec, None, None), {"A": "ua", "B": "ub"})
+    step = p.build("reach", "me", random.Random(1))[-1]
+    assert "authorization" not in step["headers"] and "x-trace" in step["headers"]
+    bare = Planner(spec, infer(spec), None, {"A": "ua", "B": "ub"})
+    assert "authorization" in bare.build("reach", "me", random.Random(1))[-1]["headers"]

@@ -116,7 +116,8 @@ def check_5xx(seq: list, ops: dict, validate=None) -> tuple:
             continue
         found.append(Finding("I-API-5XX", ex.op_id, ex.status, i,
                              f"{ex.method} {ex.path} answered {ex.status}"
-                             + (f" (mutated request: {ex.violates})" if ex.violates else "")))
+                             + (f" (mutated request: {ex.violates})" if ex.violates else "")
+                             + (f" (valid {ex.probe})" if ex.probe.startswith("boundary: ") else "")))
     return n, found
 
 

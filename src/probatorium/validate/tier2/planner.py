@@ -29,7 +29,10 @@ from .exchange import LOGIN_PROBE
 
 USERS = ("A", "B")
 MALFORMED_IDS = ("abc", "0", "-1", "1.5", "99999999999999999999999", "%00", "' OR '1'='1", "x" * 300)
-MAX_MUTATIONS = 8
+MAX_MUTATIONS = 8  # schema-violating mutations per operation in lean mode
+MAX_EDGES = 8  # valid boundary values per operation in lean mode (very long, unicode, min/max edges)
+AUTH_HEADERS = ("authorization", "cookie")  # header parameters the login fills, never generated
+EDGE_PROBE = "boundary: "  # the probe of a valid boundary value, followed by its label
 PASSWORD = "probatorium-t2"
 GENERATE = object()  # "generate the body from its schema" (None is a value: a null body)
 
@@ -75,6 +78,8 @@ class Sequence:
         for prm in op.parameters:
             if prm.location not in ("query", "header"):
                 continue
+            if prm.location == "header" and prm.name.lower() in AUTH_HEADERS and self.p.login is not None:
+                continue  # the login's token or cookie goes there (FastAPI declares `Header()` auth so)
             got = self.producer(op, prm.name, user) if prm.required or prm.location == "header" else None
             if got is None and (prm.required or self.rng.random() < 0.3):
                 got = {"value": values.generate(prm.schema or {"type": "string"}, self.rng)}
@@ -206,15 +211,20 @@ class Planner:
                     probe="malformed-id")
 
     def _mutated(self, seq: Sequence, op) -> None:
+        """Schema-violating mutations (each between two collection reads for a create), then valid
+        boundary values: a very long or unicode string the schema allows is still a valid request,
+        and a 5xx to it is the "crash on a long field value" class."""
         params = seq.bind(op, "A")
-        muts = [m for m in values.mutations(op.body.schema or {}, seq.rng) if m.violates][:MAX_MUTATIONS]
+        muts = values.mutations(op.body.schema or {}, seq.rng)
         listing = self._collection_read(op) if op.method == "POST" else None
-        for m in muts:
+        for m in [m for m in muts if m.violates][:MAX_MUTATIONS]:
             if listing is not None:
                 seq.add(listing, params=params)
             seq.add(op, params=params, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")
             if listing is not None:
                 seq.add(listing, params=params)
+        for m in _edges(muts)[:MAX_EDGES]:
+            seq.add(op, params=params, body=m.value, probe=EDGE_PROBE + m.label)
 
     def pair(self, first: str, second: str, rng: random.Random) -> list[dict]:
         """BFS depth 2: two operations, producers shared."""
@@ -230,10 +240,18 @@ class Planner:
             op = self.by_id[rng.choice(self.order)]
             user = "B" if self.login is not None and rng.random() < 0.2 else "A"
             if op.body is not None and rng.random() < 0.25:
-                muts = [m for m in values.mutations(op.body.schema or {}, rng) if m.violates]
+                muts = [m for m in values.mutations(op.body.schema or {}, rng) if m.label != "valid"]
                 if muts:
                     m = rng.choice(muts)
-                    seq.add(op, user, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")
+                    if m.violates:
+                        seq.add(op, user, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")
+                    else:
+                        seq.add(op, user, body=m.value, probe=EDGE_PROBE + m.label)
                     continue
             seq.add(op, user)
         return seq.steps
+
+
+def _edges(muts: list) -> list:
+    """The valid boundary values among `muts` (no constraint broken, not the base value itself)."""
+    return [m for m in muts if not m.violates and m.label != "valid"]
