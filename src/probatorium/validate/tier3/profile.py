@@ -166,5 +166,7 @@ def tier3_contract(openapi: Path | None) -> str | None:
     found = kv_contract(openapi)
     if not isinstance(found, str):
         return None
+    if openapi is None:
+        return found
     other = producer_contract(openapi)
     return f"{found}; {other}" if isinstance(other, str) else None
