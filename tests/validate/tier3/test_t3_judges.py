@@ -64,7 +64,8 @@ def test_lost_write_excuses_every_write_whose_interval_meets_an_uncovered_window
 def test_lost_write_allows_later_unacknowledged_writes_and_deletes():
     reqs = [req("put", 1, 1, 0.0, 0.1, 201), req("put", 1, 2, 0.2, 0.3, None, error="reset"),
             req("verify", 1, sent=5.0, got="1:2")]
-    assert judges.lost_write({"requests": reqs, "faults": []}, durable=True) == {"evaluations": 1, "violations": [], "excused": 0}
+    assert judges.lost_write({"requests": reqs, "faults": []}, durable=True) == \
+        {"evaluations": 1, "violations": [], "excused": 0}
     reqs = [req("put", 1, 1, 0.0, 0.1, 201), req("delete", 1, sent=0.2, status=204),
             req("verify", 1, sent=5.0, got="1:1")]
     assert judges.lost_write({"requests": reqs, "faults": []}, durable=True)["violations"]  # resurrected
