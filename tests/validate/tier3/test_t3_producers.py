@@ -74,3 +74,22 @@ def test_producer_plans_are_values_with_creates_and_reads_after_recovery():
     # a key/value profile's JSON has no producer keys (its plans' bytes are as before)
     kv = build_profile(REPO / "tests" / "servers" / "kvserver.openapi.yaml", ("target-kill",), durable=False)
     assert "producers" not in kv.as_dict() and "login" not in kv.as_dict()
+
+
+def test_ids_captured_before_an_uncovered_fault_are_not_deleted_through():
+    import time
+
+    from probatorium.validate.tier3.plan import Step
+    from probatorium.validate.tier3.runner import RunContext, _Run
+
+    prof = build_profile(AUTH, ("target-kill",), durable=False)
+    ctx = RunContext(address=lambda: ("127.0.0.1", 9), target_address=lambda: ("127.0.0.1", 9), injector=None,
+                     clock=time.monotonic, salt=1)
+    run = _Run(Plan.from_seed(1, prof), ctx)
+    run.ids, run.id_sent = {0: "3", 1: "4"}, {0: 0.5, 1: 3.0}
+    run.forgetting = [[1.0, 2.0]]
+    assert "predates" in run.producer_request(Step(1, 0, 0, "delete", 0))
+    assert run.producer_request(Step(1, 0, 0, "delete", 1))[:2] == ("DELETE", "/api/users/4")
+    assert run.producer_request(Step(1, 0, 0, "get", 0))[:2] == ("GET", "/api/users/3")  # a read harms nothing
+    run.forgetting.append([4.0, None])  # a fault still on: every id so far may be forgotten
+    assert isinstance(run.producer_request(Step(1, 0, 0, "delete", 1)), str)

@@ -73,7 +73,9 @@ def lost_write(timeline: Mapping[str, Any], *, durable: bool, durable_services: 
     "Between" is an overlap: a fault window [start, end] that meets [the write's sent, the read's
     sent] excuses the read, also when the write was sent after the fault began (a server still
     answering during a graceful shutdown acknowledges it, then exits) or its ack came during the
-    fault. An excused read is left out of judging and counted (``excused``)."""
+    fault. For a producer's key the interval starts at its create (the id it answered may name
+    another resource after a restart that forgot it). An excused read is left out of judging and
+    counted (``excused``)."""
     reqs = timeline.get("requests", [])
     faults = [f for f in timeline.get("faults", []) if f.get("applied")]
     uncovered = [f for f in faults if not covers(f, durable=durable, durable_services=durable_services)]
@@ -85,7 +87,10 @@ def lost_write(timeline: Mapping[str, Any], *, durable: bool, durable_services: 
         if not acked:
             continue  # nothing acknowledged: any state is allowed
         last = history[acked[-1]]
-        if any(overlaps(f, last["sent"], read["sent"]) for f in uncovered):
+        # a producer's key is read by the id its create answered: a fault that may have forgotten the
+        # resource since then (its id may name another resource now) excuses the read as well
+        since = min([last["sent"], *(r["sent"] for r in history if r["op"] == "create" and _acked(r))])
+        if any(overlaps(f, since, read["sent"]) for f in uncovered):
             excused += 1  # e.g. a SIGKILL (or SIGTERM) of a target not declared durable: not judged
             continue
         evaluations += 1

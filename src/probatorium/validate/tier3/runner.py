@@ -20,6 +20,7 @@ from ...faults import FaultSpec, Injector
 from ...seeds import derive_seed
 from . import producers
 from .client import Answer, Conn
+from .judges import covers
 from .plan import Phase, Plan, Step, pair_of
 
 PROBE_KEY = 4095  # the key index recovery probes read (never written: 404 is a success)
@@ -51,6 +52,8 @@ class _Run:
         self.unrecovered = ""  # set once a recovery probe failed
         # producer plans (see .producers): the id each acknowledged create answered, the login's headers
         self.ids: dict[int, str] = {}
+        self.id_sent: dict[int, float] = {}  # key → when the create that answered its id was sent
+        self.forgetting: list[list[float | None]] = []  # [start, end] of each uncovered fault (end: None while on)
         self.auth: list[tuple[str, str]] = []
         self.auth_gen = 0
         self.auth_lock = asyncio.Lock()
@@ -111,8 +114,17 @@ class _Run:
         ident = self.ids.get(step.key)
         if ident is None:
             return "no id: its create was not acknowledged"
+        if step.op == "delete" and self.stale(step.key):
+            # a restart that forgot the resource numbers new ones from the start: this id may be another
+            # key's resource now, and deleting that one would look like its lost write
+            return "its id predates a fault the durability model does not cover (it may name another resource)"
         method = "DELETE" if step.op == "delete" else "GET"
         return method, self.item_path(pair, ident), None, list(self.auth)
+
+    def stale(self, key: int) -> bool:
+        """Whether the id of ``key`` was captured before (or during) an uncovered fault's window."""
+        sent = self.id_sent.get(key, 0.0)
+        return any(end is None or sent <= end for _, end in self.forgetting)
 
     def producer_got(self, step: Step, ans: Answer) -> str | None:
         pair = pair_of(self.plan.profile, step.key)
@@ -169,6 +181,7 @@ class _Run:
                     rec["status"] = None  # unusable as an acknowledgement: nothing can read it back
                 else:
                     self.ids[step.key] = rec["id"] = ident
+                    self.id_sent[step.key] = sent
         self.requests.append(rec)
 
     async def conn_worker(self, anchor: float, steps: list[tuple[int, Step]]) -> None:
@@ -190,7 +203,14 @@ class _Run:
         spec = FaultSpec.from_dict(phase.fault)
         if self.unrecovered:  # the target is already down for good: another fault proves nothing
             return
+        window: list[float | None] | None = None
+        prof = self.plan.profile
+        if prof.producers and not covers(phase.fault, durable=prof.durable, durable_services=prof.durable_services):
+            window = [self.now(), None]
+            self.forgetting.append(window)
         injected = await self.ctx.injector.inject(spec, derive_seed(self.plan.seed, "fault", phase.index))
+        if window is not None:
+            window[1] = self.now()
         self.faults.append({"phase": phase.index, "kind": spec.kind, "subject": spec.subject,
                             "params": spec.params, "start": round(injected.started_at - self.t0, 6),
                             "end": round(injected.ended_at - self.t0, 6), "applied": injected.applied,
