@@ -147,7 +147,9 @@ def test_tiers_registry():
     assert [t.number for t in chosen] == [1] and skipped[2] == "no OpenAPI document"
     assert "key/value" in skipped[3]  # Tier 3 is built; without the key/value contract it says why
     chosen, _ = choose_tiers(None, ROOT / "tests" / "servers" / "restserver.openapi.yaml")
-    assert [t.number for t in chosen] == [1, 2]
+    assert [t.number for t in chosen] == [1, 2, 3]  # Tier 3 writes through its producers (POST /items)
+    _, skipped = choose_tiers(None, ROOT / "tests" / "servers" / "h1server.openapi.yaml")
+    assert "key/value" in skipped[3] and "producer" in skipped[3]
     chosen, _ = choose_tiers([2], None, {2: {"discover": True}})  # probatorium fuzz: GET /openapi.json first
     assert [t.number for t in chosen] == [2]
     spec = ROOT / "tests" / "servers" / "kvserver.openapi.yaml"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...rawclient import set_nodelay
 from ..tier1.http1 import parse_response_stream
@@ -29,6 +29,7 @@ class Answer:
     body: bytes = b""
     error: str | None = None
     sent_at: float | None = None  # clock time the first byte was written (None: never sent)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class Conn:
@@ -65,8 +66,10 @@ class Conn:
                                                                 self.connect_timeout_s)
             set_nodelay(self._writer.get_extra_info("socket"))
 
-    async def request(self, method: str, target: str, body: bytes | None = None, split_s: float = 0.0) -> Answer:
-        """Send one request (the body's second half ``split_s`` after the first) and read its response."""
+    async def request(self, method: str, target: str, body: bytes | None = None, split_s: float = 0.0,
+                      headers: list[tuple[str, str]] | None = None) -> Answer:
+        """Send one request (the body's second half ``split_s`` after the first) and read its response;
+        ``headers`` replace the default ``Content-Type: application/octet-stream`` of a body."""
         ans = Answer()
         try:
             await asyncio.wait_for(self._ensure(), self.connect_timeout_s + 0.5)
@@ -75,8 +78,9 @@ class Conn:
             ans.error = f"connect: {type(e).__name__}: {e}"
             return ans
         host, port = self.address()
-        raw = build_request(method, target, f"{host}:{port}", [("Content-Type", "application/octet-stream")]
-                            if body is not None else [], body)
+        if headers is None:
+            headers = [("Content-Type", "application/octet-stream")] if body is not None else []
+        raw = build_request(method, target, f"{host}:{port}", headers, body)
         cut = len(raw) - len(body) // 2 if (body and split_s > 0) else len(raw)
         try:
             ans.sent_at = self.clock()
@@ -115,6 +119,6 @@ class Conn:
             ans.error = "closed: the connection ended before a complete response" if eof else \
                 "protocol: no complete response"
             return
-        ans.status, ans.body = finals[0].status, finals[0].body
+        ans.status, ans.body, ans.headers = finals[0].status, finals[0].body, finals[0].headers
         if eof or close_delimited or b"close" in finals[0].connection_tokens():
             await self.close()

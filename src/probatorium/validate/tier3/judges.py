@@ -46,44 +46,64 @@ def covers(fault: Mapping[str, Any], *, durable: bool, durable_services: Sequenc
     return False
 
 
+WRITES = ("put", "create")  # a key/value PUT, or a producer's create (a new resource per key)
+
+
 def _acked(req: Mapping[str, Any]) -> bool:
     status = req.get("status")
-    if req["op"] == "put":
+    if req["op"] in WRITES:
         return status is not None and 200 <= status < 300
     return status in (204, 404)  # delete: gone either way
 
 
 def _state(req: Mapping[str, Any]) -> str:
-    return f"{req['key']}:{req['write']}" if req["op"] == "put" else "absent"
+    return f"{req['key']}:{req['write']}" if req["op"] in WRITES else "absent"
+
+
+def overlaps(fault: Mapping[str, Any], start: float, end: float) -> bool:
+    """Whether the fault's window [start, end] (an unended fault: to the end of time) meets [start, end]."""
+    f_end = fault.get("end")
+    return fault["start"] <= end and (f_end is None or f_end >= start)
 
 
 def lost_write(timeline: Mapping[str, Any], *, durable: bool, durable_services: Sequence[str] = ()) -> Verdict:
     """I-T3-LOST-WRITE: every key read back after recovery holds its last acknowledged write (or a
-    later unacknowledged one), unless a fault the durability model does not cover came between."""
+    later unacknowledged one), unless a fault the durability model does not cover came between.
+
+    "Between" is an overlap: a fault window [start, end] that meets [the write's sent, the read's
+    sent] excuses the read, also when the write was sent after the fault began (a server still
+    answering during a graceful shutdown acknowledges it, then exits) or its ack came during the
+    fault. For a producer's key the interval starts at its create (the id it answered may name
+    another resource after a restart that forgot it). An excused read is left out of judging and
+    counted (``excused``)."""
     reqs = timeline.get("requests", [])
     faults = [f for f in timeline.get("faults", []) if f.get("applied")]
-    evaluations, bad = 0, []
+    uncovered = [f for f in faults if not covers(f, durable=durable, durable_services=durable_services)]
+    evaluations, excused, bad = 0, 0, []
     for read in (r for r in reqs if r["op"] == "verify" and r.get("got") is not None):
-        history = sorted((r for r in reqs if r["op"] in ("put", "delete") and r["key"] == read["key"]
+        history = sorted((r for r in reqs if r["op"] in (*WRITES, "delete") and r["key"] == read["key"]
                           and r["sent"] < read["sent"]), key=lambda r: r["sent"])
         acked = [i for i, r in enumerate(history) if _acked(r)]
         if not acked:
             continue  # nothing acknowledged: any state is allowed
         last = history[acked[-1]]
+        # a producer's key is read by the id its create answered: a fault that may have forgotten the
+        # resource since then (its id may name another resource now) excuses the read as well
+        since = min([last["sent"], *(r["sent"] for r in history if r["op"] == "create" and _acked(r))])
+        if any(overlaps(f, since, read["sent"]) for f in uncovered):
+            excused += 1  # e.g. a SIGKILL (or SIGTERM) of a target not declared durable: not judged
+            continue
+        evaluations += 1
         allowed = {_state(last)} | {_state(r) for r in history[acked[-1] + 1:]}
         if read["got"] in allowed:
-            evaluations += 1
             continue
-        excuse = [f for f in faults if f["start"] >= last["sent"] and f["start"] <= read["sent"]
-                  and not covers(f, durable=durable, durable_services=durable_services)]
-        if excuse:
-            continue  # e.g. a SIGKILL of a target not declared durable: not judged
-        evaluations += 1
-        across = ", ".join(sorted({f["kind"] for f in faults if last["sent"] <= f["start"] <= read["sent"]})) \
+        across = ", ".join(sorted({f["kind"] for f in faults if overlaps(f, last["sent"], read["sent"])})) \
             or "no fault"
         bad.append(f"key {read['key']}: acknowledged {_state(last)} (status {last['status']} at "
                    f"{last['done']:.3f}s), read back {read['got']} at {read['sent']:.3f}s across {across}")
-    return verdict(evaluations, bad)
+    out = verdict(evaluations, bad)
+    out["excused"] = excused
+    return out
 
 
 def no_recovery(timeline: Mapping[str, Any]) -> Verdict:

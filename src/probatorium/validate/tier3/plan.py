@@ -22,6 +22,13 @@ Keys: every key a plan touches is ``profile.key.render(namespace, salt, index)``
 comes from the seed, the salt from the run (the runner records it), so each seed — and each
 replay of it — starts from a known state (every key absent) on a reused target. Each key is
 mutated by one connection only, so its history is a total order the lost-write judge can read.
+
+Producers as writes: a profile without the key/value contract but with producer → reader pairs
+(:mod:`.producers`) gets the same phases, draws and bites, with ``create`` (a POST of a new
+resource; its key index picks the pair, ``key % len(pairs)``) in place of ``put``, and ``get`` /
+``delete`` / ``verify`` on the created item by the id its create answered. Every create makes a
+new resource (no overwrite); a ``delete`` the spec does not offer is a ``get``. Key/value plans
+are drawn exactly as before (same bytes: the corpus index stays valid).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ DURATION_MS = {"target-kill": (200, 600), "target-term": (300, 700), "target-sto
                **{k: (500, 1500) for k in NET_KINDS}}
 WARMUP_MS = 800  # traffic before the first fault, outside every window
 VERIFY_LEAD_MS = 1700  # last phase's tail (400 ms) + this > the default 2 s grace of I-T3-5XX
-OPS = ("put", "get", "delete", "hold", "verify")
+OPS = ("put", "create", "get", "delete", "hold", "verify")
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class Step:
     phase: int
     at_ms: int  # relative to the phase's anchor (its fault's start); negative: before it
     conn: int  # connection id; a connection's steps run in order, one at a time
-    op: str  # put | get | delete | hold (GET, then keep the connection open to the phase end) | verify
+    op: str  # put | create | get | delete | hold (GET, then keep the connection open to the phase end) | verify
     key: int = -1  # key index (rendered with the profile's KeyRule); -1: none
     write: int = 0  # write number on the key: values are unique per (namespace, salt, key, write)
     size: int = 16  # value bytes of a put
@@ -150,6 +157,11 @@ class Plan:
         return _Builder(seed, profile, rng).build()
 
 
+def pair_of(profile: TargetProfile, key: int) -> dict[str, Any]:
+    """The producer → reader pair that key index ``key`` of a producer plan writes with."""
+    return profile.producers[key % len(profile.producers)]
+
+
 class _Builder:
     """Draws one plan; every random choice in the order written here (the order is the format)."""
 
@@ -184,6 +196,14 @@ class _Builder:
         return c
 
     def _put(self, phase: int, at: int, conn: int, *, new: bool = True, split_ms: int = 0) -> None:
+        if self.profile.producers:  # a create: always a new resource
+            key = self.next_key
+            self.next_key += 1
+            self.owned[conn].append(key)
+            self.writes[key] = 1
+            self.mutated.append(key)
+            self.steps.append(Step(phase, at, conn, "create", key, 1, 0, split_ms))
+            return
         if new or not self.owned[conn]:
             key = self.next_key
             self.next_key += 1
@@ -209,6 +229,9 @@ class _Builder:
                 self.steps.append(Step(phase, at, conn, "get", self.rng.choice(own)))
             else:
                 key = self.rng.choice(own)
+                if self.profile.producers and not pair_of(self.profile, key).get("delete"):
+                    self.steps.append(Step(phase, at, conn, "get", key))  # the spec offers no DELETE
+                    continue
                 if key not in self.mutated:
                     self.mutated.append(key)
                 self.steps.append(Step(phase, at, conn, "delete", key))

@@ -1,5 +1,6 @@
-"""What a plan may assume about its target: the key/value operations, the key schema, the
-allowed fault kinds, durability and the backing services.
+"""What a plan may assume about its target: the key/value operations, the key schema (or,
+without the key/value contract, the producer → reader pairs of :mod:`.producers` and the login
+path), the allowed fault kinds, durability and the backing services.
 
 The profile is everything :meth:`~.plan.Plan.from_seed` reads besides the seed. It never holds
 the duration, ``--seeds`` or the concurrency, so ``replay --seed`` rebuilds the same plan from
@@ -16,6 +17,7 @@ from typing import Any
 from ...errors import UsageError
 from ..openapi import load_operations
 from ..tier1.markov.model import kv_operations
+from .producers import producer_contract
 
 #: Characters a key may use in a path segment without escaping (RFC 3986 unreserved).
 UNRESERVED = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-._~"
@@ -94,14 +96,20 @@ class TargetProfile:
     durable: bool = False  # the target keeps acknowledged writes across its own SIGKILL / SIGTERM
     services: tuple[str, ...] = ()  # backing services the target uses
     durable_services: tuple[str, ...] = ()  # those of them that keep acknowledged writes across a SIGKILL
+    #: producer → reader pairs (see :mod:`.producers`), only for a target without the key/value contract
+    producers: tuple[dict[str, Any], ...] = ()
+    login: str = ""  # the login path the producers need ("" when they need none)
 
     def key_path(self, key: str) -> str:
         return re.sub(r"\{[^{}]+\}", key, self.kv_path)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kv_path": self.kv_path, "key": self.key.as_dict(), "faults": list(self.faults),
-                "durable": self.durable, "services": list(self.services),
-                "durable_services": list(self.durable_services)}
+        d = {"kv_path": self.kv_path, "key": self.key.as_dict(), "faults": list(self.faults),
+             "durable": self.durable, "services": list(self.services),
+             "durable_services": list(self.durable_services)}
+        if self.producers:  # only then: a key/value profile (and its plans' bytes) stays as it was
+            d["producers"], d["login"] = [dict(p) for p in self.producers], self.login
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TargetProfile:
@@ -110,7 +118,8 @@ class TargetProfile:
                    key=KeyRule(k.get("alphabet", DEFAULT_ALPHABET), k.get("min_length", 1), k.get("max_length", 128),
                                k.get("pattern")),
                    faults=tuple(d.get("faults", ())), durable=bool(d.get("durable")),
-                   services=tuple(d.get("services", ())), durable_services=tuple(d.get("durable_services", ())))
+                   services=tuple(d.get("services", ())), durable_services=tuple(d.get("durable_services", ())),
+                   producers=tuple(d.get("producers", ())), login=d.get("login", ""))
 
 
 def kv_contract(openapi: Path | None) -> tuple[str, dict[str, Any]] | str:
@@ -135,10 +144,29 @@ def build_profile(openapi: Path | None, faults: tuple[str, ...], *, durable: boo
                   durable_services: tuple[str, ...] = ()) -> TargetProfile:
     """The profile of a target from its OpenAPI document and the Tier 3 flags."""
     found = kv_contract(openapi)
+    pairs: tuple[dict[str, Any], ...] = ()
+    login = ""
     if isinstance(found, str):
-        raise UsageError(found)
-    path, schema = found
+        other = producer_contract(openapi)
+        if isinstance(other, str):
+            raise UsageError(f"{found}; {other}")
+        pairs, login = tuple(other[0]), other[1]
+        path, schema = "", {}
+    else:
+        path, schema = found
     if not faults:
         raise UsageError("no fault kind applies to this target (see --faults)")
     return TargetProfile(path, KeyRule.from_schema(schema), tuple(faults), durable, tuple(services),
-                         tuple(durable_services))
+                         tuple(durable_services), pairs, login)
+
+
+def tier3_contract(openapi: Path | None) -> str | None:
+    """None when Tier 3 can write to the target (the key/value contract or a producer → reader
+    pair), else the reason it cannot."""
+    found = kv_contract(openapi)
+    if not isinstance(found, str):
+        return None
+    if openapi is None:
+        return found
+    other = producer_contract(openapi)
+    return f"{found}; {other}" if isinstance(other, str) else None

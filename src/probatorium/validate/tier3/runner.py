@@ -9,6 +9,7 @@ clock :class:`~probatorium.faults.InjectedFault` uses), minus the seed's start.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,8 +18,10 @@ from typing import Any
 
 from ...faults import FaultSpec, Injector
 from ...seeds import derive_seed
+from . import producers
 from .client import Answer, Conn
-from .plan import Phase, Plan, Step
+from .judges import covers
+from .plan import Phase, Plan, Step, pair_of
 
 PROBE_KEY = 4095  # the key index recovery probes read (never written: 404 is a success)
 
@@ -47,6 +50,14 @@ class _Run:
         self.conns: dict[int, Conn] = {}
         self.keys: dict[int, str] = {}
         self.unrecovered = ""  # set once a recovery probe failed
+        # producer plans (see .producers): the id each acknowledged create answered, the login's headers
+        self.ids: dict[int, str] = {}
+        self.id_sent: dict[int, float] = {}  # key → when the create that answered its id was sent
+        self.forgetting: list[list[float | None]] = []  # [start, end] of each uncovered fault (end: None while on)
+        self.auth: list[tuple[str, str]] = []
+        self.auth_gen = 0
+        self.auth_lock = asyncio.Lock()
+        self.logins: list[dict[str, Any]] = []
 
     def now(self) -> float:
         return round(self.ctx.clock() - self.t0, 6)
@@ -73,6 +84,54 @@ class _Run:
             return f"{key}:{int(parts[3])}"
         return "garbled"
 
+    # ---- producers (a target without the key/value contract) ----------------------------------
+    def item_path(self, pair: dict[str, Any], ident: str) -> str:
+        return pair["read"].replace("{" + pair["param"] + "}", ident)
+
+    async def login(self, gen: int) -> None:
+        """Log in (the login contract) unless another request already did since generation ``gen``."""
+        async with self.auth_lock:
+            if self.auth_gen != gen or not self.plan.profile.login:
+                return
+            conn = Conn(self.ctx.target_address, self.ctx.clock, timeout_s=self.ctx.request_timeout_s)
+            try:
+                ans = await conn.request("POST", self.plan.profile.login,
+                                         producers.login_body(self.plan.namespace, self.ctx.salt),
+                                         headers=[("Content-Type", "application/json")])
+            finally:
+                await conn.close()
+            self.auth = producers.auth_headers(ans.status, ans.headers, ans.body)
+            self.auth_gen += 1
+            self.logins.append({"at": self.now(), "status": ans.status, "error": ans.error,
+                                "granted": bool(self.auth)})
+
+    def producer_request(self, step: Step) -> tuple[str, str, bytes | None, list[tuple[str, str]]] | str:
+        """(method, path, body, headers) of a producer plan's step, or why it cannot be sent."""
+        pair = pair_of(self.plan.profile, step.key)
+        if step.op == "create":
+            body = json.dumps(producers.payload(pair, self.plan.namespace, self.ctx.salt, step.key)).encode()
+            return "POST", pair["create"], body, [("Content-Type", "application/json"), *self.auth]
+        ident = self.ids.get(step.key)
+        if ident is None:
+            return "no id: its create was not acknowledged"
+        if step.op == "delete" and self.stale(step.key):
+            # a restart that forgot the resource numbers new ones from the start: this id may be another
+            # key's resource now, and deleting that one would look like its lost write
+            return "its id predates a fault the durability model does not cover (it may name another resource)"
+        method = "DELETE" if step.op == "delete" else "GET"
+        return method, self.item_path(pair, ident), None, list(self.auth)
+
+    def stale(self, key: int) -> bool:
+        """Whether the id of ``key`` was captured before (or during) an uncovered fault's window."""
+        sent = self.id_sent.get(key, 0.0)
+        return any(end is None or sent <= end for _, end in self.forgetting)
+
+    def producer_got(self, step: Step, ans: Answer) -> str | None:
+        pair = pair_of(self.plan.profile, step.key)
+        sent = producers.payload(pair, self.plan.namespace, self.ctx.salt, step.key)
+        found = producers.read_back(pair, sent, ans.status, ans.body)
+        return f"{step.key}:1" if found == "same" else found
+
     # ---- steps ------------------------------------------------------------------------------
     async def step(self, index: int, step: Step) -> None:
         if self.unrecovered:  # a fault the target did not recover from: the rest would only time out
@@ -83,11 +142,28 @@ class _Run:
             return
         conn = self.conns.setdefault(step.conn, Conn(self.ctx.address, self.ctx.clock,
                                                      timeout_s=self.ctx.request_timeout_s))
-        path = self.plan.profile.key_path(self.key(step.key)) if step.key >= 0 else self.ctx.health_path
-        method = {"put": "PUT", "delete": "DELETE"}.get(step.op, "GET")
-        body = self.value(step) if step.op == "put" else None
+        headers = None
+        if self.plan.profile.producers and step.key >= 0:
+            made = self.producer_request(step)
+            if isinstance(made, str):
+                self.requests.append({"step": index, "phase": step.phase, "conn": step.conn, "op": step.op,
+                                      "key": step.key, "write": step.write, "sent": self.now(), "done": None,
+                                      "status": None, "error": f"skipped: {made}", "got": None, "skipped": True})
+                return
+            method, path, body, headers = made
+        else:
+            path = self.plan.profile.key_path(self.key(step.key)) if step.key >= 0 else self.ctx.health_path
+            method = {"put": "PUT", "delete": "DELETE"}.get(step.op, "GET")
+            body = self.value(step) if step.op == "put" else None
         try:
-            ans = await conn.request(method, path, body, step.split_ms / 1000)
+            gen = self.auth_gen
+            ans = await conn.request(method, path, body, step.split_ms / 1000, headers=headers)
+            if ans.status == 401 and headers is not None and self.plan.profile.login:
+                # refused before it was processed (e.g. a restart forgot the session): log in, send once more
+                await self.login(gen)
+                made = self.producer_request(step)
+                if not isinstance(made, str):
+                    ans = await conn.request(*made[:2], made[2], step.split_ms / 1000, headers=made[3])
         except asyncio.CancelledError:  # the target did not recover: the phase stopped waiting for it
             ans = Answer(error=f"cancelled: {self.unrecovered or 'the phase ended'}")
             self.conns.pop(step.conn, None)
@@ -96,6 +172,16 @@ class _Run:
         rec = {"step": index, "phase": step.phase, "conn": step.conn, "op": step.op, "key": step.key,
                "write": step.write, "sent": sent, "done": self.now(), "status": ans.status, "error": ans.error,
                "got": self.got(ans.status, ans.body, step.key) if step.op in ("get", "verify") else None}
+        if self.plan.profile.producers and step.key >= 0:
+            rec["got"] = self.producer_got(step, ans) if step.op in ("get", "verify") else None
+            if step.op == "create" and ans.status is not None and 200 <= ans.status < 300:
+                ident = producers.captured_id(pair_of(self.plan.profile, step.key), ans.body)
+                if ident is None:
+                    rec["error"] = "no id in the create's answer"
+                    rec["status"] = None  # unusable as an acknowledgement: nothing can read it back
+                else:
+                    self.ids[step.key] = rec["id"] = ident
+                    self.id_sent[step.key] = sent
         self.requests.append(rec)
 
     async def conn_worker(self, anchor: float, steps: list[tuple[int, Step]]) -> None:
@@ -117,7 +203,14 @@ class _Run:
         spec = FaultSpec.from_dict(phase.fault)
         if self.unrecovered:  # the target is already down for good: another fault proves nothing
             return
+        window: list[float | None] | None = None
+        prof = self.plan.profile
+        if prof.producers and not covers(phase.fault, durable=prof.durable, durable_services=prof.durable_services):
+            window = [self.now(), None]
+            self.forgetting.append(window)
         injected = await self.ctx.injector.inject(spec, derive_seed(self.plan.seed, "fault", phase.index))
+        if window is not None:
+            window[1] = self.now()
         self.faults.append({"phase": phase.index, "kind": spec.kind, "subject": spec.subject,
                             "params": spec.params, "start": round(injected.started_at - self.t0, 6),
                             "end": round(injected.ended_at - self.t0, 6), "applied": injected.applied,
@@ -130,7 +223,10 @@ class _Run:
         after = self.now()
         deadline = self.ctx.clock() + self.ctx.recovery_deadline_s
         detail, ok = "", False
-        probe = self.plan.profile.key_path(self.key(PROBE_KEY))
+        if self.plan.profile.producers:  # an item no create of this run made: 404 (or 401) is a success
+            probe = self.item_path(pair_of(self.plan.profile, 0), "0")
+        else:
+            probe = self.plan.profile.key_path(self.key(PROBE_KEY))
         while not ok and self.ctx.clock() < deadline:
             conn = Conn(self.ctx.address, self.ctx.clock, timeout_s=max(0.2, min(2.0, deadline - self.ctx.clock())))
             try:
@@ -176,6 +272,8 @@ class _Run:
     async def run(self) -> dict[str, Any]:
         indexed = list(enumerate(self.plan.steps))
         try:
+            if self.plan.profile.producers and self.plan.profile.login:
+                await self.login(self.auth_gen)
             for phase in self.plan.phases:
                 await self.phase(phase, [(i, s) for i, s in indexed if s.phase == phase.index])
         finally:
@@ -183,7 +281,9 @@ class _Run:
                 await conn.close()
         return {"salt": self.ctx.salt, "namespace": f"{self.plan.namespace:#010x}", "duration_s": self.now(),
                 "requests": sorted(self.requests, key=lambda r: (r["sent"], r["step"])), "faults": self.faults,
-                "recoveries": self.recoveries, "keys": {str(k): v for k, v in sorted(self.keys.items())}}
+                "recoveries": self.recoveries, "keys": {str(k): v for k, v in sorted(self.keys.items())},
+                **({"ids": {str(k): v for k, v in sorted(self.ids.items())}, "logins": self.logins}
+                   if self.plan.profile.producers else {})}
 
 
 async def run_plan(plan: Plan, ctx: RunContext) -> dict[str, Any]:
