@@ -270,10 +270,6 @@ class FaultProxy:
         self._conns[conn_id] = conn
         try:
             await asyncio.gather(self._pump(conn, UP), self._pump(conn, DOWN))
-        except asyncio.CancelledError:
-            # close() cancels the relays and waits for them; a task left cancelled makes asyncio's
-            # stream callback raise CancelledError from task.exception() and print it as a traceback
-            pass
         finally:
             self._conns.pop(conn_id, None)
             for side in (conn.client_writer, conn.up_writer):
