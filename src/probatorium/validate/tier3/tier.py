@@ -6,6 +6,7 @@ each predicate, and tally (SPEC.md §5, §9; docs/tier3.md).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class Tier3:
         self.opts = options
 
     async def run(self, env: TierEnv, budget_s: float) -> None:
-        opts = self.opts
+        opts = replace(self.opts, durable=self.opts.durable or env.durable)  # --durable, or the refapp declares it
         if env.control is None:
             self._stopped = "no target control: Tier 3 cannot inject faults"
             return
