@@ -52,3 +52,14 @@ def test_cmd_target_is_durable_only_with_the_flag(tmp_path):
         req = ReplayRequest(TargetArgs(cmd="true {port}", spec=spec), Tier3Options(faults=("target-kill",),
                                                                                    durable=flag), seed=0x1)
         assert dry_run_plan(req).profile.durable is flag
+
+
+def test_the_tally_names_the_faults_no_write_is_judged_across():
+    from probatorium.validate.tier3.profile import TargetProfile
+    from probatorium.validate.tier3.tier import not_judged_across
+
+    kinds = ("target-kill", "target-term", "target-stop", "service-kill", "service-stop", "net-reset")
+    cache = TargetProfile(faults=kinds, durable=False, services=("memcached",), durable_services=())
+    assert not_judged_across(cache) == ["target-kill", "target-term", "service-kill memcached"]
+    db = TargetProfile(faults=kinds, durable=True, services=("postgres",), durable_services=("postgres",))
+    assert not_judged_across(db) == []

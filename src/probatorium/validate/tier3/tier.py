@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
-from ...faults import FAULT_KINDS
+from ...faults import FAULT_KINDS, SERVICE_KINDS
 from ...results.store import write_json_atomic, write_text_atomic
 from ..incidents import Evidence
 from ..tier_api import TierEnv
 from . import corpus
+from .judges import covers
 from .plan import Plan
 from .profile import TargetProfile, kv_contract
 from .session import SeedResult, Session, Tier3Options
@@ -39,6 +40,18 @@ def aggregate(results: list[SeedResult], skipped: dict[str, str], profile: Targe
                                  "I-T3-LOST-WRITE": "no acknowledged write was read back across a covered fault"
                                  }.get(pred, "no seed was judged")
             out[pred] = {"status": "not_judged", "evaluations": 0, "reason": reason}
+    return out
+
+
+def not_judged_across(profile: TargetProfile) -> list[str]:
+    """The faults of ``profile`` across which the durability model judges no write ("target-kill",
+    "service-kill memcached"): the tally says so, rather than counting such keys as passed."""
+    out = []
+    for kind in profile.faults:
+        for subject in (profile.services if kind in SERVICE_KINDS else ("target",)):
+            if not covers({"kind": kind, "subject": subject}, durable=profile.durable,
+                          durable_services=profile.durable_services):
+                out.append(kind if subject == "target" else f"{kind} {subject}")
     return out
 
 
@@ -158,6 +171,7 @@ class Tier3:
 
     def detail(self) -> dict[str, Any]:
         return {"profile": self.profile.as_dict() if self.profile else None, "fault_kinds_skipped": self.skipped,
+                "writes_not_judged_across": not_judged_across(self.profile) if self.profile else [],
                 "recovery_deadline_s": self.opts.recovery_deadline_s,
                 "grace_s": self.opts.grace_s, "shrinks": self.shrinks,
                 "seeds": [r.as_dict() for r in self.results]}
