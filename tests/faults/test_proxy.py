@@ -274,3 +274,26 @@ def test_the_same_seed_makes_the_same_choices() -> None:
     assert first != other
     resets = [d for d in first[1] if d[2] == "reset"]
     assert 0 < len(resets) < 11  # the warm connection is in flight at impair time: 11 choices
+
+
+def test_close_with_relayed_connections_logs_no_callback_error() -> None:
+    """close() cancels the relays; asyncio must not print 'Exception in callback ... CancelledError'
+    (Python 3.11's stream callback calls task.exception() on the handler task)."""
+    errors: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        upstream = await Upstream().start()
+        proxy = FaultProxy()
+        address = await proxy.start(lambda: ("127.0.0.1", upstream.port))
+        streams = [await asyncio.open_connection(*address) for _ in range(3)]
+        for s in streams:
+            await roundtrip(s, b"ping")  # relayed: each has a live handler task
+        await proxy.close()
+        await asyncio.sleep(0.05)  # the streams' done-callbacks run
+        for _, w in streams:
+            w.close()
+        await upstream.close()
+
+    asyncio.run(main())
+    assert errors == []

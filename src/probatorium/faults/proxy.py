@@ -250,6 +250,10 @@ class FaultProxy:
             assert self._upstream is not None
             host, port = self._upstream()
             upstream = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+        except asyncio.CancelledError:  # close() while dialling: end normally (see below)
+            writer.transport.abort()
+            self._tasks.discard(task)
+            return
         except Exception:  # noqa: BLE001 - OSError, a timeout, or no address yet: the same for the client
             # The target is down (killed, restarting): the client sees a reset, as from a closed port.
             self._stats["upstream_failures"] += 1
@@ -261,6 +265,11 @@ class FaultProxy:
         self._conns[conn_id] = conn
         try:
             await asyncio.gather(self._pump(conn, UP), self._pump(conn, DOWN))
+        except asyncio.CancelledError:
+            # close() cancelled the relay: end normally. A cancelled handler task makes Python
+            # 3.11's StreamReaderProtocol callback call task.exception(), which raises, and asyncio
+            # prints "Exception in callback ... CancelledError" with a traceback on stderr.
+            pass
         finally:
             self._conns.pop(conn_id, None)
             for side in (conn.client_writer, conn.up_writer):
