@@ -19,8 +19,9 @@ the key/value one of the shared spec (§3), described by ``kvserver.openapi.yaml
   nil), ``GET``, ``DEL``. A 2xx is sent only after Redis answered (durable when Redis is: Tier 3
   starts it with ``appendfsync always``). A backend that does not answer (refused, reset, 3 s
   without a reply) gives 503 and that connection is dropped (a pooled one that fails is retried
-  once on a new connection), so the server recovers by itself once Redis is back. ``/healthz`` does not touch the backend
-  (like the driver refapps'). Startup fails with one line when Redis cannot be reached.
+  once on a new connection), so the server recovers by itself once Redis is back.
+  ``/healthz`` does not touch the backend (like the driver refapps'). Startup fails with one
+  line when Redis cannot be reached.
 * ``GET /kv/{key}`` → 200 + exactly the value, 404 if absent;
   ``DELETE /kv/{key}`` → 204, or 404 if absent (deletes are logged and fsynced too).
 * ``GET /healthz`` → ``ok``; ``GET /debug/vars`` → JSON ``sse_open``, ``ws_open``,
@@ -468,7 +469,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--data", default=None, help="append-only log file (fsynced before every acknowledgement)")
-    p.add_argument("--backend", default=None, help="keep the state in Redis: 'redis' ($REDIS_URL) or redis://HOST:PORT/DB")
+    p.add_argument("--backend", default=None,
+                   help="keep the state in Redis: 'redis' ($REDIS_URL) or redis://HOST:PORT/DB")
     p.add_argument("--bug", action="append", default=[], help="planted bug (repeatable or comma-separated)")
     p.add_argument("--list-bugs", action="store_true", help="print the planted bugs and exit")
     args = p.parse_args(argv)
@@ -479,7 +481,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.backend and args.data:
         p.error("--data and --backend exclude each other (the state lives in one place)")
     if args.backend == "redis":
-        args.backend = os.environ.get("REDIS_URL") or p.error("--backend redis: REDIS_URL is not set (--services redis sets it)")
+        args.backend = (os.environ.get("REDIS_URL")
+                        or p.error("--backend redis: REDIS_URL is not set (--services redis sets it)"))
     if "backend-never-reconnects" in args.bug and not args.backend:
         p.error("--bug backend-never-reconnects needs --backend")
     if args.backend and "ack-before-durable" in args.bug:

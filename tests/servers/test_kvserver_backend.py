@@ -49,7 +49,8 @@ def start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], int
     line = proc.stdout.readline().decode() if ready else ""  # type: ignore[union-attr]
     if not line.startswith("ready addr="):
         proc.kill()
-        raise RuntimeError(f"kvserver did not become ready: {line!r} {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+        err = proc.stderr.read().decode()[-500:]  # type: ignore[union-attr]
+        raise RuntimeError(f"kvserver did not become ready: {line!r} {err}")
     return proc, int(line.strip().rsplit(":", 1)[1])
 
 

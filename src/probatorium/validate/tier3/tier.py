@@ -132,9 +132,20 @@ class Tier3:
         base = opts.replay_command or "probatorium replay"
         replay = f"{base} --seed {seed}"
         first = res.verdicts[pred]["violations"][0]
+        # A seed runs on the target the seed before it left (healthy by its probes, maybe with latent
+        # damage, e.g. pooled backend connections broken by a service-kill): name that seed, and the
+        # run of both, for when the seed alone does not reproduce.
+        prev = self.results[-2] if len(self.results) > 1 and self.results[-1] is res else None
+        extra: dict[str, Any] = {"seed": seed, "plan_digest": res.plan.digest(), "replay": replay,
+                                 "violations": res.verdicts[pred]}
+        pair = ""
+        if prev is not None:
+            extra["previous_seed"] = {"seed": f"{prev.plan.seed:#x}", "faults": prev.plan.kinds()}
+            pair = (base.replace("probatorium replay", "probatorium validate", 1)
+                    + f" --tiers 3 --seeds {prev.plan.seed:#x},{seed}")
+            extra["replay_after_previous"] = pair
         inc = env.report(Evidence(predicate=pred, detail=f"seed {seed}: {first}"[:300], case=f"seed-{seed}",
-                                  seed=res.plan.seed, extra={"seed": seed, "plan_digest": res.plan.digest(),
-                                                             "replay": replay, "violations": res.verdicts[pred]}))
+                                  seed=res.plan.seed, extra=extra))
         self.shrinks[pred] = {"seed": seed}
         if inc is None or env.run_dir is None:
             return
@@ -142,7 +153,11 @@ class Tier3:
         folder = Path(env.run_dir) / inc.dossier
         write_text_atomic(folder / "plan.json", res.plan.to_json(indent=2))
         write_json_atomic(folder / "timeline.json", res.timeline)
-        write_text_atomic(folder / "replay.sh", f"#!/bin/sh\n# reproduce {pred} (exit 1 when it fails)\n{replay}\n")
+        before = extra.get("previous_seed") or {}
+        after = (f"# if the seed alone does not reproduce it, run it after the seed before it "
+                 f"({before['seed']}: {','.join(before['faults']) or 'no fault'}):\n# {pair}\n") if pair else ""
+        write_text_atomic(folder / "replay.sh",
+                          f"#!/bin/sh\n# reproduce {pred} (exit 1 when it fails)\n{replay}\n{after}")
         env.say(f"  tier 3: shrinking seed {seed} for {pred} (<= {opts.shrink_replays} replays, {opts.shrink_s:.0f}s)")
         minimal, info = await session.shrink(res.plan, pred)
         write_text_atomic(folder / "shrink" / "minimal-plan.json", minimal.to_json(indent=2))
