@@ -84,3 +84,24 @@ def test_replay_dry_run_prints_the_plan(tmp_path):
     plan = json.loads(a.stdout)
     assert {f["fault"]["kind"] for f in plan["phases"] if f["fault"]} <= {"target-kill", "net-reset"}
     assert not os.path.exists(tmp_path / "kv.log")  # nothing was started
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/redis-server"), reason="no /usr/bin/redis-server")
+def test_backend_never_reconnects_found_and_replayed(tmp_path, monkeypatch):
+    """The planted 'backend connection never re-established' (kvserver --backend redis, the redis of
+    --services redis): service-kill → I-T3-NO-RECOVERY, and the replay reproduces it. One seed, no
+    shrink replay: CASES' three seeds take a minute here (docs/detection.md has the 20-seed run)."""
+    monkeypatch.setenv("PROBATORIUM_TIER3_SHRINK", "0,1")
+    cmd = f"{sys.executable} {KVSERVER} --port {{port}} --backend redis --bug backend-never-reconnects"
+    flags = ["--spec", str(KVSPEC), "--faults", "service-kill", "--services", "redis", "--recovery-deadline", "3"]
+    out = tmp_path / "run"
+    r = run_cli(["validate", "--cmd", cmd, "--tiers", "3", "--seeds", "1", "--out", str(out), *flags], timeout=120)
+    assert r.returncode == 1, r.stderr[-3000:]
+    cell = load_doc(out)["validation_results"]["cells"][0]
+    assert cell["properties"]["I-T3-NO-RECOVERY"]["status"] == "failed"
+    assert cell["tier_3"]["faults_service-kill"] == 1
+    inc = next(i for i in cell["incidents"] if i["predicate"] == "I-T3-NO-RECOVERY")
+    rep = run_cli(["replay", "--seed", inc["seed"], "--cmd", cmd, *flags], timeout=90)
+    assert rep.returncode == 1 and "reproduced 1 of 1" in rep.stderr and "I-T3-NO-RECOVERY" in rep.stderr, \
+        rep.stderr[-3000:]
+    assert "Traceback" not in r.stderr + rep.stderr

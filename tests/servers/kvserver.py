@@ -3,7 +3,8 @@
 
 Stdlib only, one file, one thread per connection::
 
-    python tests/servers/kvserver.py --port 0 [--data FILE] [--bug NAME ...] [--list-bugs]
+    python tests/servers/kvserver.py --port 0 [--data FILE | --backend redis[://HOST:PORT/DB]]
+        [--bug NAME ...] [--list-bugs]
 
 Once listening it prints ``ready addr=127.0.0.1:PORT`` (flushed). The contract is
 the key/value one of the shared spec (§3), described by ``kvserver.openapi.yaml``:
@@ -12,6 +13,15 @@ the key/value one of the shared spec (§3), described by ``kvserver.openapi.yaml
   replaced — only once the write is durable: with ``--data FILE`` the write is
   appended to FILE and fsynced before the answer; without ``--data`` state lives in
   memory only (a SIGKILL loses it: run Tier 3 without ``--durable`` then).
+* With ``--backend redis`` (the address from ``$REDIS_URL``, what ``--services redis`` hands a
+  target) or ``--backend redis://HOST:PORT/DB``, the state lives in that Redis instead, spoken
+  in RESP over raw sockets from a small pool: ``SET key value GET`` (201 when the old value was
+  nil), ``GET``, ``DEL``. A 2xx is sent only after Redis answered (durable when Redis is: Tier 3
+  starts it with ``appendfsync always``). A backend that does not answer (refused, reset, 3 s
+  without a reply) gives 503 and that connection is dropped (a pooled one that fails is retried
+  once on a new connection), so the server recovers by itself once Redis is back.
+  ``/healthz`` does not touch the backend (like the driver refapps'). Startup fails with one
+  line when Redis cannot be reached.
 * ``GET /kv/{key}`` → 200 + exactly the value, 404 if absent;
   ``DELETE /kv/{key}`` → 204, or 404 if absent (deletes are logged and fsynced too).
 * ``GET /healthz`` → ``ok``; ``GET /debug/vars`` → JSON ``sse_open``, ``ws_open``,
@@ -53,13 +63,18 @@ BUGS = {
                              "accepts again (the process stays up)",
     "drop-on-term": "on SIGTERM closes every connection at once, requests in flight included, and exits",
     "5xx": "answers every 7th GET /kv/{key} with 500 (no fault needed)",
+    "backend-never-reconnects": "(--backend only) one backend connection, opened at startup: once it breaks "
+                                "(the backend restarted) it is never re-established, every /kv request "
+                                "answers 503 for good",
 }
 __doc__ += "".join(f"\n{name}\n    {text}\n" for name, text in BUGS.items())
 
 KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 MAX_BODY = 1 << 20
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Content Too Large", 500: "Internal Server Error"}
+           405: "Method Not Allowed", 413: "Content Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+BACKEND_TIMEOUT_S = 3.0
 
 
 class Store:
@@ -132,13 +147,131 @@ class Store:
         with self.lock:
             return self.data.get(key)
 
+    def size(self) -> int | None:
+        return len(self.data)
+
+
+class BackendDown(Exception):
+    """The backend did not answer: the request gets 503."""
+
+
+class Resp:
+    """One RESP2 connection to Redis (requests are arrays of bulk strings)."""
+
+    def __init__(self, host: str, port: int, db: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=BACKEND_TIMEOUT_S)
+        self.rf = self.sock.makefile("rb")
+        if db:
+            self.call(b"SELECT", str(db).encode())
+
+    def call(self, *args: bytes):
+        out = [b"*%d\r\n" % len(args)] + [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _reply(self):
+        line = self.rf.readline(65536)
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("the backend closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise BackendDown(f"redis error: {rest.decode(errors='replace')}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.rf.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError("the backend closed the connection mid-reply")
+            return data[:n]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise ConnectionError(f"unexpected reply from the backend: {line[:40]!r}")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class RedisStore:
+    """The key/value state in Redis (``--backend``): a pool that replaces broken connections, or
+    (bug ``backend-never-reconnects``) one connection that is never replaced."""
+
+    def __init__(self, url: str, never_reconnect: bool) -> None:
+        m = re.match(r"redis://(?:[^@/]*@)?([^:/]+)(?::(\d+))?(?:/(\d+))?/?\Z", url)
+        if not m:
+            raise ValueError(f"--backend: not a redis:// URL: {url!r}")
+        self.addr = (m.group(1), int(m.group(2) or 6379), int(m.group(3) or 0))
+        self.never = never_reconnect
+        self.lock = threading.Lock()
+        self.idle: list[Resp] = []
+        self.only: Resp | None = None
+        try:
+            first = Resp(*self.addr)
+            first.call(b"PING")
+        except (OSError, ConnectionError, BackendDown) as e:
+            raise ValueError(f"cannot reach redis at {self.addr[0]}:{self.addr[1]}: {e}") from None
+        if never_reconnect:
+            self.only = first
+        else:
+            self.idle.append(first)
+
+    def _call(self, *args: bytes):
+        if self.never:
+            with self.lock:
+                if self.only is None:  # BUG: the broken connection is never re-established
+                    raise BackendDown("the backend connection broke earlier and is never re-established")
+                try:
+                    return self.only.call(*args)
+                except (OSError, ConnectionError) as e:
+                    self.only.close()
+                    self.only = None
+                    raise BackendDown(str(e)) from None
+        for attempt in range(2):  # an idle connection may have died with the backend: one retry on a new one
+            with self.lock:
+                conn = self.idle.pop() if self.idle and attempt == 0 else None
+            pooled = conn is not None
+            try:
+                conn = conn or Resp(*self.addr)
+                reply = conn.call(*args)
+            except (OSError, ConnectionError) as e:
+                if conn is not None:
+                    conn.close()  # a broken (or desynchronised) connection is dropped
+                if pooled:
+                    continue
+                raise BackendDown(str(e)) from None
+            with self.lock:
+                self.idle.append(conn)
+            return reply
+        raise AssertionError("unreachable")
+
+    def put(self, key: str, value: bytes) -> bool:
+        return self._call(b"SET", key.encode(), value, b"GET") is None
+
+    def delete(self, key: str) -> bool:
+        return self._call(b"DEL", key.encode()) == 1
+
+    def get(self, key: str) -> bytes | None:
+        return self._call(b"GET", key.encode())
+
+    def size(self) -> int | None:
+        return None  # /debug/vars does not touch the backend
+
 
 class Server:
     """Accept loop, connection threads, graceful (or planted) shutdown."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.bugs: set[str] = args.bug
-        self.store = Store(args.data, "ack-before-durable" in self.bugs)
+        self.store = (RedisStore(args.backend, "backend-never-reconnects" in self.bugs) if args.backend
+                      else Store(args.data, "ack-before-durable" in self.bugs))
         self.sock = socket.create_server((args.host, args.port), backlog=128)
         self.stopping = threading.Event()
         self.wedged = threading.Event()
@@ -263,12 +396,18 @@ class Server:
             return (200, b"ok") if method == "GET" else (405, b"")
         if path == "/debug/vars":
             return 200, json.dumps({"sse_open": 0, "ws_open": 0, "tasks": threading.active_count(),
-                                    "requests": self.requests, "keys": len(self.store.data)}).encode()
+                                    "requests": self.requests, "keys": self.store.size()}).encode()
         if not path.startswith("/kv/"):
             return 404, b"not found\n"
         key = path[4:]
         if not KEY_RE.match(key):
             return 400, b"bad key\n"
+        try:
+            return self.kv(method, key, body)
+        except BackendDown as e:
+            return 503, f"backend unavailable: {e}\n".encode()
+
+    def kv(self, method: str, key: str, body: bytes) -> tuple[int, bytes]:
         if method == "PUT":
             return (201 if self.store.put(key, body) else 200), b""
         if method == "GET":
@@ -330,6 +469,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--data", default=None, help="append-only log file (fsynced before every acknowledgement)")
+    p.add_argument("--backend", default=None,
+                   help="keep the state in Redis: 'redis' ($REDIS_URL) or redis://HOST:PORT/DB")
     p.add_argument("--bug", action="append", default=[], help="planted bug (repeatable or comma-separated)")
     p.add_argument("--list-bugs", action="store_true", help="print the planted bugs and exit")
     args = p.parse_args(argv)
@@ -337,6 +478,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = args.bug - set(BUGS)
     if unknown:
         p.error(f"unknown bug(s) {', '.join(sorted(unknown))}; known: {', '.join(BUGS)}")
+    if args.backend and args.data:
+        p.error("--data and --backend exclude each other (the state lives in one place)")
+    if args.backend == "redis":
+        args.backend = (os.environ.get("REDIS_URL")
+                        or p.error("--backend redis: REDIS_URL is not set (--services redis sets it)"))
+    if "backend-never-reconnects" in args.bug and not args.backend:
+        p.error("--bug backend-never-reconnects needs --backend")
+    if args.backend and "ack-before-durable" in args.bug:
+        p.error("--bug ack-before-durable needs --data (with --backend the backend decides durability)")
     return args
 
 
@@ -346,7 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, text in BUGS.items():
             print(f"{name}: {text}")
         return 0
-    server = Server(args)
+    try:
+        server = Server(args)
+    except ValueError as e:
+        print(f"kvserver: {e}", file=sys.stderr, flush=True)
+        return 2
     signal.signal(signal.SIGTERM, server.on_term)
     signal.signal(signal.SIGINT, server.on_term)
     signal.signal(signal.SIGCONT, server.on_cont)

@@ -259,6 +259,10 @@ class FaultProxy:
             assert self._upstream is not None
             host, port = self._upstream()
             upstream = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+        except asyncio.CancelledError:  # close() while dialling: abort the client's side, end quietly
+            writer.transport.abort()
+            self._tasks.discard(task)
+            return
         except Exception:  # noqa: BLE001 - OSError, a timeout, or no address yet: the same for the client
             # The target is down (killed, restarting): the client sees a reset, as from a closed port.
             self._stats["upstream_failures"] += 1

@@ -66,3 +66,22 @@ def refapp_services(slug: str) -> list[str]:
         return []
     names = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
     return [n for n in names if n]
+
+
+#: The file in which a refapp declares whether it keeps acknowledged writes across its own
+#: SIGKILL and restart (Tier 3's ``--durable``; docs/tier3.md "Durability model").
+DURABILITY_FILE = "durability.txt"
+DURABILITY_WORDS = {"durable": True, "volatile": False}
+
+
+def refapp_durable(slug: str) -> bool:
+    """Whether refapp ``slug`` declares itself durable in its durability.txt: one word,
+    ``durable`` (its state lives in a durable backend) or ``volatile`` (in-memory state, or a
+    cache), ``#`` comments allowed. No file: volatile. Anything else is one UsageError line."""
+    path = refapp_dir(slug) / DURABILITY_FILE
+    if not path.is_file():
+        return False
+    words = [w for line in path.read_text().splitlines() for w in line.split("#", 1)[0].split()]
+    if len(words) != 1 or words[0] not in DURABILITY_WORDS:
+        raise UsageError(f"{path}: expected one word, 'durable' or 'volatile' (got {' '.join(words) or 'nothing'!r})")
+    return DURABILITY_WORDS[words[0]]

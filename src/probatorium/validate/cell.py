@@ -148,7 +148,8 @@ class CellRunner:
                       openapi=live.plan.openapi, markov=live.plan.markov, crashlog=live.liveness.crashlog,
                       streams=HeldStreams(self.opts.sse_path), control=live.control, say=self.say,
                       options=self.opts, run_dir=self.run_dir,
-                      services=tuple(dict.fromkeys([*self.opts.services, *live.plan.services])))
+                      services=tuple(dict.fromkeys([*self.opts.services, *live.plan.services])),
+                      durable=live.plan.durable)
         loops = [asyncio.create_task(self._checkpoint_loop(live))]
         loops += [asyncio.create_task(o.watch()) for o in (live.leaks, live.metrics) if o is not None]
         try:

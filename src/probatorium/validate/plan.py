@@ -51,6 +51,7 @@ class CellPlan:
     openapi: Path | None = None  # the target's OpenAPI document (a refapp's own, or --spec)
     markov: Path | None = None  # the Markov session model (a refapp's own markov.yaml, or --markov)
     services: list[str] = field(default_factory=list)  # backing services this target needs
+    durable: bool = False  # declared durable (a refapp's durability.txt): Tier 3 as with --durable
 
     @property
     def engine(self) -> str:
@@ -89,7 +90,7 @@ def _existing(path: Path) -> Path | None:
 
 
 def _refapp_plans(args: TargetArgs, engines: list[str], common: dict) -> list[CellPlan]:
-    from ..targets.refapps import list_refapps, refapp_dir, refapp_services
+    from ..targets.refapps import list_refapps, refapp_dir, refapp_durable, refapp_services
 
     if args.matrix and not args.refapp:
         slugs = args.refapps or list_refapps()
@@ -100,7 +101,7 @@ def _refapp_plans(args: TargetArgs, engines: list[str], common: dict) -> list[Ce
     return [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common),
                      openapi=refapp_dir(slug) / "openapi.yaml",
                      markov=args.markov or _existing(refapp_dir(slug) / "markov.yaml"),
-                     services=refapp_services(slug))
+                     services=refapp_services(slug), durable=refapp_durable(slug))
             for slug in slugs for e in engines]
 
 

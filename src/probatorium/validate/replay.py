@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UsageError
@@ -48,7 +48,8 @@ def dry_run_plan(req: ReplayRequest) -> Plan:
     from ..faults import durable
 
     dur = tuple(s for s in services if durable(s)) if any(k in SERVICE_KINDS for k in kinds) else ()
-    profile = build_profile(cell.openapi, kinds, durable=req.opts.durable, services=services, durable_services=dur)
+    profile = build_profile(cell.openapi, kinds, durable=req.opts.durable or cell.durable, services=services,
+                            durable_services=dur)
     assert req.seed is not None
     return Plan.from_seed(req.seed, profile)
 
@@ -83,7 +84,8 @@ def replay(req: ReplayRequest, say: Callable[[str], None]) -> tuple[int, list[Se
 async def _attempts(req: ReplayRequest, cell: CellPlan, control: TargetControl, services: tuple[str, ...],
                     say: Callable[[str], None]) -> list[SeedResult]:
     target = control.target
-    session = Session(lambda: (target.host, target.port), control, req.opts, services=services,
+    opts = replace(req.opts, durable=req.opts.durable or cell.durable)  # --durable, or the refapp declares it
+    session = Session(lambda: (target.host, target.port), control, opts, services=services,
                       health_path=cell.spec.health_path)
     await session.start()
     try:

@@ -39,6 +39,7 @@ class TierEnv:
     options: Any = None  # the run's ValidateOptions
     run_dir: Path | None = None  # where incidents' dossiers live (Tier 3 adds plan.json, timeline.json)
     services: tuple[str, ...] = ()  # the backing services this cell's target uses
+    durable: bool = False  # the target declares it keeps acknowledged writes across its own SIGKILL
 
 
 class Tier(Protocol):

@@ -6,15 +6,17 @@ each predicate, and tally (SPEC.md §5, §9; docs/tier3.md).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
-from ...faults import FAULT_KINDS
+from ...faults import FAULT_KINDS, SERVICE_KINDS
 from ...results.store import write_json_atomic, write_text_atomic
 from ..incidents import Evidence
 from ..tier_api import TierEnv
 from . import corpus
+from .judges import covers
 from .plan import Plan
 from .profile import TargetProfile, tier3_contract
 from .session import SeedResult, Session, Tier3Options
@@ -38,6 +40,18 @@ def aggregate(results: list[SeedResult], skipped: dict[str, str], profile: Targe
                                  "I-T3-LOST-WRITE": "no acknowledged write was read back across a covered fault"
                                  }.get(pred, "no seed was judged")
             out[pred] = {"status": "not_judged", "evaluations": 0, "reason": reason}
+    return out
+
+
+def not_judged_across(profile: TargetProfile) -> list[str]:
+    """The faults of ``profile`` across which the durability model judges no write ("target-kill",
+    "service-kill memcached"): the tally says so, rather than counting such keys as passed."""
+    out = []
+    for kind in profile.faults:
+        for subject in (profile.services if kind in SERVICE_KINDS else ("target",)):
+            if not covers({"kind": kind, "subject": subject}, durable=profile.durable,
+                          durable_services=profile.durable_services):
+                out.append(kind if subject == "target" else f"{kind} {subject}")
     return out
 
 
@@ -69,7 +83,7 @@ class Tier3:
         self.opts = options
 
     async def run(self, env: TierEnv, budget_s: float) -> None:
-        opts = self.opts
+        opts = replace(self.opts, durable=self.opts.durable or env.durable)  # --durable, or the refapp declares it
         if env.control is None:
             self._stopped = "no target control: Tier 3 cannot inject faults"
             return
@@ -117,9 +131,20 @@ class Tier3:
         base = opts.replay_command or "probatorium replay"
         replay = f"{base} --seed {seed}"
         first = res.verdicts[pred]["violations"][0]
+        # A seed runs on the target the seed before it left (healthy by its probes, maybe with latent
+        # damage, e.g. pooled backend connections broken by a service-kill): name that seed, and the
+        # run of both, for when the seed alone does not reproduce.
+        prev = self.results[-2] if len(self.results) > 1 and self.results[-1] is res else None
+        extra: dict[str, Any] = {"seed": seed, "plan_digest": res.plan.digest(), "replay": replay,
+                                 "violations": res.verdicts[pred]}
+        pair = ""
+        if prev is not None:
+            extra["previous_seed"] = {"seed": f"{prev.plan.seed:#x}", "faults": prev.plan.kinds()}
+            pair = (base.replace("probatorium replay", "probatorium validate", 1)
+                    + f" --tiers 3 --seeds {prev.plan.seed:#x},{seed}")
+            extra["replay_after_previous"] = pair
         inc = env.report(Evidence(predicate=pred, detail=f"seed {seed}: {first}"[:300], case=f"seed-{seed}",
-                                  seed=res.plan.seed, extra={"seed": seed, "plan_digest": res.plan.digest(),
-                                                             "replay": replay, "violations": res.verdicts[pred]}))
+                                  seed=res.plan.seed, extra=extra))
         self.shrinks[pred] = {"seed": seed}
         if inc is None or env.run_dir is None:
             return
@@ -127,7 +152,11 @@ class Tier3:
         folder = Path(env.run_dir) / inc.dossier
         write_text_atomic(folder / "plan.json", res.plan.to_json(indent=2))
         write_json_atomic(folder / "timeline.json", res.timeline)
-        write_text_atomic(folder / "replay.sh", f"#!/bin/sh\n# reproduce {pred} (exit 1 when it fails)\n{replay}\n")
+        before = extra.get("previous_seed") or {}
+        after = (f"# if the seed alone does not reproduce it, run it after the seed before it "
+                 f"({before['seed']}: {','.join(before['faults']) or 'no fault'}):\n# {pair}\n") if pair else ""
+        write_text_atomic(folder / "replay.sh",
+                          f"#!/bin/sh\n# reproduce {pred} (exit 1 when it fails)\n{replay}\n{after}")
         env.say(f"  tier 3: shrinking seed {seed} for {pred} (<= {opts.shrink_replays} replays, {opts.shrink_s:.0f}s)")
         minimal, info = await session.shrink(res.plan, pred)
         write_text_atomic(folder / "shrink" / "minimal-plan.json", minimal.to_json(indent=2))
@@ -160,6 +189,7 @@ class Tier3:
 
     def detail(self) -> dict[str, Any]:
         return {"profile": self.profile.as_dict() if self.profile else None, "fault_kinds_skipped": self.skipped,
+                "writes_not_judged_across": not_judged_across(self.profile) if self.profile else [],
                 "recovery_deadline_s": self.opts.recovery_deadline_s,
                 "grace_s": self.opts.grace_s, "shrinks": self.shrinks,
                 "seeds": [r.as_dict() for r in self.results]}
