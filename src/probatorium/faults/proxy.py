@@ -362,6 +362,11 @@ class FaultProxy:
                     + ([max(1, rate // BANDWIDTH_QUANTUM)] if rate else []))
         gap_s = max((imp.params["gap_ms"] for imp in slices), default=0.0) / 1000.0
         for offset in range(0, len(data), piece):
+            if all(imp.cleared.is_set() for imp in slices + rates):
+                # the window ended mid-chunk: the impairment ends with it, the rest goes whole
+                writer.write(data[offset:])
+                await writer.drain()
+                return
             chunk = data[offset:offset + piece]
             writer.write(chunk)
             await writer.drain()
