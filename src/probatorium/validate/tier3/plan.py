@@ -221,7 +221,7 @@ class _Builder:
 
     def _warmup(self) -> None:
         self.phases.append(Phase(0, 0, WARMUP_MS))
-        self._background(0, 0, WARMUP_MS, self.rng.randint(10, 16))  # judged for 5xx: outside every grace
+        self._background(0, 0, WARMUP_MS, self.rng.randint(24, 32))  # outside every grace: judged for 5xx
         self.clock_ms += WARMUP_MS
 
     def _verify(self) -> None:

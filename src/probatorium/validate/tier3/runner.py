@@ -24,6 +24,18 @@ from .plan import Phase, Plan, Step
 PROBE_KEY = 4095  # the key index recovery probes read (never written: 404 is a success)
 
 
+def to_reread(requests: list[dict[str, Any]], faults: list[dict[str, Any]],
+              grace_s: float) -> tuple[float, list[dict[str, Any]]]:
+    """(when the last applied window's grace is over, the read-backs sent before then that got no
+    usable answer — a 5xx, a reset, a timeout: ``got`` is None). No applied fault: nothing."""
+    ends = [f["end"] for f in faults if f.get("applied")]
+    if not ends:
+        return 0.0, []
+    until = max(ends) + grace_s + 0.05
+    return until, [r for r in requests if r["op"] == "verify" and not r.get("skipped") and not r.get("reread")
+                   and r["got"] is None and r["sent"] <= until]
+
+
 @dataclass
 class RunContext:
     """What a plan runs against."""
@@ -158,12 +170,9 @@ class _Run:
         unjudged. Each read-back that got no usable answer there is read again once the grace has
         passed (on a fresh connection, marked ``reread``): what the old 1.7 s wait before every
         read-back judged, paid only when a read needs it."""
-        ends = [f["end"] for f in self.faults if f["applied"]]
-        if not ends or self.unrecovered:
+        if self.unrecovered:
             return
-        until = max(ends) + self.ctx.grace_s + 0.05
-        again = [r for r in self.requests if r["op"] == "verify" and not r.get("skipped")
-                 and r["got"] is None and r["sent"] <= until]
+        until, again = to_reread(self.requests, self.faults, self.ctx.grace_s)
         if not again:
             return
         wait = until - self.now()
