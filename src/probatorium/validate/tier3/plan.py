@@ -52,8 +52,8 @@ WARMUP_MS = 300  # traffic before the first fault, outside every window
 #: phase start → the fault: target-term's in-flight bodies start up to 350 ms before SIGTERM,
 #: target-kill's writes up to 150 ms before SIGKILL.
 LEAD_MS = {"target-term": (360, 450)}
-DEFAULT_LEAD_MS = (150, 300)
-TAIL_MS = 200  # after a fault window: the phase's last background requests
+DEFAULT_LEAD_MS = (150, 250)
+TAIL_MS = 100  # after a fault window: the phase's last background requests
 VERIFY_LEAD_MS = 0  # the reads follow the last recovery; the runner reads again after the grace (runner.py)
 OPS = ("put", "get", "delete", "hold", "verify")
 
