@@ -261,6 +261,10 @@ class FaultProxy:
         self._conns[conn_id] = conn
         try:
             await asyncio.gather(self._pump(conn, UP), self._pump(conn, DOWN))
+        except asyncio.CancelledError:
+            # close() cancels it: end quietly (asyncio's stream callback would print a cancelled
+            # handler's CancelledError as a traceback, on Python 3.11)
+            pass
         finally:
             self._conns.pop(conn_id, None)
             for side in (conn.client_writer, conn.up_writer):
