@@ -1,4 +1,4 @@
-"""End-to-end Tier 3: `probatorium validate --tiers 3 --faults KIND --seeds 3` against the planted
+"""End-to-end Tier 3: `probatorium validate --tiers 3 --faults KIND --seeds 2|3` against the planted
 key/value servers of tests/servers/kvserver.py exits 1 with the right predicate, `probatorium replay
 --seed` of the failing seed reproduces it, and the strict durable server passes every fault kind."""
 
@@ -27,26 +27,28 @@ def kvcmd(data, *bugs: str) -> str:
     return f"{sys.executable} {KVSERVER} --port {{port}} --data {data}" + "".join(f" --bug {b}" for b in bugs)
 
 
-CASES = [  # bug, fault kind, predicate, extra flags
-    ("ack-before-durable", "target-kill", "I-T3-LOST-WRITE", ["--durable"]),
-    ("drop-on-term", "target-term", "I-T3-DRAIN", ["--durable"]),
-    ("no-recover-after-stop", "target-stop", "I-T3-NO-RECOVERY", ["--recovery-deadline", "3"]),
-    ("accept-dies-on-emfile", "fd-squeeze", "I-T3-NO-RECOVERY", ["--recovery-deadline", "3"]),
-    ("5xx", "net-latency", "I-T3-5XX", []),
+CASES = [  # bug, fault kind, predicate, seeds, extra flags
+    ("ack-before-durable", "target-kill", "I-T3-LOST-WRITE", 3, ["--durable"]),
+    ("drop-on-term", "target-term", "I-T3-DRAIN", 3, ["--durable"]),
+    # every plan of these holds the fault and the bug never fails to bite: two seeds prove the same
+    # (each failing seed waits out the recovery deadline, then the restart before the next one)
+    ("no-recover-after-stop", "target-stop", "I-T3-NO-RECOVERY", 2, ["--recovery-deadline", "3"]),
+    ("accept-dies-on-emfile", "fd-squeeze", "I-T3-NO-RECOVERY", 2, ["--recovery-deadline", "3"]),
+    ("5xx", "net-latency", "I-T3-5XX", 3, []),
 ]
 
 
-@pytest.mark.parametrize("bug,kind,predicate,extra", CASES, ids=[c[0] for c in CASES])
-def test_planted_bug_found_and_replayed(tmp_path, bug, kind, predicate, extra):
+@pytest.mark.parametrize("bug,kind,predicate,seeds,extra", CASES, ids=[c[0] for c in CASES])
+def test_planted_bug_found_and_replayed(tmp_path, bug, kind, predicate, seeds, extra):
     cmd = kvcmd(tmp_path / "kv.log", bug)
     out = tmp_path / "run"
-    r = run_cli(["validate", "--cmd", cmd, "--spec", str(KVSPEC), "--tiers", "3", "--faults", kind, "--seeds", "3",
-                 "--out", str(out), *extra], timeout=150)
+    r = run_cli(["validate", "--cmd", cmd, "--spec", str(KVSPEC), "--tiers", "3", "--faults", kind,
+                 "--seeds", str(seeds), "--out", str(out), *extra], timeout=150)
     assert r.returncode == 1, r.stderr[-3000:]
     doc = load_doc(out)
     cell = doc["validation_results"]["cells"][0]
     assert cell["properties"][predicate]["status"] == "failed"
-    assert cell["tier_3"]["seeds_attempted"] == 3 and cell["tier_3"]["seeds_failed"] >= 1
+    assert cell["tier_3"]["seeds_attempted"] == seeds and cell["tier_3"]["seeds_failed"] >= 1
     assert cell["tier_3"][f"faults_{kind}"] >= 1
     inc = next(i for i in cell["incidents"] if i["predicate"] == predicate)
     assert inc["seed"].startswith("0x")

@@ -182,6 +182,22 @@ def test_slice_delivers_bytes_in_small_pieces() -> None:
     with_proxy(body)
 
 
+def test_a_chunk_sliced_when_the_window_ends_goes_whole() -> None:
+    """The impairment lasts its window: a chunk still being sliced when it is cleared is not
+    dragged on (1000 pieces x 10 ms would be 10 s)."""
+    async def body(proxy: FaultProxy, upstream: Upstream, address: tuple[str, int]) -> None:
+        conn = await asyncio.open_connection(*address)
+        for kind, params in (("net-slice", {"piece_bytes": 1, "gap_ms": 10, "direction": "down"}),
+                             ("net-bandwidth", {"bytes_per_s": 100, "direction": "down"})):
+            handle = proxy.impair(kind, params, seed=1)
+            asyncio.get_running_loop().call_later(0.2, proxy.clear, handle)
+            took = await roundtrip(conn, b"b" * 1000)
+            assert 0.15 <= took < 1.5, (kind, took)
+            assert proxy.active() == []
+
+    with_proxy(body)
+
+
 def test_halfclose_down_is_eof_for_the_client_while_requests_still_flow() -> None:
     async def body(proxy: FaultProxy, upstream: Upstream, address: tuple[str, int]) -> None:
         reader, writer = await asyncio.open_connection(*address)

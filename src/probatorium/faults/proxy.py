@@ -274,6 +274,10 @@ class FaultProxy:
         self._conns[conn_id] = conn
         try:
             await asyncio.gather(self._pump(conn, UP), self._pump(conn, DOWN))
+        except asyncio.CancelledError:
+            # close() cancels it: end quietly (asyncio's stream callback would print a cancelled
+            # handler's CancelledError as a traceback, on Python 3.11)
+            pass
         finally:
             self._conns.pop(conn_id, None)
             for side in (conn.client_writer, conn.up_writer):
@@ -375,6 +379,11 @@ class FaultProxy:
                     + ([max(1, rate // BANDWIDTH_QUANTUM)] if rate else []))
         gap_s = max((imp.params["gap_ms"] for imp in slices), default=0.0) / 1000.0
         for offset in range(0, len(data), piece):
+            if all(imp.cleared.is_set() for imp in slices + rates):
+                # the window ended mid-chunk: the impairment ends with it, the rest goes whole
+                writer.write(data[offset:])
+                await writer.drain()
+                return
             chunk = data[offset:offset + piece]
             writer.write(chunk)
             await writer.drain()

@@ -116,3 +116,24 @@ def test_a_producer_key_is_excused_from_its_create_on():
     assert judges.lost_write(tl, durable=False) == {"evaluations": 0, "violations": [], "excused": 1}
     kv = {**tl, "requests": [{**r, "op": "put"} if r["op"] == "create" else r for r in tl["requests"]]}
     assert judges.lost_write(kv, durable=False)["violations"]  # a key/value key names itself: judged
+
+
+def test_reads_without_a_usable_answer_inside_the_grace_are_read_again_after_it():
+    from probatorium.validate.tier3.runner import to_reread
+
+    def read(step, sent, status, got):
+        return {"step": step, "phase": 2, "conn": 9, "op": "verify", "key": step, "write": 0, "sent": sent,
+                "done": sent + 0.001, "status": status, "error": None, "got": got}
+
+    faults = [{"kind": "net-latency", "start": 0.5, "end": 1.0, "applied": True},
+              {"kind": "target-kill", "start": 1.2, "end": 1.6, "applied": False}]  # not applied: no grace
+    reqs = [read(1, 1.7, 500, None), read(2, 1.7, 200, "2:1"), read(3, 1.8, None, None),
+            read(4, 1.8, 404, "absent"), {**read(5, 1.9, 500, None), "skipped": True}, read(6, 3.5, 500, None),
+            {**read(1, 3.1, 200, "1:1"), "reread": True}]
+    until, again = to_reread(reqs, faults, 2.0)
+    assert abs(until - 3.05) < 1e-9
+    assert [r["step"] for r in again] == [1, 3]  # the 500 and the reset inside the grace; not read 6 after it
+    assert to_reread(reqs, [faults[1]], 2.0) == (0.0, [])
+    # the read again outside the grace is judged: a 5xx there is I-T3-5XX
+    assert judges.server_errors({"requests": [{**read(1, 3.1, 500, None), "reread": True}], "faults": faults[:1]},
+                         2.0)["violations"]

@@ -51,11 +51,17 @@ NET_KINDS = ("net-latency", "net-jitter", "net-bandwidth", "net-reset", "net-sta
 PROCESS_KINDS = ("target-kill", "target-term", "target-stop", "fd-squeeze")
 SERVICE_KINDS = ("service-kill", "service-stop")
 #: kind → (min, max) fault duration in ms: how long the fault holds before it is reverted.
-DURATION_MS = {"target-kill": (200, 600), "target-term": (300, 700), "target-stop": (400, 1500),
-               "fd-squeeze": (800, 1500), "service-kill": (400, 1000), "service-stop": (400, 1200),
-               **{k: (500, 1500) for k in NET_KINDS}}
-WARMUP_MS = 800  # traffic before the first fault, outside every window
-VERIFY_LEAD_MS = 1700  # last phase's tail (400 ms) + this > the default 2 s grace of I-T3-5XX
+#: Each range is long enough for the kind's biting steps (below) to land inside the window.
+DURATION_MS = {"target-kill": (150, 400), "target-term": (200, 500), "target-stop": (300, 800),
+               "fd-squeeze": (500, 900), "service-kill": (300, 800), "service-stop": (300, 800),
+               **{k: (300, 800) for k in NET_KINDS}}
+WARMUP_MS = 300  # traffic before the first fault, outside every window
+#: phase start → the fault: target-term's in-flight bodies start up to 350 ms before SIGTERM,
+#: target-kill's writes up to 150 ms before SIGKILL.
+LEAD_MS = {"target-term": (360, 450)}
+DEFAULT_LEAD_MS = (150, 250)
+TAIL_MS = 100  # after a fault window: the phase's last background requests
+VERIFY_LEAD_MS = 0  # the reads follow the last recovery; the runner reads again after the grace (runner.py)
 OPS = ("put", "create", "get", "delete", "hold", "verify")
 
 
@@ -238,11 +244,12 @@ class _Builder:
 
     def _warmup(self) -> None:
         self.phases.append(Phase(0, 0, WARMUP_MS))
-        self._background(0, 0, WARMUP_MS, self.rng.randint(10, 16))
+        self._background(0, 0, WARMUP_MS, self.rng.randint(24, 32))  # outside every grace: judged for 5xx
         self.clock_ms += WARMUP_MS
 
     def _verify(self) -> None:
-        # the reads start after the last window's grace: they are judged for 5xx too
+        # the reads start once the last fault's recovery probe succeeded; a read that got no usable
+        # answer inside the last window's grace is read again after it (the runner)
         index = len(self.phases)
         self.phases.append(Phase(index, VERIFY_LEAD_MS, 0))
         conn = self._fresh_conn()
@@ -252,7 +259,7 @@ class _Builder:
     # ---- one fault and the steps that make it bite --------------------------------------------
     def _fault_phase(self, kind: str) -> None:
         index = len(self.phases)
-        lead = self.rng.randint(300, 500)
+        lead = self.rng.randint(*LEAD_MS.get(kind, DEFAULT_LEAD_MS))
         lo, hi = DURATION_MS[kind]
         duration = self.rng.randint(lo, hi)
         params = self._params(kind)
@@ -263,9 +270,9 @@ class _Builder:
             subject = self.rng.choice(self.profile.services)
         # FaultSpec checks the parameters and gives them their canonical types and order
         fault = FaultSpec(kind, (self.clock_ms + lead) / 1000, duration / 1000, params, subject).as_dict()
-        tail = 400
+        tail = TAIL_MS
         self.phases.append(Phase(index, lead, tail, fault))
-        self._background(index, -lead, duration + tail, self.rng.randint(8, 16))
+        self._background(index, -lead, duration + tail, self.rng.randint(6, 12))
         self._bite(index, kind, duration, params)
         self.clock_ms += lead + duration + tail
 

@@ -166,6 +166,7 @@ class Session:
             ctx = RunContext(address=address, target_address=self.address, injector=self.injector,
                              clock=self.control.windows.now, health_path=self.health_path,
                              recovery_deadline_s=self.opts.recovery_deadline_s,
+                             grace_s=self.opts.grace_s,
                              # a request waits at most 5 s, less with a short recovery deadline (never
                              # under 2.5 s: a stop or a stall of the plan lasts up to 1.5 s)
                              request_timeout_s=min(5.0, max(2.5, self.opts.recovery_deadline_s)))
