@@ -93,6 +93,24 @@ def test_authz():
     assert preds([own], "I-API-AUTHZ") == []
 
 
+def test_authz_without_declared_security_needs_the_anonymous_refusal():
+    # The document states no security: B reading A's resource is judged only when the operation
+    # refused an anonymous request (401/403), i.e. the target authenticates its users there.
+    ops = {**OPS, "getOpen": {"method": "GET", "path": "/docs/{id}", "responses": {"200": {}}}}
+    b_reads = ex(4, "getOpen", "GET", "/docs/7", 200, {"id": 7}, user="B", bindings={"id": bind(7)})
+
+    def run(seq):
+        return [(f.predicate, f.op_id, f.status) for f in check_sequence(seq, ops, schema_errors, "I-API-AUTHZ")[1]]
+
+    assert run([b_reads]) == []
+    anon = ex(3, "getOpen", "GET", "/docs/7", 401, {"detail": "login"}, user="anonymous", probe="anonymous",
+              bindings={"id": bind(7)})
+    assert run([anon, b_reads]) == [("I-API-AUTHZ", "getOpen", 200)]
+    public = ex(3, "getOpen", "GET", "/docs/7", 200, {"id": 7}, user="anonymous", probe="anonymous",
+                bindings={"id": bind(7)})
+    assert run([public, b_reads]) == []  # readable by anyone: a public resource, no finding
+
+
 def test_hierarchy():
     wrong = {"id": bind(2, path="/items"), "nid": bind(5, path="/items/1/notes")}
     seq = [ex(4, "getNote", "GET", "/items/2/notes/5", 200, {}, bindings=wrong)]

@@ -100,3 +100,24 @@ def test_an_authorization_header_parameter_is_left_to_the_login():
     assert "authorization" not in step["headers"] and "x-trace" in step["headers"]
     bare = Planner(spec, infer(spec), None, {"A": "ua", "B": "ub"})
     assert "authorization" in bare.build("reach", "me", random.Random(1))[-1]["headers"]
+
+
+def test_cross_user_probe_asks_anonymously_when_the_document_declares_no_security():
+    import json
+    doc = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {
+        "/login": {"post": {"operationId": "login", "requestBody": {"content": {"application/json": {
+            "schema": {"type": "object"}}}}, "responses": {"200": {"description": "ok"}}}},
+        "/docs": {"post": {"operationId": "createDoc", "responses": {"201": {"description": "made", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}}}}}},
+        "/docs/{id}": {"get": {"operationId": "getDoc", "parameters": [
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {"200": {"description": "ok"}}}}}}
+    spec = load_spec(json.dumps(doc).encode(), name="docs")
+    p = Planner(spec, infer(spec), find_login(spec, None, None), {"A": "ua", "B": "ub"})
+    assert ("cross-user", "getDoc") in p.lean_tasks()
+    steps = p.build("cross-user", "getDoc", random.Random(1))
+    assert [(s["user"], s["probe"]) for s in steps[-2:]] == [("anonymous", "anonymous"), ("B", "cross-user")]
+    assert steps[-2]["path_params"] == steps[-1]["path_params"] and well_formed(steps)
+    # the restserver declares its security: no anonymous step
+    declared = planner()
+    assert all(s["user"] != "anonymous" for s in declared.build("cross-user", "getItem", random.Random(1)))

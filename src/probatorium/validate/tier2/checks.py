@@ -205,9 +205,10 @@ def check_leak(seq: list, ops: dict, validate=None) -> tuple:
 def check_authz(seq: list, ops: dict, validate=None) -> tuple:
     """A second user never reads, changes or deletes the first user's resource."""
     found, n = [], 0
+    refused = {ex.op_id: ex.status for ex in seq if ex.probe == "anonymous" and ex.status in (401, 403)}
     for i, ex in enumerate(seq):
         op = ops.get(ex.op_id) or {}
-        if not op.get("secured") or ex.status is None:
+        if ex.status is None or ex.probe == "anonymous" or not (op.get("secured") or ex.op_id in refused):
             continue
         foreign = [(k, b) for k, b in _path_bindings(ex) if b.get("user") and b["user"] != ex.user]
         if not foreign:
@@ -215,9 +216,11 @@ def check_authz(seq: list, ops: dict, validate=None) -> tuple:
         n += 1
         if ex.ok:
             k, b = foreign[0]
+            why = "" if op.get("secured") else (f" (no security declared, but the operation answered an anonymous "
+                                                f"request {refused[ex.op_id]}: it authenticates its users)")
             found.append(Finding("I-API-AUTHZ", ex.op_id, ex.status, i,
                                  f"user {ex.user} {ex.method} {ex.path} answered {ex.status}; {k}={b['value']} "
-                                 f"belongs to user {b['user']} (created by {b['path']})"))
+                                 f"belongs to user {b['user']} (created by {b['path']})" + why))
     return n, found
 
 

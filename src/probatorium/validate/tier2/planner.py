@@ -31,6 +31,7 @@ USERS = ("A", "B")
 MALFORMED_IDS = ("abc", "0", "-1", "1.5", "99999999999999999999999", "%00", "' OR '1'='1", "x" * 300)
 MAX_MUTATIONS = 8  # schema-violating mutations per operation in lean mode
 MAX_EDGES = 8  # valid boundary values per operation in lean mode (very long, unicode, min/max edges)
+ANONYMOUS, ANONYMOUS_PROBE = "anonymous", "anonymous"  # a user that never logs in, and its probe
 AUTH_HEADERS = ("authorization", "cookie")  # header parameters the login fills, never generated
 EDGE_PROBE = "boundary: "  # the probe of a valid boundary value, followed by its label
 PASSWORD = "probatorium-t2"
@@ -143,6 +144,9 @@ class Planner:
         self.streams = {op.op_id for op in spec.operations
                         if any("text/event-stream" in r.content for r in op.responses.values())}
         self.by_id = {op.op_id: op for op in spec.operations if op.op_id not in self.streams}
+        # No operation states a security requirement: the document says nothing about who may do
+        # what, so the cross-user probe asks the target itself (an anonymous request first).
+        self.undeclared = not any(op.security for op in spec.operations)
         self.order = [o for o in graph.order() if o in self.by_id] or list(self.by_id)
         self.order += [o for o in self.by_id if o not in self.order]
 
@@ -159,7 +163,7 @@ class Planner:
             op = self.by_id[o]
             if op.method == "DELETE" and op.path_params:
                 tasks.append(("after-delete", o))
-            if op.path_params and op.security and self.login is not None:
+            if op.path_params and (op.security or self.undeclared) and self.login is not None:
                 tasks.append(("cross-user", o))
             if len(op.path_params) >= 2:
                 tasks.append(("wrong-parent", o))
@@ -189,6 +193,8 @@ class Planner:
 
     def _cross_user(self, seq: Sequence, op) -> None:
         params = seq.bind(op, "A")
+        if not op.security:  # a document without security: does the operation refuse an anonymous client?
+            seq.add(op, ANONYMOUS, params=params, probe=ANONYMOUS_PROBE)
         seq.add(op, "B", params=params, probe="cross-user")
 
     def _wrong_parent(self, seq: Sequence, op) -> None:
