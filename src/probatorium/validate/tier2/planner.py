@@ -21,10 +21,12 @@ task)``), so a run is reproducible and a sequence is a value on disk.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
 from ...api import values
+from ...api.deps import credential_slots
 from .exchange import LOGIN_PROBE
 
 USERS = ("A", "B")
@@ -41,6 +43,42 @@ class Login:
     method: str
     path: str
     op_id: str = "login"
+
+
+def wire_media(media: str) -> str:
+    """The Content-Type sent for a declared media type: a range is no media type (RFC 9110 §8.3),
+    so ``*/*`` is sent as application/octet-stream and ``text/*`` as text/plain."""
+    bare = media.split(";", 1)[0].strip().lower()
+    if bare == "*/*" or not bare:
+        return "application/octet-stream"
+    if bare.endswith("/*"):
+        return bare[:-1] + ("plain" if bare.startswith("text/") else "octet-stream")
+    return media
+
+
+def body_mutations(op, rng: random.Random) -> list:
+    """The mutations of `op`'s request body that still break its schema once on the wire.
+
+    A JSON body carries every mutation. A raw body (text, bytes) is text on the wire: a value
+    is kept only when its text still violates the schema (a "wrong type" 5 is the valid text
+    "5"), with the keyword the text breaks. A form body loses its field types (every field is
+    text): its type mutations are dropped."""
+    schema = op.body.schema or {}
+    media = op.body.media_type.split(";", 1)[0].strip().lower()
+    muts = [m for m in values.mutations(schema, rng) if m.violates]
+    if "json" in media:
+        return muts
+    out = []
+    for m in muts:
+        if media == "application/x-www-form-urlencoded" and isinstance(m.value, dict):
+            if m.violates != "type":
+                out.append(m)
+            continue
+        wire = m.value if isinstance(m.value, str) else json.dumps(m.value)
+        broken = values.violated(schema, wire)
+        if broken:
+            out.append(values.Mutation(m.label, wire, broken))
+    return out
 
 
 def ops_view(spec) -> dict:
@@ -80,8 +118,12 @@ class Sequence:
                 got = {"value": values.generate(prm.schema or {"type": "string"}, self.rng)}
             if got is not None:
                 step["query" if prm.location == "query" else "headers"][prm.name] = got
+        for slot in self.p.credentials.get(op.op_id, ()):  # API keys from the operation that issues them
+            got = self.producer(op, slot.key, user)
+            if got is not None:
+                step["query" if slot.location == "query" else "headers"].setdefault(slot.name, got)
         if op.body is not None:
-            step["media_type"] = op.body.media_type
+            step["media_type"] = wire_media(op.body.media_type)
             if body is GENERATE:
                 body = self.bind_body(op, user, values.generate(op.body.schema or {}, self.rng))
             step["body"] = body
@@ -137,7 +179,11 @@ class Planner:
         # An event stream never ends: Tier 1's sse slice exercises it, a sequence would only wait.
         self.streams = {op.op_id for op in spec.operations
                         if any("text/event-stream" in r.content for r in op.responses.values())}
-        self.by_id = {op.op_id: op for op in spec.operations if op.op_id not in self.streams}
+        # A WebSocket upgrade (101) is no request/response exchange: Tier 1's ws slice exercises it.
+        self.upgrades = {op.op_id for op in spec.operations if "101" in op.responses}
+        self.by_id = {op.op_id: op for op in spec.operations
+                      if op.op_id not in self.streams and op.op_id not in self.upgrades}
+        self.credentials = {op.op_id: credential_slots(spec, op) for op in spec.operations}
         self.order = [o for o in graph.order() if o in self.by_id] or list(self.by_id)
         self.order += [o for o in self.by_id if o not in self.order]
 
@@ -207,14 +253,15 @@ class Planner:
 
     def _mutated(self, seq: Sequence, op) -> None:
         params = seq.bind(op, "A")
-        muts = [m for m in values.mutations(op.body.schema or {}, seq.rng) if m.violates][:MAX_MUTATIONS]
+        muts = body_mutations(op, seq.rng)[:MAX_MUTATIONS]
         listing = self._collection_read(op) if op.method == "POST" else None
         for m in muts:
             if listing is not None:
                 seq.add(listing, params=params)
+                before = seq.last()
             seq.add(op, params=params, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")
-            if listing is not None:
-                seq.add(listing, params=params)
+            if listing is not None:  # the same read again (same query): the two listings compare
+                seq.steps.append({**before, "id": len(seq.steps)})
 
     def pair(self, first: str, second: str, rng: random.Random) -> list[dict]:
         """BFS depth 2: two operations, producers shared."""
@@ -230,7 +277,7 @@ class Planner:
             op = self.by_id[rng.choice(self.order)]
             user = "B" if self.login is not None and rng.random() < 0.2 else "A"
             if op.body is not None and rng.random() < 0.25:
-                muts = [m for m in values.mutations(op.body.schema or {}, rng) if m.violates]
+                muts = body_mutations(op, rng)
                 if muts:
                     m = rng.choice(muts)
                     seq.add(op, user, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")

@@ -56,6 +56,35 @@ def find_login(spec, markov: Path | None, login_path: str | None) -> Login | Non
     return None
 
 
+def credential_gap(spec, graph, op, login: Login | None) -> str:
+    """What `op`'s security requirement asks for that Tier 2 cannot obtain ("" when some
+    alternative is satisfiable): a bearer token or OAuth/OpenID token comes from the login, an
+    API key from the operation that issues it (`api.deps`, credential rule); HTTP basic or
+    digest credentials, mutual TLS and a cookie API key are not given."""
+    missing = []
+    for requirement in op.security or [{}]:
+        gaps = []
+        for name in requirement if isinstance(requirement, dict) else ():
+            scheme = spec.security_schemes.get(name) or {}
+            kind, http = scheme.get("type"), str(scheme.get("scheme", "")).lower()
+            if kind == "apiKey" and scheme.get("in") in ("header", "query") and graph is not None \
+                    and graph.producers_of(op.op_id, str(scheme.get("name"))):
+                continue
+            if (kind == "http" and http == "bearer" or kind in ("oauth2", "openIdConnect")) and login is not None:
+                continue
+            if kind == "apiKey":
+                gaps.append(f"an API key ({scheme.get('in')} {scheme.get('name')!r}, security scheme {name}) "
+                            "that no operation of the document issues")
+            elif kind == "http":
+                gaps.append(f"HTTP {http or '?'} credentials (security scheme {name})")
+            else:
+                gaps.append(f"{kind or 'unknown'} credentials (security scheme {name})")
+        if not gaps:
+            return ""
+        missing.append(" and ".join(gaps))
+    return " or ".join(dict.fromkeys(missing))
+
+
 def load_corpus(folder: Path | None) -> list[list[dict]]:
     """The sequences a corpus folder keeps (newest first is not needed: names are content hashes)."""
     if folder is None or not folder.is_dir():
@@ -90,6 +119,7 @@ class Tier2:
         self.login: Login | None = None
         self.op_errors: dict[str, str] = {}  # operation → the last error of a request that got no answer
         self.streams: set[str] = set()
+        self.upgrades: set[str] = set()
 
     def configure(self, options: dict[str, Any]) -> None:
         """Options of `probatorium fuzz` / validate: mode, corpus, login_path, walkers, discover, annotations."""
@@ -153,7 +183,7 @@ class Tier2:
                 f"{self.login.method + ' ' + self.login.path if self.login else '(none)'}, "
                 f"mode {self.options.get('mode', 'full')}, corpus {len(corpus)}")
         planner = Planner(spec, self.graph, self.login, {u: u for u in USERS})
-        self.streams = planner.streams
+        self.streams, self.upgrades = planner.streams, planner.upgrades
         if not planner.order:
             self.stop_reason = "the OpenAPI document declares no operation Tier 2 can send"
             return
@@ -264,18 +294,30 @@ class Tier2:
 
     def _unreached(self) -> dict[str, str]:
         """Every operation without a 2xx, and why."""
-        ops = [op.op_id for op in self.spec.operations] if self.spec is not None else []
         unreached = {}
-        for op in ops:
+        for operation in self.spec.operations if self.spec is not None else []:
+            op = operation.op_id
             seen = self.coverage.get(op)
+            statuses = "; statuses seen: " + ", ".join(sorted(seen)) if seen else ""
             if op in self.streams:
                 unreached[op] = "not sent: an event stream (text/event-stream); Tier 1's sse slice exercises it"
+            elif op in self.upgrades:
+                unreached[op] = ("not sent: a protocol upgrade (it declares 101 Switching Protocols, a WebSocket); "
+                                 "Tier 1's ws slice exercises it")
+            elif seen and any(200 <= int(s) < 300 for s in seen):
+                continue
+            elif not any(r.startswith("2") for r in operation.responses):
+                declared = ", ".join(sorted(operation.responses)) or "nothing"
+                unreached[op] = f"by design: the operation declares no 2xx response (it declares {declared}){statuses}"
+            elif (gap := credential_gap(self.spec, self.graph, operation, self.login)) and (
+                    not seen or all(s in ("401", "403") for s in seen)):
+                unreached[op] = f"needs {gap}, which Tier 2 is not given{statuses}"
             elif not seen and op in self.op_errors:
                 unreached[op] = f"never answered: {self.op_errors[op]}"
             elif not seen:
                 unreached[op] = "never sent with its parameters bound: a producer it needs gave nothing"
-            elif not any(200 <= int(s) < 300 for s in seen):
-                unreached[op] = "no 2xx; statuses seen: " + ", ".join(sorted(seen))
+            else:
+                unreached[op] = "no 2xx" + statuses
         return unreached
 
     def detail(self) -> dict[str, Any]:
