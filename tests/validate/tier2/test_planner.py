@@ -41,6 +41,18 @@ def test_producers_come_first_and_bindings_point_back():
     assert last["probe"] == "wrong-parent" and last["path_params"]["itemId"]["from"] != 2
 
 
+def test_a_refused_create_is_bracketed_by_the_same_read():
+    p = planner()
+    steps = p.build("mutated", "createItem", random.Random(2))
+    for i, st in enumerate(steps):
+        if st.get("probe") == "mutated" and steps[i - 1]["op_id"] == "listItems":
+            before, after = steps[i - 1], steps[i + 1]
+            assert {**before, "id": 0} == {**after, "id": 0} and after["id"] != before["id"]
+            break
+    else:
+        raise AssertionError("no mutated create between two listings")
+
+
 def test_sequences_are_seeded():
     p = planner()
     assert p.build("mutated", "createItem", random.Random(5)) == p.build("mutated", "createItem", random.Random(5))
