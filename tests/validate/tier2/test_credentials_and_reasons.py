@@ -96,3 +96,14 @@ def test_unreached_says_why():
     assert why["putDoc"] == "no 2xx; statuses seen: 422"
     assert why["either"].startswith("needs HTTP basic credentials") and "putBlob" in why
     assert set(why) == {"ws", "old", "admin", "keyed", "putDoc", "either", "putBlob"}
+
+
+def test_a_walker_gets_new_users_every_lifetime():
+    class Env:
+        cell_seed = 7
+
+    t = Tier2()
+    first, again, later = t._users(Env, 1), t._users(Env, 1, 0), t._users(Env, 1, 3)
+    assert first == again and set(first) == {"A", "B"} and first["A"] != first["B"]
+    assert not set(first.values()) & set(later.values())
+    assert not set(t._users(Env, 2, 3).values()) & set(later.values())

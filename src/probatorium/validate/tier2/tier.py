@@ -30,6 +30,9 @@ from .runner import Runner
 
 DISCOVERY_PATHS = ("/openapi.json", "/openapi.yaml")
 DEFAULT_WALKERS = 4
+# A walker's two users are replaced every USER_LIFETIME sequences: what a user accumulates
+# (per-user quotas of keys, notes, items; long listings) would otherwise starve a long run.
+USER_LIFETIME = 10
 MAX_CORPUS = 500
 
 
@@ -216,9 +219,11 @@ class Tier2:
             n += 1
             yield ("walk", n)
 
-    def _users(self, env: TierEnv, walker: int) -> dict[str, str]:
+    def _users(self, env: TierEnv, walker: int, generation: int = 0) -> dict[str, str]:
+        """The two users of `walker`'s `generation`-th lifetime (USER_LIFETIME sequences each)."""
         tag = derive_seed(env.cell_seed, "tier2", "users") & 0xFFFFFF
-        return {u: f"t2-{tag:06x}-w{walker}-{u.lower()}" for u in USERS}
+        gen = f"-g{generation}" if generation else ""
+        return {u: f"t2-{tag:06x}-w{walker}{gen}-{u.lower()}" for u in USERS}
 
     def _build(self, planner: Planner, task: tuple, index: int, seed: int) -> list[dict]:
         rng = random.Random(derive_seed(seed, "tier2", "sequence", index))
@@ -234,12 +239,15 @@ class Tier2:
         planner = Planner(self.spec, self.graph, self.login, self._users(env, i))
         runner = Runner(env.address)
         host, port = env.address()
+        mine = 0
         while time.monotonic() < deadline and not env.stop():
             try:
                 index, task = self.tally["sequences"], next(tasks)
             except StopIteration:
                 return
             self.tally["sequences"] += 1
+            planner.users = self._users(env, i, mine // USER_LIFETIME)
+            mine += 1
             try:
                 steps = self._build(planner, task, index, env.cell_seed)
             except (RecursionError, KeyError, ValueError) as e:
