@@ -75,3 +75,17 @@ def test_corpus_reads_only_sequences(tmp_path):
     (tmp_path / "b.json").write_text("not json")
     (tmp_path / "c.json").write_text('{"steps": []}')
     assert load_corpus(tmp_path) == [[{"id": 0}]] and load_corpus(None) == []
+
+
+def test_cleanup_deletes_what_a_sequence_created():
+    p = planner()
+    steps = p.build("reach", "getNote", random.Random(1))
+    sweep = p.cleanup(steps, random.Random(2))
+    deleted = {(s["op_id"], s["path_params"][s["path"].rsplit("{", 1)[1].rstrip("}")]["from"]) for s in sweep}
+    made = {s["op_id"]: s["id"] for s in steps}
+    assert {s["probe"] for s in sweep} == {"cleanup"} and all(s["method"] == "DELETE" for s in sweep)
+    assert [s["id"] for s in steps + sweep] == list(range(len(steps) + len(sweep)))
+    assert any(f == made["createItem"] for _, f in deleted), sweep
+    # a child's parent is the one the sequence made, never a new resource
+    assert all(s["op_id"] != "createItem" for s in sweep)
+    assert p.cleanup(steps[1:], random.Random(2)) == []  # ids are not positions: left alone

@@ -32,6 +32,7 @@ from .exchange import LOGIN_PROBE
 USERS = ("A", "B")
 MALFORMED_IDS = ("abc", "0", "-1", "1.5", "99999999999999999999999", "%00", "' OR '1'='1", "x" * 300)
 MAX_MUTATIONS = 8
+MAX_CLEANUP = 20
 PASSWORD = "probatorium-t2"
 GENERATE = object()  # "generate the body from its schema" (None is a value: a null body)
 
@@ -91,11 +92,11 @@ def ops_view(spec) -> dict:
 class Sequence:
     """A sequence being built: steps, and the producer step already made per (op, user)."""
 
-    def __init__(self, planner: "Planner", rng: random.Random) -> None:
+    def __init__(self, planner: "Planner", rng: random.Random, logins: bool = True) -> None:
         self.p, self.rng = planner, rng
         self.steps: list[dict] = []
         self.made: dict[tuple[str, str], int] = {}
-        if planner.login is not None:
+        if planner.login is not None and logins:
             for user in USERS:
                 self.steps.append({"id": len(self.steps), "op_id": planner.login.op_id, "user": user,
                                    "method": planner.login.method, "path": planner.login.path,
@@ -184,6 +185,17 @@ class Planner:
         self.by_id = {op.op_id: op for op in spec.operations
                       if op.op_id not in self.streams and op.op_id not in self.upgrades}
         self.credentials = {op.op_id: credential_slots(spec, op) for op in spec.operations}
+        # creator → [(DELETE operation, source)]: what ends the resources it makes (garbage collection)
+        self.deleters: dict[str, list] = {}
+        for op in self.by_id.values():
+            if op.method != "DELETE" or not op.path_params:
+                continue
+            firsts: dict[str, str] = {}
+            for pr in graph.producers_of(op.op_id, op.path_params[-1]):
+                if pr.op_id in self.by_id and pr.op_id != op.op_id:
+                    firsts.setdefault(pr.op_id, pr.source)
+            for creator, source in firsts.items():
+                self.deleters.setdefault(creator, []).append((op, source))
         self.order = [o for o in graph.order() if o in self.by_id] or list(self.by_id)
         self.order += [o for o in self.by_id if o not in self.order]
 
@@ -262,6 +274,34 @@ class Planner:
             seq.add(op, params=params, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")
             if listing is not None:  # the same read again (same query): the two listings compare
                 seq.steps.append({**before, "id": len(seq.steps)})
+
+    def cleanup(self, steps: list[dict], rng: random.Random) -> list[dict]:
+        """Garbage collection (RESTler's): after a sequence, a DELETE for every resource it created
+        that a DELETE operation ends, bound to the creating step (its other path parameters and
+        headers bound as usual, to the producers the sequence already made). Run after the
+        sequence on its connections and never judged, so that what a long run creates does not
+        pile up in the target (memory, per-user quotas). At most MAX_CLEANUP steps; none for
+        steps whose ids are not their positions (a shrunk or foreign sequence)."""
+        if not self.deleters or [s.get("id") for s in steps] != list(range(len(steps))):
+            return []
+        seq = Sequence(self, rng, logins=False)
+        seq.steps = list(steps)
+        for st in steps:
+            if st.get("probe") != LOGIN_PROBE:
+                seq.made[(st["op_id"], st.get("user", "A"))] = st["id"]
+        for st in reversed(steps):  # children before their parents
+            for op, source in self.deleters.get(st["op_id"], ()) if st.get("probe") != LOGIN_PROBE else ():
+                if len(seq.steps) - len(steps) >= MAX_CLEANUP:
+                    return seq.steps[len(steps):]
+                user = st.get("user", "A")
+                params = {op.path_params[-1]: {"from": st["id"], "source": source}}
+                try:
+                    for name in op.path_params[:-1]:  # a parent: the producer the sequence made
+                        params[name] = seq.producer(op, name, user) or {"value": ""}
+                    seq.add(op, user, params={n: params[n] for n in op.path_params}, probe="cleanup")
+                except RecursionError:
+                    continue
+        return seq.steps[len(steps):]
 
     def pair(self, first: str, second: str, rng: random.Random) -> list[dict]:
         """BFS depth 2: two operations, producers shared."""

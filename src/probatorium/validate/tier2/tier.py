@@ -254,9 +254,11 @@ class Tier2:
                 self.tally["unbuildable_sequences"] += 1
                 self.errors.append(f"sequence {task}: {type(e).__name__}: {e}")
                 continue
-            before = runner.requests
-            seq = await runner.run(steps)
-            self.tally["requests"] += runner.requests - before
+            before, swept = runner.requests, runner.cleanup_requests
+            rng = random.Random(derive_seed(env.cell_seed, "tier2", "cleanup", index))
+            seq = await runner.run(steps, cleanup=lambda done: planner.cleanup(done, rng))
+            self.tally["cleanup_requests"] += runner.cleanup_requests - swept
+            self.tally["requests"] += runner.requests - before - (runner.cleanup_requests - swept)
             new_pair = self._account(seq)
             if new_pair and self.options.get("corpus") is not None and task[0] != "steps":
                 self._save(steps)
