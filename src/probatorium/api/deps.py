@@ -15,7 +15,11 @@ order their producers are offered:
    name: `counter` → `counter`, `X-CSRF-Token` → `csrf_token`, in any
    operation's 2xx body (of a compatible type);
 6. stem — `itemId` / `item_id` fed by the `id` of a POST/PUT whose last
-   literal path segment names the resource (`POST /items`).
+   literal path segment names the resource (`POST /items`);
+7. credential — an API key the operation's security requirement names (an
+   `apiKey` scheme, `X-API-Key` in a header or the query) fed by the field
+   ending its name (`key`) of a create on the collection naming it
+   (`POST /api/keys`), after the name rule (a field `api_key`).
 
 A producer never feeds a name it consumes itself in its own path (it echoes it,
 it cannot create it). Parameter names are plain (`id`); a body field is
@@ -41,7 +45,7 @@ CREATORS = ("POST", "PUT")
 # Names whose meaning depends on the resource: only the collection rule may feed them.
 GENERIC = frozenset({"id", "uuid", "key", "name", "slug", "pk"})
 _IDENT_SUFFIXES = ("id", "uuid", "key", "token", "slug", "ref", "pk")
-_RULE_RANK = {"annotation": 0, "link": 1, "collection": 2, "location": 3, "name": 4, "stem": 5}
+_RULE_RANK = {"annotation": 0, "link": 1, "collection": 2, "location": 3, "name": 4, "stem": 5, "credential": 6}
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,22 @@ def slots(op: Operation) -> list[_Slot]:
     return out
 
 
+def credential_slots(spec: ApiSpec, op: Operation) -> list[_Slot]:
+    """The API keys `op`'s security requirement names (an `apiKey` scheme in a header or the
+    query), as slots keyed by the header or query parameter's name: a producer may feed them."""
+    out: list[_Slot] = []
+    for requirement in op.security:
+        for scheme_name in requirement if isinstance(requirement, dict) else ():
+            scheme = spec.security_schemes.get(scheme_name) or {}
+            if scheme.get("type") != "apiKey" or scheme.get("in") not in ("header", "query") \
+                    or not isinstance(scheme.get("name"), str) or not scheme["name"]:
+                continue
+            slot = _Slot(scheme["name"], scheme["name"], scheme["in"], {"type": "string"}, True)
+            if slot not in out:
+                out.append(slot)
+    return out
+
+
 def _consumes_in_path(op: Operation, name: str) -> bool:
     return any(normalize(p) == normalize(name) for p in op.path_params)
 
@@ -239,6 +259,24 @@ def _rule_stem(spec: ApiSpec, op: Operation, slot: _Slot) -> list[tuple[str, str
         for ptr, name, schema in _fields(p):
             if ptr == "/id" and compatible(schema, slot.schema):
                 out.append((p.op_id, "body:/id", "stem"))
+    return out
+
+
+def _rule_credential(spec: ApiSpec, op: Operation, slot: _Slot) -> list[tuple[str, str, str]]:
+    """An API key (`X-API-Key`) issued by a create on the collection that names it (`POST
+    /api/keys`, `POST /api-keys`): the field of its 2xx body whose name ends the key's name (`key`)."""
+    want = normalize(slot.name)
+    out = []
+    for p in spec.operations:
+        literals = [s for s in p.path.split("/") if s and not s.startswith("{")]
+        if p is op or p.method not in CREATORS or not literals or p.path.rstrip("/").endswith("}"):
+            continue
+        if want not in (_singular(literals[-1]), normalize("".join(literals[:-1])) + _singular(literals[-1])):
+            continue
+        for ptr, name, schema in _fields(p):
+            if ptr.count("/") == 1 and want.endswith(normalize(name)) and normalize(name) not in GENERIC - {"key"} \
+                    and compatible(schema, slot.schema):
+                out.append((p.op_id, f"body:{ptr}", "credential"))
     return out
 
 
@@ -344,8 +382,9 @@ def _annotation_edges(spec: ApiSpec, entries: list[dict], label: str) -> list[Ed
         param = e["param"]
         if param.startswith("/"):
             param = f"body:{param}"
-        if not any(s.key == param for s in slots(consumer)):
-            known = ", ".join(s.key for s in slots(consumer)) or "none"
+        known_slots = slots(consumer) + credential_slots(spec, consumer)
+        if not any(s.key == param for s in known_slots):
+            known = ", ".join(s.key for s in known_slots) or "none"
             raise UsageError(f"{label}: entry {i}: {consumer.op_id} has no parameter {param!r} (known: {known})")
         out.append(Edge(producer.op_id, _annotation_source(e["field"]), consumer.op_id, param, "annotation"))
     return out
@@ -439,13 +478,17 @@ def infer(spec: ApiSpec, annotations: dict | list | None = None, *, annotations_
         for slot in slots(op):
             for rule in _INFERRED:
                 edges += [Edge(pid, src, op.op_id, slot.key, name) for pid, src, name in rule(spec, op, slot)]
+        for slot in credential_slots(spec, op):
+            for rule in (_rule_name, _rule_credential):
+                edges += [Edge(pid, src, op.op_id, slot.key, name) for pid, src, name in rule(spec, op, slot)]
     return DepGraph(spec, _ordered(spec, edges))
 
 
 def _ordered(spec: ApiSpec, edges: list[Edge]) -> list[Edge]:
     """Edges without repeats of (producer, source, consumer, param), by consumer, then rule rank."""
     index = {o.op_id: i for i, o in enumerate(spec.operations)}
-    slot_index = {(o.op_id, s.key): j for o in spec.operations for j, s in enumerate(slots(o))}
+    slot_index = {(o.op_id, s.key): j for o in spec.operations
+                  for j, s in enumerate(slots(o) + credential_slots(spec, o))}
     seen, out = set(), []
     for e in sorted(edges, key=lambda e: (index.get(e.consumer, 0), slot_index.get((e.consumer, e.param), 99),
                                           _RULE_RANK[e.rule], index.get(e.producer, 0))):

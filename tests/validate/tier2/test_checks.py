@@ -69,6 +69,11 @@ def test_uaf():
     # not a created resource (no producer binding), or re-created by PUT: not a finding
     assert preds([ex(0, "deleteItem", "DELETE", "/items/1", 204), seq[1]], "I-API-UAF") == []
     assert preds([seq[0], ex(1, "getItem", "PUT", "/items/1", 200, {"id": 1, "qty": 1})], "I-API-UAF") == []
+    # a 2xx PUT on the deleted path creates it again (RFC 9110 §9.3.4): reading it then is fine
+    recreated = [seq[0], ex(1, "getItem", "PUT", "/items/1", 201, {"id": 1, "qty": 1}), seq[1]]
+    assert preds(recreated, "I-API-UAF") == []
+    refused = [seq[0], ex(1, "getItem", "PUT", "/items/1", 400, {"error": "x"}), seq[1]]
+    assert preds(refused, "I-API-UAF") == [("I-API-UAF", "getItem", 200)]
     seq[1] = ex(1, "getItem", "GET", "/items/1", 404, {"error": "gone"})
     assert preds(seq, "I-API-UAF") == []
     assert CHECKERS["I-API-UAF"].run(seq, OPS)[0] == 1
@@ -80,6 +85,9 @@ def test_leak():
     after = ex(2, "listItems", "GET", "/items", 200, [{"id": 1}, {"id": 2}])
     assert preds([before, post, after], "I-API-LEAK") == [("I-API-LEAK", "createItem", 400)]
     assert preds([before, post, ex(2, "listItems", "GET", "/items", 200, [{"id": 1}])], "I-API-LEAK") == []
+    # a read with another query (a page cursor, a filter) is another listing: no evidence
+    paged = ex(0, "listItems", "GET", "/items?from=99", 200, [])
+    assert preds([paged, post, after], "I-API-LEAK") == []
     # another user's list is no evidence
     assert preds([before, post, ex(2, "listItems", "GET", "/items", 200, [{"id": 9}], user="B")], "I-API-LEAK") == []
 

@@ -41,6 +41,18 @@ def test_producers_come_first_and_bindings_point_back():
     assert last["probe"] == "wrong-parent" and last["path_params"]["itemId"]["from"] != 2
 
 
+def test_a_refused_create_is_bracketed_by_the_same_read():
+    p = planner()
+    steps = p.build("mutated", "createItem", random.Random(2))
+    for i, st in enumerate(steps):
+        if st.get("probe") == "mutated" and steps[i - 1]["op_id"] == "listItems":
+            before, after = steps[i - 1], steps[i + 1]
+            assert {**before, "id": 0} == {**after, "id": 0} and after["id"] != before["id"]
+            break
+    else:
+        raise AssertionError("no mutated create between two listings")
+
+
 def test_sequences_are_seeded():
     p = planner()
     assert p.build("mutated", "createItem", random.Random(5)) == p.build("mutated", "createItem", random.Random(5))
@@ -121,3 +133,17 @@ def test_cross_user_probe_asks_anonymously_when_the_document_declares_no_securit
     # the restserver declares its security: no anonymous step
     declared = planner()
     assert all(s["user"] != "anonymous" for s in declared.build("cross-user", "getItem", random.Random(1)))
+
+
+def test_cleanup_deletes_what_a_sequence_created():
+    p = planner()
+    steps = p.build("reach", "getNote", random.Random(1))
+    sweep = p.cleanup(steps, random.Random(2))
+    deleted = {(s["op_id"], s["path_params"][s["path"].rsplit("{", 1)[1].rstrip("}")]["from"]) for s in sweep}
+    made = {s["op_id"]: s["id"] for s in steps}
+    assert {s["probe"] for s in sweep} == {"cleanup"} and all(s["method"] == "DELETE" for s in sweep)
+    assert [s["id"] for s in steps + sweep] == list(range(len(steps) + len(sweep)))
+    assert any(f == made["createItem"] for _, f in deleted), sweep
+    # a child's parent is the one the sequence made, never a new resource
+    assert all(s["op_id"] != "createItem" for s in sweep)
+    assert p.cleanup(steps[1:], random.Random(2)) == []  # ids are not positions: left alone

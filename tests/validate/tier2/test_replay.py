@@ -55,6 +55,21 @@ def test_runner_binds_and_uaf_is_found(restserver):
     assert seq[5].status == 404 and not check_sequence(seq, OPS, schema_errors)[1]
 
 
+def test_cleanup_runs_after_the_sequence_and_is_not_returned(restserver):
+    host, port = restserver()
+    steps = uaf_steps()[:4]  # two creates, nothing deleted
+    sweep = [{"id": 4 + i, "op_id": "deleteItem", "user": u, "method": "DELETE", "path": "/items/{itemId}",
+              "path_params": {"itemId": {"from": made, "source": "body:/id"}}, "probe": "cleanup"}
+             for i, (u, made) in enumerate((("A", 3), ("B", 2)))]
+    runner = Runner(lambda: (host, port))
+    seq = asyncio.run(runner.run(steps, cleanup=lambda done: sweep if done is steps else []))
+    assert [e.status for e in seq] == [200, 200, 201, 201] and runner.cleanup_requests == 2
+    check = [login(0, "A"), login(1, "B"),
+             *({"id": 2 + i, "op_id": "getItem", "user": u, "method": "GET", "needs_login": True,
+                "path": f"/items/{seq[made].json()['id']}"} for i, (u, made) in enumerate((("A", 3), ("B", 2))))]
+    assert [e.status for e in asyncio.run(runner.run(check))] == [200, 200, 404, 404]
+
+
 def test_well_formed_keeps_bindings_and_logins():
     steps = uaf_steps()
     assert well_formed(steps)

@@ -145,11 +145,15 @@ def check_uaf(seq: list, ops: dict, validate=None) -> tuple:
 
     Only a resource the sequence created counts (the DELETE's last path parameter was bound to
     a producer's answer); a PUT after the DELETE may create it anew (RFC 9110 §9.3.4) and a
-    repeated DELETE may be answered 2xx (idempotent), so reads (GET, HEAD) and PATCH are judged."""
+    repeated DELETE may be answered 2xx (idempotent), so reads (GET, HEAD) and PATCH are judged,
+    until a 2xx PUT on the same path creates the resource again."""
     found, n = [], 0
     deleted: dict = {}  # path → position of the 2xx DELETE
     for i, ex in enumerate(seq):
         path = _base(ex.path)
+        if path in deleted and ex.method.upper() == "PUT" and ex.ok:
+            del deleted[path]  # re-created at the name the client chose: reading it is no use-after-free
+            continue
         if path in deleted and ex.method.upper() in ("GET", "HEAD", "PATCH") and ex.status is not None:
             n += 1
             if ex.ok:
@@ -187,8 +191,8 @@ def check_leak(seq: list, ops: dict, validate=None) -> tuple:
             continue
         path = _base(ex.path)
         if not all(x.method.upper() == "GET" and _base(x.path) == path and x.user == ex.user and x.ok
-                   for x in (before, after)):
-            continue
+                   for x in (before, after)) or before.path != after.path:
+            continue  # two reads of one listing (the same query: a filter or a page cursor changes it)
         old, new = _listed(before), _listed(after)
         if old is None or new is None:
             continue

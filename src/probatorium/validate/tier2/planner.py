@@ -21,16 +21,19 @@ task)``), so a run is reproducible and a sequence is a value on disk.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
 from ...api import values
+from ...api.deps import credential_slots
 from .exchange import LOGIN_PROBE
 
 USERS = ("A", "B")
 MALFORMED_IDS = ("abc", "0", "-1", "1.5", "99999999999999999999999", "%00", "' OR '1'='1", "x" * 300)
 MAX_MUTATIONS = 8  # schema-violating mutations per operation in lean mode
 MAX_EDGES = 8  # valid boundary values per operation in lean mode (very long, unicode, min/max edges)
+MAX_CLEANUP = 20
 ANONYMOUS, ANONYMOUS_PROBE = "anonymous", "anonymous"  # a user that never logs in, and its probe
 AUTH_HEADERS = ("authorization", "cookie")  # header parameters the login fills, never generated
 EDGE_PROBE = "boundary: "  # the probe of a valid boundary value, followed by its label
@@ -47,6 +50,54 @@ class Login:
     op_id: str = "login"
 
 
+def wire_media(media: str) -> str:
+    """The Content-Type sent for a declared media type: a range is no media type (RFC 9110 §8.3),
+    so ``*/*`` is sent as application/octet-stream and ``text/*`` as text/plain."""
+    bare = media.split(";", 1)[0].strip().lower()
+    if bare == "*/*" or not bare:
+        return "application/octet-stream"
+    if bare.endswith("/*"):
+        return bare[:-1] + ("plain" if bare.startswith("text/") else "octet-stream")
+    return media
+
+
+def body_mutations(op, rng: random.Random) -> list:
+    """The mutations of `op`'s request body that still break its schema once on the wire."""
+    return body_values(op, rng)[0]
+
+
+def body_values(op, rng: random.Random) -> tuple[list, list]:
+    """(violating, edges) for `op`'s request body: the mutations that still break its schema once
+    on the wire, and the valid boundary values (a very long or unicode string the schema allows,
+    the range and length edges: a valid request, so a 5xx to one is a crash on a valid value).
+
+    A JSON body carries every mutation. A raw body (text, bytes) is text on the wire: a value
+    is kept only when its text still violates the schema (a "wrong type" 5 is the valid text
+    "5"), with the keyword the text breaks. A form body loses its field types (every field is
+    text): its type mutations are dropped."""
+    schema = op.body.schema or {}
+    media = op.body.media_type.split(";", 1)[0].strip().lower()
+    every = values.mutations(schema, rng)
+    muts = [m for m in every if m.violates]
+    edges = [m for m in every if not m.violates and m.label != "valid"]
+    if "json" in media:
+        return muts, edges
+    if media != "application/x-www-form-urlencoded":
+        edges = [values.Mutation(m.label, m.value if isinstance(m.value, str) else json.dumps(m.value), None)
+                 for m in edges]
+    out = []
+    for m in muts:
+        if media == "application/x-www-form-urlencoded" and isinstance(m.value, dict):
+            if m.violates != "type":
+                out.append(m)
+            continue
+        wire = m.value if isinstance(m.value, str) else json.dumps(m.value)
+        broken = values.violated(schema, wire)
+        if broken:
+            out.append(values.Mutation(m.label, wire, broken))
+    return out, edges
+
+
 def ops_view(spec) -> dict:
     """The checkers' view of the operations: method, path template, declared responses, secured."""
     return {op.op_id: {"method": op.method, "path": op.path,
@@ -57,11 +108,11 @@ def ops_view(spec) -> dict:
 class Sequence:
     """A sequence being built: steps, and the producer step already made per (op, user)."""
 
-    def __init__(self, planner: "Planner", rng: random.Random) -> None:
+    def __init__(self, planner: "Planner", rng: random.Random, logins: bool = True) -> None:
         self.p, self.rng = planner, rng
         self.steps: list[dict] = []
         self.made: dict[tuple[str, str], int] = {}
-        if planner.login is not None:
+        if planner.login is not None and logins:
             for user in USERS:
                 self.steps.append({"id": len(self.steps), "op_id": planner.login.op_id, "user": user,
                                    "method": planner.login.method, "path": planner.login.path,
@@ -86,8 +137,12 @@ class Sequence:
                 got = {"value": values.generate(prm.schema or {"type": "string"}, self.rng)}
             if got is not None:
                 step["query" if prm.location == "query" else "headers"][prm.name] = got
+        for slot in self.p.credentials.get(op.op_id, ()):  # API keys from the operation that issues them
+            got = self.producer(op, slot.key, user)
+            if got is not None:
+                step["query" if slot.location == "query" else "headers"].setdefault(slot.name, got)
         if op.body is not None:
-            step["media_type"] = op.body.media_type
+            step["media_type"] = wire_media(op.body.media_type)
             if body is GENERATE:
                 body = self.bind_body(op, user, values.generate(op.body.schema or {}, self.rng))
             step["body"] = body
@@ -143,7 +198,22 @@ class Planner:
         # An event stream never ends: Tier 1's sse slice exercises it, a sequence would only wait.
         self.streams = {op.op_id for op in spec.operations
                         if any("text/event-stream" in r.content for r in op.responses.values())}
-        self.by_id = {op.op_id: op for op in spec.operations if op.op_id not in self.streams}
+        # A WebSocket upgrade (101) is no request/response exchange: Tier 1's ws slice exercises it.
+        self.upgrades = {op.op_id for op in spec.operations if "101" in op.responses}
+        self.by_id = {op.op_id: op for op in spec.operations
+                      if op.op_id not in self.streams and op.op_id not in self.upgrades}
+        self.credentials = {op.op_id: credential_slots(spec, op) for op in spec.operations}
+        # creator → [(DELETE operation, source)]: what ends the resources it makes (garbage collection)
+        self.deleters: dict[str, list] = {}
+        for op in self.by_id.values():
+            if op.method != "DELETE" or not op.path_params:
+                continue
+            firsts: dict[str, str] = {}
+            for pr in graph.producers_of(op.op_id, op.path_params[-1]):
+                if pr.op_id in self.by_id and pr.op_id != op.op_id:
+                    firsts.setdefault(pr.op_id, pr.source)
+            for creator, source in firsts.items():
+                self.deleters.setdefault(creator, []).append((op, source))
         # No operation states a security requirement: the document says nothing about who may do
         # what, so the cross-user probe asks the target itself (an anonymous request first).
         self.undeclared = not any(op.security for op in spec.operations)
@@ -221,16 +291,46 @@ class Planner:
         boundary values: a very long or unicode string the schema allows is still a valid request,
         and a 5xx to it is the "crash on a long field value" class."""
         params = seq.bind(op, "A")
-        muts = values.mutations(op.body.schema or {}, seq.rng)
+        violating, edges = body_values(op, seq.rng)
+        muts = violating[:MAX_MUTATIONS]
         listing = self._collection_read(op) if op.method == "POST" else None
-        for m in [m for m in muts if m.violates][:MAX_MUTATIONS]:
+        for m in muts:
             if listing is not None:
                 seq.add(listing, params=params)
+                before = seq.last()
             seq.add(op, params=params, body=m.value, probe="mutated", violates=f"{m.label}: {m.violates}")
-            if listing is not None:
-                seq.add(listing, params=params)
-        for m in _edges(muts)[:MAX_EDGES]:
+            if listing is not None:  # the same read again (same query): the two listings compare
+                seq.steps.append({**before, "id": len(seq.steps)})
+        for m in edges[:MAX_EDGES]:
             seq.add(op, params=params, body=m.value, probe=EDGE_PROBE + m.label)
+
+    def cleanup(self, steps: list[dict], rng: random.Random) -> list[dict]:
+        """Garbage collection (RESTler's): after a sequence, a DELETE for every resource it created
+        that a DELETE operation ends, bound to the creating step (its other path parameters and
+        headers bound as usual, to the producers the sequence already made). Run after the
+        sequence on its connections and never judged, so that what a long run creates does not
+        pile up in the target (memory, per-user quotas). At most MAX_CLEANUP steps; none for
+        steps whose ids are not their positions (a shrunk or foreign sequence)."""
+        if not self.deleters or [s.get("id") for s in steps] != list(range(len(steps))):
+            return []
+        seq = Sequence(self, rng, logins=False)
+        seq.steps = list(steps)
+        for st in steps:
+            if st.get("probe") != LOGIN_PROBE:
+                seq.made[(st["op_id"], st.get("user", "A"))] = st["id"]
+        for st in reversed(steps):  # children before their parents
+            for op, source in self.deleters.get(st["op_id"], ()) if st.get("probe") != LOGIN_PROBE else ():
+                if len(seq.steps) - len(steps) >= MAX_CLEANUP:
+                    return seq.steps[len(steps):]
+                user = st.get("user", "A")
+                params = {op.path_params[-1]: {"from": st["id"], "source": source}}
+                try:
+                    for name in op.path_params[:-1]:  # a parent: the producer the sequence made
+                        params[name] = seq.producer(op, name, user) or {"value": ""}
+                    seq.add(op, user, params={n: params[n] for n in op.path_params}, probe="cleanup")
+                except RecursionError:
+                    continue
+        return seq.steps[len(steps):]
 
     def pair(self, first: str, second: str, rng: random.Random) -> list[dict]:
         """BFS depth 2: two operations, producers shared."""
@@ -246,7 +346,8 @@ class Planner:
             op = self.by_id[rng.choice(self.order)]
             user = "B" if self.login is not None and rng.random() < 0.2 else "A"
             if op.body is not None and rng.random() < 0.25:
-                muts = [m for m in values.mutations(op.body.schema or {}, rng) if m.label != "valid"]
+                violating, edges = body_values(op, rng)
+                muts = violating + edges
                 if muts:
                     m = rng.choice(muts)
                     if m.violates:
@@ -257,7 +358,3 @@ class Planner:
             seq.add(op, user)
         return seq.steps
 
-
-def _edges(muts: list) -> list:
-    """The valid boundary values among `muts` (no constraint broken, not the base value itself)."""
-    return [m for m in muts if not m.violates and m.label != "valid"]

@@ -39,10 +39,15 @@ class Runner:
         self.address = address
         self.timeout = timeout
         self.requests = 0
+        self.cleanup_requests = 0
         self.rfc_violations: list = []  # (predicate, detail) of responses the strict parser refused
 
-    async def run(self, steps: list[dict]) -> list[Exchange]:
-        """Every step in order; a step whose producer gave no value is recorded with an error."""
+    async def run(self, steps: list[dict], cleanup: Callable[[list], list] | None = None) -> list[Exchange]:
+        """Every step in order; a step whose producer gave no value is recorded with an error.
+
+        `cleanup(steps)` gives the steps sent after the sequence on its connections (garbage
+        collection, :meth:`.planner.Planner.cleanup`): their answers are not returned and no
+        checker sees them; `cleanup_requests` counts them."""
         host, port = self.address()
         conns: dict[str, H1Connection] = {}
         auth: dict[str, dict] = {}
@@ -54,6 +59,10 @@ class Runner:
                 ex = await self._one(step, host, port, conns, auth, jars, done)
                 done[step["id"]] = ex
                 out.append(ex)
+            for step in cleanup(steps) if cleanup is not None else ():
+                before = self.requests
+                done[step["id"]] = await self._one(step, host, port, conns, auth, jars, done)
+                self.cleanup_requests += self.requests - before
         finally:
             for c in conns.values():
                 await c.close()

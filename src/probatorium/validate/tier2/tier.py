@@ -30,6 +30,9 @@ from .runner import Runner
 
 DISCOVERY_PATHS = ("/openapi.json", "/openapi.yaml")
 DEFAULT_WALKERS = 4
+# A walker's two users are replaced every USER_LIFETIME sequences: what a user accumulates
+# (per-user quotas of keys, notes, items; long listings) would otherwise starve a long run.
+USER_LIFETIME = 10
 MAX_CORPUS = 500
 
 
@@ -54,6 +57,35 @@ def find_login(spec, markov: Path | None, login_path: str | None) -> Login | Non
         op = by_route.get(("POST", login_path))
         return Login("POST", login_path, op.op_id if op else "login")
     return None
+
+
+def credential_gap(spec, graph, op, login: Login | None) -> str:
+    """What `op`'s security requirement asks for that Tier 2 cannot obtain ("" when some
+    alternative is satisfiable): a bearer token or OAuth/OpenID token comes from the login, an
+    API key from the operation that issues it (`api.deps`, credential rule); HTTP basic or
+    digest credentials, mutual TLS and a cookie API key are not given."""
+    missing = []
+    for requirement in op.security or [{}]:
+        gaps = []
+        for name in requirement if isinstance(requirement, dict) else ():
+            scheme = spec.security_schemes.get(name) or {}
+            kind, http = scheme.get("type"), str(scheme.get("scheme", "")).lower()
+            if kind == "apiKey" and scheme.get("in") in ("header", "query") and graph is not None \
+                    and graph.producers_of(op.op_id, str(scheme.get("name"))):
+                continue
+            if (kind == "http" and http == "bearer" or kind in ("oauth2", "openIdConnect")) and login is not None:
+                continue
+            if kind == "apiKey":
+                gaps.append(f"an API key ({scheme.get('in')} {scheme.get('name')!r}, security scheme {name}) "
+                            "that no operation of the document issues")
+            elif kind == "http":
+                gaps.append(f"HTTP {http or '?'} credentials (security scheme {name})")
+            else:
+                gaps.append(f"{kind or 'unknown'} credentials (security scheme {name})")
+        if not gaps:
+            return ""
+        missing.append(" and ".join(gaps))
+    return " or ".join(dict.fromkeys(missing))
 
 
 def load_corpus(folder: Path | None) -> list[list[dict]]:
@@ -90,6 +122,7 @@ class Tier2:
         self.login: Login | None = None
         self.op_errors: dict[str, str] = {}  # operation → the last error of a request that got no answer
         self.streams: set[str] = set()
+        self.upgrades: set[str] = set()
 
     def configure(self, options: dict[str, Any]) -> None:
         """Options of `probatorium fuzz` / validate: mode, corpus, login_path, walkers, discover, annotations."""
@@ -153,7 +186,7 @@ class Tier2:
                 f"{self.login.method + ' ' + self.login.path if self.login else '(none)'}, "
                 f"mode {self.options.get('mode', 'full')}, corpus {len(corpus)}")
         planner = Planner(spec, self.graph, self.login, {u: u for u in USERS})
-        self.streams = planner.streams
+        self.streams, self.upgrades = planner.streams, planner.upgrades
         if not planner.order:
             self.stop_reason = "the OpenAPI document declares no operation Tier 2 can send"
             return
@@ -186,9 +219,11 @@ class Tier2:
             n += 1
             yield ("walk", n)
 
-    def _users(self, env: TierEnv, walker: int) -> dict[str, str]:
+    def _users(self, env: TierEnv, walker: int, generation: int = 0) -> dict[str, str]:
+        """The two users of `walker`'s `generation`-th lifetime (USER_LIFETIME sequences each)."""
         tag = derive_seed(env.cell_seed, "tier2", "users") & 0xFFFFFF
-        return {u: f"t2-{tag:06x}-w{walker}-{u.lower()}" for u in USERS}
+        gen = f"-g{generation}" if generation else ""
+        return {u: f"t2-{tag:06x}-w{walker}{gen}-{u.lower()}" for u in USERS}
 
     def _build(self, planner: Planner, task: tuple, index: int, seed: int) -> list[dict]:
         rng = random.Random(derive_seed(seed, "tier2", "sequence", index))
@@ -204,21 +239,26 @@ class Tier2:
         planner = Planner(self.spec, self.graph, self.login, self._users(env, i))
         runner = Runner(env.address)
         host, port = env.address()
+        mine = 0
         while time.monotonic() < deadline and not env.stop():
             try:
                 index, task = self.tally["sequences"], next(tasks)
             except StopIteration:
                 return
             self.tally["sequences"] += 1
+            planner.users = self._users(env, i, mine // USER_LIFETIME)
+            mine += 1
             try:
                 steps = self._build(planner, task, index, env.cell_seed)
             except (RecursionError, KeyError, ValueError) as e:
                 self.tally["unbuildable_sequences"] += 1
                 self.errors.append(f"sequence {task}: {type(e).__name__}: {e}")
                 continue
-            before = runner.requests
-            seq = await runner.run(steps)
-            self.tally["requests"] += runner.requests - before
+            before, swept = runner.requests, runner.cleanup_requests
+            rng = random.Random(derive_seed(env.cell_seed, "tier2", "cleanup", index))
+            seq = await runner.run(steps, cleanup=lambda done: planner.cleanup(done, rng))
+            self.tally["cleanup_requests"] += runner.cleanup_requests - swept
+            self.tally["requests"] += runner.requests - before - (runner.cleanup_requests - swept)
             new_pair = self._account(seq)
             if new_pair and self.options.get("corpus") is not None and task[0] != "steps":
                 self._save(steps)
@@ -264,18 +304,30 @@ class Tier2:
 
     def _unreached(self) -> dict[str, str]:
         """Every operation without a 2xx, and why."""
-        ops = [op.op_id for op in self.spec.operations] if self.spec is not None else []
         unreached = {}
-        for op in ops:
+        for operation in self.spec.operations if self.spec is not None else []:
+            op = operation.op_id
             seen = self.coverage.get(op)
+            statuses = "; statuses seen: " + ", ".join(sorted(seen)) if seen else ""
             if op in self.streams:
                 unreached[op] = "not sent: an event stream (text/event-stream); Tier 1's sse slice exercises it"
+            elif op in self.upgrades:
+                unreached[op] = ("not sent: a protocol upgrade (it declares 101 Switching Protocols, a WebSocket); "
+                                 "Tier 1's ws slice exercises it")
+            elif seen and any(200 <= int(s) < 300 for s in seen):
+                continue
+            elif not any(r.startswith("2") for r in operation.responses):
+                declared = ", ".join(sorted(operation.responses)) or "nothing"
+                unreached[op] = f"by design: the operation declares no 2xx response (it declares {declared}){statuses}"
+            elif (gap := credential_gap(self.spec, self.graph, operation, self.login)) and (
+                    not seen or all(s in ("401", "403") for s in seen)):
+                unreached[op] = f"needs {gap}, which Tier 2 is not given{statuses}"
             elif not seen and op in self.op_errors:
                 unreached[op] = f"never answered: {self.op_errors[op]}"
             elif not seen:
                 unreached[op] = "never sent with its parameters bound: a producer it needs gave nothing"
-            elif not any(200 <= int(s) < 300 for s in seen):
-                unreached[op] = "no 2xx; statuses seen: " + ", ".join(sorted(seen))
+            else:
+                unreached[op] = "no 2xx" + statuses
         return unreached
 
     def detail(self) -> dict[str, Any]:
