@@ -330,13 +330,19 @@ def main(argv: list[str] | None = None) -> int:
                 r = Result(error=str(e))
             pair.append(r)
             print(f"{bug:18} {tool:12} {time.monotonic() - t0:5.0f}s caught={r.caught} {r.error or r.findings}"
-                  f" ({r.requests} requests at the server)", file=sys.stderr)
+                  f" ({r.requests} requests at the server in {r.seconds:.1f}s"
+                  + (f", {r.own_requests} in the tier 2 tally)" if r.own_requests is not None else ")"),
+                  file=sys.stderr)
         results[bug] = (pair[0], pair[1])
     st_version = subprocess.run([schemathesis_bin(), "--version"], capture_output=True, text=True,
                                 timeout=30).stdout.strip()
     print(f"\n{len(names)} planted bugs + correct server, {seconds}s per tool and server, seed {args.seed}, "
           f"{st_version}; server on core {SERVER_CORE}, tool on core {TOOL_CORE}\n")
     print(table(results))
+    (out / "summary.json").write_text(json.dumps(
+        {bug: {tool: {"caught": r.caught, "findings": r.findings, "alarms": r.alarms, "requests": r.requests,
+                      "seconds": r.seconds, "own_requests": r.own_requests, "error": r.error}
+               for tool, r in zip(("tier2", "schemathesis"), pair)} for bug, pair in results.items()}, indent=1))
     caught = {t: sum(bool(results[b][i].caught) for b in names) for i, t in enumerate(("Tier 2", "Schemathesis"))}
     print("\nbugs caught: " + ", ".join(f"{t} {n}/{len(names)}" for t, n in caught.items()))
     return 1 if any(r.error for pair in results.values() for r in pair) else 0
