@@ -21,9 +21,10 @@ one is strictly correct at the API level, which is what Tier 2 judges.
 
 Each ``--bug NAME`` plants exactly one realistic defect (``--list-bugs``).
 ``--count-file PATH``: on exit, one line ``requests=N first=T0 last=T1`` is
-appended (N API requests answered, /healthz and /openapi.yaml not counted;
-T0/T1 the wall-clock times of the first and last), so a benchmark counts every
-client's traffic the same way, at the server.
+appended (N requests to the API's paths, whatever their method; /healthz,
+/openapi.yaml and unknown paths such as an observer's /debug/vars are not
+counted; T0/T1 the wall-clock times of the first and the last), so a benchmark
+counts every client's traffic the same way, at the server.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class Api:
 
 
 class Counter:
-    """API requests answered, and the wall-clock times of the first and the last (for --count-file)."""
+    """Requests to the API's paths, and the wall-clock times of the first and the last (for --count-file)."""
 
     def __init__(self) -> None:
         self.lock, self.n, self.first, self.last = threading.Lock(), 0, 0.0, 0.0
@@ -279,7 +280,6 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"ok", ctype="text/plain")
         if path == "/openapi.yaml" and self.command == "GET":
             return self._send(200, self.spec_path.read_bytes(), ctype="application/yaml")
-        self.counter.add()
         try:
             status, payload, headers = self._route(path, raw)
         except HttpError as e:
@@ -293,6 +293,7 @@ class Handler(BaseHTTPRequestHandler):
             m = rx.fullmatch(path)
             if m is None:
                 continue
+            self.counter.add()
             name = methods.get(self.command)
             if name is None:
                 known = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
