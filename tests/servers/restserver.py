@@ -3,7 +3,7 @@
 
 Stdlib only, one file::
 
-    python tests/servers/restserver.py --port 0 [--bug NAME ...] [--list-bugs]
+    python tests/servers/restserver.py --port 0 [--bug NAME ...] [--list-bugs] [--count-file PATH]
 
 Once listening it prints ``ready addr=127.0.0.1:PORT`` (flushed); SIGTERM or
 SIGINT stops it. Its contract is ``restserver.openapi.yaml`` (also served at
@@ -20,6 +20,11 @@ cases find it so); the strictly correct HTTP/1.1 server is h1server.py. This
 one is strictly correct at the API level, which is what Tier 2 judges.
 
 Each ``--bug NAME`` plants exactly one realistic defect (``--list-bugs``).
+``--count-file PATH``: on exit, one line ``requests=N first=T0 last=T1`` is
+appended (N requests to the API's paths, whatever their method; /healthz,
+/openapi.yaml and unknown paths such as an observer's /debug/vars are not
+counted; T0/T1 the wall-clock times of the first and the last), so a benchmark
+counts every client's traffic the same way, at the server.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -227,9 +233,27 @@ class Api:
         return 204, None, {}
 
 
+class Counter:
+    """Requests to the API's paths, and the wall-clock times of the first and the last (for --count-file)."""
+
+    def __init__(self) -> None:
+        self.lock, self.n, self.first, self.last = threading.Lock(), 0, 0.0, 0.0
+
+    def add(self) -> None:
+        now = time.time()
+        with self.lock:
+            self.n += 1
+            self.first = self.first or now
+            self.last = now
+
+    def line(self) -> str:
+        return f"requests={self.n} first={self.first:.6f} last={self.last:.6f}\n"
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     api: Api
+    counter = Counter()
     spec_path = Path(__file__).with_name("restserver.openapi.yaml")
 
     def log_message(self, fmt, *args):  # quiet
@@ -269,6 +293,7 @@ class Handler(BaseHTTPRequestHandler):
             m = rx.fullmatch(path)
             if m is None:
                 continue
+            self.counter.add()
             name = methods.get(self.command)
             if name is None:
                 known = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
@@ -313,6 +338,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     p.add_argument("--bug", action="append", default=[], metavar="NAME", help="plant a bug (repeatable, or comma-separated)")
     p.add_argument("--list-bugs", action="store_true", help="print the bug names and exit")
+    p.add_argument("--count-file", metavar="PATH", help="on exit, append 'requests=N first=T0 last=T1' here")
     return p.parse_args(argv)
 
 
@@ -338,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     server.server_close()
+    if args.count_file:
+        with open(args.count_file, "a", encoding="utf-8") as f:
+            f.write(Handler.counter.line())
     return 0
 
 
