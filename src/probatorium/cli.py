@@ -358,6 +358,8 @@ def loadgen(
     allow_remote: bool = typer.Option(False, "--allow-remote"),
     kind: str = typer.Option("http", "--kind", help="http | ws (WebSocket echo) | sse (SSE fan-out)"),
     ws_message: Optional[str] = typer.Option(None, "--ws-message"),
+    threshold: list[str] = typer.Option([], "--threshold", help="k6-style pass criterion, repeatable: "
+                                        "'p99<50ms', 'errors<0.1%', 'rps>1000'. Decides the exit code: 1 if any is broken."),
 ) -> None:
     """The load generator: closed or open loop, merged HdrHistograms, errors by class."""
     from .loadgen.cli import run_loadgen_command
@@ -367,7 +369,8 @@ def loadgen(
         url, connections=connections, rate=rate, duration=parse_duration(duration),
         warmup=parse_duration(warmup) if warmup.strip() not in ("0", "0s") else 0.0, workers=workers,
         method=method, headers=header, body=body, close=close, json_out=json_out, timeout=timeout,
-        expect_status=expect_status or None, allow_remote=allow_remote, kind=kind, ws_message=ws_message))
+        expect_status=expect_status or None, allow_remote=allow_remote, kind=kind, ws_message=ws_message,
+        thresholds=threshold))
 
 
 @app.command()
@@ -381,13 +384,16 @@ def bench(
     server_cpus: Optional[str] = typer.Option(None, "--server-cpus", help="e.g. 0 or 0-1"),
     client_cpus: Optional[str] = typer.Option(None, "--client-cpus", help="e.g. 1"),
     max_probes: int = typer.Option(5, "--max-probes", help="Rate-search probes per SLO."),
+    threshold: list[str] = typer.Option([], "--threshold", help="k6-style criterion on every competitor x cell "
+                                        "saturation result, repeatable: 'p99<50ms', 'rps>1000'. Any broken -> exit 1."),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
     from .bench.cli import bench_command
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
-                                   out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes))
+                                   out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes,
+                                   thresholds=threshold))
 
 
 @app.command("bench-since")

@@ -15,9 +15,10 @@ from pathlib import Path
 from probatorium.bench.cells import select_cells
 from probatorium.bench.competitors import select_competitors
 from probatorium.bench.ratesearch import DEFAULT_SLOS_MS
-from probatorium.bench.runner import BenchOptions, format_table, parse_cpus, run_bench
+from probatorium.bench.runner import BenchOptions, broken_thresholds, format_table, parse_cpus, run_bench
 from probatorium.bench.since import bench_since
 from probatorium.errors import ProbatoriumError, UsageError
+from probatorium.loadgen.thresholds import parse_thresholds
 
 DEFAULT_DURATION = 2.0
 DEFAULT_WARMUP = 1.0
@@ -47,10 +48,14 @@ def results_root() -> Path:
 def bench_command(competitors: str | None = None, cells: str | None = None, runs: int | None = None,
                   duration: float | str | None = None, warmup: float | str | None = None,
                   out: Path | None = None, server_cpus: str | list[int] | None = None,
-                  client_cpus: str | list[int] | None = None, max_probes: int = 5) -> int:
+                  client_cpus: str | list[int] | None = None, max_probes: int = 5,
+                  thresholds: list[str] | tuple[str, ...] = ()) -> int:
     """`probatorium bench`: 0 when every applicable cell measured ok, 1 when a cell was
-    invalid or failed, 2 on a usage/infrastructure error. Prints the table and the results path."""
+    invalid or failed or a threshold broke on a cell, 2 on a usage/infrastructure error.
+    Prints the table and the results path. ``thresholds`` (k6-style, ``"p99<50ms"``) are
+    judged per competitor x cell on its saturation result and recorded in results.json."""
     try:
+        judged = parse_thresholds(thresholds)
         comp_spec = competitors or os.environ.get("BENCH_COMPETITORS") or "default"
         # BENCH_TARGET: the competitor under test, always measured (first) besides the others
         target = os.environ.get("BENCH_TARGET", "").strip()
@@ -68,7 +73,7 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
         version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") or "dev"
         opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
                             client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
-                            version=version, max_probes=max_probes)
+                            version=version, max_probes=max_probes, thresholds=judged)
         doc = run_bench(comps, cell_list, opts, echo=lambda line: print(line, file=sys.stderr, flush=True))
     except ProbatoriumError as exc:
         print(f"probatorium bench: {exc}", file=sys.stderr)
@@ -76,7 +81,7 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
     print(format_table(doc))
     print(f"\nresults: {doc.path}")
     bad = [c for c in doc.cells if c.status in ("invalid", "failed")]
-    return 1 if bad else 0
+    return 1 if bad or broken_thresholds(doc) else 0
 
 
 def bench_since_command(baseline: str | None = None, threshold: float | None = None) -> int:

@@ -35,6 +35,7 @@ from probatorium.bench.verify import verify_cell
 from probatorium.errors import ProbatoriumError
 from probatorium.loadgen import LoadConfig, run_load
 from probatorium.loadgen import hist
+from probatorium.loadgen.thresholds import Measured, Threshold, evaluate
 from probatorium.results.schema import (BenchCell, BenchCompetitor, BenchConfig, BenchDocument, BenchHost,
                                         BenchVerify, Saturation)
 from probatorium.results.store import run_folder, sanitize_name, write_json_atomic
@@ -88,6 +89,7 @@ class BenchOptions:
     version: str = "dev"
     error_budget: float = DEFAULT_ERROR_BUDGET
     max_probes: int = 8
+    thresholds: tuple[Threshold, ...] = ()  # judged on every measured cell's saturation result
 
     def with_default_cpus(self) -> "BenchOptions":
         """These options, with the server and load-generator CPUs chosen when neither was given."""
@@ -156,6 +158,17 @@ def merge_runs(runs: list[dict]) -> Saturation:
     )
 
 
+def judge_thresholds(rec: BenchCell, thresholds: Sequence[Threshold]) -> None:
+    """Judge every threshold on the cell's merged saturation result, in place (nothing to judge: no-op)."""
+    if thresholds and rec.saturation is not None:
+        rec.thresholds = [v.to_dict() for v in evaluate(thresholds, Measured.from_saturation(rec.saturation))]
+
+
+def broken_thresholds(doc: BenchDocument) -> list[tuple[BenchCell, dict]]:
+    """(cell, verdict) for every broken threshold of the run."""
+    return [(c, v) for c in doc.cells for v in (c.thresholds or []) if not v["passed"]]
+
+
 def _measure_saturation(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOptions) -> list[dict]:
     """`opts.runs` closed-loop runs, each loadgen result written to raw/ and returned."""
     out = []
@@ -222,6 +235,7 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell
         observer.set_phase("measure")
         saturation_runs = _measure_saturation(target, cell, raw_dir, prefix, opts)
         rec.saturation = merge_runs(saturation_runs)
+        judge_thresholds(rec, opts.thresholds)
         probes_raw: list[dict] = []
         if cell.rate_search and rec.saturation.rps > 0:
             observer.set_phase("probe")
@@ -354,7 +368,8 @@ def run_bench(competitors: list, cells: list[Cell], opts: BenchOptions | None = 
         host=host_info(opts.server_cpus, opts.client_cpus),
         config=BenchConfig(runs=opts.runs, duration_s=opts.duration, warmup_s=opts.warmup, slos_ms=list(opts.slos),
                            error_budget=opts.error_budget, max_probes=opts.max_probes,
-                           competitors=[c.name for c in competitors], cells=[c.name for c in cells]))
+                           competitors=[c.name for c in competitors], cells=[c.name for c in cells],
+                           thresholds=[t.expr for t in opts.thresholds]))
     services = _Services.start(competitors, cells)
     run = _BenchRun(doc, out, opts, services, echo)
     run.checkpoint()
@@ -376,7 +391,9 @@ def _fmt_rps(v) -> str:
 def format_table(doc: BenchDocument) -> str:
     """The bench table: one line per competitor x cell (saturation, p99, latency_at_slo per SLO)."""
     slos = [f"{float(s):g}" for s in doc.config.slos_ms]
+    judged = bool(doc.config.thresholds)
     head = ["competitor", "cell", "status", "sat rps", "p50 ms", "p99 ms"] + [f"@{s}ms" for s in slos] + ["srv cpu%"]
+    head += ["thresholds"] if judged else []
     rows = [head]
     for c in doc.cells:
         sat = c.saturation
@@ -388,10 +405,20 @@ def format_table(doc: BenchDocument) -> str:
         rows.append([c.competitor, c.cell, status, sat_rps,
                      f"{lat['p50'] / 1000:.2f}" if lat else "-", f"{lat['p99'] / 1000:.2f}" if lat else "-",
                      *(_fmt_rps(slo_vals.get(s)) for s in slos),
-                     f"{obs['cpu_pct']:.0f}" if obs.get("cpu_pct") is not None else "-"])
+                     f"{obs['cpu_pct']:.0f}" if obs.get("cpu_pct") is not None else "-",
+                     *([_fmt_thresholds(c.thresholds)] if judged else [])])
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if any(c.saturation is not None and c.saturation.client_bound for c in doc.cells):
         lines.append("* the load generator was the bottleneck (client_bound): the server may do more")
+    for c, v in broken_thresholds(doc):
+        lines.append(f"{c.competitor} / {c.cell}: threshold {v['threshold']}: BROKEN ({v['detail']})")
     return "\n".join(lines)
+
+
+def _fmt_thresholds(verdicts: list[dict] | None) -> str:
+    if verdicts is None:
+        return "-"
+    broken = [v["threshold"] for v in verdicts if not v["passed"]]
+    return f"{len(verdicts)} passed" if not broken else "BROKEN " + ", ".join(broken)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Sequence
 
 from probatorium.errors import ProbatoriumError, UsageError
 from probatorium.loadgen.config import LoadConfig
 from probatorium.loadgen.runner import LoadResult, run_load
+from probatorium.loadgen.thresholds import Measured, Verdict, all_passed, evaluate, parse_thresholds
 
-__all__ = ["run_loadgen_command", "render_table", "parse_header"]
+__all__ = ["run_loadgen_command", "render_table", "parse_header", "exit_code"]
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -37,6 +39,7 @@ def run_loadgen_command(
     allow_remote: bool = False,
     kind: str = "http",
     ws_message: str | None = None,
+    thresholds: Sequence[str] = (),
 ) -> int:
     """Run one load test and print the result. Returns the exit code.
 
@@ -47,8 +50,13 @@ def run_loadgen_command(
     ``kind``: "http" (default), "ws" (WebSocket echo: requests = echoed messages of
     ``ws_message``), "sse" (``connections`` subscribers: requests = events delivered,
     latency = delivery lag of events whose data is an epoch timestamp).
+    ``thresholds``: k6-style criteria (``"p99<50ms"``, ``"errors<0.1%"``; see
+    :mod:`probatorium.loadgen.thresholds`). When given, they decide the exit code
+    instead: 0 all passed, 1 any broken; each verdict is printed (and in ``--json``
+    under ``"thresholds"``).
     """
     try:
+        judged = parse_thresholds(thresholds)  # a bad expression fails before any load is sent
         if isinstance(body, str) and body.startswith("@"):
             with open(body[1:], "rb") as fh:
                 body_b = fh.read()
@@ -80,10 +88,26 @@ def run_loadgen_command(
     except ProbatoriumError as exc:
         print(f"probatorium: {exc}", file=sys.stderr)
         return exc.exit_code
+    verdicts = evaluate(judged, Measured.from_load_result(result.to_dict())) if judged else []
     if json_out:
-        print(result.to_json())
+        doc = result.to_dict()
+        if judged:
+            doc["thresholds"] = [v.to_dict() for v in verdicts]
+        print(json.dumps(doc))
+        for v in verdicts:  # stdout stays one JSON object; the broken ones are named on stderr too
+            if not v.passed:
+                print(f"probatorium loadgen: {v.line()}", file=sys.stderr)
     else:
         render_table(result)
+        for v in verdicts:
+            print(v.line())
+    return exit_code(result, verdicts if judged else None)
+
+
+def exit_code(result: LoadResult, verdicts: Sequence[Verdict] | None) -> int:
+    """Without thresholds: 1 on any error or unsent slot. With them: 1 iff one is broken."""
+    if verdicts is not None:
+        return 0 if all_passed(verdicts) else 1
     return 1 if (result.errors_total or result.unsent) else 0
 
 

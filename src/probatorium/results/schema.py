@@ -167,6 +167,7 @@ class BenchConfig(_Model):
     max_probes: int = 0
     competitors: list[str] = Field(default_factory=list)
     cells: list[str] = Field(default_factory=list)
+    thresholds: list[str] = Field(default_factory=list)  # --threshold expressions, judged per cell
 
 
 class BenchCompetitor(_Model):
@@ -224,6 +225,8 @@ class BenchCell(_Model):
     rate_search: dict[str, Any] | None = None
     observer: dict[str, Any] | None = None  # the observer's summary (samples, peak, steady)
     verify: BenchVerify | None = None
+    # each --threshold judged on `saturation` (loadgen.thresholds.Verdict dicts); None: not judged
+    thresholds: list[dict[str, Any]] | None = None
     started_at: str | None = None
     finished_at: str | None = None
 
