@@ -167,7 +167,8 @@ class BenchConfig(_Model):
     max_probes: int = 0
     competitors: list[str] = Field(default_factory=list)
     cells: list[str] = Field(default_factory=list)
-    thresholds: list[str] = Field(default_factory=list)  # --threshold expressions, judged per cell
+    # --threshold expressions, judged per cell; absent from the file when none (older documents stay byte-equal)
+    thresholds: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 class BenchCompetitor(_Model):
@@ -225,8 +226,8 @@ class BenchCell(_Model):
     rate_search: dict[str, Any] | None = None
     observer: dict[str, Any] | None = None  # the observer's summary (samples, peak, steady)
     verify: BenchVerify | None = None
-    # each --threshold judged on `saturation` (loadgen.thresholds.Verdict dicts); None: not judged
-    thresholds: list[dict[str, Any]] | None = None
+    # each --threshold judged on `saturation` (loadgen.thresholds.Verdict dicts); None (absent): not judged
+    thresholds: list[dict[str, Any]] | None = Field(None, exclude_if=lambda v: v is None)
     started_at: str | None = None
     finished_at: str | None = None
 
