@@ -11,6 +11,7 @@ from probatorium.bench.cells import CELLS
 from probatorium.bench.competitors import REGISTRY, Competitor, not_applicable_reason, select_competitors
 from probatorium.bench.runner import BenchOptions, format_table, run_bench
 from probatorium.bench.verify import judge_http
+from probatorium.loadgen.thresholds import parse_thresholds
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,10 +62,14 @@ def test_real_tiny_bench_bench_app_on_uvicorn(tmp_path):
     if not_applicable_reason(comps[0]):
         pytest.skip(not_applicable_reason(comps[0]))
     doc = run_bench(comps, [CELLS["plaintext"]],
-                    BenchOptions(runs=1, duration=2.0, warmup=0.5, out_dir=tmp_path, max_probes=1),
+                    BenchOptions(runs=1, duration=2.0, warmup=0.5, out_dir=tmp_path, max_probes=1,
+                                 thresholds=parse_thresholds(["p99<10s", "rps>1e9"])),
                     echo=lambda _: None)
     cell = doc.cells[0]
     assert cell.status == "ok", cell
+    # judged on the cell's saturation: a bound that cannot fail and one that cannot pass
+    assert [(v["threshold"], v["passed"]) for v in cell.thresholds] == [("p99<10s", True), ("rps>1e9", False)]
+    assert cell.thresholds[1]["actual"] == cell.saturation.rps
     assert cell.saturation.rps > 100 and cell.saturation.count > 0
     assert set(cell.latency_at_slo) == {"10", "50", "100", "500", "1000"}
     assert len(cell.rate_search["probes"]) == 1
@@ -75,6 +80,7 @@ def test_real_tiny_bench_bench_app_on_uvicorn(tmp_path):
     assert list((tmp_path / "raw").glob("*-sat-1.json"))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["partial"] is False and saved["host"]["kernel"]
+    assert saved["config"]["thresholds"] == ["p99<10s", "rps>1e9"] and saved["cells"][0]["thresholds"] == cell.thresholds
     assert cell.observer["samples"] >= 2
     with sqlite3.connect(folder / "observer.sqlite") as con:
         rows = con.execute("SELECT phase, cpu_pct, rss_kb, fds, threads, voluntary_ctxt, tcp_established "
@@ -83,4 +89,4 @@ def test_real_tiny_bench_bench_app_on_uvicorn(tmp_path):
     assert max(r[2] for r in rows) > 0 and max(r[4] for r in rows) >= 1
     assert any(r[0] == "measure" for r in rows)
     assert cell.observer["peak"]["tcp_established"] >= 1  # the 64 load connections were seen
-    assert "bench_app-uvicorn" in format_table(doc)
+    assert "bench_app-uvicorn" in format_table(doc) and "BROKEN rps>1e9" in format_table(doc)
