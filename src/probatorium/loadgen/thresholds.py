@@ -37,7 +37,7 @@ ERROR_CLASSES = ("connect", "reset", "timeout", "status", "protocol")
 ALLOWED = ("allowed: METRIC OP VALUE; METRIC p50|p90|p95|p99|p99.9|pN|max|mean with us|ms|s, "
            "rps (requests/s), errors|errors.{connect,reset,timeout,status,protocol}|unsent as N or N%; "
            "OP < <= > >=; e.g. 'p99<50ms', 'errors<0.1%', 'rps>=1000'")
-LATENCY_UNITS = {"us": 1.0, "µs": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+LATENCY_UNITS = {"us": 1.0, "µs": 1.0, "μs": 1.0, "ms": 1000.0, "s": 1_000_000.0}  # micro sign and Greek mu
 _NAMED_LATENCY = {"max": "max", "mean": "mean", "avg": "mean"}
 _OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 _SHAPE = re.compile(
@@ -152,7 +152,7 @@ def parse_threshold(text: str) -> Threshold:
         if unit not in LATENCY_UNITS:
             raise _bad(src, f"a latency needs a unit us, ms or s, got {unit or 'none'!r}")
         name = _pname(pct) if pct is not None else _NAMED_LATENCY[metric]
-        return Threshold(src, name, op, value, "us" if unit == "µs" else unit, "latency", pct)
+        return Threshold(src, name, op, value, "us" if unit in ("µs", "μs") else unit, "latency", pct)
     if metric in ("rps", "throughput"):
         if unit not in ("", "rps", "/s"):
             raise _bad(src, f"rps takes a plain number of requests per second, got unit {unit!r}")
