@@ -196,6 +196,11 @@ def write_outputs(doc: ValidateDocument, run_dir: Path, ci: CiOptions) -> list[s
             lines.append(f"baseline: stale (no longer reproduces): {e['predicate']} "
                          f"{'case=' + e['case'] if e.get('case') else 'operation=' + e.get('operation', '')} "
                          f"engine={e['engine']}")
+        for inc in doc.incidents:
+            if inc.severity == "HIGH" and not inc.accepted:
+                lines.append(f"baseline: new HIGH finding (not accepted): {inc.predicate} "
+                             f"{'operation=' + inc.operation if inc.operation else 'case=' + inc.case} "
+                             f"engine={inc.engine}: {inc.detail[:160]}")
     if ci.update and ci.baseline_path is not None:
         added = update_baseline(ci.baseline_path, doc)
         lines.append(f"baseline: {len(added)} entr(y/ies) added to {ci.baseline_path} (they apply from the next run)")
