@@ -70,6 +70,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("catalogue", (
         "probatorium.validate.invariants",
         "probatorium.validate.gate",
+        "probatorium.validate.baseline",  # not drawn: the gate's accepted findings (--baseline)
+        "probatorium.validate.ci_outputs",  # not drawn: --junit / --sarif / --json from the run document
         "probatorium.validate.diff",
         "probatorium.validate.incidents",
         "probatorium.validate.repro",  # the stdlib reproducer harness the dossiers and slices plug into

@@ -108,6 +108,11 @@ def validate(
     faults: Optional[str] = typer.Option(None, "--faults", help="Tier 3: only these fault kinds (default: every kind that applies)."),
     durable: bool = typer.Option(False, "--durable", help="Tier 3: the target keeps acknowledged writes across its own SIGKILL."),
     recovery_deadline: float = typer.Option(10.0, "--recovery-deadline", help="Tier 3: seconds a target has to recover after a fault."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Accepted findings (YAML, docs/gate.md): they are recorded, marked accepted, and do not fail the gate."),
+    baseline_update: bool = typer.Option(False, "--baseline-update", help="Create or extend --baseline FILE with every HIGH/MED finding it does not cover."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
+    sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
@@ -134,13 +139,14 @@ def validate(
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
                                progress=lambda m: err.print(m, markup=False),
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
+        ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
         run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
     except (ProbatoriumError, ValueError) as e:
         _fail(e)
         return
     with run_lock:
-        _run_validation(plans, opts, run_dir, matrix)
+        _run_validation(plans, opts, run_dir, matrix, ci, json_out)
 
 
 def _tier3_options(args, seeds: str | None, faults: str | None, durable: bool, recovery_deadline: float,
@@ -171,6 +177,18 @@ def _tier3_options(args, seeds: str | None, faults: str | None, durable: bool, r
                         recovery_deadline_s=recovery_deadline, replay_command=shlex.join(flags))
 
 
+def _ci_options(baseline: Path | None, update: bool, junit: Path | None, sarif: Path | None):
+    """CiOptions from the gate flags, the baseline read now: a bad file is one line before the run."""
+    from .validate.baseline import load_baseline
+    from .validate.ci_outputs import CiOptions
+
+    ci = CiOptions(baseline_path=baseline, update=update, junit=junit, sarif=sarif)
+    ci.check()
+    if baseline is not None:
+        ci.baseline = load_baseline(baseline, missing_ok=update)
+    return ci
+
+
 def _concurrency(given: int | None, duration_s: float) -> int:
     """--concurrency, else VALIDATE_CONCURRENCY, else what the duration suggests."""
     if given is None:
@@ -181,7 +199,7 @@ def _concurrency(given: int | None, duration_s: float) -> int:
     return given
 
 
-def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
+def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out: bool = False) -> None:
     """Run the cells with Ctrl-C / SIGTERM handling, print the summary, exit with the gate's status."""
     from .targets.launcher import stop_all
     from .validate.gate import gate_exit_code
@@ -205,7 +223,8 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
               f"tiers={tiers}, slices={slices}, "
               f"seed={opts.seed:#x}, results {run_dir}", markup=False)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
-                        stop_event=stop_event)
+                        stop_event=stop_event, baseline=ci.baseline if ci else None,
+                        baseline_source=str(ci.baseline_path or "") if ci else "")
     try:
         doc = orch.run()
     except ProbatoriumError as e:
@@ -214,8 +233,30 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
         return
     finally:
         stop_all()
+    code = gate_exit_code(doc, interrupted=stop_event.is_set())
+    _finish_outputs(doc, run_dir, ci, json_out, code)
+    raise typer.Exit(code)
+
+
+def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int) -> None:
+    """The summary (table, or --json), then the baseline update and the --junit/--sarif files."""
+    import json
+
+    from .validate.ci_outputs import CiOptions, json_summary, write_outputs
+
+    try:
+        lines = write_outputs(doc, run_dir, ci or CiOptions())
+    except (ProbatoriumError, OSError) as e:
+        _fail(e)
+        return
+    if json_out:
+        print(json.dumps(json_summary(doc, run_dir, code), indent=2))
+        for line in lines:
+            err.print(line, markup=False)
+        return
     _print_summary(doc, run_dir)
-    raise typer.Exit(gate_exit_code(doc, interrupted=stop_event.is_set()))
+    for line in lines:
+        console.print(line, markup=False)
 
 
 def _print_summary(doc, run_dir: Path) -> None:
@@ -232,7 +273,7 @@ def _print_summary(doc, run_dir: Path) -> None:
         adv, rfc, mk = (t1.get(k) or {} for k in ("adversarial", "rfc", "markov"))
         advs = "/".join(str(adv.get(f"adv_{v}", 0)) for v in ("wrong_accepted", "hang_until_timeout",
                                                               "lenient_accepted")) if adv else "-"
-        highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH"})
+        highs = sorted({i.predicate for i in c.incidents if i.severity == "HIGH" and not i.accepted})
         t3 = c.tier_3
         t3s = "/".join(str(t3.get(f"seeds_{k}", 0)) for k in ("passed", "failed", "errored")) if t3 else "-"
         table.add_row(f"{c.refapp}/{c.engine}", c.status, *sent, str(mk.get("5xx", "-")), advs,
@@ -272,6 +313,11 @@ def fuzz(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<ts>-validate-…)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier run's results in --out."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Accepted findings (YAML, docs/gate.md): they are recorded, marked accepted, and do not fail the gate."),
+    baseline_update: bool = typer.Option(False, "--baseline-update", help="Create or extend --baseline FILE with every HIGH/MED finding it does not cover."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
+    sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
 ) -> None:
     """Tier 2 alone: stateful API fuzzing from the target's OpenAPI document (validate's results layout)."""
     from .results.store import lock_run_folder
@@ -295,13 +341,14 @@ def fuzz(
                                seed=random_seed() if seed in (None, "") else parse_seed(seed), slices=None,
                                tiers=[2], health_path=health_path, tier_options={2: options},
                                progress=lambda m: err.print(m, markup=False))
+        ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, False)
         run_lock = lock_run_folder(run_dir, force=force)
     except (ProbatoriumError, ValueError) as e:
         _fail(e)
         return
     with run_lock:
-        _run_validation(plans, opts, run_dir, False)
+        _run_validation(plans, opts, run_dir, False, ci, json_out)
 
 
 @app.command("validate-diff")

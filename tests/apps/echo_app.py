@@ -1,10 +1,17 @@
-"""A minimal raw ASGI app offering the echo, health and debug contracts (SPEC.md §3), for tests."""
+"""A minimal raw ASGI app offering the echo, health and debug contracts (SPEC.md §3), for tests.
+
+ECHO_APP_BUG=first-message-only plants an application bug (not the engine's): the echo reads
+only the first http.request message of a body, the classic `(await receive())["body"]`, so a
+body the engine delivers in several messages (sent slowly) is reported truncated.
+"""
 
 import asyncio
 import hashlib
 import json
+import os
 
 REQUESTS = 0
+FIRST_MESSAGE_ONLY = os.environ.get("ECHO_APP_BUG", "") == "first-message-only"
 
 
 async def app(scope, receive, send):
@@ -26,6 +33,8 @@ async def app(scope, receive, send):
         if msg["type"] == "http.request":
             body += msg.get("body", b"")
             if not msg.get("more_body"):
+                break
+            if FIRST_MESSAGE_ONLY:  # the planted bug: the rest of the body is never read
                 break
         elif msg["type"] == "http.disconnect":
             return

@@ -66,7 +66,8 @@ def test_round_trip_keeps_unknown_fields_everywhere():
     doc["incidents"] = [{
         "predicate": "I-ADV-ACCEPTED", "severity": "HIGH", "refapp": "r", "engine": "e", "arch": "amd64",
         "cell": "cell-01-r-e", "first_seen": "2024-05-06T07:08:09Z", "dossier": "cell-01-r-e/incidents/x",
-        "case": "", "detail": "", "reproducer": "", "seed": "",
+        "case": "", "detail": "", "reproducer": "", "seed": "", "operation": "", "accepted": False,
+        "accepted_reason": "",
         "future_inc": True,
     }]
     again = ValidateDocument.model_validate(json.loads(json.dumps(doc))).model_dump(mode="json")

@@ -66,6 +66,11 @@ class Incident(_Model):
     reproducer: str = ""
     #: the Tier 3 seed (0x-hex) whose plan found it; "" for other tiers
     seed: str = ""
+    #: the Tier 2 operation (operationId) the finding is on; "" for other tiers
+    operation: str = ""
+    #: covered by the run's --baseline (docs/gate.md): still recorded and shown, does not fail the gate
+    accepted: bool = False
+    accepted_reason: str = ""
 
 
 class Cell(_Model):

@@ -55,10 +55,38 @@ def provisional_status(cell: Cell) -> tuple[str, str]:
     return "not_run", "cell still starting"
 
 
+def unaccepted_high(props: Mapping[str, PropertyResult], incidents: Sequence[Incident]) -> list[str]:
+    """The HIGH predicates that fail a cell once the baseline's accepted incidents are set aside:
+    each HIGH incident not accepted, and each failed HIGH property unless every incident recorded
+    for it is accepted (a failure with no incident at all still counts)."""
+    out = {i.predicate for i in incidents if i.severity == "HIGH" and not i.accepted}
+    for p, r in props.items():
+        if r.status == "failed" and severity(p) == "HIGH":
+            mine = [i for i in incidents if i.predicate == p]
+            if not mine or not all(i.accepted for i in mine):
+                out.add(p)
+    return sorted(out)
+
+
+def rejudge_accepted(cell: Cell) -> None:
+    """After a baseline marked incidents accepted: a cell failed only by accepted HIGH findings
+    becomes ok (its reason names them), one failed by others names only those."""
+    if cell.status != "failed" or not cell.reason.startswith("HIGH: "):
+        return  # not failed, or failed for measuring nothing: the baseline does not change that
+    suffix = "; interrupted" if cell.reason.endswith("; interrupted") else ""
+    still = unaccepted_high(cell.properties, cell.incidents)
+    if still:
+        cell.reason = "HIGH: " + ", ".join(still) + suffix
+        return
+    accepted = sorted({i.predicate for i in cell.incidents if i.accepted and i.severity == "HIGH"})
+    cell.status, cell.reason = "ok", "HIGH accepted by the baseline: " + ", ".join(accepted) + suffix
+
+
 def gate_exit_code(doc: ValidateDocument, interrupted: bool = False) -> int:
-    """SPEC.md §3: 1 = release gate failed (wins); 2 = not_run cell / infra / interrupted; else 0."""
+    """SPEC.md §3: 1 = release gate failed (wins); 2 = not_run cell / infra / interrupted; else 0.
+    Incidents a baseline accepted (``accepted: true``) do not fail the gate."""
     cells = doc.validation_results.cells
-    if any(i.severity == "HIGH" for i in doc.incidents) or any(c.status == "failed" for c in cells):
+    if any(i.severity == "HIGH" and not i.accepted for i in doc.incidents) or any(c.status == "failed" for c in cells):
         return 1
     if interrupted or any(c.status == "not_run" for c in cells) or not cells:
         return 2

@@ -101,7 +101,7 @@ class IncidentRecorder:
         inc = Incident(
             predicate=ev.predicate, severity=sev, refapp=self.refapp, engine=self.engine,
             arch=self.arch, cell=self.cell_folder, first_seen=ev.first_seen or utc_now_iso(), dossier=str(rel),
-            case=ev.case,
+            case=ev.case, operation=str(ev.extra.get("op_id") or ""),
             detail=ev.detail, reproducer=repro_command(rel) if ev.repro else "",
         )
         status: list[str] = []

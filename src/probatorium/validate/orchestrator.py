@@ -16,6 +16,7 @@ from .. import __version__
 from ..errors import ProbatoriumError
 from ..results.schema import ValidateDocument, ValidationResults, host_arch_pair, normalize_arch, utc_now_iso
 from ..results.store import Checkpointer
+from .baseline import Entry, apply_baseline
 from .cell import CellRunner
 from .plan import CellPlan, ValidateOptions
 from .schedule import cell_budget
@@ -25,8 +26,10 @@ class Orchestrator:
     """Runs a list of cells into one run folder."""
 
     def __init__(self, plans: list[CellPlan], options: ValidateOptions, run_dir: Path, *, kind: str,
-                 command: list[str], stop_event: threading.Event | None = None) -> None:
+                 command: list[str], stop_event: threading.Event | None = None,
+                 baseline: list[Entry] | None = None, baseline_source: str = "") -> None:
         self.plans = plans
+        self.baseline, self.baseline_source = baseline, baseline_source
         self.opts = options
         self.run_dir = run_dir
         self.stop_event = stop_event or threading.Event()
@@ -72,6 +75,11 @@ class Orchestrator:
         vr.finished_at = utc_now_iso()
         self.document.incidents = [i for c in vr.cells for i in c.incidents]
         self.document.finalize_back_compat()
+        if self.baseline is not None:  # accepted findings: marked, and the cells re-judged
+            apply_baseline(self.document, self.baseline, self.baseline_source)
+            for cell in vr.cells:
+                if cell.folder:
+                    self.checkpointer.write_cell(cell)
         if self.stop_event.is_set() or len(vr.cells) < len(self.plans):
             self.checkpointer.checkpoint()
         else:
