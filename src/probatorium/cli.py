@@ -58,7 +58,7 @@ def _csv(text: str | None) -> list[str]:
 
 
 def default_concurrency(duration_s: float) -> int:
-    """Short runs stay small, long runs go wider (SPEC.md §5; PR tier passes 24)."""
+    """Short runs stay small, long runs go wider (PR tier passes 24)."""
     if duration_s <= 120:
         return 8
     if duration_s <= 1800:
@@ -92,9 +92,9 @@ def validate(
     spec: Optional[Path] = typer.Option(None, "--spec", help="OpenAPI file for a target that is not a refapp."),
     markov: Optional[Path] = typer.Option(None, "--markov", help="Markov session model for a target that is not a refapp."),
     label: Optional[str] = typer.Option(None, "--label", help="Cell name for --app/--cmd/--url targets."),
-    echo_path: str = typer.Option("/echo", "--echo-path", help="Echo route (SPEC.md §3 contract)."),
+    echo_path: str = typer.Option("/echo", "--echo-path", help="Echo route (contract: docs/contracts.md)."),
     health_path: str = typer.Option("/healthz", "--health-path", help="Health path the watchdog polls."),
-    debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (SPEC.md §3 contract)."),
+    debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (contract: docs/contracts.md)."),
     ws_path: str = typer.Option("/ws", "--ws-path", help="WebSocket echo path for the ws slice."),
     sse_path: str = typer.Option("/events", "--sse-path", help="SSE path for the sse slice."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target outside loopback."),

@@ -65,7 +65,7 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
             raise UsageError("bench: runs >= 1, duration > 0, warmup >= 0")
         s_cpus = parse_cpus(server_cpus) if isinstance(server_cpus, str) else server_cpus
         c_cpus = parse_cpus(client_cpus) if isinstance(client_cpus, str) else client_cpus
-        version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") or "dev"
+        version = os.environ.get("PROBATORIUM_TARGET_VERSION") or os.environ.get("CELERIS_VERSION") or "dev"
         opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
                             client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
                             version=version, max_probes=max_probes)

@@ -172,7 +172,7 @@ def choose_run_dir(out: Path | None, results_dir: Path, plans: list[CellPlan], m
         return out
     if matrix:
         return run_folder(results_dir, "validate-matrix", normalize_arch())
-    version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") \
+    version = os.environ.get("PROBATORIUM_TARGET_VERSION") or os.environ.get("CELERIS_VERSION") \
         or f"{plans[0].label}-{plans[0].engine}"
     return run_folder(results_dir, "validate", version)
 
