@@ -21,12 +21,29 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import ProbatoriumError, UsageError
+from .errors import ProbatoriumError, UsageError, error_line, warning_line
 from .seeds import parse_seed, random_seed
 from .validate.tier1.registry import slice_names
 
+EXAMPLES = """Examples:
+
+  probatorium validate      (60 s on the default refapp)
+
+  probatorium validate --cmd "python3 server.py --port {port}" -d 30s
+
+  probatorium validate --url http://127.0.0.1:8000 --slices adversarial
+
+  probatorium fuzz --url http://127.0.0.1:8000 --spec openapi.yaml
+
+  probatorium bench --list
+
+  probatorium loadgen http://127.0.0.1:8000/ -c 64 -d 10s
+
+Contracts a target can offer, results and exit statuses: docs/contracts.md.
+Flags a team repeats can live in probatorium.toml (see README)."""
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark and production-readiness validation for HTTP servers.")
+                  help="Benchmark and production-readiness validation for HTTP servers.", epilog=EXAMPLES)
 # Pipes and CI logs get a wide table instead of rich's 80-column default.
 console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
@@ -67,11 +84,25 @@ def default_concurrency(duration_s: float) -> int:
 
 
 def _fail(e: Exception, code: int = 2) -> None:
-    err.print(f"probatorium: error: {e}", markup=False, soft_wrap=True)
+    err.print(error_line(e), markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-@app.command()
+VALIDATE_EXAMPLES = """Examples:
+
+  probatorium validate -d 30s --refapp kitchen_sink --engine hypercorn
+
+  probatorium validate --cmd "./srv --port {port}" --slices adversarial
+
+  probatorium validate --url http://127.0.0.1:8000 --spec api.yaml
+
+  probatorium validate --matrix --engines uvicorn,granian
+
+Exit 1: release gate failed; 2: usage/infrastructure error; 0 otherwise.
+See docs/contracts.md."""
+
+
+@app.command(epilog=VALIDATE_EXAMPLES)
 def validate(
     duration: str = typer.Option(os.environ.get("VALIDATE_DURATION", "60s"), "--duration", "-d",
                                  help="Total budget (30s, 10m, 1h); a matrix splits it over the cells. Env VALIDATE_DURATION."),
@@ -381,9 +412,14 @@ def bench(
     server_cpus: Optional[str] = typer.Option(None, "--server-cpus", help="e.g. 0 or 0-1"),
     client_cpus: Optional[str] = typer.Option(None, "--client-cpus", help="e.g. 1"),
     max_probes: int = typer.Option(5, "--max-probes", help="Rate-search probes per SLO."),
+    list_only: bool = typer.Option(False, "--list", help="List the competitors and cells (* = default) and exit."),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
-    from .bench.cli import bench_command
+    from .bench.cli import bench_command, bench_list
+
+    if list_only:
+        print(bench_list())
+        raise typer.Exit(0)
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
@@ -394,12 +430,13 @@ def bench(
 def bench_since(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline version. Env BASELINE_VERSION."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Allowed drop (0.05 = 5 %). Env REGRESSION_THRESHOLD."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Root of result folders. Env PROBATORIUM_RESULTS (default results)."),
 ) -> None:
     """Compare the newest bench with the newest bench of a baseline version; exit 1 on a regression."""
     from .bench.cli import bench_since_command
 
     # ProbatoriumError reaches main(): one line, exit 2.
-    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold))
+    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold, results_dir=results_dir))
 
 
 @app.command()
@@ -522,13 +559,38 @@ def version() -> None:
     console.print(f"probatorium {__version__}", markup=False)
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"probatorium {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                            help="Print the version and exit.")) -> None:
+    """Benchmark and production-readiness validation for HTTP servers."""
+
+
 def main() -> None:
-    """Console entry point: one line and exit 2 for our own errors, never a traceback for them."""
+    """Console entry point: one line and exit 2 for bad input and our own errors, never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="probatorium")
     except ProbatoriumError as e:
-        err.print(f"probatorium: error: {e}", markup=False)
+        err.print(error_line(e), markup=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except typer.TyperException as e:  # click's usage errors (typer vendors click)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            sys.exit(2)
+        sub = ctx.info_name if ctx is not None and ctx.parent is not None else ""
+        where = f"probatorium {sub} --help" if sub else "probatorium --help"
+        err.print(error_line(f"{e.format_message()} (see {where})"), markup=False, soft_wrap=True)
+        sys.exit(2 if ctx is not None else e.exit_code)
+    except typer.Abort:
+        err.print(error_line("interrupted"), markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

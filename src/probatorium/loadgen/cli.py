@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from probatorium.errors import ProbatoriumError, UsageError
+from probatorium.errors import ProbatoriumError, UsageError, error_line
 from probatorium.loadgen.config import LoadConfig
 from probatorium.loadgen.runner import LoadResult, run_load
 
@@ -75,10 +75,10 @@ def run_loadgen_command(
         )
         result = run_load(cfg)
     except OSError as exc:
-        print(f"probatorium loadgen: {exc}", file=sys.stderr)
+        print(error_line(f"loadgen: {exc}"), file=sys.stderr)
         return 2
     except ProbatoriumError as exc:
-        print(f"probatorium: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return exc.exit_code
     if json_out:
         print(result.to_json())
