@@ -128,11 +128,10 @@ def plan_cells(args: TargetArgs, slices: list[str] | None) -> list[CellPlan]:
         plans = [CellPlan(args.label or "cmd", TargetSpec(kind="cmd", cmd=args.cmd, app_dir=args.app_dir, **common),
                           openapi=args.spec, markov=args.markov)]
     else:
-        from urllib.parse import urlsplit
-
+        from ..targets.launcher import parse_target_url
         from ..targets.safety import check_target_allowed
 
-        check_target_allowed(urlsplit(args.url).hostname or "", args.allow_remote)  # refuse before anything starts
+        check_target_allowed(parse_target_url(args.url)[0], args.allow_remote)  # refuse before anything starts
         plans = [CellPlan(args.label or "url", TargetSpec(kind="url", url=args.url, **common), openapi=args.spec,
                           markov=args.markov)]
     if not plans:
