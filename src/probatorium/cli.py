@@ -83,6 +83,11 @@ def default_concurrency(duration_s: float) -> int:
     return 48
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        err.print(warning_line(line), markup=False, soft_wrap=True)
+
+
 def _fail(e: Exception, code: int = 2) -> None:
     err.print(error_line(e), markup=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -142,7 +147,8 @@ def validate(
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
-    from .validate.plan import TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells
+    from .validate.plan import (TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells,
+                                plan_warnings)
     from .validate.schedule import allocate_walkers
     from .validate.tiers import parse_tiers
 
@@ -158,6 +164,7 @@ def validate(
                           label=label, health_path=health_path, allow_remote=allow_remote,
                           ready_timeout=ready_timeout)
         plans = plan_cells(args, chosen)
+        _warn(plan_warnings(plans, chosen))
         opts = ValidateOptions(duration_s=duration_s, concurrency=conc,
                                seed=random_seed() if seed in (None, "") else parse_seed(seed),
                                slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
@@ -249,13 +256,31 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
     raise typer.Exit(gate_exit_code(doc, interrupted=stop_event.is_set()))
 
 
+def reason_lines(doc) -> list[str]:
+    """Each cell's reason and its not_judged predicates grouped by reason, one full line each."""
+    lines = []
+    for c in doc.validation_results.cells:
+        name = f"{c.refapp}/{c.engine}"
+        if c.reason:
+            lines.append(f"{name} {c.status}: {c.reason}")
+        by_reason: dict[str, list[str]] = {}
+        for pid, prop in (c.properties or {}).items():
+            status = prop.get("status") if isinstance(prop, dict) else getattr(prop, "status", None)
+            why = prop.get("reason") if isinstance(prop, dict) else getattr(prop, "reason", None)
+            if status == "not_judged":
+                by_reason.setdefault(why or "no reason given", []).append(pid)
+        for why, ids in by_reason.items():
+            lines.append(f"{name} not judged: {', '.join(ids)}: {why}")
+    return lines
+
+
 def _print_summary(doc, run_dir: Path) -> None:
     """One row per cell: requests per slice (columns from the slice registry), framing, HIGH predicates."""
     from .validate.tier1.registry import SLICES
 
     table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
     for col in ("cell", "status", *(f"{name} sent" for name in SLICES), "markov 5xx", "adv wrong/hang/lenient",
-                "rfc1", "rfc2", "t3 seeds pass/fail/err", "HIGH", "reason"):
+                "rfc1", "rfc2", "t3 seeds pass/fail/err", "HIGH"):
         table.add_column(col, overflow="fold")
     for c in doc.validation_results.cells:
         t1 = c.tier_1
@@ -268,8 +293,10 @@ def _print_summary(doc, run_dir: Path) -> None:
         t3s = "/".join(str(t3.get(f"seeds_{k}", 0)) for k in ("passed", "failed", "errored")) if t3 else "-"
         table.add_row(f"{c.refapp}/{c.engine}", c.status, *sent, str(mk.get("5xx", "-")), advs,
                       str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)), t3s,
-                      ",".join(highs) or "-", (c.reason or "")[:80])
+                      ",".join(highs) or "-")
     console.print(table)
+    for line in reason_lines(doc):  # whole, wrapped by the terminal: never cut to fit a column
+        console.print(line, markup=False, soft_wrap=True)
     from .validate.fuzz import summary_lines
 
     for c in doc.validation_results.cells:
@@ -307,7 +334,7 @@ def fuzz(
     """Tier 2 alone: stateful API fuzzing from the target's OpenAPI document (validate's results layout)."""
     from .results.store import lock_run_folder
     from .validate import fuzz as F
-    from .validate.plan import TargetArgs, ValidateOptions, choose_run_dir, plan_cells
+    from .validate.plan import TargetArgs, ValidateOptions, choose_run_dir, plan_cells, plan_warnings
 
     try:
         duration_s = parse_duration(duration)
@@ -315,6 +342,7 @@ def fuzz(
                           spec=spec, markov=markov, label=label, health_path=health_path,
                           allow_remote=allow_remote, ready_timeout=ready_timeout)
         plans = plan_cells(args, ["markov"])
+        _warn(plan_warnings(plans, ["markov"]))
         options = F.tier2_options(mode=mode, corpus=corpus, login_path=login_path, walkers=walkers,
                                   discover=plans[0].openapi is None)
         if show_deps:
@@ -346,9 +374,10 @@ def validate_diff(
     """Compare cells: cross-engine, cross-arch and per-case divergences."""
     from .validate.diff import run_diff
 
-    # ProbatoriumError reaches main(): one line, exit 2.
+    # ProbatoriumError reaches main(): one line, exit 2. Plain rows (as diff.txt): a pipe gets them
+    # whole, a terminal wraps them itself; never cut to a console width.
     raise typer.Exit(run_diff(list(docs or []), out_dir=out, strict=strict, results_root=results_dir,
-                              hosts=_csv(hosts) or None, echo=lambda line: console.print(line, markup=False)))
+                              hosts=_csv(hosts) or None, echo=lambda text: sys.stdout.write(text)))
 
 
 @app.command("repro-check")

@@ -80,3 +80,33 @@ def test_bench_since_results_dir(tmp_path):
     assert r.returncode == 1 and "-50.0%" in r.stdout, r.stdout + r.stderr
     missing = cli("bench-since", "--baseline", "v1", "--results-dir", str(tmp_path / "nope"))
     assert missing.returncode == 2 and missing.stderr.startswith("probatorium: error: bench-since: results folder")
+
+
+def test_summary_reasons_are_whole_lines_and_not_judged_is_grouped():
+    from probatorium.cli import reason_lines
+    from probatorium.results import Cell, PropertyResult, ValidateDocument, ValidationResults
+
+    long_reason = "ready: " + "boom " * 40
+    c = Cell(refapp="cmd", engine="cmd", arch="amd64", status="not_run", reason=long_reason,
+             properties={"I-WS-HANG": PropertyResult(status="not_judged", reason="endpoint_absent: GET /ws 404"),
+                         "I-WS-CLOSE": PropertyResult(status="not_judged", reason="endpoint_absent: GET /ws 404"),
+                         "I-RFC-1": PropertyResult(status="passed", evaluations=3)})
+    doc = ValidateDocument(host_arch_pair="h-amd64", kind="single", probatorium_version="0",
+                           validation_results=ValidationResults(started_at="t", cells=[c]))
+    assert reason_lines(doc) == [f"cmd/cmd not_run: {long_reason}",
+                                 "cmd/cmd not judged: I-WS-HANG, I-WS-CLOSE: endpoint_absent: GET /ws 404"]
+
+
+def test_spec_without_operations_warns(tmp_path):
+    from probatorium.validate.plan import TargetArgs, plan_cells, plan_warnings
+
+    spec = tmp_path / "empty.yaml"
+    spec.write_text('openapi: 3.0.3\ninfo: {title: t, version: "1"}\npaths: {}\n')
+    plans = plan_cells(TargetArgs(url="http://127.0.0.1:9", spec=spec), None)
+    [line] = plan_warnings(plans)
+    assert "declares no operations" in line and "walkers will idle" in line and "I-API-* not judged" in line
+    assert "walkers will idle" not in plan_warnings(plans, ["adversarial"])[0]
+    full = tmp_path / "one.yaml"
+    full.write_text('openapi: 3.0.3\ninfo: {title: t, version: "1"}\n'
+                    'paths: {/a: {get: {responses: {"200": {description: ok}}}}}\n')
+    assert plan_warnings(plan_cells(TargetArgs(url="http://127.0.0.1:9", spec=full), None)) == []
