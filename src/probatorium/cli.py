@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .config import default_map, find_config
 from .errors import ProbatoriumError, UsageError, error_line, warning_line
 from .seeds import parse_seed, random_seed
 from .validate.tier1.registry import slice_names
@@ -170,7 +171,7 @@ def validate(
                                slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
-                               progress=lambda m: err.print(m, markup=False),
+                               progress=lambda m: err.print(m, markup=False, soft_wrap=True),
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
         run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
@@ -241,7 +242,7 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool) -> None:
     slices = ",".join(allocate_walkers(opts.concurrency, opts.slices)) if 1 in (opts.tiers or [1]) else "-"
     err.print(f"probatorium {__version__}: {len(plans)} cell(s), {opts.duration_s:.0f}s, C={opts.concurrency}, "
               f"tiers={tiers}, slices={slices}, "
-              f"seed={opts.seed:#x}, results {run_dir}", markup=False)
+              f"seed={opts.seed:#x}, results {run_dir}", markup=False, soft_wrap=True)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event)
     try:
@@ -603,7 +604,11 @@ def _root(show_version: bool = typer.Option(False, "--version", callback=_versio
 def main() -> None:
     """Console entry point: one line and exit 2 for bad input and our own errors, never a traceback."""
     try:
-        code = app(standalone_mode=False, prog_name="probatorium")
+        extra = {}
+        found = find_config()
+        if found is not None:  # flags > env knobs > the config file > defaults
+            extra["default_map"] = default_map(typer.main.get_command(app), *found)
+        code = app(standalone_mode=False, prog_name="probatorium", **extra)
     except ProbatoriumError as e:
         err.print(error_line(e), markup=False, soft_wrap=True)
         sys.exit(e.exit_code)
