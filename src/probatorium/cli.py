@@ -174,7 +174,7 @@ def validate(
                                progress=lambda m: err.print(m, markup=False, soft_wrap=True),
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
-        run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
+        run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends
     except (ProbatoriumError, ValueError) as e:
         _fail(e)
         return
