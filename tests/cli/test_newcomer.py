@@ -34,6 +34,8 @@ def test_version_flag():
     (["bench-since"], "--baseline VERSION"),
     (["loadgen", "http://10.0.0.1:80/"], "refusing non-loopback target 10.0.0.1"),
     (["validate", "--duration", "abc"], "invalid duration 'abc'"),
+    (["validate", "--url", "127.0.0.1:18081"], "has no scheme: write it as http://127.0.0.1:18081"),
+    (["loadgen", "127.0.0.1:18081"], "has no scheme: write it as http://127.0.0.1:18081"),
 ])
 def test_every_error_is_one_prefixed_line(args, needle):
     r = cli(*args)

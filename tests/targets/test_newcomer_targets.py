@@ -58,3 +58,13 @@ def test_cmd_with_no_port_and_no_ready_line_says_why(tmp_path):
     spec = TargetSpec(kind="cmd", cmd=f"{sys.executable} -c \"import time; time.sleep(30)\"", ready_timeout=0.5)
     with pytest.raises(TargetStartError, match="has no {port} and names no port to probe"):
         start_target(spec, tmp_path)
+
+
+def test_url_nobody_listens_on_says_what_it_waits_for(tmp_path):
+    port = free_port()
+    lines: list[str] = []
+    spec = TargetSpec(kind="url", url=f"http://127.0.0.1:{port}", ready_timeout=0.3)
+    with pytest.raises(TargetStartError, match=f"nothing accepts connections on 127.0.0.1:{port}"):
+        start_target(spec, tmp_path, progress=lines.append)
+    assert lines == [f"  url http://127.0.0.1:{port}: waiting up to 0.3 s for a server to accept connections on "
+                     f"127.0.0.1:{port} (--url; start it first, or change --ready-timeout)"]
