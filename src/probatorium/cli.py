@@ -343,7 +343,7 @@ def fuzz(
                           spec=spec, markov=markov, label=label, health_path=health_path,
                           allow_remote=allow_remote, ready_timeout=ready_timeout)
         plans = plan_cells(args, ["markov"])
-        _warn(plan_warnings(plans, ["markov"]))
+        _warn(plan_warnings(plans, ["markov"], fuzz_only=True))
         options = F.tier2_options(mode=mode, corpus=corpus, login_path=login_path, walkers=walkers,
                                   discover=plans[0].openapi is None)
         if show_deps:

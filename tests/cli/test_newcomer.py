@@ -108,6 +108,7 @@ def test_spec_without_operations_warns(tmp_path):
     [line] = plan_warnings(plans)
     assert "declares no operations" in line and "walkers will idle" in line and "I-API-* not judged" in line
     assert "walkers will idle" not in plan_warnings(plans, ["adversarial"])[0]
+    assert "Tier 3" not in plan_warnings(plans, ["markov"], fuzz_only=True)[0]
     full = tmp_path / "one.yaml"
     full.write_text('openapi: 3.0.3\ninfo: {title: t, version: "1"}\n'
                     'paths: {/a: {get: {responses: {"200": {description: ok}}}}}\n')

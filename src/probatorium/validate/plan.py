@@ -155,18 +155,23 @@ def _check_files(plans: list[CellPlan], spec: Path | None, slices: list[str] | N
             load_markov(mpath)
 
 
-def plan_warnings(plans: list[CellPlan], slices: list[str] | None = None) -> list[str]:
+def plan_warnings(plans: list[CellPlan], slices: list[str] | None = None, fuzz_only: bool = False) -> list[str]:
     """What the run will not judge because an input is empty (one line each, said before it starts)."""
     from .openapi import load_operations
 
     out = []
     for spec in dict.fromkeys(p.openapi for p in plans if p.openapi is not None):
-        if spec.is_file() and not load_operations(spec):
-            markov = "" if slices and "markov" not in slices else \
-                "the markov slice's walkers will idle (no session traffic, no I-DRV-1, no markov 5xx); "
-            out.append(f"{spec} declares no operations: {markov}Tier 2 has nothing to fuzz (I-API-* not judged); "
-                       "Tier 3 finds no key/value or create -> read pair. Add paths to the spec, or pass "
-                       "--slices adversarial to run only what needs none")
+        if not spec.is_file() or load_operations(spec):
+            continue
+        if fuzz_only:
+            out.append(f"{spec} declares no operations: Tier 2 has nothing to fuzz (I-API-* not judged); "
+                       "add paths to the spec")
+            continue
+        markov = "" if slices and "markov" not in slices else \
+            "the markov slice's walkers will idle (no session traffic, no I-DRV-1, no markov 5xx); "
+        out.append(f"{spec} declares no operations: {markov}Tier 2 has nothing to fuzz (I-API-* not judged); "
+                   "Tier 3 finds no key/value or create -> read pair. Add paths to the spec, or pass "
+                   "--slices adversarial to run only what needs none")
     return out
 
 
