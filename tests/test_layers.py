@@ -37,7 +37,10 @@ LONG_OK_MODULES = frozenset({"probatorium.rawclient", "probatorium.loadgen.parse
 # Top to bottom. An entry is a module ("probatorium.cli") or a package with everything in it
 # ("probatorium.bench.*"); the longest entry that matches a module gives its row.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("commands", ("probatorium.cli",)),
+    ("commands", (
+        "probatorium.cli",
+        "probatorium.config",  # not drawn: the config file, defaults for the commands' flags (cli only)
+    )),
     ("validate run", (
         "probatorium.validate",  # the package itself (empty)
         "probatorium.validate.orchestrator",

@@ -21,12 +21,30 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import ProbatoriumError, UsageError
+from .config import default_map, find_config
+from .errors import ProbatoriumError, UsageError, error_line, warning_line
 from .seeds import parse_seed, random_seed
 from .validate.tier1.registry import slice_names
 
+EXAMPLES = """Examples:
+
+  probatorium validate      (60 s on the default refapp)
+
+  probatorium validate --cmd "python3 server.py --port {port}" -d 30s
+
+  probatorium validate --url http://127.0.0.1:8000 --slices adversarial
+
+  probatorium fuzz --url http://127.0.0.1:8000 --spec openapi.yaml
+
+  probatorium bench --list
+
+  probatorium loadgen http://127.0.0.1:8000/ -c 64 -d 10s
+
+Contracts a target can offer, results and exit statuses: docs/contracts.md.
+Flags a team repeats can live in probatorium.toml (see README)."""
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark and production-readiness validation for HTTP servers.")
+                  help="Benchmark and production-readiness validation for HTTP servers.", epilog=EXAMPLES)
 # Pipes and CI logs get a wide table instead of rich's 80-column default.
 console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
@@ -58,7 +76,7 @@ def _csv(text: str | None) -> list[str]:
 
 
 def default_concurrency(duration_s: float) -> int:
-    """Short runs stay small, long runs go wider (SPEC.md §5; PR tier passes 24)."""
+    """Short runs stay small, long runs go wider (PR tier passes 24)."""
     if duration_s <= 120:
         return 8
     if duration_s <= 1800:
@@ -66,12 +84,31 @@ def default_concurrency(duration_s: float) -> int:
     return 48
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        err.print(warning_line(line), markup=False, soft_wrap=True)
+
+
 def _fail(e: Exception, code: int = 2) -> None:
-    err.print(f"probatorium: error: {e}", markup=False, soft_wrap=True)
+    err.print(error_line(e), markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-@app.command()
+VALIDATE_EXAMPLES = """Examples:
+
+  probatorium validate -d 30s --refapp kitchen_sink --engine hypercorn
+
+  probatorium validate --cmd "./srv --port {port}" --slices adversarial
+
+  probatorium validate --url http://127.0.0.1:8000 --spec api.yaml
+
+  probatorium validate --matrix --engines uvicorn,granian
+
+Exit 1: release gate failed; 2: usage/infrastructure error; 0 otherwise.
+See docs/contracts.md."""
+
+
+@app.command(epilog=VALIDATE_EXAMPLES)
 def validate(
     duration: str = typer.Option(os.environ.get("VALIDATE_DURATION", "60s"), "--duration", "-d",
                                  help="Total budget (30s, 10m, 1h); a matrix splits it over the cells. Env VALIDATE_DURATION."),
@@ -92,9 +129,9 @@ def validate(
     spec: Optional[Path] = typer.Option(None, "--spec", help="OpenAPI file for a target that is not a refapp."),
     markov: Optional[Path] = typer.Option(None, "--markov", help="Markov session model for a target that is not a refapp."),
     label: Optional[str] = typer.Option(None, "--label", help="Cell name for --app/--cmd/--url targets."),
-    echo_path: str = typer.Option("/echo", "--echo-path", help="Echo route (SPEC.md §3 contract)."),
+    echo_path: str = typer.Option("/echo", "--echo-path", help="Echo route (contract: docs/contracts.md)."),
     health_path: str = typer.Option("/healthz", "--health-path", help="Health path the watchdog polls."),
-    debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (SPEC.md §3 contract)."),
+    debug_path: str = typer.Option("/debug/vars", "--debug-path", help="Debug endpoint (contract: docs/contracts.md)."),
     ws_path: str = typer.Option("/ws", "--ws-path", help="WebSocket echo path for the ws slice."),
     sse_path: str = typer.Option("/events", "--sse-path", help="SSE path for the sse slice."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target outside loopback."),
@@ -116,7 +153,8 @@ def validate(
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
-    from .validate.plan import TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells
+    from .validate.plan import (TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells,
+                                plan_warnings)
     from .validate.schedule import allocate_walkers
     from .validate.tiers import parse_tiers
 
@@ -132,16 +170,17 @@ def validate(
                           label=label, health_path=health_path, allow_remote=allow_remote,
                           ready_timeout=ready_timeout)
         plans = plan_cells(args, chosen)
+        _warn(plan_warnings(plans, chosen))
         opts = ValidateOptions(duration_s=duration_s, concurrency=conc,
                                seed=random_seed() if seed in (None, "") else parse_seed(seed),
                                slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
-                               progress=lambda m: err.print(m, markup=False),
+                               progress=lambda m: err.print(m, markup=False, soft_wrap=True),
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
-        run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends (SPEC §9)
+        run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends
     except (ProbatoriumError, ValueError) as e:
         _fail(e)
         return
@@ -221,7 +260,7 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out:
     slices = ",".join(allocate_walkers(opts.concurrency, opts.slices)) if 1 in (opts.tiers or [1]) else "-"
     err.print(f"probatorium {__version__}: {len(plans)} cell(s), {opts.duration_s:.0f}s, C={opts.concurrency}, "
               f"tiers={tiers}, slices={slices}, "
-              f"seed={opts.seed:#x}, results {run_dir}", markup=False)
+              f"seed={opts.seed:#x}, results {run_dir}", markup=False, soft_wrap=True)
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event, baseline=ci.baseline if ci else None,
                         baseline_source=str(ci.baseline_path or "") if ci else "")
@@ -259,13 +298,31 @@ def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int) -> None:
         console.print(line, markup=False)
 
 
+def reason_lines(doc) -> list[str]:
+    """Each cell's reason and its not_judged predicates grouped by reason, one full line each."""
+    lines = []
+    for c in doc.validation_results.cells:
+        name = f"{c.refapp}/{c.engine}"
+        if c.reason:
+            lines.append(f"{name} {c.status}: {c.reason}")
+        by_reason: dict[str, list[str]] = {}
+        for pid, prop in (c.properties or {}).items():
+            status = prop.get("status") if isinstance(prop, dict) else getattr(prop, "status", None)
+            why = prop.get("reason") if isinstance(prop, dict) else getattr(prop, "reason", None)
+            if status == "not_judged":
+                by_reason.setdefault(why or "no reason given", []).append(pid)
+        for why, ids in by_reason.items():
+            lines.append(f"{name} not judged: {', '.join(ids)}: {why}")
+    return lines
+
+
 def _print_summary(doc, run_dir: Path) -> None:
     """One row per cell: requests per slice (columns from the slice registry), framing, HIGH predicates."""
     from .validate.tier1.registry import SLICES
 
     table = Table(title=f"validate — schema {doc.schema_version}, {doc.host_arch_pair}")
     for col in ("cell", "status", *(f"{name} sent" for name in SLICES), "markov 5xx", "adv wrong/hang/lenient",
-                "rfc1", "rfc2", "t3 seeds pass/fail/err", "HIGH", "reason"):
+                "rfc1", "rfc2", "t3 seeds pass/fail/err", "HIGH"):
         table.add_column(col, overflow="fold")
     for c in doc.validation_results.cells:
         t1 = c.tier_1
@@ -278,8 +335,10 @@ def _print_summary(doc, run_dir: Path) -> None:
         t3s = "/".join(str(t3.get(f"seeds_{k}", 0)) for k in ("passed", "failed", "errored")) if t3 else "-"
         table.add_row(f"{c.refapp}/{c.engine}", c.status, *sent, str(mk.get("5xx", "-")), advs,
                       str(rfc.get("rfc1_violations", 0)), str(rfc.get("rfc2_violations", 0)), t3s,
-                      ",".join(highs) or "-", (c.reason or "")[:80])
+                      ",".join(highs) or "-")
     console.print(table)
+    for line in reason_lines(doc):  # whole, wrapped by the terminal: never cut to fit a column
+        console.print(line, markup=False, soft_wrap=True)
     from .validate.fuzz import summary_lines
 
     for c in doc.validation_results.cells:
@@ -322,7 +381,7 @@ def fuzz(
     """Tier 2 alone: stateful API fuzzing from the target's OpenAPI document (validate's results layout)."""
     from .results.store import lock_run_folder
     from .validate import fuzz as F
-    from .validate.plan import TargetArgs, ValidateOptions, choose_run_dir, plan_cells
+    from .validate.plan import TargetArgs, ValidateOptions, choose_run_dir, plan_cells, plan_warnings
 
     try:
         duration_s = parse_duration(duration)
@@ -330,6 +389,7 @@ def fuzz(
                           spec=spec, markov=markov, label=label, health_path=health_path,
                           allow_remote=allow_remote, ready_timeout=ready_timeout)
         plans = plan_cells(args, ["markov"])
+        _warn(plan_warnings(plans, ["markov"], fuzz_only=True))
         options = F.tier2_options(mode=mode, corpus=corpus, login_path=login_path, walkers=walkers,
                                   discover=plans[0].openapi is None)
         if show_deps:
@@ -362,9 +422,10 @@ def validate_diff(
     """Compare cells: cross-engine, cross-arch and per-case divergences."""
     from .validate.diff import run_diff
 
-    # ProbatoriumError reaches main(): one line, exit 2.
+    # ProbatoriumError reaches main(): one line, exit 2. Plain rows (as diff.txt): a pipe gets them
+    # whole, a terminal wraps them itself; never cut to a console width.
     raise typer.Exit(run_diff(list(docs or []), out_dir=out, strict=strict, results_root=results_dir,
-                              hosts=_csv(hosts) or None, echo=lambda line: console.print(line, markup=False)))
+                              hosts=_csv(hosts) or None, echo=lambda text: sys.stdout.write(text)))
 
 
 @app.command("repro-check")
@@ -433,9 +494,14 @@ def bench(
     max_probes: int = typer.Option(5, "--max-probes", help="Rate-search probes per SLO."),
     threshold: list[str] = typer.Option([], "--threshold", help="k6-style criterion on every competitor x cell "
                                         "saturation result, repeatable: 'p99<50ms', 'rps>1000'. Any broken -> exit 1."),
+    list_only: bool = typer.Option(False, "--list", help="List the competitors and cells (* = default) and exit."),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
-    from .bench.cli import bench_command
+    from .bench.cli import bench_command, bench_list
+
+    if list_only:
+        print(bench_list())
+        raise typer.Exit(0)
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
@@ -447,12 +513,13 @@ def bench(
 def bench_since(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline version. Env BASELINE_VERSION."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Allowed drop (0.05 = 5 %). Env REGRESSION_THRESHOLD."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Root of result folders. Env PROBATORIUM_RESULTS (default results)."),
 ) -> None:
     """Compare the newest bench with the newest bench of a baseline version; exit 1 on a regression."""
     from .bench.cli import bench_since_command
 
     # ProbatoriumError reaches main(): one line, exit 2.
-    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold))
+    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold, results_dir=results_dir))
 
 
 @app.command()
@@ -575,13 +642,42 @@ def version() -> None:
     console.print(f"probatorium {__version__}", markup=False)
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"probatorium {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                            help="Print the version and exit.")) -> None:
+    """Benchmark and production-readiness validation for HTTP servers."""
+
+
 def main() -> None:
-    """Console entry point: one line and exit 2 for our own errors, never a traceback for them."""
+    """Console entry point: one line and exit 2 for bad input and our own errors, never a traceback."""
     try:
-        app()
+        extra = {}
+        found = find_config()
+        if found is not None:  # flags > env knobs > the config file > defaults
+            extra["default_map"] = default_map(typer.main.get_command(app), *found)
+        code = app(standalone_mode=False, prog_name="probatorium", **extra)
     except ProbatoriumError as e:
-        err.print(f"probatorium: error: {e}", markup=False)
+        err.print(error_line(e), markup=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except typer.TyperException as e:  # click's usage errors (typer vendors click)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            sys.exit(2)
+        sub = ctx.info_name if ctx is not None and ctx.parent is not None else ""
+        where = f"probatorium {sub} --help" if sub else "probatorium --help"
+        err.print(error_line(f"{e.format_message()} (see {where})"), markup=False, soft_wrap=True)
+        sys.exit(2 if ctx is not None else e.exit_code)
+    except typer.Abort:
+        err.print(error_line("interrupted"), markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -17,3 +17,17 @@ class InfraError(ProbatoriumError):
 
 class TargetStartError(InfraError):
     """A target process could not be started or never became ready."""
+
+
+#: Every error line of every command starts with this, whatever the subcommand.
+ERROR_PREFIX = "probatorium: error: "
+
+
+def error_line(message: object) -> str:
+    """The one line an error becomes: ``probatorium: error: <message>``."""
+    return f"{ERROR_PREFIX}{message}"
+
+
+def warning_line(message: object) -> str:
+    """A warning that does not stop the run: ``probatorium: warning: <message>``."""
+    return f"probatorium: warning: {message}"

@@ -296,3 +296,22 @@ def test_ws_and_h2c_per_case_rows(tmp_path: Path):
     assert rows["ws:reserved opcode 3"]["bad"] == ["uvicorn"] and rows["ws:reserved opcode 3"]["slice"] == "ws"
     assert rows["h2c:duplicate HTTP2-Settings"]["severity"] == "HIGH"
     assert rows["h2c:duplicate HTTP2-Settings"]["good"] == ["hypercorn"]
+
+
+def test_cli_prints_plain_unwrapped_rows_when_piped(tmp_path: Path):
+    """Issue 14 item 8: a piped validate-diff printed its table hard-wrapped mid-row."""
+    import os
+    import subprocess
+    import sys
+
+    long_engine = "uvicorn-" + "x" * 150  # a row far wider than any console default
+    folder = write_matrix(tmp_path, "hostA-amd64", [
+        cell(1, long_engine, adv_wrong_accepted=3, props={"I-ADV-ACCEPTED": "failed"}), cell(2, "uvicorn-h11")])
+    src = Path(__file__).resolve().parents[2] / "src"
+    r = subprocess.run([sys.executable, "-m", "probatorium.cli", "validate-diff", str(folder), "--out",
+                        str(tmp_path / "d")], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(src), "COLUMNS": "80"})
+    assert r.returncode == 1, r.stderr
+    assert r.stdout == (tmp_path / "d" / "diff.txt").read_text()
+    [row] = [line for line in r.stdout.splitlines() if line.startswith("HIGH")]
+    assert long_engine in row and "uvicorn-h11" in row

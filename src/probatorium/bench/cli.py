@@ -17,7 +17,7 @@ from probatorium.bench.competitors import select_competitors
 from probatorium.bench.ratesearch import DEFAULT_SLOS_MS
 from probatorium.bench.runner import BenchOptions, broken_thresholds, format_table, parse_cpus, run_bench
 from probatorium.bench.since import bench_since
-from probatorium.errors import ProbatoriumError, UsageError
+from probatorium.errors import ProbatoriumError, UsageError, error_line
 from probatorium.loadgen.thresholds import parse_thresholds
 
 DEFAULT_DURATION = 2.0
@@ -70,13 +70,13 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
             raise UsageError("bench: runs >= 1, duration > 0, warmup >= 0")
         s_cpus = parse_cpus(server_cpus) if isinstance(server_cpus, str) else server_cpus
         c_cpus = parse_cpus(client_cpus) if isinstance(client_cpus, str) else client_cpus
-        version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") or "dev"
+        version = os.environ.get("PROBATORIUM_TARGET_VERSION") or os.environ.get("CELERIS_VERSION") or "dev"
         opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
                             client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
                             version=version, max_probes=max_probes, thresholds=judged)
         doc = run_bench(comps, cell_list, opts, echo=lambda line: print(line, file=sys.stderr, flush=True))
     except ProbatoriumError as exc:
-        print(f"probatorium bench: {exc}", file=sys.stderr)
+        print(error_line(f"bench: {exc}"), file=sys.stderr)
         return 2
     print(format_table(doc))
     print(f"\nresults: {doc.path}")
@@ -84,13 +84,42 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
     return 1 if bad or broken_thresholds(doc) else 0
 
 
-def bench_since_command(baseline: str | None = None, threshold: float | None = None) -> int:
+def bench_since_command(baseline: str | None = None, threshold: float | None = None,
+                        results_dir: Path | None = None) -> int:
     """`probatorium bench-since --baseline VERSION --threshold 0.05`: exit 0/1/2, table on stdout."""
     base = baseline or os.environ.get("BASELINE_VERSION")
     if not base:
-        print("probatorium bench-since: --baseline VERSION (or BASELINE_VERSION) is required", file=sys.stderr)
+        print(error_line("bench-since: --baseline VERSION (or BASELINE_VERSION) is required"), file=sys.stderr)
         return 2
-    thr = threshold if threshold is not None else float(os.environ.get("REGRESSION_THRESHOLD") or 0.05)
-    code, text = bench_since(results_root(), base, thr)
-    print(text, file=sys.stderr if code == 2 else sys.stdout)
+    try:
+        thr = threshold if threshold is not None else float(os.environ.get("REGRESSION_THRESHOLD") or 0.05)
+    except ValueError:
+        print(error_line(f"bench-since: REGRESSION_THRESHOLD must be a number, got "
+                         f"{os.environ.get('REGRESSION_THRESHOLD')!r}"), file=sys.stderr)
+        return 2
+    root = results_dir if results_dir is not None else results_root()
+    if not root.is_dir():
+        print(error_line(f"bench-since: results folder {root} does not exist (--results-dir or PROBATORIUM_RESULTS)"),
+              file=sys.stderr)
+        return 2
+    code, text = bench_since(root, base, thr)
+    print(error_line(text) if code == 2 else text, file=sys.stderr if code == 2 else sys.stdout)
     return code
+
+
+def bench_list() -> str:
+    """`probatorium bench --list`: the competitors and cells `--competitors` / `--cells` accept."""
+    from probatorium.bench.cells import CELLS, DEFAULT_CELLS
+    from probatorium.bench.competitors import DEFAULT_COMPETITORS, REGISTRY
+
+    width = max(len(n) for n in (*REGISTRY, *CELLS))
+    lines = ["competitors (--competitors all | python-only | default | a,b; * = default):"]
+    for c in REGISTRY.values():
+        mark = "*" if c.name in DEFAULT_COMPETITORS else " "
+        lines.append(f"  {mark} {c.name:<{width}}  {c.group:<8}  {c.description}")
+    lines.append("cells (--cells all | default | a,b; * = default):")
+    for cell in CELLS.values():
+        mark = "*" if cell.name in DEFAULT_CELLS else " "
+        what = cell.description or f"{cell.method} {cell.path}"
+        lines.append(f"  {mark} {cell.name:<{width}}  {cell.kind:<8}  {what}")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from probatorium.errors import ProbatoriumError, UsageError
+from probatorium.errors import ProbatoriumError, UsageError, error_line
 from probatorium.loadgen.config import LoadConfig
 from probatorium.loadgen.runner import LoadResult, run_load
 from probatorium.loadgen.thresholds import Measured, Verdict, all_passed, evaluate, parse_thresholds
@@ -83,10 +83,10 @@ def run_loadgen_command(
         )
         result = run_load(cfg)
     except OSError as exc:
-        print(f"probatorium loadgen: {exc}", file=sys.stderr)
+        print(error_line(f"loadgen: {exc}"), file=sys.stderr)
         return 2
     except ProbatoriumError as exc:
-        print(f"probatorium: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return exc.exit_code
     verdicts = evaluate(judged, Measured.from_load_result(result.to_dict())) if judged else []
     if json_out:

@@ -13,6 +13,8 @@ __all__ = ["LoadConfig", "build_request", "parse_url"]
 
 def parse_url(url: str) -> tuple[str, int, str]:
     """(host, port, path-with-query) of an ``http://`` URL."""
+    if "://" not in url:
+        raise UsageError(f"loadgen: URL {url!r} has no scheme: write it as http://{url}")
     parts = urlsplit(url)
     if parts.scheme != "http":
         raise UsageError(f"loadgen: only http:// URLs are supported, got {url!r}")

@@ -1,6 +1,6 @@
 """Targets: start (or reach) the server under test, watch it, stop it.
 
-The one launcher every tier uses; see SPEC.md §3.
+The one launcher every tier uses; see docs/contracts.md.
 """
 
 from probatorium.targets.control import FaultWindow, FaultWindows, TargetControl

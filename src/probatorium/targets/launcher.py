@@ -296,6 +296,51 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def parse_target_url(url: str) -> tuple[str, int]:
+    """(host, port) of a ``--url`` origin such as ``http://127.0.0.1:8000``; UsageError saying what is wrong."""
+    text = url.strip()
+    if "://" not in text:
+        raise UsageError(f"--url {url!r} has no scheme: write it as http://{text.rstrip('/')}")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "http":
+        raise UsageError(f"only http:// targets are supported, got {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"the target URL must be an origin like http://127.0.0.1:8000, got {url!r}")
+    try:
+        host, port = parts.hostname, parts.port or 80
+    except ValueError as exc:
+        raise UsageError(f"bad target URL {url!r}: {exc}") from exc
+    if not host:
+        raise UsageError(f"bad target URL {url!r}: no host")
+    return host, port
+
+
+#: Flags whose value names the port a command listens on: ``--port 8080``, ``-b 127.0.0.1:8080``.
+_PORT_FLAGS = ("--port", "-p", "--bind", "-b", "--listen", "-l", "--addr", "--address", "--http")
+
+
+def port_on_command_line(argv: list[str]) -> int | None:
+    """The fixed port a ``--cmd`` names (``--port N``, ``--bind HOST:N``, or a bare ``N``), if any.
+
+    Used only when the command has no ``{port}``: probatorium then probes that
+    port as well as watching stdout for the ready line.
+    """
+    def as_port(value: str) -> int | None:
+        tail = value.rpartition(":")[2] if ":" in value else value
+        return int(tail) if tail.isdigit() and 0 < int(tail) < 65536 else None
+
+    for i, arg in enumerate(argv[1:], 1):
+        name, eq, value = arg.partition("=")
+        if name in _PORT_FLAGS:
+            found = as_port(value) if eq else (as_port(argv[i + 1]) if i + 1 < len(argv) else None)
+            if found is not None:
+                return found
+    for i, arg in enumerate(argv[1:], 1):  # e.g. `python3 -m http.server 8080`
+        if arg.isdigit() and 1024 <= int(arg) < 65536 and not argv[i - 1].startswith("-"):
+            return int(arg)
+    return None
+
+
 class _StdoutPump:
     """Copies a child's stdout pipe to stdout.log and watches for the ready line."""
 
@@ -356,6 +401,14 @@ class RunningTarget:
         self._pump: _StdoutPump | None = None
         self._stderr_offset = 0
         self._chose_port = spec.kind != "cmd" or "{port}" in (spec.cmd or "")
+        #: A ``--cmd`` without ``{port}`` that names a fixed port: probed besides the ready line.
+        self._named_port = None if self._chose_port else port_on_command_line(shlex.split(spec.cmd or ""))
+        #: Where "waiting for …" lines go (the CLI's progress), or nowhere.
+        self.progress = None
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(f"  {self.spec.describe()}: {message}")
 
     def __repr__(self) -> str:
         return f"<RunningTarget {self.spec.describe()} at {self.base_url or '-'} pid={self.pid}>"
@@ -409,23 +462,14 @@ class RunningTarget:
 
     def _connect_url(self) -> None:
         assert self.spec.url is not None
-        parts = urllib.parse.urlsplit(self.spec.url)
-        if parts.scheme != "http":
-            raise UsageError(f"only http:// targets are supported, got {self.spec.url!r}")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise UsageError(
-                f"the target URL must be an origin like http://127.0.0.1:8000, got {self.spec.url!r}"
-            )
-        try:
-            host, port = parts.hostname, parts.port or 80
-        except ValueError as exc:
-            raise UsageError(f"bad target URL {self.spec.url!r}: {exc}") from exc
-        if not host:
-            raise UsageError(f"bad target URL {self.spec.url!r}: no host")
+        host, port = parse_target_url(self.spec.url)
         check_target_allowed(host, self.spec.allow_remote)
         self.host, self.port = host, port
         self.base_url = f"http://{_url_host(host)}:{port}"
         deadline = time.monotonic() + self.spec.ready_timeout
+        if not _accepts_tcp(host, port):
+            self._say(f"waiting up to {self.spec.ready_timeout:g} s for a server to accept connections on "
+                      f"{host}:{port} (--url; start it first, or change --ready-timeout)")
         while not _accepts_tcp(host, port):
             if time.monotonic() >= deadline:
                 raise TargetStartError(
@@ -480,6 +524,12 @@ class RunningTarget:
                     port = preferred_port
                 else:
                     port = free_port()
+            if uses_ready_line and self._named_port and self.starts == 0 \
+                    and not _port_bindable(HOST, self._named_port):
+                raise TargetStartError(
+                    f"{spec.describe()}: port {self._named_port} named on its command line is already in use "
+                    f"by another process (stop it, or use {{port}} and let probatorium choose)"
+                )
             try:
                 self._spawn(port, attempt)
                 self._wait_ready(uses_ready_line)
@@ -542,15 +592,24 @@ class RunningTarget:
         deadline = time.monotonic() + spec.ready_timeout
         if uses_ready_line:
             assert self._pump is not None
+            named = self._named_port
+            if self.starts == 1:
+                self._say(f"no {{port}} in the command: waiting up to {spec.ready_timeout:g} s for a "
+                          f"'{READY_PREFIX}HOST:PORT' line on its stdout"
+                          + (f" or for port {named} (named on its command line) to accept connections"
+                             if named else ""))
             while not self._pump.ready.wait(POLL_INTERVAL):
                 self._check_running()
+                if named is not None and _accepts_tcp(HOST, named):
+                    break
                 if time.monotonic() >= deadline:
+                    what = (f"and nothing accepted connections on port {named} named on its command line"
+                            if named else "and its command line has no {port} and names no port to probe")
                     raise TargetStartError(
                         f"{spec.describe()}: printed no '{READY_PREFIX}HOST:PORT' line within "
-                        f"{spec.ready_timeout:g} s: {self._error_tail()}"
+                        f"{spec.ready_timeout:g} s {what}: {self._error_tail()}"
                     )
-            assert self._pump.addr is not None
-            host, port = self._pump.addr
+            host, port = self._pump.addr if self._pump.addr is not None else (HOST, named)
             check_target_allowed(host, spec.allow_remote)
             self.host, self.port = host, port
             self.base_url = f"http://{_url_host(host)}:{port}"
@@ -630,7 +689,7 @@ def _answers_http(host: str, port: int, path: str, deadline: float) -> bool:
         connection.close()
 
 
-def start_target(spec: TargetSpec, log_dir: Path) -> RunningTarget:
+def start_target(spec: TargetSpec, log_dir: Path, progress=None) -> RunningTarget:
     """Start (or reach) the target `spec` describes and return once it is ready.
 
     Raises UsageError for a bad spec or a refused non-loopback host, and
@@ -641,6 +700,7 @@ def start_target(spec: TargetSpec, log_dir: Path) -> RunningTarget:
     _validate(spec)
     log_dir = Path(log_dir)
     target = RunningTarget(spec, log_dir)
+    target.progress = progress
     if spec.kind == "url":
         target._connect_url()
         return target

@@ -34,7 +34,7 @@ REFAPP_FILES = ("app.py", "openapi.yaml", "markov.yaml")
 
 def list_refapps() -> list[str]:
     """Slugs of the refapps the matrix discovers: folders with the whole refapp shape
-    (``app.py``, ``openapi.yaml``, ``markov.yaml``; SPEC.md §3), sorted. Other apps kept
+    (``app.py``, ``openapi.yaml``, ``markov.yaml``; docs/contracts.md), sorted. Other apps kept
     under refapps/ (e.g. a bench app) can still be served with --refapp SLUG."""
     root = refapps_root()
     if not root.is_dir():

@@ -1,6 +1,6 @@
 """Watch a running target: did it die, does it hang, did it crash loudly?
 
-SPEC §3: an exit while the target is wanted up is I-LIVENESS; the health path
+docs/contracts.md: an exit while the target is wanted up is I-LIVENESS; the health path
 timing out `hang_after` (4) times in a row is I-HANG; crash markers on stderr
 are recorded. Stdlib only, one daemon thread per target.
 """

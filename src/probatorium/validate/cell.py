@@ -89,7 +89,7 @@ class CellRunner:
         cell_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"cell {plan.index}/{of}: {plan.spec.describe()} for {budget_s:.0f}s")
         try:
-            target = start_target(plan.spec, cell_dir)
+            target = start_target(plan.spec, cell_dir, progress=self.say)
         except ProbatoriumError as e:
             cell.reason, cell.finished_at, cell.partial = str(e), utc_now_iso(), False
             self.say(f"  not_run: {e}")

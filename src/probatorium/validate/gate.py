@@ -1,6 +1,6 @@
 """The release gate: a cell's status from its judged properties, and the run's exit status.
 
-SPEC.md §3: exit 1 when the gate fails — any HIGH incident, or a cell that ran
+docs/contracts.md: exit 1 when the gate fails — any HIGH incident, or a cell that ran
 but measured nothing — and that wins over everything else; else 2 on usage or
 infrastructure errors (a cell that could not start: ``not_run``, an
 interrupted run); else 0.
@@ -83,7 +83,7 @@ def rejudge_accepted(cell: Cell) -> None:
 
 
 def gate_exit_code(doc: ValidateDocument, interrupted: bool = False) -> int:
-    """SPEC.md §3: 1 = release gate failed (wins); 2 = not_run cell / infra / interrupted; else 0.
+    """docs/contracts.md: 1 = release gate failed (wins); 2 = not_run cell / infra / interrupted; else 0.
     Incidents a baseline accepted (``accepted: true``) do not fail the gate."""
     cells = doc.validation_results.cells
     if any(i.severity == "HIGH" and not i.accepted for i in doc.incidents) or any(c.status == "failed" for c in cells):

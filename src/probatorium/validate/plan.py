@@ -128,11 +128,10 @@ def plan_cells(args: TargetArgs, slices: list[str] | None) -> list[CellPlan]:
         plans = [CellPlan(args.label or "cmd", TargetSpec(kind="cmd", cmd=args.cmd, app_dir=args.app_dir, **common),
                           openapi=args.spec, markov=args.markov)]
     else:
-        from urllib.parse import urlsplit
-
+        from ..targets.launcher import parse_target_url
         from ..targets.safety import check_target_allowed
 
-        check_target_allowed(urlsplit(args.url).hostname or "", args.allow_remote)  # refuse before anything starts
+        check_target_allowed(parse_target_url(args.url)[0], args.allow_remote)  # refuse before anything starts
         plans = [CellPlan(args.label or "url", TargetSpec(kind="url", url=args.url, **common), openapi=args.spec,
                           markov=args.markov)]
     if not plans:
@@ -156,6 +155,26 @@ def _check_files(plans: list[CellPlan], spec: Path | None, slices: list[str] | N
             load_markov(mpath)
 
 
+def plan_warnings(plans: list[CellPlan], slices: list[str] | None = None, fuzz_only: bool = False) -> list[str]:
+    """What the run will not judge because an input is empty (one line each, said before it starts)."""
+    from .openapi import load_operations
+
+    out = []
+    for spec in dict.fromkeys(p.openapi for p in plans if p.openapi is not None):
+        if not spec.is_file() or load_operations(spec):
+            continue
+        if fuzz_only:
+            out.append(f"{spec} declares no operations: Tier 2 has nothing to fuzz (I-API-* not judged); "
+                       "add paths to the spec")
+            continue
+        markov = "" if slices and "markov" not in slices else \
+            "the markov slice's walkers will idle (no session traffic, no I-DRV-1, no markov 5xx); "
+        out.append(f"{spec} declares no operations: {markov}Tier 2 has nothing to fuzz (I-API-* not judged); "
+                   "Tier 3 finds no key/value or create -> read pair. Add paths to the spec, or pass "
+                   "--slices adversarial to run only what needs none")
+    return out
+
+
 def check_services(names: list[str]) -> list[str]:
     for svc in names:
         if svc not in SERVICES:
@@ -172,7 +191,7 @@ def choose_run_dir(out: Path | None, results_dir: Path, plans: list[CellPlan], m
         return out
     if matrix:
         return run_folder(results_dir, "validate-matrix", normalize_arch())
-    version = os.environ.get("CELERIS_VERSION") or os.environ.get("PROBATORIUM_TARGET_VERSION") \
+    version = os.environ.get("PROBATORIUM_TARGET_VERSION") or os.environ.get("CELERIS_VERSION") \
         or f"{plans[0].label}-{plans[0].engine}"
     return run_folder(results_dir, "validate", version)
 

@@ -4,7 +4,7 @@
 started plus every descendant: granian serves from a child process)
 from ``/proc`` once per ``interval``: summed ``VmRSS``, open file descriptors,
 threads, and the asyncio task count from the target's debug endpoint when it
-offers one (SPEC.md §3 contracts: ``GET /debug/vars`` → JSON with ``tasks``).
+offers one (docs/contracts.md contracts: ``GET /debug/vars`` → JSON with ``tasks``).
 The pid is re-read from ``pid_getter()`` every tick; when it changes (the
 target was restarted) the series gets a new ``segment`` and no slope is ever
 fitted across that boundary.

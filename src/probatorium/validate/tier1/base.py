@@ -22,7 +22,7 @@ from ...seeds import derive_seed
 
 @dataclass(frozen=True)
 class ContractPaths:
-    """The target's contract paths (SPEC.md §3), as the user set them."""
+    """The target's contract paths (docs/contracts.md), as the user set them."""
 
     echo: str = "/echo"
     health: str = "/healthz"

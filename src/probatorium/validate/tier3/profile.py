@@ -124,7 +124,7 @@ class TargetProfile:
 
 def kv_contract(openapi: Path | None) -> tuple[str, dict[str, Any]] | str:
     """(the PUT/GET/DELETE path, the key parameter's schema), or the reason the target has no
-    key/value contract (SPEC.md §3)."""
+    key/value contract (docs/contracts.md)."""
     if openapi is None:
         return "no OpenAPI document: Tier 3 needs the key/value contract (PUT/GET/DELETE /kv/{key})"
     ops = kv_operations(load_operations(openapi))

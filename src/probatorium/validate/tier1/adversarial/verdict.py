@@ -77,7 +77,7 @@ def injected_fields(parsed: StreamParse) -> list[Violation]:
 
 
 def echo_record(resp: Response) -> dict | None:
-    """The echo route's JSON record in a response body, if it is one (SPEC.md §3 contract)."""
+    """The echo route's JSON record in a response body, if it is one (docs/contracts.md contract)."""
     body = resp.body.strip()
     if not body.startswith(b"{"):
         return None

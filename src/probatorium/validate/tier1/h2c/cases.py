@@ -96,7 +96,7 @@ CASES: list[H2cCase] = [
     H2cCase("HTTP2-Settings not a Connection option", True, "full",
             ("Connection: Upgrade", "Upgrade: h2c", f"HTTP2-Settings: {VALID_SETTINGS}"), _RFC,
             note="listing HTTP2-Settings in Connection is the CLIENT's MUST; the server's rule (RFC 7540 "
-                 "§3.2.1, SPEC §5) is exactly one valid HTTP2-Settings, which is present: upgrading is allowed"),
+                 "§3.2.1) is exactly one valid HTTP2-Settings, which is present: upgrading is allowed"),
     H2cCase("valid upgrade with a request body", True, "full", _VALID, "RFC 7540 §3.2", method="POST", body=BODY,
             note="an upgrade request may carry a body; it must reach the application intact"),
 ]
