@@ -9,7 +9,7 @@ from typing import Sequence
 from probatorium.errors import ProbatoriumError, UsageError, error_line
 from probatorium.loadgen.config import LoadConfig
 from probatorium.loadgen.runner import LoadResult, run_load
-from probatorium.loadgen.thresholds import Measured, Verdict, all_passed, evaluate, parse_thresholds
+from probatorium.loadgen.thresholds import Measured, Verdict, all_passed, evaluate, fmt_us, parse_thresholds
 
 __all__ = ["run_loadgen_command", "render_table", "parse_header", "exit_code"]
 
@@ -150,8 +150,4 @@ def render_table(r: LoadResult, console=None) -> None:
 
 
 def _fmt_us(v: float) -> str:
-    if v >= 1_000_000:
-        return f"{v / 1e6:.2f} s"
-    if v >= 1000:
-        return f"{v / 1000:.2f} ms"
-    return f"{v:.0f} µs"
+    return fmt_us(v, ".2f")

@@ -204,7 +204,7 @@ def _actual(t: Threshold, m: Measured) -> tuple[float | None, str]:
         us = _latency_us(t, m)
         if us is None:
             return None, f"{t.metric} not measured: no latency sample"
-        return us / LATENCY_UNITS[t.unit], f"{t.metric} = {_fmt_us(us)}"
+        return us / LATENCY_UNITS[t.unit], f"{t.metric} = {fmt_us(us)}"
     if t.kind == "rps":
         return m.rps, f"rps = {m.rps:,.1f}"
     n = _count(t, m)
@@ -217,12 +217,12 @@ def _actual(t: Threshold, m: Measured) -> tuple[float | None, str]:
     return pct, f"{t.metric} = {pct:.3g}% ({n:,} of {denom:,})"
 
 
-def _fmt_us(us: float) -> str:
-    """A latency in the unit that reads best: 830 µs, 1.07 ms, 2.35 s."""
+def fmt_us(us: float, spec: str = ".3g") -> str:
+    """A latency in the unit that reads best: 830 µs, 1.07 ms, 2.35 s (`spec` formats ms and s)."""
     if us >= 1_000_000:
-        return f"{us / 1e6:.3g} s"
+        return f"{us / 1e6:{spec}} s"
     if us >= 1000:
-        return f"{us / 1000:.3g} ms"
+        return f"{us / 1000:{spec}} ms"
     return f"{us:.0f} µs"
 
 
