@@ -211,20 +211,28 @@ def well_formed(steps: list) -> bool:
     return True
 
 
+TOKEN_KEYS = ("access_token", "token", "jwt", "id_token")  # where a login's JSON answer holds its bearer token
+
+
+def bearer_token(doc) -> str | None:
+    """The bearer token a login's decoded JSON answer carries (the login contract), or None."""
+    if isinstance(doc, dict):
+        for key in TOKEN_KEYS:
+            if isinstance(doc.get(key), str) and doc[key]:
+                return doc[key]
+    return None
+
+
 def login_auth(ex: Exchange) -> dict:
     """Headers a login response grants: a bearer token from its JSON body, if any (cookies are
     kept by the runner's jar)."""
     if not ex.ok:
         return {}
     try:
-        doc = ex.json()
+        token = bearer_token(ex.json())
     except ValueError:
         return {}
-    if isinstance(doc, dict):
-        for key in ("access_token", "token", "jwt", "id_token"):
-            if isinstance(doc.get(key), str) and doc[key]:
-                return {"Authorization": "Bearer " + doc[key]}
-    return {}
+    return {"Authorization": "Bearer " + token} if token else {}
 
 
 def cookie_pairs(set_cookies: list, jar: dict) -> dict:

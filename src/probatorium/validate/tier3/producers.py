@@ -27,10 +27,11 @@ from ...api.spec import ApiSpec, load_spec
 from ...api.values import check, generate
 from ...errors import UsageError
 from ...seeds import derive_seed
+from ..tier2.exchange import bearer_token
+from ..tier2.tier import find_login
 
 PASSWORD = "probatorium-t3"
 _SCALARS = ("string", "integer", "number", "boolean")
-_TOKEN_KEYS = ("access_token", "token", "jwt", "id_token")
 
 
 def _json_schema(content: dict) -> dict | None:
@@ -43,17 +44,6 @@ def _json_schema(content: dict) -> dict | None:
 def _scalar_props(schema: dict | None) -> dict[str, dict]:
     props = (schema or {}).get("properties") or {}
     return {n: s for n, s in props.items() if isinstance(s, dict) and any(t in _SCALARS for t in types_of(s))}
-
-
-def _login_path(spec: ApiSpec) -> str:
-    """The login contract's operation (shared spec §3): operationId ``login``, else a POST …/login."""
-    for op in spec.operations:
-        if op.declared_id == "login" or op.op_id == "login":
-            return spec.base_path + op.path
-    for op in spec.operations:
-        if op.method == "POST" and op.path.rstrip("/").endswith("/login"):
-            return spec.base_path + op.path
-    return ""
 
 
 def find_pairs(spec: ApiSpec) -> tuple[list[dict[str, Any]], str]:
@@ -94,7 +84,8 @@ def find_pairs(spec: ApiSpec) -> tuple[list[dict[str, Any]], str]:
         seen.add((prod.op_id, read.op_id))
         secured = secured or bool(prod.security) or bool(read.security)
         pairs.append(pair)
-    return pairs, (_login_path(spec) if secured else "")
+    login = find_login(spec, None, None) if secured else None  # the login contract, as Tier 2 finds it
+    return pairs, (login.path if login else "")
 
 
 def producer_contract(openapi: Path | None) -> tuple[list[dict[str, Any]], str] | str:
@@ -183,10 +174,9 @@ def auth_headers(status: int | None, headers: list[tuple[bytes, bytes]], body: b
         doc = json.loads(body)
     except ValueError:
         doc = None
-    if isinstance(doc, dict):
-        for k in _TOKEN_KEYS:
-            if isinstance(doc.get(k), str) and doc[k]:
-                return [("Authorization", "Bearer " + doc[k])]
+    token = bearer_token(doc)
+    if token:
+        return [("Authorization", "Bearer " + token)]
     cookies = []
     for name, value in headers:
         if name.lower() == b"set-cookie":
