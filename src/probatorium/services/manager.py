@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -71,11 +72,19 @@ _live_managers: "set[ServiceManager]" = set()
 
 @atexit.register
 def _stop_at_exit() -> None:  # a manager nobody closed still stops its services
-    for m in list(_live_managers):
-        try:
-            m.down()
-        except Exception:  # pragma: no cover - best effort at interpreter exit
-            pass
+    if not _live_managers:
+        return
+    # A Ctrl-C that lands while the interpreter is already exiting would abort the stop half way
+    # and leave a data directory (or a live postmaster) behind; the process is ending anyway.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for m in list(_live_managers):
+            try:
+                m.down()
+            except Exception:  # pragma: no cover - best effort at interpreter exit
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class ServiceManager:
