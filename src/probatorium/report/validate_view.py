@@ -128,11 +128,12 @@ def tier3_seeds(t3: Any) -> str:
         judged = "; ".join(f"{p}: {v.get('evaluations', 0)} ev, {len(v.get('violations') or [])} viol"
                            for p, v in preds.items() if isinstance(v, dict))
         out = str(s.get("outcome", ""))
+        faults = ", ".join(str(f.get("kind", f)) if isinstance(f, dict) else str(f) for f in s.get("faults") or [])
         rows.append([f"<code>{e(s.get('seed'))}</code>", badge(out, {"passed": "ok"}.get(out, "failed")),
-                     e(", ".join(map(str, s.get("failed") or []))), e(s.get("error", "")), e(judged)])
+                     e(faults), e(", ".join(map(str, s.get("failed") or []))), e(s.get("error", "")), e(judged)])
     skipped = t3.get("fault_kinds_skipped") or {}
     note = "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in skipped.items())
-    return (table(("seed", "outcome", "failed", "error", "predicates"), rows, "seeds", raw=True)
+    return (table(("seed", "outcome", "faults", "failed", "error", "predicates"), rows, "seeds", raw=True)
             + (f'<p>fault kinds skipped:</p><ul>{note}</ul>' if note else ""))
 
 
