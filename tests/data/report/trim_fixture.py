@@ -31,7 +31,9 @@ def trim_validate(src: Path, dst: Path) -> None:
         side = src / cell["folder"]
         t1 = json.loads((side / "tier1_tally.json").read_text())
         cases = t1["adversarial"]["cases"]
-        interesting = [k for k, v in cases.items() if v["verdict"] not in ("served_ok", "not_sent")]
+        order = ("wrong_accepted", "crash", "hang_until_timeout", "refused_valid", "lenient_accepted", "well_rejected")
+        interesting = sorted((k for k, v in cases.items() if v["verdict"] in order),
+                             key=lambda k: order.index(cases[k]["verdict"]))
         keep = set(interesting[:12]) | set(list(cases)[:4])
         t1["adversarial"]["cases"] = {k: v for k, v in cases.items() if k in keep}
         _dump(dst / cell["folder"] / "tier1_tally.json", t1)
