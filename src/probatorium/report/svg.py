@@ -14,7 +14,7 @@ from typing import Sequence
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 W, H = 640, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 52
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 52
 
 
 def colour(i: int) -> str:
@@ -80,15 +80,17 @@ class _Axis:
         return self.p0 + f * (self.p1 - self.p0)
 
 
-def _frame(title: str, xlabel: str, ylabel: str, body: str, legend: Sequence[str], height: int = H) -> str:
+def _frame(title: str, xlabel: str, ylabel: str, body: str, legend: Sequence[str], height: int = H,
+           colours: Sequence[str] | None = None) -> str:
     leg = "".join(
         f'<g transform="translate({LEFT + 8 + (i % 4) * 140},{height - 12 - (i // 4) * 14})">'
-        f'<rect width="10" height="10" y="-9" fill="{colour(i)}"/>'
+        f'<rect width="10" height="10" y="-9" fill="{colours[i] if colours else colour(i)}"/>'
         f'<text x="14" y="0">{escape(name[:22])}</text></g>'
         for i, name in enumerate(legend))
     return (f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {W} {height}" '
             f'width="{W}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<title>{escape(title)}</title>{body}'
+            f'<title>{escape(title)}</title>'
+            f'<text x="{LEFT}" y="16" class="ctitle">{escape(title)}</text>{body}'
             f'<text x="{(LEFT + W - RIGHT) / 2}" y="{height - BOTTOM + 30}" text-anchor="middle" class="axis">'
             f'{escape(xlabel)}</text>'
             f'<text transform="translate(14,{(TOP + height - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" '
@@ -143,9 +145,11 @@ def _x_grid(x: _Axis, labels: dict[float, str] | None, bottom: float) -> str:
 
 def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, *,
                xlog: bool = False, ylog: bool = False, hlines: dict[str, float] | None = None,
-               xlabels: dict[float, str] | None = None, markers: bool = True) -> str:
+               xlabels: dict[float, str] | None = None, markers: bool = True,
+               colours: dict[str, str] | None = None) -> str:
     """Lines through points ``series[name] = [(x, y), ...]`` (sorted by x); ``hlines`` are labelled
-    dashed horizontal references (e.g. SLOs); ``xlabels`` replace the x ticks."""
+    dashed horizontal references (e.g. SLOs); ``xlabels`` replace the x ticks; ``colours`` fix a
+    series' colour (else the palette's, in order)."""
     pts = [p for s in series.values() for p in s if p[1] is not None]
     if ylog:
         pts = [p for p in pts if p[1] > 0]
@@ -155,7 +159,10 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
     height = H + 14 * ((len(names) - 1) // 4)
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts] + [v for v in (hlines or {}).values() if not ylog or v > 0]
-    x = _Axis(min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1, LEFT, W - RIGHT, xlog)
+    lo, hi = min(xs), max(xs)
+    if hi <= lo:  # one x: centred
+        lo, hi = (lo / 10, hi * 10) if xlog else (lo - 1, hi + 1)
+    x = _Axis(lo, hi, LEFT, W - RIGHT, xlog)
     y = _Axis(min(ys) if ylog else 0, max(ys) * (1.0 if ylog else 1.08), height - BOTTOM, TOP, ylog)
     parts = [_y_grid(y), _x_grid(x, xlabels, height - BOTTOM)]
     for label, v in (hlines or {}).items():
@@ -165,16 +172,17 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
         parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" class="ref"/>'
                      f'<text x="{W - RIGHT - 2}" y="{py - 3:.1f}" text-anchor="end" class="muted">'
                      f'{escape(label)}</text>')
+    cols = [(colours or {}).get(name) or colour(i) for i, name in enumerate(names)]
     for i, name in enumerate(names):
         s = sorted(p for p in series[name] if p[1] is not None and (not ylog or p[1] > 0))
         if not s:
             continue
         d = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in s)
-        parts.append(f'<polyline points="{d}" fill="none" stroke="{colour(i)}" stroke-width="2"/>')
+        parts.append(f'<polyline points="{d}" fill="none" stroke="{cols[i]}" stroke-width="2"/>')
         if markers:
-            parts.extend(f'<circle cx="{x(px):.1f}" cy="{y(py):.1f}" r="3" fill="{colour(i)}">'
+            parts.extend(f'<circle cx="{x(px):.1f}" cy="{y(py):.1f}" r="3" fill="{cols[i]}">'
                          f'<title>{escape(name)}: {fmt_num(px)}, {fmt_num(py)}</title></circle>' for px, py in s)
-    return _frame(title, xlabel, ylabel, "".join(parts), names, height)
+    return _frame(title, xlabel, ylabel, "".join(parts), names, height, cols)
 
 
 # Percentiles of a spectrum, as in HdrHistogram's percentile distribution plots.
