@@ -15,6 +15,7 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 
 W, H = 640, 300
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 52
+LEGEND_PER_ROW = 3
 
 
 def colour(i: int) -> str:
@@ -83,17 +84,17 @@ class _Axis:
 def _frame(title: str, xlabel: str, ylabel: str, body: str, legend: Sequence[str], height: int = H,
            colours: Sequence[str] | None = None) -> str:
     leg = "".join(
-        f'<g transform="translate({LEFT + 8 + (i % 4) * 140},{height - 12 - (i // 4) * 14})">'
+        f'<g transform="translate({LEFT + 8 + (i % LEGEND_PER_ROW) * 185},{H - 10 + (i // LEGEND_PER_ROW) * 14})">'
         f'<rect width="10" height="10" y="-9" fill="{colours[i] if colours else colour(i)}"/>'
-        f'<text x="14" y="0">{escape(name[:22])}</text></g>'
+        f'<text x="14" y="0">{escape(name[:30])}</text></g>'
         for i, name in enumerate(legend))
     return (f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {W} {height}" '
             f'width="{W}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
             f'<title>{escape(title)}</title>'
             f'<text x="{LEFT}" y="16" class="ctitle">{escape(title)}</text>{body}'
-            f'<text x="{(LEFT + W - RIGHT) / 2}" y="{height - BOTTOM + 30}" text-anchor="middle" class="axis">'
+            f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - BOTTOM + 30}" text-anchor="middle" class="axis">'
             f'{escape(xlabel)}</text>'
-            f'<text transform="translate(14,{(TOP + height - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" '
+            f'<text transform="translate(14,{(TOP + H - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" '
             f'class="axis">{escape(ylabel)}</text>{leg}</svg>')
 
 
@@ -103,8 +104,8 @@ def bar_chart(title: str, groups: Sequence[str], series: Sequence[str],
     vals = [v for v in values.values() if v is not None]
     if not groups or not series or not vals:
         return _empty(title)
-    height = H + 14 * ((len(series) - 1) // 4)
-    y = _Axis(0, max(vals) * 1.05, height - BOTTOM, TOP, log=False)
+    height = H + 14 * ((len(series) - 1) // LEGEND_PER_ROW)
+    y = _Axis(0, max(vals) * 1.05, H - BOTTOM, TOP, log=False)
     gw = (W - LEFT - RIGHT) / len(groups)
     bw = max(2.0, gw * 0.8 / len(series))
     parts = [_y_grid(y)]
@@ -118,7 +119,7 @@ def bar_chart(title: str, groups: Sequence[str], series: Sequence[str],
             parts.append(f'<rect x="{x0 + si * bw:.1f}" y="{top:.1f}" width="{bw - 1:.1f}" '
                          f'height="{max(0.0, y.p0 - top):.1f}" fill="{colour(si)}">'
                          f'<title>{escape(g)} / {escape(s)}: {fmt_num(v)}</title></rect>')
-        parts.append(f'<text x="{LEFT + gi * gw + gw / 2:.1f}" y="{height - BOTTOM + 14}" text-anchor="middle">'
+        parts.append(f'<text x="{LEFT + gi * gw + gw / 2:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle">'
                      f'{escape(g[:24])}</text>')
     return _frame(title, "", ylabel, "".join(parts), series, height)
 
@@ -156,15 +157,15 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
     if not pts:
         return _empty(title)
     names = list(series)
-    height = H + 14 * ((len(names) - 1) // 4)
+    height = H + 14 * ((len(names) - 1) // LEGEND_PER_ROW)
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts] + [v for v in (hlines or {}).values() if not ylog or v > 0]
     lo, hi = min(xs), max(xs)
     if hi <= lo:  # one x: centred
         lo, hi = (lo / 10, hi * 10) if xlog else (lo - 1, hi + 1)
     x = _Axis(lo, hi, LEFT, W - RIGHT, xlog)
-    y = _Axis(min(ys) if ylog else 0, max(ys) * (1.0 if ylog else 1.08), height - BOTTOM, TOP, ylog)
-    parts = [_y_grid(y), _x_grid(x, xlabels, height - BOTTOM)]
+    y = _Axis(min(ys) if ylog else 0, max(ys) * (1.0 if ylog else 1.08), H - BOTTOM, TOP, ylog)
+    parts = [_y_grid(y), _x_grid(x, xlabels, H - BOTTOM)]
     for label, v in (hlines or {}).items():
         if ylog and v <= 0:
             continue
@@ -196,7 +197,7 @@ def spectrum_x(p: float) -> float:
 
 def spectrum_chart(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
     """Latency (ms, log) against percentile (log of 1/(1-p)); ``series[name] = [(percentile, ms), ...]``."""
-    xlabels = {spectrum_x(p): f"{p:g}" for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999)}
+    xlabels = {spectrum_x(p): f"{p:g}" for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999, 100.0)}
     data = {name: [(spectrum_x(p), ms) for p, ms in pts] for name, pts in series.items()}
     return line_chart(title, data, "percentile", "latency (ms, log)", xlog=True, ylog=True,
                       xlabels=xlabels, markers=True)
