@@ -16,6 +16,7 @@ from probatorium.errors import UsageError
 from probatorium.loadgen import hist
 from probatorium.report import build_report, history, load_run, svg, write_report
 from probatorium.report.bench_view import probe_verdict, spectrum_points
+from probatorium.report.diff_view import sides
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "report"
 VM, BENCH, DIFF = DATA / "validate-matrix", DATA / "bench", DATA / "validate-diff"
@@ -123,6 +124,10 @@ def test_diff_view_lists_every_divergence():
                       html)
     assert [(f["severity"], f["kind"], f.get("predicate") or f["case"]) for f in run.document["findings"]] == rows
     assert 'class="sevfilter" data-sev="HIGH"' in html
+    # the sides as the real run's diff.txt wrote them
+    assert "<td>I-ADV-HANG</td>" in html and "<td>uvicorn=1</td><td>hypercorn=0</td>" in html
+    assert "<td>hypercorn=well_rejected, uvicorn=not_sent</td><td>-</td>" in html  # same-rank verdicts: all shown
+    assert sides({"kind": "case", "verdicts": {"b": "x", "a": "y"}}) == ("a=y, b=x", "-")
 
 
 def test_page_is_self_contained():

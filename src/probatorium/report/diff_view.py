@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from probatorium.report.markup import badge, e, kv, table
 from probatorium.report.sources import Run
+from probatorium.validate.diff import _side_text
 
 
-def _side(entry: Any, finding: dict) -> str:
-    if isinstance(entry, str):  # per-case findings name engines (or arches), verdicts beside
-        return f"{entry}={finding.get('verdicts', {}).get(entry, '?')}"
-    counters = entry.get("counters") or {}
-    value = sum(v for v in counters.values() if isinstance(v, int) and v > 0) or entry.get("property") or 0
-    return f"{entry.get('label', '?')}={value}"
+def sides(f: dict) -> tuple[str, str]:
+    """The bad and the good side of a finding, as diff.txt writes them (one rule: validate.diff's)."""
+    bad, good = f.get("bad") or [], f.get("good") or []
+    if str(f.get("kind", "")).startswith("case") and not bad and not good:
+        bad = sorted(f.get("verdicts") or {})  # same-rank verdicts: show them all
+    return (", ".join(_side_text(x, f) for x in bad) or "-", ", ".join(_side_text(x, f) for x in good) or "-")
 
 
 def render(run: Run, prefix: str) -> str:
@@ -27,8 +26,7 @@ def render(run: Run, prefix: str) -> str:
         what = f.get("predicate") or f.get("case") or ""
         rows.append([badge(str(f.get("severity", ""))), e(f.get("kind")), e(what),
                      e(f.get("slice", "") or f.get("counter", "")), e(f.get("clause", "")), e(f.get("refapp")),
-                     e(f.get("arch")), e(", ".join(_side(b, f) for b in f.get("bad") or [])),
-                     e(", ".join(_side(g, f) for g in f.get("good") or []))])
+                     e(f.get("arch")), *map(e, sides(f))])
     filters = "".join(f'<label><input type="checkbox" class="sevfilter" data-sev="{s}" checked> {s} '
                       f'({summary.get(s, 0)})</label> ' for s in ("HIGH", "MED", "LOW"))
     nc = [[x.get("kind", ""), x.get("refapp", ""), x.get("engine", ""), x.get("arch", ""), x.get("reason", "")]
