@@ -71,6 +71,7 @@ def test_validate_view_grid_drilldown_and_incidents():
     cells = run.document.validation_results.cells
     buttons = [a for t, a in p.tags if t == "button" and "gridcell" in a.get("class", "")]
     assert len(buttons) == len(cells) == 2
+    assert "T2 27/29 ops · T3 2/2 seeds" in html  # the tiers at a glance, from the cells' tallies
     for b, c in zip(buttons, cells):  # coloured by status; each opens its own hidden drill-down
         assert ("bad" if c.status == "failed" else "ok") in b["class"]
         detail = [a for t, a in p.tags if a.get("id") == b["data-detail"]]

@@ -45,10 +45,23 @@ def grid(doc: ValidateDocument, prefix: str) -> str:
             counts = " ".join(f'<span class="sev {s}">{s[0]}{n}</span>' for s, n in sev.items() if n)
             tds.append(f'<td><button type="button" class="gridcell {badge_class(c.status)}" '
                        f'data-detail="{prefix}-cell-{i}" title="{e(c.reason)}">'
-                       f'<b>{e(c.status)}</b><br>{counts or "no findings"}</button></td>')
+                       f'<b>{e(c.status)}</b><br>{counts or "no findings"}'
+                       f'<br><small>{e(tier_line(c))}</small></button></td>')
         rows.append(f"<tr><th>{e(r)}</th>{''.join(tds)}</tr>")
     return (f'<table class="matrix"><thead><tr><th>refapp \\ engine</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def tier_line(cell: Cell) -> str:
+    """The tiers at a glance: Tier 1 requests, Tier 2 operations covered, Tier 3 seeds passed."""
+    parts = []
+    if cell.tier_1.get("requests_sent"):
+        parts.append(f"T1 {cell.tier_1['requests_sent']} req")
+    if cell.tier_2.get("operations_total"):
+        parts.append(f"T2 {cell.tier_2.get('operations_covered', 0)}/{cell.tier_2['operations_total']} ops")
+    if cell.tier_3.get("seeds_attempted"):
+        parts.append(f"T3 {cell.tier_3.get('seeds_passed', 0)}/{cell.tier_3['seeds_attempted']} seeds")
+    return " · ".join(parts)
 
 
 def badge_class(status: str) -> str:
