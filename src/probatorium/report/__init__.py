@@ -7,6 +7,7 @@ JS and SVG charts are inline.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from probatorium import __version__
@@ -52,6 +53,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, history_file: Pa
         target = target / REPORT_NAME
     try:
         write_text_atomic(target, build_report(runs, lines))
+        os.chmod(target, 0o644)  # a page to be read by others (a web server, a CI artifact), not a secret
     except OSError as exc:
         raise UsageError(f"{target}: cannot write the report: {' '.join(str(exc).split())}") from None
     return target
