@@ -41,6 +41,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.cli",
         "probatorium.config",  # not drawn: the config file, defaults for the commands' flags (cli only)
     )),
+    # wt-report: the HTML report reads what validation and the bench wrote (results, bench rate
+    # search, loadgen histograms); only the commands sit above it
+    ("report", ("probatorium.report.*",)),
     ("validate run", (
         "probatorium.validate",  # the package itself (empty)
         "probatorium.validate.orchestrator",
