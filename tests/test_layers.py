@@ -41,6 +41,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.cli",
         "probatorium.config",  # not drawn: the config file, defaults for the commands' flags (cli only)
     )),
+    # --- publish (issue 14 item 2): not drawn; reads run documents (validate gate, results), calls the report
+    ("publish", ("probatorium.publish.*",)),
+    # --- end publish
     ("validate run", (
         "probatorium.validate",  # the package itself (empty)
         "probatorium.validate.orchestrator",
