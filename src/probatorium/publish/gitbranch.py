@@ -39,18 +39,18 @@ class GitResult:
 class _Git:
     """``git`` on one repository with a private index file; every call bounded in time."""
 
-    def __init__(self, repo: Path, index_file: Path) -> None:
-        if shutil.which("git") is None:
-            raise InfraError("git is not installed (needed for --to git:BRANCH)")
+    def __init__(self, repo: Path, git_dir: str, index_file: Path, work_tree: Path) -> None:
         self.repo = repo
-        self.env = {**os.environ, "GIT_INDEX_FILE": str(index_file), "GIT_TERMINAL_PROMPT": "0"}
-        for var in ("GIT_DIR", "GIT_WORK_TREE"):  # a caller's environment must not redirect us
-            self.env.pop(var, None)
+        # the repository's own git dir (works for bare repositories and linked worktrees too),
+        # a private index and a private work tree: the user's index and checkout are never read
+        self.env = {**_clean_env(), "GIT_DIR": git_dir, "GIT_WORK_TREE": str(work_tree),
+                    "GIT_INDEX_FILE": str(index_file), "GIT_TERMINAL_PROMPT": "0"}
+        self.work_tree = work_tree
 
     def run(self, *args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> str:
         cmd = ["git", "-c", "core.autocrlf=false", "-c", "core.safecrlf=false", *args]
         try:
-            proc = subprocess.run(cmd, cwd=cwd or self.repo, env=env or self.env, capture_output=True,
+            proc = subprocess.run(cmd, cwd=cwd or self.work_tree, env=env or self.env, capture_output=True,
                                   text=True, timeout=_GIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise InfraError(f"git {args[0]} did not finish in {_GIT_TIMEOUT_S}s") from None
@@ -93,38 +93,44 @@ def commit_message(info: RunInfo, run_dir: Path) -> str:
     return head + "\n\n" + "\n".join(body) + "\n"
 
 
-def resolve_repo(repo: Path | None) -> Path:
-    """The repository to publish into: ``repo`` or the one around the current directory."""
+def _clean_env() -> dict[str, str]:
+    # a caller's GIT_DIR / GIT_WORK_TREE / GIT_INDEX_FILE must not redirect us
+    return {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+
+
+def resolve_repo(repo: Path | None) -> tuple[Path, str]:
+    """The repository to publish into (``repo`` or the one around the current directory) and its git dir."""
     where = Path(repo) if repo is not None else Path.cwd()
     if not where.is_dir():
         raise UsageError(f"--repo {where}: no such folder")
     if shutil.which("git") is None:
         raise InfraError("git is not installed (needed for --to git:BRANCH)")
-    proc = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=where, capture_output=True, text=True,
-                          timeout=_GIT_TIMEOUT_S, env={k: v for k, v in os.environ.items()
-                                                       if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")})
-    if proc.returncode != 0:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=where, capture_output=True, text=True,
+                              timeout=_GIT_TIMEOUT_S, env=_clean_env())
+    except subprocess.TimeoutExpired:
+        raise InfraError(f"git rev-parse did not finish in {_GIT_TIMEOUT_S}s") from None
+    if proc.returncode != 0 or not proc.stdout.strip():
         raise UsageError(f"{where}: not inside a git repository (give --repo PATH)")
-    return where.resolve()
+    return where.resolve(), proc.stdout.strip()
 
 
 def publish_to_git(run_dir: Path, branch: str, repo: Path | None, info: RunInfo,
                    write_report: ReportWriter) -> GitResult:
     """Publish the run as one new commit on the local ``branch`` of ``repo`` (orphan if missing)."""
-    where = resolve_repo(repo)
+    where, git_dir = resolve_repo(repo)
     with tempfile.TemporaryDirectory(prefix="probatorium-publish-") as tmp:
-        git = _Git(where, Path(tmp) / "index")
-        ref = _check_branch(git, branch)
-        old = git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
         tree_dir = Path(tmp) / "tree"
         tree_dir.mkdir()
+        git = _Git(where, git_dir, Path(tmp) / "index", tree_dir)
+        ref = _check_branch(git, branch)
+        old = git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
         if old:
             git.run("read-tree", old)
-            git.run("checkout-index", "--all", "--force", f"--prefix={tree_dir}/")
-        site = publish_to_dir(run_dir, tree_dir, info, write_report)
-        git_dir = git.run("rev-parse", "--absolute-git-dir")
+            git.run("checkout-index", "--all", "--force")
+        site = publish_to_dir(run_dir, tree_dir, info, write_report, lock=False)
         # --force: the user's ignore rules (a global *.log, say) must not drop published files
-        git.run(f"--git-dir={git_dir}", f"--work-tree={tree_dir}", "add", "--all", "--force", ".", cwd=tree_dir)
+        git.run("add", "--all", "--force", ".")
         tree = git.run("write-tree")
         message = commit_message(info, Path(run_dir))
         commit: str | None = None

@@ -33,6 +33,7 @@ from .runinfo import TIER_LABELS, TIERS, RunInfo
 INDEX_SCHEMA = "probatorium-publish/1"
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
+PUBLISH_LOCK = ".probatorium-publish.lock"
 BADGE_TIERS = (*TIERS, "bench")
 
 #: (run folders, out file) -> the written report; publish passes probatorium.report.write_report
@@ -128,12 +129,42 @@ def _swap_in(stage: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
-def publish_to_dir(run_dir: Path, site: Path, info: RunInfo, write_report: ReportWriter) -> SiteResult:
-    """Publish the run into the site folder ``site`` (created if missing) and rewrite its index and latest badges."""
+def publish_to_dir(run_dir: Path, site: Path, info: RunInfo, write_report: ReportWriter, *,
+                   lock: bool = True) -> SiteResult:
+    """Publish the run into the site folder ``site`` (created if missing) and rewrite its index and
+    latest badges. ``lock``: hold ``site/.probatorium-publish.lock`` so two publishers take turns."""
     run_dir, site = Path(run_dir), Path(site)
     _check_places(run_dir, site)
-    entries = load_index(site)  # before anything is written: a foreign index stops the publish
+    load_index(site)  # before anything is written: a foreign index stops the publish
     site.mkdir(parents=True, exist_ok=True)
+    fd = _lock(site) if lock else None
+    try:
+        return _publish_locked(run_dir, site, info, write_report)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _lock(site: Path) -> int:
+    """An exclusive flock on the site's lock file, waited for at most 60 s."""
+    import fcntl
+    import time
+
+    fd = os.open(site / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise UsageError(f"{site}: another publish has held it for 60 s; try again later") from None
+            time.sleep(0.1)
+
+
+def _publish_locked(run_dir: Path, site: Path, info: RunInfo, write_report: ReportWriter) -> SiteResult:
+    entries = load_index(site)
     path = f"{info.version}/{info.run_id}/"
     dest = site / info.version / info.run_id
     new_parent = not dest.parent.exists()
