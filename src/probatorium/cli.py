@@ -642,6 +642,34 @@ def version() -> None:
     console.print(f"probatorium {__version__}", markup=False)
 
 
+# --- report (issue 14 item 1; branch wt-report) ---------------------------------------
+REPORT_EXAMPLES = """Examples:
+
+  probatorium report results/20261203T165156Z-validate-matrix-amd64
+
+  probatorium report RUN_A RUN_B results/validate-diff --out report.html
+
+  probatorium report results/*-bench-* --history results/history.jsonl
+
+One self-contained HTML file (no network). Views: docs/report.md."""
+
+
+@app.command(epilog=REPORT_EXAMPLES)
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Validate, bench or validate-diff run folders."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file (default <first RUN_DIR>/report.html)."),
+    history_file: Optional[Path] = typer.Option(None, "--history", help="Append each run's summary to this JSON-lines "
+                                                "file and add a trends view over all its runs."),
+) -> None:
+    """One HTML report over validate, bench and validate-diff runs (matrix grid, charts, trends)."""
+    from .report import write_report
+
+    # ProbatoriumError reaches main(): one line, exit 2.
+    path = write_report(list(run_dirs), out, history_file)
+    console.print(f"report: {path} ({path.stat().st_size} bytes)", markup=False, soft_wrap=True)
+# --- end report -----------------------------------------------------------------------
+
+
 # --- publish (issue 14 item 2): results + report + badges to a folder or a local git branch ---------------
 PUBLISH_EXAMPLES = """Examples:
 

@@ -50,5 +50,8 @@ def write_report(run_dirs: list[Path], out: Path | None = None, history_file: Pa
     target = Path(out) if out is not None else runs[0].path / REPORT_NAME
     if target.is_dir():
         target = target / REPORT_NAME
-    write_text_atomic(target, build_report(runs, lines))
+    try:
+        write_text_atomic(target, build_report(runs, lines))
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write the report: {' '.join(str(exc).split())}") from None
     return target

@@ -4,6 +4,7 @@ and the server's CPU from the observer."""
 
 from __future__ import annotations
 
+from probatorium.bench.ratesearch import DEFAULT_ERROR_BUDGET, Probe
 from probatorium.loadgen import hist
 from probatorium.report import svg
 from probatorium.report.markup import badge, details, e, kv, table
@@ -19,6 +20,16 @@ def spectrum_points(encoded: str) -> list[tuple[float, float]]:
     if h.get_total_count() == 0:
         return []
     return [(p, h.get_value_at_percentile(p) / 1000.0) for p in svg.SPECTRUM_PERCENTILES]
+
+
+def probe_verdict(p: dict, slos_ms: list, error_budget: float) -> str:
+    """Which SLOs one recorded probe passes, by the rule the search used (ratesearch.Probe)."""
+    probe = Probe(rate=p["rate"], achieved_rps=p["achieved_rps"], p99_ms=p["p99_ms"],
+                  requests=p.get("requests", 0), errors=p.get("errors", 0), unsent=p.get("unsent", 0))
+    if not probe.sustained(error_budget):
+        return "none: not sustained"
+    passed = [f"{s:g}" for s in slos_ms if probe.passes(float(s), error_budget)]
+    return ", ".join(passed) or "none: p99 above every SLO"
 
 
 def _ok_cells(doc: BenchDocument) -> list[BenchCell]:
@@ -54,15 +65,18 @@ def rate_search(doc: BenchDocument) -> str:
             if c.cell != cell or not probes:
                 continue
             series[c.competitor] = [(p["rate"], p["p99_ms"]) for p in probes]
+            budget = float((c.rate_search or {}).get("error_budget", DEFAULT_ERROR_BUDGET))
             rows += [[c.competitor, f'{p["rate"]:.1f}', f'{p["achieved_rps"]:.1f}', f'{p["p99_ms"]:.2f}',
                       p.get("requests", ""), p.get("errors", ""), p.get("unsent", ""),
-                      f'{p.get("error_ratio", 0):.4%}'] for p in probes]
+                      f'{p.get("error_ratio", 0):.4%}', probe_verdict(p, doc.config.slos_ms, budget)]
+                     for p in probes]
         if not series:
             continue
         out.append(f"<h4>{e(cell)}</h4>" + svg.line_chart(
             f"p99 vs offered rate: {cell}", series, "offered rate (requests/s)", "p99 (ms, log)", ylog=True,
             hlines=slos) + details(f"{len(rows)} probes (evidence)", table(
-                ("competitor", "offered rps", "achieved rps", "p99 ms", "requests", "errors", "unsent", "error ratio"),
+                ("competitor", "offered rps", "achieved rps", "p99 ms", "requests", "errors", "unsent", "error ratio",
+                 "passes SLOs (ms)"),
                 rows)))
     return "".join(out) or '<p class="muted">no rate search in this run</p>'
 

@@ -71,9 +71,12 @@ def append(path: Path, runs: list[Run]) -> list[dict[str, Any]]:
     seen = {_key(x) for x in lines}
     new = [s for s in (summarize(r) for r in runs) if _key(s) not in seen]
     if new:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(s, sort_keys=True) + "\n" for s in new)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(s, sort_keys=True) + "\n" for s in new)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot append to the history: {' '.join(str(exc).split())}") from None
     return lines + new
 
 

@@ -57,16 +57,17 @@ def badge_class(status: str) -> str:
 
 
 def incidents_table(incidents: list[Incident], run_path: str) -> str:
-    """Every incident with what replays it (the command runs from the run folder)."""
+    """Every incident, HIGH first, with what replays it (the command runs from the run folder)."""
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
     rows = []
-    for inc in incidents:
-        repro = f'<code>cd {e(run_path)} &amp;&amp; {e(inc.reproducer)}</code>' if inc.reproducer else \
-            '<span class="muted">no reproducer</span>'
+    for inc in sorted(incidents, key=lambda i: (rank.get(i.severity, 9), i.first_seen)):
+        repro = (f'<code title="dossier {e(inc.dossier)}">cd {e(run_path)} &amp;&amp; {e(inc.reproducer)}</code>'
+                 if inc.reproducer else f'<span class="muted">no reproducer; dossier {e(inc.dossier)}</span>')
         what = inc.case or inc.operation or (f"seed {inc.seed}" if inc.seed else "")
-        acc = badge("accepted", "not_judged") + " " + e(inc.accepted_reason) if inc.accepted else ""
+        acc = " " + badge("accepted", "not_judged") + " " + e(inc.accepted_reason) if inc.accepted else ""
         rows.append([badge(inc.severity), e(inc.predicate), e(f"{inc.refapp}/{inc.engine}/{inc.arch}"),
-                     e(what), e(inc.detail) + (" " + acc if acc else ""), repro, f"<code>{e(inc.dossier)}</code>"])
-    return table(("severity", "predicate", "cell", "case / operation / seed", "detail", "reproducer", "dossier"),
+                     e(what), e(inc.detail) + acc, repro])
+    return table(("severity", "predicate", "cell", "case / operation / seed", "detail", "reproducer"),
                  rows, "incidents", raw=True)
 
 
@@ -127,11 +128,12 @@ def tier3_seeds(t3: Any) -> str:
         judged = "; ".join(f"{p}: {v.get('evaluations', 0)} ev, {len(v.get('violations') or [])} viol"
                            for p, v in preds.items() if isinstance(v, dict))
         out = str(s.get("outcome", ""))
+        faults = ", ".join(str(f.get("kind", f)) if isinstance(f, dict) else str(f) for f in s.get("faults") or [])
         rows.append([f"<code>{e(s.get('seed'))}</code>", badge(out, {"passed": "ok"}.get(out, "failed")),
-                     e(", ".join(map(str, s.get("failed") or []))), e(s.get("error", "")), e(judged)])
+                     e(faults), e(", ".join(map(str, s.get("failed") or []))), e(s.get("error", "")), e(judged)])
     skipped = t3.get("fault_kinds_skipped") or {}
     note = "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in skipped.items())
-    return (table(("seed", "outcome", "failed", "error", "predicates"), rows, "seeds", raw=True)
+    return (table(("seed", "outcome", "faults", "failed", "error", "predicates"), rows, "seeds", raw=True)
             + (f'<p>fault kinds skipped:</p><ul>{note}</ul>' if note else ""))
 
 
