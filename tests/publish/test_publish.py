@@ -144,6 +144,27 @@ def test_publish_to_dir_is_idempotent_and_keeps_the_latest_badges(tmp_path, monk
     assert sorted(p.name for p in (site / "badges").iterdir()) == ["bench.svg", "pr.svg"]
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "report"  # real runs, trimmed (see PROVENANCE.md)
+
+
+def test_the_real_report_fixtures_publish_with_their_verdicts(tmp_path):
+    site = tmp_path / "site"
+    matrix = publish(FIXTURES / "validate-matrix", str(site), version="v0.1")
+    bench = publish(FIXTURES / "bench", str(site), version="v0.1")
+    # the matrix run found HIGH incidents (exit 1 when it ran): a failed PR-tier badge (40 s budget)
+    assert (matrix.info.status, matrix.info.tier, matrix.info.summary["cells_failed"]) == ("failed", "pr", 2)
+    # bench_app-uvicorn/plaintext is the first cell; its tightest SLO with a rate is 50 ms: 5698.9 rps
+    assert (bench.info.status, bench.info.headline) == ("passed", "5.7k rps p99<50ms")
+    assert bench.info.summary["headline"] == {"competitor": "bench_app-uvicorn", "cell": "plaintext",
+                                              "latency_at_slo_ms": 50.0, "rps": 5698.9}
+    index = json.loads((site / "index.json").read_text())["runs"]
+    assert [r["kind"] for r in index] == ["bench", "validate"]  # the bench started later: newest first
+    assert "failed" in parse_badge(site / "badges" / "pr.svg")[0]
+    for r in index:
+        assert "probatorium report" in (site / r["report"]).read_text()
+    assert (site / index[1]["results"] / "cell-01-auth_session_ratelimit-uvicorn" / "tier1_tally.json").is_file()
+
+
 def test_a_foreign_index_is_refused_untouched(tmp_path):
     site = tmp_path / "site"
     site.mkdir()

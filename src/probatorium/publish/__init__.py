@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InfraError, UsageError
+from ..errors import UsageError
+from ..report import write_report
 from .runinfo import TIERS, RunInfo, read_run
 
 GIT_PREFIX = "git:"
@@ -30,16 +31,6 @@ class Published:
     commit: str | None = None  # --to git: the new commit (None: the branch already had this tree)
 
 
-def report_writer():
-    """probatorium.report.write_report, or one clear error (before anything is written) when this
-    build has no report module."""
-    try:
-        from ..report import write_report
-    except ImportError as exc:
-        raise InfraError(f"report unavailable: probatorium.report.write_report cannot be imported ({exc})") from None
-    return write_report
-
-
 def publish(run_dir: Path, to: str, *, version: str | None = None, tier: str | None = None,
             repo: Path | None = None) -> Published:
     """Publish ``run_dir`` to ``to`` (a folder, or ``git:BRANCH``). ``version`` defaults to
@@ -50,7 +41,6 @@ def publish(run_dir: Path, to: str, *, version: str | None = None, tier: str | N
         raise UsageError(f"unknown tier {tier!r}: use {', '.join(TIERS)}")
     chosen = version if version is not None else (os.environ.get("PUBLISH_VERSION") or None)
     info = read_run(Path(run_dir), version=chosen, tier=tier)
-    write_report = report_writer()
     if to.startswith(GIT_PREFIX):
         from .gitbranch import publish_to_git
 
