@@ -162,6 +162,7 @@ def test_the_real_report_fixtures_publish_with_their_verdicts(tmp_path):
     assert "failed" in parse_badge(site / "badges" / "pr.svg")[0]
     for r in index:
         assert "probatorium report" in (site / r["report"]).read_text()
+        assert (site / r["document"]).is_file() and f'href="{r["document"]}"' in (site / "index.html").read_text()
     assert (site / index[1]["results"] / "cell-01-auth_session_ratelimit-uvicorn" / "tier1_tally.json").is_file()
 
 

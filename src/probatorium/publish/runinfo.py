@@ -71,7 +71,8 @@ class RunInfo:
                 "status": self.status, "reason": self.reason, "date": self.date, "finished_at": self.finished_at,
                 "headline": self.headline, "host": self.host, "probatorium_version": self.probatorium_version,
                 "summary": self.summary, "path": path, "report": f"{path}report.html",
-                "results": f"{path}results/", "badge": f"{path}badges/{self.badge_name}"}
+                "results": f"{path}results/", "badge": f"{path}badges/{self.badge_name}",
+                "document": f"{path}results/{BENCH_DOCUMENT if self.kind == 'bench' else DOCUMENT_NAME}"}
 
 
 def check_version(version: str) -> str:
@@ -136,8 +137,7 @@ def read_run(run_dir: Path, *, version: str | None = None, tier: str | None = No
         info = _bench_info(folder, _load_bench(folder / BENCH_DOCUMENT))
     else:
         raise UsageError(f"{run_dir}: not a run folder (no {DOCUMENT_NAME} or bench {BENCH_DOCUMENT})")
-    if version is not None:
-        info.version = check_version(version)
+    info.version = check_version(version if version is not None else info.version)
     return info
 
 
@@ -163,7 +163,7 @@ def _validate_info(folder: Path, doc: ValidateDocument, tier: str | None) -> Run
     severities = [i.severity for i in doc.incidents if not i.accepted]
     return RunInfo(
         kind="validate", run_id=_run_id(folder, vr.started_at),
-        version=check_version(_folder_version(folder) or f"probatorium-{doc.probatorium_version}"),
+        version=_folder_version(folder) or f"probatorium-{doc.probatorium_version}",
         tier=check_tier(tier) if tier is not None else tier_for_budget(budget), status=status,
         date=vr.started_at, finished_at=vr.finished_at, reason="; ".join(reasons)[:500],
         host=doc.host_arch_pair, probatorium_version=doc.probatorium_version,
@@ -234,7 +234,7 @@ def _bench_info(folder: Path, doc: BenchDocument) -> RunInfo:
     version = doc.version if doc.version not in ("", "dev") else _folder_version(folder)
     return RunInfo(
         kind="bench", run_id=_run_id(folder, doc.started_at),
-        version=check_version(version or f"probatorium-{doc.host.versions.get('probatorium', 'unknown')}"),
+        version=version or f"probatorium-{doc.host.versions.get('probatorium', 'unknown')}",
         tier="bench", status=status, date=doc.started_at, finished_at=doc.finished_at or "",
         reason="; ".join(reasons)[:500], headline=headline, host=doc.host.hostname,
         probatorium_version=doc.host.versions.get("probatorium", ""),

@@ -221,13 +221,13 @@ _STATUS_CSS = {"passed": "#2c7a1f", "failed": "#c0392b", "not_judged": "#777"}
 
 def _row(r: dict[str, Any]) -> str:
     e = {k: html.escape(str(r.get(k, ""))) for k in ("date", "version", "tier", "kind", "status", "headline",
-                                                       "reason", "run_id", "report", "results", "host")}
+                                                       "reason", "run_id", "report", "document", "host")}
     status_colour = _STATUS_CSS.get(str(r.get("status")), "#777")
     detail = e["headline"] or e["reason"]
     return (f"<tr><td>{e['date']}</td><td>{e['version']}</td><td>{e['tier']}</td><td>{e['kind']}</td>"
             f"<td style=\"color:{status_colour};font-weight:bold\">{e['status'].replace('_', ' ')}</td>"
             f"<td>{e['host']}</td><td class=\"d\">{detail}</td>"
-            f"<td><a href=\"{e['report']}\">report</a> · <a href=\"{e['results']}\">results</a></td>"
+            f"<td><a href=\"{e['report']}\">report</a> · <a href=\"{e['document']}\">results</a></td>"
             f"<td class=\"id\">{e['run_id']}</td></tr>")
 
 
