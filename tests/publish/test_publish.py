@@ -96,6 +96,8 @@ def test_run_status_tier_and_version_from_the_document(tmp_path):
     assert (bad.status, bad.tier, bad.version, bad.run_id) == ("failed", "nightly", "probatorium-0.1.0",
                                                                "20261201T020000Z-f")
     assert bad.summary["incidents_high"] == 1
+    # no PROBATORIUM_TARGET_VERSION at run time: the folder is named after the cell, not a version
+    assert read_run(make_validate_run(tmp_path / "20261201T020000Z-validate-cmd-cmd")).version == "probatorium-0.1.0"
     assert read_run(make_validate_run(tmp_path / "n", status="not_run")).status == "not_judged"
     assert read_run(make_validate_run(tmp_path / "p", partial=True)).status == "not_judged"
     assert read_run(tmp_path / "n", tier="weekend", version="v9").tier == "weekend"

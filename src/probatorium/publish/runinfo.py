@@ -124,6 +124,15 @@ def _folder_version(folder: Path) -> str:
     return m.group(3)
 
 
+def _target_version(folder: Path, cells: list) -> str:
+    """The target version a validate folder's name carries; a single run without one is named
+    ``<label>-<engine>`` of its cell instead (validate/plan.py), which is no version."""
+    v = _folder_version(folder)
+    if len(cells) == 1 and v == sanitize_name(f"{cells[0].refapp}-{cells[0].engine}"):
+        return ""
+    return v
+
+
 def read_run(run_dir: Path, *, version: str | None = None, tier: str | None = None) -> RunInfo:
     """Read ``run_dir`` (a validate or a bench run folder) into a RunInfo; bad input is a UsageError."""
     folder = Path(run_dir)
@@ -163,7 +172,7 @@ def _validate_info(folder: Path, doc: ValidateDocument, tier: str | None) -> Run
     severities = [i.severity for i in doc.incidents if not i.accepted]
     return RunInfo(
         kind="validate", run_id=_run_id(folder, vr.started_at),
-        version=_folder_version(folder) or f"probatorium-{doc.probatorium_version}",
+        version=_target_version(folder, cells) or f"probatorium-{doc.probatorium_version}",
         tier=check_tier(tier) if tier is not None else tier_for_budget(budget), status=status,
         date=vr.started_at, finished_at=vr.finished_at, reason="; ".join(reasons)[:500],
         host=doc.host_arch_pair, probatorium_version=doc.probatorium_version,
@@ -231,7 +240,8 @@ def _bench_info(folder: Path, doc: BenchDocument) -> RunInfo:
     if not ok:
         reasons.append("no cell measured")
     headline, where = bench_headline(doc)
-    version = doc.version if doc.version not in ("", "dev") else _folder_version(folder)
+    # "dev" is the bench's label when no target version was set: not a version to publish under
+    version = next((v for v in (doc.version, _folder_version(folder)) if v not in ("", "dev")), "")
     return RunInfo(
         kind="bench", run_id=_run_id(folder, doc.started_at),
         version=version or f"probatorium-{doc.host.versions.get('probatorium', 'unknown')}",
