@@ -152,7 +152,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "data" / "report"  # real runs,
 def test_the_real_report_fixtures_publish_with_their_verdicts(tmp_path):
     site = tmp_path / "site"
     matrix = publish(FIXTURES / "validate-matrix", str(site), version="v0.1")
-    bench = publish(FIXTURES / "bench", str(site), version="v0.1")
+    bench = publish(FIXTURES / "bench" / "results.json", str(site), version="v0.1")  # a document names its run
     # the matrix run found HIGH incidents (exit 1 when it ran): a failed PR-tier badge (40 s budget)
     assert (matrix.info.status, matrix.info.tier, matrix.info.summary["cells_failed"]) == ("failed", "pr", 2)
     # bench_app-uvicorn/plaintext is the first cell; its tightest SLO with a rate is 50 ms: 5698.9 rps
@@ -235,6 +235,7 @@ def test_publish_to_git_branch_leaves_the_checkout_alone(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["publish", "{tmp}/missing", "--to", "{tmp}/site"], "no such run folder"),
     (["publish", "{tmp}", "--to", "{tmp}/site"], "not a run folder"),
+    (["publish", "{run}/" + LOCK_NAME, "--to", "{tmp}/site"], "a file; give the run folder"),
     (["publish", "{run}", "--to", "{tmp}/site", "--tier", "daily"], "unknown tier 'daily'"),
     (["publish", "{run}", "--to", "{run}/site"], "inside the run folder"),
     (["publish", "{run}", "--to", "{tmp}/site", "--version", "../up"], "cannot name a published folder"),

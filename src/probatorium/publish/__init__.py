@@ -41,16 +41,17 @@ def publish(run_dir: Path, to: str, *, version: str | None = None, tier: str | N
         raise UsageError(f"unknown tier {tier!r}: use {', '.join(TIERS)}")
     chosen = version if version is not None else (os.environ.get("PUBLISH_VERSION") or None)
     info = read_run(Path(run_dir), version=chosen, tier=tier)
+    run_dir = Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)  # a document names its folder
     if to.startswith(GIT_PREFIX):
         from .gitbranch import publish_to_git
 
-        res = publish_to_git(Path(run_dir), to[len(GIT_PREFIX):], repo, info, write_report)
+        res = publish_to_git(run_dir, to[len(GIT_PREFIX):], repo, info, write_report)
         return Published(info=info, where=f"git:{res.branch}", run_path=f"{info.version}/{info.run_id}/",
                          runs=res.site.runs, latest_badges=res.site.latest_badges, commit=res.commit)
     if repo is not None:
         raise UsageError("--repo is for --to git:BRANCH")
     from .site import publish_to_dir
 
-    res_dir = publish_to_dir(Path(run_dir), Path(to), info, write_report)
+    res_dir = publish_to_dir(run_dir, Path(to), info, write_report)
     return Published(info=info, where=str(res_dir.site), run_path=str(res_dir.run_folder), runs=res_dir.runs,
                      latest_badges=res_dir.latest_badges)

@@ -136,6 +136,10 @@ def _target_version(folder: Path, cells: list) -> str:
 def read_run(run_dir: Path, *, version: str | None = None, tier: str | None = None) -> RunInfo:
     """Read ``run_dir`` (a validate or a bench run folder) into a RunInfo; bad input is a UsageError."""
     folder = Path(run_dir)
+    if folder.is_file() and folder.name in (DOCUMENT_NAME, BENCH_DOCUMENT):
+        folder = folder.parent  # a run's document stands for its folder
+    elif folder.is_file():
+        raise UsageError(f"{run_dir}: a file; give the run folder (the one holding {DOCUMENT_NAME} or {BENCH_DOCUMENT})")
     if not folder.is_dir():
         raise UsageError(f"{run_dir}: no such run folder")
     if (folder / DOCUMENT_NAME).is_file():
