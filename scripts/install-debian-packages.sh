@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent: install the Debian packages whose servers probatorium starts
 # itself (postgresql, redis-server, memcached) and the bench baselines'
-# toolchains (nginx-light, golang-go) plus wrk, when their binaries are missing.
+# toolchains (nginx-light, golang-go) plus wrk, and chromium + chromium-driver for the
+# report's browser test, when their binaries are missing.
 # As root with apt-get: apt-get update, then install only what is missing.
 # Otherwise: print one line naming the packages to install and exit 0.
 # Usage: bash scripts/install-debian-packages.sh
@@ -26,9 +27,13 @@ command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcac
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v go >/dev/null || [ -x /usr/bin/go ] || missing+=(golang-go)
 command -v wrk >/dev/null || missing+=(wrk)
+# wt-report: the report's browser test (tests/report/test_browser.py) drives Debian's headless
+# Chromium through Playwright, which cannot download its own browser here.
+command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null || [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ "${#missing[@]}" = 0 ]; then
-  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, golang-go, wrk already present"
+  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, golang-go, wrk, chromium, chromium-driver already present"
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

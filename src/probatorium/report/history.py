@@ -20,6 +20,9 @@ from probatorium.report.sources import Run
 from probatorium.report.validate_view import severity_counts
 
 
+SEVERITY_COLOURS = {"HIGH": "#C53030", "MED": "#DD6B20", "LOW": "#718096"}
+
+
 def summarize(run: Run) -> dict[str, Any]:
     """One history line for ``run``."""
     base = {"kind": run.kind, "run": str(run.path.resolve())}
@@ -90,7 +93,8 @@ def render(lines: list[dict[str, Any]]) -> str:
             series = {s: [(i, (x.get("findings") or {}).get(s, 0)) for i, x in enumerate(runs)]
                       for s in ("HIGH", "MED", "LOW")}
             out.append(svg.line_chart(title, series, "run (oldest → newest)", "findings",
-                                      xlabels={float(i): str(i + 1) for i in range(len(runs))}))
+                                      xlabels={float(i): str(i + 1) for i in range(len(runs))},
+                                      colours=SEVERITY_COLOURS))
     bench = [x for x in lines if x.get("kind") == "bench"]
     if bench:
         names = sorted({k for x in bench for k in (x.get("rps") or {})})

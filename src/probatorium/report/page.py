@@ -29,7 +29,7 @@ table.matrix td{padding:2px}table.matrix td.empty{color:#9aa5b1;text-align:cente
 dl.kv{display:grid;grid-template-columns:max-content auto;gap:1px 12px;font-size:12px}dl.kv dt{color:#52606d}
 dl.kv dd{margin:0;word-break:break-all}.muted{color:#7b8794}
 svg.chart{display:block;max-width:100%;height:auto;margin:6px 0;background:#fff;border:1px solid #e4e7eb}
-svg.chart text{font-size:10px;fill:#323f4b}svg.chart .axis{font-size:11px}
+svg.chart text{font-size:10px;fill:#323f4b}svg.chart .ctitle{font-size:12px;font-weight:600}svg.chart .axis{font-size:11px}
 svg.chart .grid{stroke:#e4e7eb}svg.chart .ref{stroke:#9aa5b1;stroke-dasharray:4 3}
 section.celldetail{border-left:4px solid #1f2933;padding:4px 12px;margin:8px 0;background:#fafbfc}
 details{margin:4px 0}summary{cursor:pointer;font-weight:600}

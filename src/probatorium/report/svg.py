@@ -14,7 +14,8 @@ from typing import Sequence
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 W, H = 640, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 52
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 52
+LEGEND_PER_ROW = 3
 
 
 def colour(i: int) -> str:
@@ -80,18 +81,20 @@ class _Axis:
         return self.p0 + f * (self.p1 - self.p0)
 
 
-def _frame(title: str, xlabel: str, ylabel: str, body: str, legend: Sequence[str], height: int = H) -> str:
+def _frame(title: str, xlabel: str, ylabel: str, body: str, legend: Sequence[str], height: int = H,
+           colours: Sequence[str] | None = None) -> str:
     leg = "".join(
-        f'<g transform="translate({LEFT + 8 + (i % 4) * 140},{height - 12 - (i // 4) * 14})">'
-        f'<rect width="10" height="10" y="-9" fill="{colour(i)}"/>'
-        f'<text x="14" y="0">{escape(name[:22])}</text></g>'
+        f'<g transform="translate({LEFT + 8 + (i % LEGEND_PER_ROW) * 185},{H - 10 + (i // LEGEND_PER_ROW) * 14})">'
+        f'<rect width="10" height="10" y="-9" fill="{colours[i] if colours else colour(i)}"/>'
+        f'<text x="14" y="0">{escape(name[:30])}</text></g>'
         for i, name in enumerate(legend))
     return (f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {W} {height}" '
             f'width="{W}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<title>{escape(title)}</title>{body}'
-            f'<text x="{(LEFT + W - RIGHT) / 2}" y="{height - BOTTOM + 30}" text-anchor="middle" class="axis">'
+            f'<title>{escape(title)}</title>'
+            f'<text x="{LEFT}" y="16" class="ctitle">{escape(title)}</text>{body}'
+            f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - BOTTOM + 30}" text-anchor="middle" class="axis">'
             f'{escape(xlabel)}</text>'
-            f'<text transform="translate(14,{(TOP + height - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" '
+            f'<text transform="translate(14,{(TOP + H - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" '
             f'class="axis">{escape(ylabel)}</text>{leg}</svg>')
 
 
@@ -101,8 +104,8 @@ def bar_chart(title: str, groups: Sequence[str], series: Sequence[str],
     vals = [v for v in values.values() if v is not None]
     if not groups or not series or not vals:
         return _empty(title)
-    height = H + 14 * ((len(series) - 1) // 4)
-    y = _Axis(0, max(vals) * 1.05, height - BOTTOM, TOP, log=False)
+    height = H + 14 * ((len(series) - 1) // LEGEND_PER_ROW)
+    y = _Axis(0, max(vals) * 1.05, H - BOTTOM, TOP, log=False)
     gw = (W - LEFT - RIGHT) / len(groups)
     bw = max(2.0, gw * 0.8 / len(series))
     parts = [_y_grid(y)]
@@ -116,7 +119,7 @@ def bar_chart(title: str, groups: Sequence[str], series: Sequence[str],
             parts.append(f'<rect x="{x0 + si * bw:.1f}" y="{top:.1f}" width="{bw - 1:.1f}" '
                          f'height="{max(0.0, y.p0 - top):.1f}" fill="{colour(si)}">'
                          f'<title>{escape(g)} / {escape(s)}: {fmt_num(v)}</title></rect>')
-        parts.append(f'<text x="{LEFT + gi * gw + gw / 2:.1f}" y="{height - BOTTOM + 14}" text-anchor="middle">'
+        parts.append(f'<text x="{LEFT + gi * gw + gw / 2:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle">'
                      f'{escape(g[:24])}</text>')
     return _frame(title, "", ylabel, "".join(parts), series, height)
 
@@ -143,21 +146,26 @@ def _x_grid(x: _Axis, labels: dict[float, str] | None, bottom: float) -> str:
 
 def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, *,
                xlog: bool = False, ylog: bool = False, hlines: dict[str, float] | None = None,
-               xlabels: dict[float, str] | None = None, markers: bool = True) -> str:
+               xlabels: dict[float, str] | None = None, markers: bool = True,
+               colours: dict[str, str] | None = None) -> str:
     """Lines through points ``series[name] = [(x, y), ...]`` (sorted by x); ``hlines`` are labelled
-    dashed horizontal references (e.g. SLOs); ``xlabels`` replace the x ticks."""
+    dashed horizontal references (e.g. SLOs); ``xlabels`` replace the x ticks; ``colours`` fix a
+    series' colour (else the palette's, in order)."""
     pts = [p for s in series.values() for p in s if p[1] is not None]
     if ylog:
         pts = [p for p in pts if p[1] > 0]
     if not pts:
         return _empty(title)
     names = list(series)
-    height = H + 14 * ((len(names) - 1) // 4)
+    height = H + 14 * ((len(names) - 1) // LEGEND_PER_ROW)
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts] + [v for v in (hlines or {}).values() if not ylog or v > 0]
-    x = _Axis(min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1, LEFT, W - RIGHT, xlog)
-    y = _Axis(min(ys) if ylog else 0, max(ys) * (1.0 if ylog else 1.08), height - BOTTOM, TOP, ylog)
-    parts = [_y_grid(y), _x_grid(x, xlabels, height - BOTTOM)]
+    lo, hi = min(xs), max(xs)
+    if hi <= lo:  # one x: centred
+        lo, hi = (lo / 10, hi * 10) if xlog else (lo - 1, hi + 1)
+    x = _Axis(lo, hi, LEFT, W - RIGHT, xlog)
+    y = _Axis(min(ys) if ylog else 0, max(ys) * (1.0 if ylog else 1.08), H - BOTTOM, TOP, ylog)
+    parts = [_y_grid(y), _x_grid(x, xlabels, H - BOTTOM)]
     for label, v in (hlines or {}).items():
         if ylog and v <= 0:
             continue
@@ -165,16 +173,17 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
         parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" class="ref"/>'
                      f'<text x="{W - RIGHT - 2}" y="{py - 3:.1f}" text-anchor="end" class="muted">'
                      f'{escape(label)}</text>')
+    cols = [(colours or {}).get(name) or colour(i) for i, name in enumerate(names)]
     for i, name in enumerate(names):
         s = sorted(p for p in series[name] if p[1] is not None and (not ylog or p[1] > 0))
         if not s:
             continue
         d = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in s)
-        parts.append(f'<polyline points="{d}" fill="none" stroke="{colour(i)}" stroke-width="2"/>')
+        parts.append(f'<polyline points="{d}" fill="none" stroke="{cols[i]}" stroke-width="2"/>')
         if markers:
-            parts.extend(f'<circle cx="{x(px):.1f}" cy="{y(py):.1f}" r="3" fill="{colour(i)}">'
+            parts.extend(f'<circle cx="{x(px):.1f}" cy="{y(py):.1f}" r="3" fill="{cols[i]}">'
                          f'<title>{escape(name)}: {fmt_num(px)}, {fmt_num(py)}</title></circle>' for px, py in s)
-    return _frame(title, xlabel, ylabel, "".join(parts), names, height)
+    return _frame(title, xlabel, ylabel, "".join(parts), names, height, cols)
 
 
 # Percentiles of a spectrum, as in HdrHistogram's percentile distribution plots.
@@ -188,7 +197,7 @@ def spectrum_x(p: float) -> float:
 
 def spectrum_chart(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
     """Latency (ms, log) against percentile (log of 1/(1-p)); ``series[name] = [(percentile, ms), ...]``."""
-    xlabels = {spectrum_x(p): f"{p:g}" for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999)}
+    xlabels = {spectrum_x(p): f"{p:g}" for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999, 100.0)}
     data = {name: [(spectrum_x(p), ms) for p, ms in pts] for name, pts in series.items()}
     return line_chart(title, data, "percentile", "latency (ms, log)", xlog=True, ylog=True,
                       xlabels=xlabels, markers=True)

@@ -149,7 +149,7 @@ def cell_detail(run: Run, i: int, cell: Cell, prefix: str) -> str:
     return (f'<section class="celldetail" id="{prefix}-cell-{i}" hidden>'
             f'<h3>{e(cell.refapp)} on {e(cell.engine)} ({e(cell.arch)}) {badge(cell.status)}</h3>{info}'
             f'<h4>Properties</h4>{_properties(cell)}'
-            f'<h4>Incidents</h4>{incidents_table(cell.incidents, str(run.path))}'
+            f'<h4>Incidents</h4>{incidents_table(cell.incidents, str(run.path.resolve()))}'
             + details("Tallies", table(("counter", "value"), tally_rows, "tallies"))
             + details("Per-case verdicts (Tier 1)", _case_verdicts(side.get("tier1_tally.json")))
             + details("Tier 2 coverage", tier2_coverage(side.get("tier2_tally.json")))
@@ -173,4 +173,4 @@ def render(run: Run, prefix: str) -> str:
     return (f'<h2>Validation: {e(run.label)}</h2>{head}<p class="summary">{summary}</p>'
             f'<h3>Matrix</h3><p class="muted">Press a cell for its properties, tallies, per-case verdicts, '
             f'Tier 2 coverage and Tier 3 seeds.</p>{grid(doc, prefix)}{cells}'
-            f'<h3>Incidents ({len(doc.incidents)})</h3>{incidents_table(doc.incidents, str(run.path))}')
+            f'<h3>Incidents ({len(doc.incidents)})</h3>{incidents_table(doc.incidents, str(run.path.resolve()))}')
