@@ -238,8 +238,8 @@ def render_index(runs: list[dict[str, Any]], latest: list[str]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>probatorium: published runs</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top}}
-td.d{{max-width:32em}}td.id{{color:#777;font-size:85%}}</style></head>
+td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top;white-space:nowrap}}
+td.d{{max-width:32em;white-space:normal}}td.id{{color:#777;font-size:85%}}</style></head>
 <body><h1>Published runs</h1>
 <p>{badges}</p>
 <p>{len(runs)} run{'s' if len(runs) != 1 else ''}, newest first. Machine-readable: <a href="index.json">index.json</a>.</p>
