@@ -24,13 +24,13 @@ from probatorium.publish.runinfo import read_run, tier_for_budget
 from probatorium.publish.site import INDEX_SCHEMA, merge_entries
 from probatorium.results.schema import (BenchCell, BenchDocument, Cell, Incident, PropertyResult, Saturation,
                                         ValidateDocument, ValidationResults)
-from probatorium.results.store import LOCK_NAME, write_json_atomic
+from probatorium.results.store import LOCK_NAME, lock_run_folder, write_json_atomic
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def make_validate_run(folder: Path, *, started: str = "2026-12-01T02:00:00.000Z", duration_s: float = 600,
-                      status: str = "ok", high: bool = False, partial: bool = False) -> Path:
+                      status: str = "ok", high: bool = False, partial: bool = False, lock_file: bool = True) -> Path:
     """A validate run folder as the results writer leaves it: one cell, a judged property."""
     props = {"I-ADV-ACCEPTED": PropertyResult(status="failed" if high else "passed", evaluations=10)}
     incidents = [Incident(predicate="I-ADV-ACCEPTED", severity="HIGH", refapp="cmd", engine="cmd", arch="amd64",
@@ -45,7 +45,8 @@ def make_validate_run(folder: Path, *, started: str = "2026-12-01T02:00:00.000Z"
                            incidents=incidents).finalize_back_compat()
     write_json_atomic(folder / "validate-results.json", doc)
     write_json_atomic(folder / "cell-01-cmd-cmd" / "validate-results.json", doc)
-    (folder / LOCK_NAME).write_text("123\n")
+    if lock_file:  # a finished run leaves its (unlocked) lock file behind
+        (folder / LOCK_NAME).write_text("123\n")
     return folder
 
 
@@ -166,6 +167,16 @@ def test_the_real_report_fixtures_publish_with_their_verdicts(tmp_path):
         assert "probatorium report" in (site / r["report"]).read_text()
         assert (site / r["document"]).is_file() and f'href="{r["document"]}"' in (site / "index.html").read_text()
     assert (site / index[1]["results"] / "cell-01-auth_session_ratelimit-uvicorn" / "tier1_tally.json").is_file()
+
+
+def test_a_run_still_being_written_is_refused(tmp_path):
+    run = tmp_path / "live"
+    with lock_run_folder(run):  # what a live validate holds while it writes
+        make_validate_run(run, lock_file=False)
+        with pytest.raises(UsageError, match="still writing"):
+            publish(run, str(tmp_path / "site"))
+    assert not (tmp_path / "site").exists()
+    assert publish(run, str(tmp_path / "site")).runs == 1  # the lock died with its holder
 
 
 def test_a_foreign_index_is_refused_untouched(tmp_path):

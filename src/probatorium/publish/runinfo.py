@@ -10,6 +10,7 @@ partial document, no cells).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from ..errors import UsageError
 from ..results.schema import BenchDocument, ValidateDocument
-from ..results.store import DOCUMENT_NAME, load_document, sanitize_name
+from ..results.store import DOCUMENT_NAME, LOCK_NAME, load_document, sanitize_name
 from ..validate.gate import gate_exit_code
 from .badges import BENCH_COLOUR, STATUS_COLOURS, status_message
 
@@ -133,6 +134,26 @@ def _target_version(folder: Path, cells: list) -> str:
     return v
 
 
+def check_not_running(folder: Path) -> None:
+    """Refuse a run folder a live run still writes (it holds the folder's flock): its badge would
+    judge a run that has not ended. The lock dies with its process, so an interrupted run passes."""
+    import fcntl
+
+    lock = folder / LOCK_NAME
+    if not lock.is_file():
+        return
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"{folder}: a probatorium run is still writing this folder; publish it when it ends") from None
+    finally:
+        os.close(fd)
+
+
 def read_run(run_dir: Path, *, version: str | None = None, tier: str | None = None) -> RunInfo:
     """Read ``run_dir`` (a validate or a bench run folder) into a RunInfo; bad input is a UsageError."""
     folder = Path(run_dir)
@@ -142,6 +163,7 @@ def read_run(run_dir: Path, *, version: str | None = None, tier: str | None = No
         raise UsageError(f"{run_dir}: a file; give the run folder (the one holding {DOCUMENT_NAME} or {BENCH_DOCUMENT})")
     if not folder.is_dir():
         raise UsageError(f"{run_dir}: no such run folder")
+    check_not_running(folder)
     if (folder / DOCUMENT_NAME).is_file():
         info = _validate_info(folder, load_document(folder), tier)
     elif (folder / BENCH_DOCUMENT).is_file():
