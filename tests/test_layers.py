@@ -41,6 +41,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.cli",
         "probatorium.config",  # not drawn: the config file, defaults for the commands' flags (cli only)
     )),
+    # --- publish (issue 14 item 2): not drawn; reads run documents (validate gate, results), calls the report
+    ("publish", ("probatorium.publish.*",)),
+    # --- end publish
     # wt-report: the HTML report reads what validation and the bench wrote (results, bench rate
     # search, loadgen histograms); only the commands sit above it
     ("report", ("probatorium.report.*",)),

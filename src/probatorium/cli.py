@@ -766,6 +766,43 @@ def report(
 # --- end report -----------------------------------------------------------------------
 
 
+# --- publish (issue 14 item 2): results + report + badges to a folder or a local git branch ---------------
+PUBLISH_EXAMPLES = """Examples:
+
+  probatorium publish results/20261203T170000Z-validate-v1.2 --to site/
+
+  PUBLISH_VERSION=v1.2 probatorium publish RUN_DIR --to git:probatorium-results --tier nightly
+
+Never pushes or fetches. See docs/publish.md."""
+
+
+@app.command(epilog=PUBLISH_EXAMPLES)
+def publish(
+    run_dir: Path = typer.Argument(..., help="A validate or bench run folder."),
+    to: str = typer.Option(..., "--to", help="DIR (a site folder) or git:BRANCH (a local branch; orphan if missing)."),
+    version: Optional[str] = typer.Option(None, "--version",
+                                          help="Published version. Env PUBLISH_VERSION; default from the run document."),
+    tier: Optional[str] = typer.Option(None, "--tier", help="pr | nightly | weekend (validate runs); default from the run's budget."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="git:BRANCH: the repository (default: the one around the current folder)."),
+) -> None:
+    """Publish a run: its results, an HTML report, SVG badges and an index of every published run."""
+    from .publish import publish as do_publish
+
+    try:
+        res = do_publish(run_dir, to, version=version, tier=tier, repo=repo)
+    except ProbatoriumError as e:
+        _fail(e, e.exit_code)
+    i = res.info
+    what = i.headline if i.kind == "bench" and i.headline else i.status.replace("_", " ")
+    console.print(f"published {i.kind} {i.version} ({i.tier}): {what} -> {res.where} {res.run_path}", markup=False)
+    if res.where.startswith("git:"):
+        console.print(f"commit: {res.commit}" if res.commit else "commit: none (the branch already has this tree)",
+                      markup=False)
+    console.print(f"index: {res.runs} run{'s' if res.runs != 1 else ''}; latest badges: {', '.join(res.latest_badges)}",
+                  markup=False)
+# --- end publish --------------------------------------------------------------------------------------------
+
+
 def _version_callback(value: bool) -> None:
     if value:
         print(f"probatorium {__version__}")
