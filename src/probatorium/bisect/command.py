@@ -81,7 +81,8 @@ class BisectResult:
 
 def probe_line(package: str, p: Probe) -> str:
     """One printed line per probe."""
-    return f"probe {package} {p.version}: {p.state.upper()} ({p.seconds:.1f}s) - {p.evidence}"
+    imports = f" [imports {', '.join(f'{k} {v}' for k, v in p.imported.items())}]" if p.imported else ""
+    return f"probe {package} {p.version}: {p.state.upper()} ({p.seconds:.1f}s){imports} - {p.evidence}"
 
 
 def run_bisect(req: BisectRequest, say: Callable[[str], None]) -> BisectResult:
