@@ -78,7 +78,8 @@ def find_cases(names: list[str]) -> list[Case]:
     out = []
     for name in names:
         if name not in CASES_BY_NAME:
-            near = difflib.get_close_matches(name, CASES_BY_NAME, n=3)
+            near = list(dict.fromkeys([c for c in CASES_BY_NAME if c.startswith(name)]
+                                      + difflib.get_close_matches(name, CASES_BY_NAME, n=3)))[:3]
             hint = f"; did you mean {', '.join(near)}?" if near else \
                 "; the cases are listed in src/probatorium/validate/tier1/adversarial/cases.py"
             raise UsageError(f"unknown adversarial case {name!r}{hint}")
