@@ -660,6 +660,8 @@ def bisect(
     bad: str = typer.Option(..., "--bad", help="A release that misbehaves (older than --good: it was fixed)."),
     predicate: Optional[str] = typer.Option(None, "--predicate", help="Bad = an adversarial case's verdict violates this predicate (I-ADV-ACCEPTED, ...)."),
     case: list[str] = typer.Option([], "--case", help="The adversarial case(s) to run (repeatable); default: the whole catalogue."),
+    from_run: Optional[Path] = typer.Option(None, "--from-run", help="Bad = this run's incident (--incident) reproduces: its dossier's repro.py against each release."),
+    incident: Optional[str] = typer.Option(None, "--incident", help="The incident's dossier folder name (or a unique part of it) in --from-run."),
     cmd_check: Optional[str] = typer.Option(None, "--cmd-check", help="Run this shell command per release: exit 0 good, 125 skip, else bad; $PROBATORIUM_BISECT_PYTHON is the probe's python."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Engine serving the app (default: the engine the package belongs to, else auto)."),
     refapp: Optional[str] = typer.Option(None, "--refapp", help="Serve this reference app instead of the built-in echo app."),
@@ -673,7 +675,7 @@ def bisect(
     keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the probe venvs and logs in this folder."),
     quiet_timeout: float = typer.Option(3.0, "--quiet-timeout", help="Seconds of silence after which a case's answer is complete."),
     ready_timeout: float = typer.Option(30.0, "--ready-timeout", help="Seconds the engine has to accept connections."),
-    check_timeout: float = typer.Option(300.0, "--check-timeout", help="Seconds one --cmd-check may run (then: skip)."),
+    check_timeout: float = typer.Option(300.0, "--check-timeout", help="Seconds one --cmd-check or repro.py may run (then: skip)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (probes go to stderr)."),
 ) -> None:
     """Install released versions into throw-away venvs and binary-search for the first bad (or first good) release."""
@@ -682,7 +684,8 @@ def bisect(
     # ProbatoriumError reaches main(): one line, exit 2.
     check = build_check(package=package, predicate=predicate, cases=case, cmd_check=cmd_check, engine=engine,
                         refapp=refapp, app=app_target, app_dir=app_dir, quiet_timeout=quiet_timeout,
-                        ready_timeout=ready_timeout, check_timeout=check_timeout)
+                        ready_timeout=ready_timeout, check_timeout=check_timeout, from_run=from_run,
+                        incident=incident)
     raise typer.Exit(bisect_command(package=package, good=good, bad=bad, check=check, index=index,
                                     pip_cache=pip_cache, deps=deps, prereleases=prereleases, yanked=yanked,
                                     keep=keep, json_out=json_out))

@@ -42,7 +42,7 @@ def index(tmp_path_factory) -> str:
     (["--good", "1.0.0", "--bad", "2.0.0", "--predicate", "I-NOPE"], "unknown predicate 'I-NOPE'"),
     (["--good", "1.0.0", "--bad", "2.0.0", "--predicate", "I-ADV-ACCEPTED", "--case", "chunk_data_missing"],
      "unknown adversarial case 'chunk_data_missing'; did you mean chunk_data_missing_crlf"),
-    (["--good", "1.0.0", "--bad", "2.0.0"], "give exactly one of --predicate P [--case C] and --cmd-check"),
+    (["--good", "1.0.0", "--bad", "2.0.0"], "give exactly one of --predicate P [--case C], --cmd-check"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, monkeypatch, index, args, needle):
     code, out, err = cli(capsys, monkeypatch, "--package", "pkg", "--index", index, *args)

@@ -87,48 +87,65 @@ def find_cases(names: list[str]) -> list[Case]:
     return out
 
 
-class PredicateCheck:
-    """Bad = an adversarial case's verdict against the probe's engine violates the predicate."""
+class ServedApp:
+    """An app served by an engine started from a probe's venv, through the one launcher."""
 
-    def __init__(self, predicate: str, cases: list[Case], engine: str, *, refapp: str | None = None,
-                 app: str | None = None, app_dir: str | None = None, quiet_timeout: float = 3.0,
-                 ready_timeout: float = 30.0) -> None:
-        self.predicate = check_predicate(predicate)
-        self.cases = cases
+    def __init__(self, engine: str, *, refapp: str | None = None, app: str | None = None,
+                 app_dir: str | None = None, ready_timeout: float = 30.0) -> None:
         self.engine = resolve_engine(engine)
         if refapp:
             self.app, path = refapp_app_target(refapp)
             self.app_dir = str(path.resolve())
-            self.app_label = f"refapp {refapp}"
+            self.label = f"refapp {refapp}"
         elif app:
             if ":" not in app:
                 raise UsageError(f"--app must be 'module:attr', got {app!r}")
             self.app, self.app_dir = app, str(Path(app_dir or ".").resolve())
             if not Path(self.app_dir).is_dir():
                 raise UsageError(f"--app-dir {app_dir!r} is not a directory")
-            self.app_label = f"app {app}"
+            self.label = f"app {app}"
         else:
             self.app, self.app_dir = ECHO_APP[0], str(ECHO_APP[1])
-            self.app_label = "the built-in echo app"
-        self.quiet_timeout, self.ready_timeout = quiet_timeout, ready_timeout
-
-    def describe(self) -> str:
-        which = self.cases[0].name if len(self.cases) == 1 else f"{len(self.cases)} adversarial cases"
-        return f"{which} judged for {self.predicate} on {self.engine} serving {self.app_label}"
+            self.label = "the built-in echo app"
+        self.ready_timeout = ready_timeout
 
     def packages(self) -> tuple[str, ...]:
         """The engine's packages: their versions are recorded with each probe."""
         return ENGINE_DEFS[self.engine].packages
 
-    def run(self, probe: ProbeEnv) -> ProbeOutcome:
+    def start(self, probe: ProbeEnv):
+        """The running target, or a skip outcome when the engine does not start."""
         argv = engine_argv(self.engine, self.app, "{port}", self.app_dir, python=probe.python)
         env = probe.env()
+        # A cmd target: the engine runs under the probe's python, with no inherited PYTHONPATH.
         spec = TargetSpec(kind="cmd", cmd=shlex.join(argv), app_dir=self.app_dir, ready_timeout=self.ready_timeout,
                           env={k: env[k] for k in ("PATH", "VIRTUAL_ENV")} | {"PYTHONPATH": ""})
         try:
-            target = start_target(spec, probe.root / "logs")
+            return start_target(spec, probe.root / "logs")
         except TargetStartError as e:
             return ProbeOutcome("skip", f"{self.engine} did not start: {e}")
+
+
+class PredicateCheck:
+    """Bad = an adversarial case's verdict against the probe's engine violates the predicate."""
+
+    def __init__(self, predicate: str, cases: list[Case], served: ServedApp, *, quiet_timeout: float = 3.0) -> None:
+        self.predicate = check_predicate(predicate)
+        self.cases = cases
+        self.served = served
+        self.quiet_timeout = quiet_timeout
+
+    def describe(self) -> str:
+        which = self.cases[0].name if len(self.cases) == 1 else f"{len(self.cases)} adversarial cases"
+        return f"{which} judged for {self.predicate} on {self.served.engine} serving {self.served.label}"
+
+    def packages(self) -> tuple[str, ...]:
+        return self.served.packages()
+
+    def run(self, probe: ProbeEnv) -> ProbeOutcome:
+        target = self.served.start(probe)
+        if isinstance(target, ProbeOutcome):
+            return target
         try:
             return asyncio.run(self._judge(target))
         finally:
@@ -161,6 +178,37 @@ class PredicateCheck:
             return ProbeOutcome("good", line)
         return ProbeOutcome("good", f"{len(self.cases)} cases, none {self.predicate}: "
                                     + ", ".join(f"{k} {n}" for k, n in seen.most_common()))
+
+
+class IncidentCheck:
+    """Bad = an incident dossier's own repro.py reproduces against the probe's engine (its exit
+    1, REPRODUCED); 0 is good; 2 (UNREACHABLE) or anything else is a skip."""
+
+    def __init__(self, dossier: Path, served: ServedApp, timeout: float) -> None:
+        self.dossier, self.served, self.timeout = dossier, served, timeout
+
+    def describe(self) -> str:
+        return f"{self.dossier.name}/repro.py on {self.served.engine} serving {self.served.label}"
+
+    def packages(self) -> tuple[str, ...]:
+        return self.served.packages()
+
+    def run(self, probe: ProbeEnv) -> ProbeOutcome:
+        target = self.served.start(probe)
+        if isinstance(target, ProbeOutcome):
+            return target
+        try:
+            done = subprocess.run([probe.python, str(self.dossier / "repro.py"), f"{target.host}:{target.port}"],
+                                  capture_output=True, text=True, timeout=self.timeout, cwd=self.dossier,
+                                  env=probe.env())
+        except subprocess.TimeoutExpired:
+            return ProbeOutcome("skip", f"repro.py ran past --check-timeout {self.timeout:g}s")
+        finally:
+            target.stop(grace=3.0)
+        lines = [ln.strip() for ln in done.stdout.splitlines() if ln.strip()]
+        said = " | ".join(lines[-2:])[:300] or (done.stderr.strip().splitlines() or ["no output"])[-1]
+        state = {1: "bad", 0: "good"}.get(done.returncode, "skip")
+        return ProbeOutcome(state, f"repro.py exit {done.returncode}: {said}")
 
 
 class CmdCheck:
