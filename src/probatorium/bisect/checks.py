@@ -108,22 +108,38 @@ class ServedApp:
             self.app, self.app_dir = ECHO_APP[0], str(ECHO_APP[1])
             self.label = "the built-in echo app"
         self.ready_timeout = ready_timeout
+        self.note = ""  # how the last start differed from the engine registry's command line
 
     def packages(self) -> tuple[str, ...]:
         """The engine's packages: their versions are recorded with each probe."""
         return ENGINE_DEFS[self.engine].packages
 
     def start(self, probe: ProbeEnv):
-        """The running target, or a skip outcome when the engine does not start."""
+        """The running target, or a skip outcome when the engine does not start. A uvicorn release
+        older than its websockets-sansio protocol (0.35) refuses our --ws flag: it is started
+        again with --ws auto, the release's own default, and `note` says so."""
         argv = engine_argv(self.engine, self.app, "{port}", self.app_dir, python=probe.python)
+        self.note = ""
+        try:
+            return self._start(probe, argv)
+        except TargetStartError as e:
+            if "websockets-sansio" not in str(e) or "--ws" not in argv:
+                return ProbeOutcome("skip", f"{self.engine} did not start: {e}")
+        at = argv.index("--ws") + 1
+        argv[at] = "auto"
+        try:
+            target = self._start(probe, argv)
+        except TargetStartError as e:
+            return ProbeOutcome("skip", f"{self.engine} did not start (also with --ws auto): {e}")
+        self.note = "(this release has no --ws websockets-sansio: served with --ws auto) "
+        return target
+
+    def _start(self, probe: ProbeEnv, argv: list[str]):
         env = probe.env()
         # A cmd target: the engine runs under the probe's python, with no inherited PYTHONPATH.
         spec = TargetSpec(kind="cmd", cmd=shlex.join(argv), app_dir=self.app_dir, ready_timeout=self.ready_timeout,
                           env={k: env[k] for k in ("PATH", "VIRTUAL_ENV")} | {"PYTHONPATH": ""})
-        try:
-            return start_target(spec, probe.root / "logs")
-        except TargetStartError as e:
-            return ProbeOutcome("skip", f"{self.engine} did not start: {e}")
+        return start_target(spec, probe.root / "logs")
 
 
 class PredicateCheck:
@@ -147,9 +163,10 @@ class PredicateCheck:
         if isinstance(target, ProbeOutcome):
             return target
         try:
-            return asyncio.run(self._judge(target))
+            out = asyncio.run(self._judge(target))
         finally:
             target.stop(grace=3.0)
+        return ProbeOutcome(out.state, self.served.note + out.evidence)
 
     async def _judge(self, target) -> ProbeOutcome:
         async def alive() -> bool:
@@ -208,7 +225,7 @@ class IncidentCheck:
         lines = [ln.strip() for ln in done.stdout.splitlines() if ln.strip()]
         said = " | ".join(lines[-2:])[:300] or (done.stderr.strip().splitlines() or ["no output"])[-1]
         state = {1: "bad", 0: "good"}.get(done.returncode, "skip")
-        return ProbeOutcome(state, f"repro.py exit {done.returncode}: {said}")
+        return ProbeOutcome(state, f"{self.served.note}repro.py exit {done.returncode}: {said}")
 
 
 class CmdCheck:
