@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import InfraError, ProbatoriumError
+from ..errors import InfraError
 from .probeenv import InstallFailed, create_probe, default_pip_cache, verify
 from .releases import DEFAULT_INDEX, Release, fetch_index, releases_between
 from .search import PremiseError, bisect_releases
@@ -130,8 +130,6 @@ def _probe_release(req: BisectRequest, release: Release, root: Path, cache: Path
     imported = verify(env, req.check.packages())  # InfraError: the probe would not test this release
     try:
         outcome = req.check.run(env)
-    except ProbatoriumError:
-        raise
     except OSError as e:
         raise InfraError(f"probe {req.package} {release.version}: {e}") from None
     return Probe(release.version, outcome.state, outcome.evidence, imported, time.monotonic() - t0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -86,7 +87,8 @@ class ProbeEnv:
 def create_probe(root: Path, package: str, version: str, cache_dir: Path, *, deps: bool = True) -> ProbeEnv:
     """Build the probe for `package`==`version` under `root`; InstallFailed when pip cannot."""
     probe = ProbeEnv(root, package, version)
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # a kept probe of an earlier run: pip --target would not replace it
+    root.mkdir(parents=True)
     venv.EnvBuilder(system_site_packages=False, with_pip=False, clear=True, symlinks=True).create(probe.venv_dir)
     site = _site_packages(probe.venv_dir)
     shared = sysconfig.get_paths()["purelib"]
