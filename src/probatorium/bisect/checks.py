@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import procs
 from ..errors import TargetStartError, UsageError
-from ..targets.engines import ENGINE_DEFS, ENGINES, engine_argv, resolve_engine
+from ..targets.engines import ENGINE_DEFS, engine_argv, resolve_engine
 from ..targets.launcher import TargetSpec, start_target
 from ..targets.refapps import refapp_app_target
 from ..validate.invariants import CATALOGUE, VERDICT_PREDICATES, predicate_for
@@ -261,5 +261,3 @@ class CmdCheck:
         state = "good" if code == 0 else "skip" if code == SKIP_EXIT else "bad"
         return ProbeOutcome(state, f"exit {code}{took}{last}")
 
-
-__all__ = ["ADVERSARIAL_PREDICATES", "CmdCheck", "PredicateCheck", "ProbeOutcome", "engine_for", "ENGINES"]
