@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, error_line
 from .checks import CmdCheck, IncidentCheck, PredicateCheck, ServedApp, engine_for, find_cases
 from .incident import find_incident
 from .command import BisectRequest, run_bisect
@@ -51,12 +52,22 @@ def bisect_command(*, package: str, good: str, bad: str, check, index: str | Non
     say = say or (lambda m: print(m, file=sys.stderr if json_out else sys.stdout, flush=True))
     req = BisectRequest(package=package, good=good, bad=bad, check=check, index=index or DEFAULT_INDEX,
                         pip_cache=pip_cache, deps=deps, prereleases=prereleases, yanked=yanked, keep=keep)
-    result = run_bisect(req, lambda line: say(line))
+    # SIGTERM ends the bisect like Ctrl-C: the probe's engine is stopped and the probe venvs removed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = run_bisect(req, lambda line: say(line))
+    except KeyboardInterrupt:  # the finally blocks have stopped the engine and removed the venvs
+        print(error_line("interrupted: no answer (probes so far are printed above)"), file=sys.stderr, flush=True)
+        return 130
     if json_out:
         print(result.to_json())
     else:
         print(result.summary(), flush=True)
     return 1 if result.error else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 __all__ = ["bisect_command", "build_check"]
