@@ -158,6 +158,10 @@ class PredicateCheck:
     def packages(self) -> tuple[str, ...]:
         return self.served.packages()
 
+    @property
+    def workdir(self) -> str:
+        return self.served.app_dir
+
     def run(self, probe: ProbeEnv) -> ProbeOutcome:
         target = self.served.start(probe)
         if isinstance(target, ProbeOutcome):
@@ -209,6 +213,10 @@ class IncidentCheck:
 
     def packages(self) -> tuple[str, ...]:
         return self.served.packages()
+
+    @property
+    def workdir(self) -> str:
+        return self.served.app_dir
 
     def run(self, probe: ProbeEnv) -> ProbeOutcome:
         target = self.served.start(probe)

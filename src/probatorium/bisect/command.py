@@ -127,7 +127,9 @@ def _probe_release(req: BisectRequest, release: Release, root: Path, cache: Path
         env = create_probe(where, req.package, release.version, cache, deps=req.deps)
     except InstallFailed as e:
         return Probe(release.version, "skip", str(e), seconds=time.monotonic() - t0)
-    imported = verify(env, req.check.packages())  # InfraError: the probe would not test this release
+    # InfraError: the probe would not test this release (asked where the check runs: an app dir
+    # is first on the engine's sys.path)
+    imported = verify(env, req.check.packages(), getattr(req.check, "workdir", None))
     try:
         outcome = req.check.run(env)
     except OSError as e:

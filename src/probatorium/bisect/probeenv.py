@@ -129,21 +129,22 @@ print(json.dumps(out))
 """
 
 
-def installed_versions(probe: ProbeEnv, names: list[str]) -> dict[str, dict[str, str]]:
-    """What the probe's interpreter imports for each distribution: version and location."""
+def installed_versions(probe: ProbeEnv, names: list[str], cwd: str | None = None) -> dict[str, dict[str, str]]:
+    """What the probe's interpreter imports for each distribution, run in `cwd` (the check's
+    working directory: it is first on sys.path there): version and location."""
     try:
         done = subprocess.run([probe.python, "-c", _VERIFY, *names], capture_output=True, text=True,
-                              timeout=60, env=probe.env())
+                              timeout=60, env=probe.env(), cwd=cwd)
         return json.loads(done.stdout)
     except (subprocess.TimeoutExpired, OSError, ValueError) as e:
         raise InfraError(f"cannot ask the probe's python for its versions: {e}") from None
 
 
-def verify(probe: ProbeEnv, also: tuple[str, ...] = ()) -> dict[str, str]:
+def verify(probe: ProbeEnv, also: tuple[str, ...] = (), cwd: str | None = None) -> dict[str, str]:
     """Versions the probe really imports (the package under test first, then `also`); InfraError
     when the package under test is not the release installed for it."""
     names = list(dict.fromkeys([probe.package, *also]))
-    seen = installed_versions(probe, names)
+    seen = installed_versions(probe, names, cwd)
     got = seen[probe.package]
     if got["version"] == "not installed" or Version(got["version"]) != Version(probe.version) \
             or Path(got["location"]).resolve() != probe.pkgs.resolve():
