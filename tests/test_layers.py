@@ -49,6 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("report", ("probatorium.report.*",)),
     ("validate run", (
         "probatorium.validate",  # the package itself (empty)
+        "probatorium.bisect.*",  # not drawn: `probatorium bisect` serves releases, runs adversarial cases on them
         "probatorium.validate.orchestrator",
         "probatorium.validate.reprocheck",  # not drawn: the repro-check command, beside the orchestrator
         "probatorium.validate.fuzz",  # not drawn: `probatorium fuzz` (Tier 2 alone), beside the orchestrator

@@ -803,6 +803,56 @@ def publish(
 # --- end publish --------------------------------------------------------------------------------------------
 
 
+# ---- bisect (issue 14 item 7): logic in probatorium/bisect/ ---------------------------
+BISECT_EXAMPLES = """Examples:
+
+  probatorium bisect --package h11 --good 0.16.0 --bad 0.13.0 --predicate I-ADV-ACCEPTED --case chunk_data_missing_crlf
+
+  probatorium bisect --package uvicorn --good 0.30.0 --bad 0.32.0 --cmd-check './check.sh'
+
+Exit 0: an answer; 1: an endpoint contradicts the check; 2: usage/index/infrastructure error.
+See docs/bisect.md."""
+
+
+@app.command(epilog=BISECT_EXAMPLES)
+def bisect(
+    package: str = typer.Option(..., "--package", help="The distribution on the package index (h11, uvicorn, ...)."),
+    good: str = typer.Option(..., "--good", help="A release that behaves well."),
+    bad: str = typer.Option(..., "--bad", help="A release that misbehaves (older than --good: it was fixed)."),
+    predicate: Optional[str] = typer.Option(None, "--predicate", help="Bad = an adversarial case's verdict violates this predicate (I-ADV-ACCEPTED, ...)."),
+    case: list[str] = typer.Option([], "--case", help="The adversarial case(s) to run (repeatable); default: the whole catalogue."),
+    from_run: Optional[Path] = typer.Option(None, "--from-run", help="Bad = this run's incident (--incident) reproduces: its dossier's repro.py against each release."),
+    incident: Optional[str] = typer.Option(None, "--incident", help="The incident's dossier folder name (or a unique part of it) in --from-run."),
+    cmd_check: Optional[str] = typer.Option(None, "--cmd-check", help="Run this shell command per release: exit 0 good, 125 skip, else bad; $PROBATORIUM_BISECT_PYTHON is the probe's python."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Engine serving the app (default: the engine the package belongs to, else auto)."),
+    refapp: Optional[str] = typer.Option(None, "--refapp", help="Serve this reference app instead of the built-in echo app."),
+    app_target: Optional[str] = typer.Option(None, "--app", help="Serve this ASGI app MODULE:ATTR instead."),
+    app_dir: Optional[str] = typer.Option(None, "--app-dir", help="Where --app is imported from."),
+    index: Optional[str] = typer.Option(os.environ.get("PROBATORIUM_BISECT_INDEX"), "--index", help="JSON API root of the index (default https://pypi.org/pypi). Env PROBATORIUM_BISECT_INDEX."),
+    pip_cache: Optional[Path] = typer.Option(None, "--pip-cache", help="pip's cache dir (default ~/.cache/probatorium/pip; env PROBATORIUM_PIP_CACHE)."),
+    deps: bool = typer.Option(True, "--deps/--no-deps", help="Also install the dependencies each release asks for (else they come from probatorium's environment)."),
+    prereleases: bool = typer.Option(False, "--pre", help="Also probe pre-releases between the endpoints."),
+    yanked: bool = typer.Option(False, "--yanked", help="Also probe yanked releases between the endpoints."),
+    keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the probe venvs and logs in this folder."),
+    quiet_timeout: float = typer.Option(3.0, "--quiet-timeout", help="Seconds of silence after which a case's answer is complete."),
+    ready_timeout: float = typer.Option(30.0, "--ready-timeout", help="Seconds the engine has to accept connections."),
+    check_timeout: float = typer.Option(300.0, "--check-timeout", help="Seconds one --cmd-check or repro.py may run (then: skip)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (probes go to stderr)."),
+) -> None:
+    """Install released versions into throw-away venvs and binary-search for the first bad (or first good) release."""
+    from .bisect.cli import bisect_command, build_check
+
+    # ProbatoriumError reaches main(): one line, exit 2.
+    check = build_check(package=package, predicate=predicate, cases=case, cmd_check=cmd_check, engine=engine,
+                        refapp=refapp, app=app_target, app_dir=app_dir, quiet_timeout=quiet_timeout,
+                        ready_timeout=ready_timeout, check_timeout=check_timeout, from_run=from_run,
+                        incident=incident)
+    raise typer.Exit(bisect_command(package=package, good=good, bad=bad, check=check, index=index,
+                                    pip_cache=pip_cache, deps=deps, prereleases=prereleases, yanked=yanked,
+                                    keep=keep, json_out=json_out))
+# ---- end of bisect ------------------------------------------------------------------------
+
+
 def _version_callback(value: bool) -> None:
     if value:
         print(f"probatorium {__version__}")

@@ -115,11 +115,12 @@ def resolve_engine(name: str) -> str:
     return name
 
 
-def engine_argv(engine: str, app: str, port: int, app_dir: str) -> list[str]:
-    """The command line serving ``module:attr`` `app` on 127.0.0.1:`port`."""
+def engine_argv(engine: str, app: str, port: int | str, app_dir: str, python: str | None = None) -> list[str]:
+    """The command line serving ``module:attr`` `app` on 127.0.0.1:`port`, under `python`
+    (default: this interpreter; `probatorium bisect` passes a probe venv's)."""
     definition = ENGINE_DEFS[resolve_engine(engine)]
     values = {"host": HOST, "port": str(port), "app": app, "app_dir": str(app_dir)}
-    return [sys.executable, "-m", definition.module, *(a.format(**values) for a in definition.args)]
+    return [python or sys.executable, "-m", definition.module, *(a.format(**values) for a in definition.args)]
 
 
 def engine_versions(engine: str) -> dict[str, str]:
