@@ -142,7 +142,20 @@ class ServedApp:
         return start_target(spec, probe.root / "logs")
 
 
-class PredicateCheck:
+class _OnServedApp:
+    """A check that starts `self.served` in each probe: its packages and working folder."""
+
+    served: ServedApp
+
+    def packages(self) -> tuple[str, ...]:
+        return self.served.packages()
+
+    @property
+    def workdir(self) -> str:
+        return self.served.app_dir
+
+
+class PredicateCheck(_OnServedApp):
     """Bad = an adversarial case's verdict against the probe's engine violates the predicate."""
 
     def __init__(self, predicate: str, cases: list[Case], served: ServedApp, *, quiet_timeout: float = 3.0) -> None:
@@ -155,12 +168,6 @@ class PredicateCheck:
         which = self.cases[0].name if len(self.cases) == 1 else f"{len(self.cases)} adversarial cases"
         return f"{which} judged for {self.predicate} on {self.served.engine} serving {self.served.label}"
 
-    def packages(self) -> tuple[str, ...]:
-        return self.served.packages()
-
-    @property
-    def workdir(self) -> str:
-        return self.served.app_dir
 
     def run(self, probe: ProbeEnv) -> ProbeOutcome:
         target = self.served.start(probe)
@@ -201,7 +208,7 @@ class PredicateCheck:
                                     + ", ".join(f"{k} {n}" for k, n in seen.most_common()))
 
 
-class IncidentCheck:
+class IncidentCheck(_OnServedApp):
     """Bad = an incident dossier's own repro.py reproduces against the probe's engine (its exit
     1, REPRODUCED); 0 is good; 2 (UNREACHABLE) or anything else is a skip."""
 
@@ -211,12 +218,6 @@ class IncidentCheck:
     def describe(self) -> str:
         return f"{self.dossier.name}/repro.py on {self.served.engine} serving {self.served.label}"
 
-    def packages(self) -> tuple[str, ...]:
-        return self.served.packages()
-
-    @property
-    def workdir(self) -> str:
-        return self.served.app_dir
 
     def run(self, probe: ProbeEnv) -> ProbeOutcome:
         target = self.served.start(probe)
