@@ -23,6 +23,8 @@ from rich.table import Table
 from . import __version__
 from .config import default_map, find_config
 from .errors import ProbatoriumError, UsageError, error_line, warning_line
+from .jsonsummary import envelope, print_json
+from .progress import Progress, make_progress, reporter_of
 from .seeds import parse_seed, random_seed
 from .validate.tier1.registry import slice_names
 
@@ -50,6 +52,7 @@ console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 SLICE_NAMES = slice_names()
+QUIET_HELP = "No progress status line, heartbeats or ETA on stderr (env PROBATORIUM_PROGRESS=0)."
 
 
 def parse_duration(text: str) -> float:
@@ -150,6 +153,7 @@ def validate(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
     sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
@@ -176,7 +180,7 @@ def validate(
                                slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
-                               progress=lambda m: err.print(m, markup=False, soft_wrap=True),
+                               progress=make_progress("validate", quiet),
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
@@ -238,7 +242,8 @@ def _concurrency(given: int | None, duration_s: float) -> int:
     return given
 
 
-def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out: bool = False) -> None:
+def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out: bool = False,
+                    command: str = "validate") -> None:
     """Run the cells with Ctrl-C / SIGTERM handling, print the summary, exit with the gate's status."""
     from .targets.launcher import stop_all
     from .validate.gate import gate_exit_code
@@ -264,20 +269,25 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out:
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event, baseline=ci.baseline if ci else None,
                         baseline_source=str(ci.baseline_path or "") if ci else "")
+    progress = reporter_of(opts.progress)
     try:
+        if isinstance(progress, Progress):
+            progress.begin()
         doc = orch.run()
     except ProbatoriumError as e:
+        progress.close()
         stop_all()
         _fail(e)
         return
     finally:
+        progress.close()
         stop_all()
     code = gate_exit_code(doc, interrupted=stop_event.is_set())
-    _finish_outputs(doc, run_dir, ci, json_out, code)
+    _finish_outputs(doc, run_dir, ci, json_out, code, command)
     raise typer.Exit(code)
 
 
-def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int) -> None:
+def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int, command: str = "validate") -> None:
     """The summary (table, or --json), then the baseline update and the --junit/--sarif files."""
     import json
 
@@ -289,7 +299,7 @@ def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int) -> None:
         _fail(e)
         return
     if json_out:
-        print(json.dumps(json_summary(doc, run_dir, code), indent=2))
+        print_json(command, code, json_summary(doc, run_dir, code))
         for line in lines:
             err.print(line, markup=False)
         return
@@ -377,6 +387,7 @@ def fuzz(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
     sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Tier 2 alone: stateful API fuzzing from the target's OpenAPI document (validate's results layout)."""
     from .results.store import lock_run_folder
@@ -400,7 +411,7 @@ def fuzz(
         opts = ValidateOptions(duration_s=duration_s, concurrency=walkers,
                                seed=random_seed() if seed in (None, "") else parse_seed(seed), slices=None,
                                tiers=[2], health_path=health_path, tier_options={2: options},
-                               progress=lambda m: err.print(m, markup=False))
+                               progress=make_progress("fuzz", quiet))
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, False)
         run_lock = lock_run_folder(run_dir, force=force)
@@ -408,7 +419,7 @@ def fuzz(
         _fail(e)
         return
     with run_lock:
-        _run_validation(plans, opts, run_dir, False, ci, json_out)
+        _run_validation(plans, opts, run_dir, False, ci, json_out, command="fuzz")
 
 
 @app.command("validate-diff")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
+from ...progress import reporter_of
 from ...faults import FAULT_KINDS, SERVICE_KINDS
 from ...results.store import write_json_atomic, write_text_atomic
 from ..incidents import Evidence
@@ -114,6 +115,11 @@ class Tier3:
             if explicit is None and self.results and time.monotonic() + mean > deadline:
                 break  # as many as fit the budget, at least one
             seed = explicit[i] if explicit is not None else corpus.seed_at(i)
+            if explicit is not None:
+                of = f"/{len(explicit)}"
+            else:  # as many as fit the budget: the estimate from the seeds so far
+                of = f"/~{i + 1 + int(max(0.0, deadline - time.monotonic() - mean) / mean)}" if mean > 0 else ""
+            reporter_of(env.options.progress if env.options else None).sub(f"tier 3 seed {i + 1}{of} {seed:#x}")
             res = await session.run(Plan.from_seed(seed, self.profile))
             self.results.append(res)
             env.say(f"  tier 3 seed {seed:#x} ({','.join(res.plan.kinds())}): {res.outcome}"
