@@ -52,6 +52,7 @@ console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 SLICE_NAMES = slice_names()
+JSON_HELP = "Print a summary object as JSON on stdout instead of the text (docs/json.md)."
 QUIET_HELP = "No progress status line, heartbeats or ETA on stderr (env PROBATORIUM_PROGRESS=0)."
 
 
@@ -506,18 +507,22 @@ def bench(
     threshold: list[str] = typer.Option([], "--threshold", help="k6-style criterion on every competitor x cell "
                                         "saturation result, repeatable: 'p99<50ms', 'rps>1000'. Any broken -> exit 1."),
     list_only: bool = typer.Option(False, "--list", help="List the competitors and cells (* = default) and exit."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
-    from .bench.cli import bench_command, bench_list
+    from .bench.cli import bench_command, bench_list, bench_list_json
 
     if list_only:
+        if json_out:
+            raise typer.Exit(print_json("bench", 0, bench_list_json()))
         print(bench_list())
         raise typer.Exit(0)
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
                                    out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes,
-                                   thresholds=threshold))
+                                   thresholds=threshold, json_out=json_out, quiet=quiet))
 
 
 @app.command("bench-since")
@@ -525,12 +530,14 @@ def bench_since(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline version. Env BASELINE_VERSION."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Allowed drop (0.05 = 5 %). Env REGRESSION_THRESHOLD."),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Root of result folders. Env PROBATORIUM_RESULTS (default results)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compare the newest bench with the newest bench of a baseline version; exit 1 on a regression."""
     from .bench.cli import bench_since_command
 
     # ProbatoriumError reaches main(): one line, exit 2.
-    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold, results_dir=results_dir))
+    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold, results_dir=results_dir,
+                                         json_out=json_out))
 
 
 @app.command()
