@@ -430,9 +430,19 @@ def validate_diff(
     hosts: Optional[str] = typer.Option(os.environ.get("VALIDATE_DIFF_HOSTS"), "--hosts", help="Only these hosts. Env VALIDATE_DIFF_HOSTS."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <results>/validate-diff)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir"),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compare cells: cross-engine, cross-arch and per-case divergences."""
-    from .validate.diff import run_diff
+    from .validate.diff import DIFF_FOLDER, run_diff
+
+    if json_out:  # the diff.json it wrote, behind the envelope; no text on stdout
+        out_dir = out if out is not None else results_dir / DIFF_FOLDER
+        code = run_diff(list(docs or []), out_dir=out_dir, strict=strict, results_root=results_dir,
+                        hosts=_csv(hosts) or None)
+        import json
+
+        diff = json.loads((out_dir / "diff.json").read_text())
+        raise typer.Exit(print_json("validate-diff", code, {"diff_json": str(out_dir / "diff.json"), **diff}))
 
     # ProbatoriumError reaches main(): one line, exit 2. Plain rows (as diff.txt): a pipe gets them
     # whole, a terminal wraps them itself; never cut to a console width.
@@ -444,18 +454,24 @@ def validate_diff(
 def repro_check(
     run: Path = typer.Argument(..., help="A run folder (or its validate-results.json)."),
     include_med: bool = typer.Option(True, "--med/--high-only", help="Also check MED findings."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-run every finding's repro.py against a fresh target; exit 1 if any does not reproduce."""
     from .validate.reprocheck import check_reproducers
 
     results = check_reproducers(run, ("HIGH", "MED") if include_med else ("HIGH",))  # errors: see main()
+    bad = [r for r in results if r.outcome != "REPRODUCED"]
+    if json_out:
+        raise typer.Exit(print_json("repro-check", 1 if bad else 0, {
+            "run": str(run), "reproduced": len(results) - len(bad), "total": len(results),
+            "results": [{"engine": r.engine, "predicate": r.predicate, "case": r.case, "outcome": r.outcome}
+                        for r in results]}))
     table = Table(title="repro-check")
     for col in ("engine", "predicate", "case", "outcome"):
         table.add_column(col)
     for r in results:
         table.add_row(r.engine, r.predicate, r.case, r.outcome)
     console.print(table)
-    bad = [r for r in results if r.outcome != "REPRODUCED"]
     console.print(f"{len(results) - len(bad)}/{len(results)} reproduced", markup=False)
     raise typer.Exit(1 if bad else 0)
 
@@ -553,18 +569,24 @@ def services(
 
 
 @app.command()
-def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive.")) -> None:
+def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive."),
+            json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Undo whatever killed runs left behind (service processes, data directories)."""
     from .services.cli import cleanup_command
 
-    raise typer.Exit(cleanup_command(include_live=include_live))
+    raise typer.Exit(cleanup_command(include_live=include_live, as_json=json_out))
 
 
 @app.command()
-def invariants(markdown: bool = typer.Option(False, "--markdown", help="Print docs/invariants.md.")) -> None:
+def invariants(markdown: bool = typer.Option(False, "--markdown", help="Print docs/invariants.md."),
+               json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the invariant catalogue: ID, severity and the property each predicate guards."""
     from .validate import invariants as catalogue
 
+    if json_out:
+        raise typer.Exit(print_json("invariants", 0, {"invariants": [
+            {"id": i.id, "severity": i.severity, "property": i.property, "judged_by": i.judged_by}
+            for i in catalogue.CATALOGUE.values()]}))
     if markdown:
         print(catalogue.markdown(), end="")
         return
@@ -592,6 +614,8 @@ def replay(
     faults: Optional[str] = typer.Option(None, "--faults"), durable: bool = typer.Option(False, "--durable"),
     recovery_deadline: float = typer.Option(10.0, "--recovery-deadline"),
     ready_timeout: float = typer.Option(30.0, "--ready-timeout"),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Re-run one Tier 3 seed (or plan file) against a fresh target; exit 1 if it fails."""
     from .validate.plan import TargetArgs, check_services
@@ -607,9 +631,18 @@ def replay(
     req = ReplayRequest(args, opts, seed=parse_seed(seed) if seed else None, plan_file=plan_file,
                         services=tuple(check_services(_csv(services_opt))), attempts=attempts)
     if dry_run:
-        print(dry_run_plan(req).to_json(indent=2), end="")
+        plan_json = dry_run_plan(req).to_json(indent=2)
+        if json_out:
+            import json
+
+            raise typer.Exit(print_json("replay", 0, {"dry_run": True, "plan": json.loads(plan_json)}))
+        print(plan_json, end="")
         return
-    code, _ = run_replay(req, lambda m: err.print(m, markup=False))
+    with make_progress("replay", quiet) as progress:
+        code, results = run_replay(req, progress)
+    if json_out:
+        raise typer.Exit(print_json("replay", code, {"attempts": attempts, "results": [
+            {k: v for k, v in r.as_dict().items() if k != "timeline"} for r in results]}))
     raise typer.Exit(code)
 
 
@@ -625,6 +658,8 @@ def corpus(
 
     from .validate.tier3 import corpus as c
 
+    if json_out:
+        raise typer.Exit(print_json("corpus", 0, _corpus_json(action, seed, offset, limit)))
     if action == "list":
         rows = c.rows(offset=offset, limit=limit)
         for r in rows:
@@ -645,18 +680,39 @@ def corpus(
         _fail(UsageError(f"unknown corpus action {action!r}: list, show, stats, build"))
 
 
+def _corpus_json(action: str, seed: str | None, offset: int, limit: int) -> dict:
+    """`corpus ACTION --json`: the fields of the one summary object (bad input: UsageError, exit 2)."""
+    import json
+
+    from .validate.tier3 import corpus as c
+
+    if action == "list":
+        return {"action": "list", "offset": offset, "limit": limit, "rows": c.rows(offset=offset, limit=limit)}
+    if action == "show":
+        if not seed:
+            raise UsageError("corpus show SEED: give a seed (0x…) or #INDEX")
+        return {"action": "show", "plan": json.loads(c.show(seed).to_json())}
+    if action in ("stats", "build"):
+        return {"action": action, **(c.build() if action == "build" else c.stats())}
+    raise UsageError(f"unknown corpus action {action!r}: list, show, stats, build")
+
+
 @app.command()
-def refapps() -> None:
+def refapps(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the reference apps."""
     from .targets.refapps import list_refapps
 
+    if json_out:
+        raise typer.Exit(print_json("refapps", 0, {"refapps": list(list_refapps())}))
     for slug in list_refapps():
         console.print(slug, markup=False)
 
 
 @app.command()
-def version() -> None:
+def version(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print the version."""
+    if json_out:
+        raise typer.Exit(print_json("version", 0, {"version": __version__}))
     console.print(f"probatorium {__version__}", markup=False)
 
 
