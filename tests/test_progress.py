@@ -133,3 +133,11 @@ def test_ticker_thread_starts_and_stops():
     with Progress("validate", mode="lines", stream=out) as p:
         assert p._thread is not None and p._thread.is_alive()
     assert p._thread is None and out.getvalue() == ""
+
+
+def test_live_requests_reads_what_each_tier_already_counts():
+    from probatorium.validate.cell import live_requests
+
+    assert live_requests("tier_1", {"requests_sent": 7, "requests": 99}) == 7
+    assert live_requests("tier_2", {"requests": 5}) == 5 and live_requests("tier_3", {}) == 0
+    assert live_requests("tier_1", {"requests_sent": "?"}) == 0

@@ -70,3 +70,24 @@ def test_bench_json_summary_and_bench_since_json(tmp_path, monkeypatch, capsys):
     assert bench_since_command("v9", 0.05, tmp_path, json_out=True) == 2
     res = capsys.readouterr()
     assert res.out == "" and res.err.startswith("probatorium: error: bench-since: no bench run of baseline")
+
+
+def test_bench_progress_plan_and_skipped_cells(tmp_path, monkeypatch):
+    import io
+
+    from probatorium.bench.cells import CELLS
+    from probatorium.bench.runner import BenchOptions, planned_seconds, run_bench
+    from probatorium.progress import Progress
+
+    opts = BenchOptions(runs=2, duration=5.0, warmup=1.0, max_probes=3)
+    sse = next(c for c in CELLS.values() if not c.rate_search)
+    assert planned_seconds(CELLS["plaintext"], opts) == (2 + 3) * 6.0 and planned_seconds(sse, opts) == 2 * 6.0
+    ghost = reg.Competitor(name="ghost", group="baseline", description="x", install="apt-get install ghost",
+                           kind="cmd", cmd="ghost-xyz {port}", capabilities=("plaintext",),
+                           executables=("ghost-xyz",))
+    out = io.StringIO()
+    progress = Progress("bench", mode="lines", stream=out)
+    run_bench([ghost], [CELLS["plaintext"], CELLS["json"]], BenchOptions(out_dir=tmp_path, runs=1, duration=1.0),
+              echo=progress, progress=progress)
+    assert progress.snapshot().total == 2 and progress.actual == [0.0, 0.0]  # not measured: no cost, no lesson
+    assert progress.snapshot().eta_s == 0.0 and "progress:" not in out.getvalue()  # bench prints its own end lines
