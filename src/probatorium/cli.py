@@ -257,7 +257,8 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out:
         if stop_event.is_set():
             stop_all(grace=1.0)
             os._exit(130)
-        err.print(f"probatorium: {signal.Signals(signum).name}: stopping, writing a partial document…")
+        say = opts.progress if isinstance(opts.progress, Progress) else err.print  # above a live status line
+        say(f"probatorium: {signal.Signals(signum).name}: stopping, writing a partial document…")
         stop_event.set()
 
     signal.signal(signal.SIGINT, on_signal)

@@ -189,7 +189,9 @@ class Progress:
         self._counts: dict[str, int] = {}
         self.t0 = self.unit_t0 = clock()
         self.last_beat = self.t0
-        self._lock = threading.Lock()  # around stream writes only (messages, redraws): never per request
+        # around stream writes only (messages, redraws), never per request; reentrant: a signal handler
+        # on the main thread may print while that thread is inside a write
+        self._lock = threading.RLock()
         self._drawn = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -242,10 +244,14 @@ class Progress:
     def snapshot(self) -> Snapshot:
         """The status now."""
         now = self.clock()
-        running = self.current if self.current is not None and self.actual[self.current] is None else None
-        return Snapshot(command=self.command, noun=self.noun, index=running, total=len(self.planned),
+        # copies: the ticker thread reads while start() may grow the lists
+        planned, actual, current = list(self.planned), list(self.actual), self.current
+        n = min(len(planned), len(actual))
+        planned, actual = planned[:n], actual[:n]
+        running = current if current is not None and current < n and actual[current] is None else None
+        return Snapshot(command=self.command, noun=self.noun, index=running, total=n,
                         label=self.label if running is not None else "", sub=self._sub, elapsed_s=now - self.t0,
-                        eta_s=eta_s(self.planned, self.actual, running, now - self.unit_t0),
+                        eta_s=eta_s(planned, actual, running, now - self.unit_t0),
                         counts=dict(self._counts))
 
     def tick(self) -> None:
@@ -283,7 +289,10 @@ class Progress:
         for _ in range(MAX_TICKS):
             if self._stop.wait(interval):
                 return
-            self.tick()
+            try:
+                self.tick()
+            except (OSError, ValueError):  # stderr went away (a closed pipe): progress stops, the run goes on
+                return
 
     def close(self) -> None:
         """Stop the ticker and take the live line away (idempotent)."""
