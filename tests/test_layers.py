@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.validate.reprocheck",  # not drawn: the repro-check command, beside the orchestrator
         "probatorium.validate.fuzz",  # not drawn: `probatorium fuzz` (Tier 2 alone), beside the orchestrator
         "probatorium.validate.replay",  # not drawn: `probatorium replay` starts a target like a cell, then Tier 3
+        "probatorium.validate.citier",  # not drawn: `probatorium ci-tier` runs validate per phase, reads the documents
     )),
     ("validate cell", (
         "probatorium.validate.cell",

@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -124,6 +125,7 @@ def validate(
     matrix: bool = typer.Option(_env_bool("VALIDATE_MATRIX"), "--matrix/--no-matrix", help="Every refapp × engine cell. Env VALIDATE_MATRIX=1."),
     refapps: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_REFAPPS"), "--refapps", help="Matrix refapps (csv). Env VALIDATE_MATRIX_REFAPPS."),
     engines: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_ENGINES"), "--engines", help="Matrix engines (csv). Env VALIDATE_MATRIX_ENGINES."),
+    cells: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_CELLS"), "--cells", help="Matrix cells REFAPP:ENGINE (csv) instead of refapps × engines; implies --matrix. Env VALIDATE_MATRIX_CELLS."),
     refapp: Optional[str] = typer.Option(None, "--refapp", help="Reference app slug (default auth_session_ratelimit)."),
     app_target: Optional[str] = typer.Option(None, "--app", help="Any ASGI app MODULE:ATTR served by --engine."),
     app_dir: Optional[str] = typer.Option(None, "--app-dir", help="Where --app is imported from (like uvicorn's)."),
@@ -158,8 +160,8 @@ def validate(
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
-    from .validate.plan import (TargetArgs, ValidateOptions, check_services, choose_run_dir, plan_cells,
-                                plan_warnings)
+    from .validate.plan import (TargetArgs, ValidateOptions, check_services, choose_run_dir, parse_cells,
+                                plan_cells, plan_warnings)
     from .validate.schedule import allocate_walkers
     from .validate.tiers import parse_tiers
 
@@ -170,8 +172,13 @@ def validate(
         allocate_walkers(conc, chosen)  # an unknown slice is one line naming the registered ones
         if echo_path[:1] != "/":
             raise UsageError("--echo-path and --health-path must start with '/'")
+        pairs = parse_cells(cells)
+        if pairs and (refapps or engines):
+            raise UsageError("--cells names the matrix's cells: give it without --refapps/--engines")
+        matrix = matrix or bool(pairs)
         args = TargetArgs(refapp=refapp, app=app_target, app_dir=app_dir, cmd=cmd, url=url, engine=engine,
-                          matrix=matrix, refapps=_csv(refapps), engines=_csv(engines), spec=spec, markov=markov,
+                          matrix=matrix, refapps=_csv(refapps), engines=_csv(engines), cells=pairs,
+                          spec=spec, markov=markov,
                           label=label, health_path=health_path, allow_remote=allow_remote,
                           ready_timeout=ready_timeout)
         plans = plan_cells(args, chosen)
@@ -707,6 +714,95 @@ def refapps(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> N
         raise typer.Exit(print_json("refapps", 0, {"refapps": list(list_refapps())}))
     for slug in list_refapps():
         console.print(slug, markup=False)
+
+
+CI_TIER_EXAMPLES = """Examples:
+
+  probatorium ci-tier pr --plan
+
+  probatorium ci-tier pr --baseline accepted.yaml
+
+  probatorium ci-tier nightly --engines uvicorn,granian
+
+Exit 1: a gate failed or a property was judged in no cell; 2: a phase could not run.
+See docs/ci.md."""
+
+
+@app.command("ci-tier", epilog=CI_TIER_EXAMPLES)
+def ci_tier(
+    tier: str = typer.Argument(..., help="pr (10 min), nightly (1 h) or weekend (24 h)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Wall-time budget instead of the tier's own (e.g. 5m)."),
+    refapps: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_REFAPPS"), "--refapps", help="Refapps (csv; default all). Env VALIDATE_MATRIX_REFAPPS."),
+    engines: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_ENGINES"), "--engines", help="Engines (csv; default all). Env VALIDATE_MATRIX_ENGINES."),
+    rotation: Optional[int] = typer.Option(None, "--rotation", help="Which pairs the PR tier's long cells take (default: the UTC day number)."),
+    leak_cell: float = typer.Option(60.0, "--leak-cell", help="Seconds of a cell meant for the leak judges (below ~55 they cannot judge)."),
+    seed: Optional[str] = typer.Option(os.environ.get("VALIDATE_SEED"), "--seed", help="Run seed (decimal or 0x hex); random if omitted."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Accepted findings passed to every validate run (docs/gate.md)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print the plan and its wall-time estimate; run nothing."),
+    results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
+    json_out: bool = typer.Option(False, "--json", help="Print tier.json on stdout instead of the table."),
+) -> None:
+    """One tier of the release ladder: its validate runs, then a property × cells coverage table."""
+    import json
+
+    from .results.store import run_folder
+    from .targets.engines import ENGINES, resolve_engine
+    from .targets.refapps import list_refapps, refapp_dir
+    from .validate import citier
+    from .validate.invariants import CATALOGUE
+
+    try:
+        slugs = _csv(refapps) or list_refapps()
+        for slug in slugs:
+            refapp_dir(slug)
+        names = [resolve_engine(e) for e in (_csv(engines) or list(ENGINES))]
+        if baseline is not None and not baseline.is_file():
+            raise UsageError(f"--baseline {baseline}: no such file")
+        plan = citier.plan_tier(tier, slugs, names, budget_s=parse_duration(budget) if budget else None,
+                                rotation=citier.default_rotation() if rotation is None else rotation,
+                                streaming=citier.streaming_refapps(slugs), leak_cell_s=leak_cell)
+        run_seed = random_seed() if seed in (None, "") else parse_seed(seed)
+    except (ProbatoriumError, ValueError) as e:
+        _fail(e)
+        return
+    for p in plan.phases:
+        err.print(f"{p.name}: {len(p.cells)} cell(s) × {p.cell_s:.0f}s — {p.why}: "
+                  + ", ".join(f"{r}:{e}" for r, e in p.cells), markup=False, soft_wrap=True)
+    err.print(f"ci-tier {tier}: budget {plan.budget_s:.0f}s, estimate {plan.estimate_s():.0f}s, "
+              f"rotation {plan.rotation}", markup=False)
+    if plan_only:
+        return
+    tier_dir = run_folder(results_dir, "ci", tier)
+    t0 = time.monotonic()
+    citier.run_plan(plan, tier_dir, run_seed, say=lambda m: err.print(m, markup=False),
+                    extra=["--baseline", str(baseline)] if baseline else [])
+    docs, problems = citier.load_docs(plan)
+    rows = citier.coverage(docs, list(CATALOGUE))
+    code = citier.tier_exit_code(plan, rows, problems)
+    doc = citier.summary(plan, rows, problems, code, time.monotonic() - t0)
+    (tier_dir / "tier.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if json_out:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_coverage(rows, problems, tier_dir)
+    raise typer.Exit(code)
+
+
+def _print_coverage(rows, problems: list[str], tier_dir: Path) -> None:
+    table = Table(title="coverage: cells per property", show_lines=False)
+    for col in ("property", "judged", "failed", "not judged", "n/a", "why not judged"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        why = "; ".join(f"{k} (×{n})" for k, n in r.reasons.most_common(2))
+        table.add_row(r.predicate, str(r.judged), str(r.failed), str(r.not_judged), str(r.not_applicable),
+                      why or "-", style="bold red" if r.judged == 0 else None)
+    console.print(table)
+    for line in problems:
+        err.print(f"probatorium: error: {line}", markup=False, soft_wrap=True)
+    missing = [r.predicate for r in rows if r.judged == 0]
+    if missing:
+        console.print(f"judged in no cell: {', '.join(missing)}", markup=False, soft_wrap=True)
+    console.print(f"results: {tier_dir / 'tier.json'}", markup=False, soft_wrap=True)
 
 
 @app.command()

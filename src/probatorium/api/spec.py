@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ class Operation:
                 return self.responses[key]
         return self.responses.get("default")
 
+
+def answered_by_design(status: int, declared: Collection[str]) -> bool:
+    """True for a 502/503/504 among `declared` (the operation's response keys, as written): a
+    documented gateway, circuit breaker or upstream timeout answering by design. A declared 500
+    stays the server's own failure. Self-contained: Markov's repro.py embeds it."""
+    return status in (502, 503, 504) and str(status) in declared
 
 @dataclass(frozen=True)
 class ApiSpec:

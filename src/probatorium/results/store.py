@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 DOCUMENT_NAME = "validate-results.json"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-RunKind = Literal["validate", "validate-matrix", "bench"]
-RUN_KINDS: tuple[str, ...] = ("validate", "validate-matrix", "bench")
+RunKind = Literal["validate", "validate-matrix", "bench", "ci"]
+RUN_KINDS: tuple[str, ...] = ("validate", "validate-matrix", "bench", "ci")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _MATRIX_FOLDER = re.compile(r"^(\d{8}T\d{6}Z)-validate-matrix-(.+?)(?:-(\d+))?$")

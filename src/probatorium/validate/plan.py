@@ -71,6 +71,7 @@ class TargetArgs:
     matrix: bool = False
     refapps: list[str] = field(default_factory=list)  # matrix refapps (empty: all)
     engines: list[str] = field(default_factory=list)  # matrix engines (empty: all)
+    cells: list[tuple[str, str]] = field(default_factory=list)  # matrix (refapp, engine) pairs (empty: the product)
     spec: Path | None = None
     markov: Path | None = None
     label: str | None = None
@@ -96,13 +97,32 @@ def _refapp_plans(args: TargetArgs, engines: list[str], common: dict) -> list[Ce
         slugs = args.refapps or list_refapps()
     else:
         slugs = [args.refapp or "auth_session_ratelimit"]
-    for slug in slugs:
+    pairs = args.cells if args.matrix and args.cells else [(slug, e) for slug in slugs for e in engines]
+    for slug in dict.fromkeys(slug for slug, _ in pairs):
         refapp_dir(slug)  # an unknown slug is one line naming the known ones
     return [CellPlan(slug, TargetSpec(kind="refapp", refapp=slug, engine=e, **common),
                      openapi=refapp_dir(slug) / "openapi.yaml",
                      markov=args.markov or _existing(refapp_dir(slug) / "markov.yaml"),
                      services=refapp_services(slug), durable=refapp_durable(slug))
-            for slug in slugs for e in engines]
+            for slug, e in pairs]
+
+
+def parse_cells(text: str | None) -> list[tuple[str, str]]:
+    """``--cells auth_jwt_csrf:uvicorn,kitchen_sink:granian``: the matrix's (refapp, engine) pairs,
+    in order, each engine resolved (an unknown one is one line naming the known ones)."""
+    from ..targets.engines import resolve_engine
+
+    pairs = []
+    for item in (t.strip() for t in (text or "").split(",")):
+        if not item:
+            continue
+        refapp, sep, engine = item.partition(":")
+        if not sep or not refapp.strip() or not engine.strip():
+            raise UsageError(f"--cells {item!r}: expected REFAPP:ENGINE, e.g. kitchen_sink:uvicorn")
+        pair = (refapp.strip(), resolve_engine(engine.strip()))
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
 
 
 def plan_cells(args: TargetArgs, slices: list[str] | None) -> list[CellPlan]:

@@ -22,6 +22,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from probatorium.api.spec import answered_by_design
+
 REJECTIONS = (400, 409, 422)  # a create refused for its content (not auth, routing or media type)
 MUTATING = ("PUT", "PATCH", "DELETE", "POST")
 
@@ -112,7 +114,7 @@ def check_5xx(seq: list, ops: dict, validate=None) -> tuple:
             continue
         if ex.probe == "malformed-id":
             continue  # I-API-OBJ's
-        if ex.status in (502, 503, 504) and str(ex.status) in ((ops.get(ex.op_id) or {}).get("responses") or {}):
+        if answered_by_design(ex.status, (ops.get(ex.op_id) or {}).get("responses") or {}):
             continue
         found.append(Finding("I-API-5XX", ex.op_id, ex.status, i,
                              f"{ex.method} {ex.path} answered {ex.status}"

@@ -23,6 +23,7 @@ import base64
 import os
 import sys
 
+from ....api.spec import answered_by_design
 from ....rawclient import set_nodelay
 from ...repro import build_repro, connect, rehost
 from .. import http1
@@ -124,4 +125,4 @@ def markov_repro(*, predicate: str, detail: str, slice_seed: int, walker_id: int
            "(their session cookie/token only works against the same server process) and judges each response.")
     return build_repro("markov", payload, judge_markov, predicate=predicate, detail=detail, addr=addr,
                        version=version, how=how, modules=(http1, client, values, shrink_module),
-                       helpers=(set_nodelay, _read_after_write, _replay_raw, _replay_sequence))
+                       helpers=(set_nodelay, answered_by_design, _read_after_write, _replay_raw, _replay_sequence))

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from probatorium.api.spec import answered_by_design
+
 from .client import CookieJar, HttpResult
 from .values import Templates, captures
 
@@ -82,7 +84,7 @@ def server_error(res: HttpResult, by_design: Collection[str] = ()) -> bool:
     gateway, circuit breaker or timeout answering by design). A declared 500 still is."""
     if res.status is None or not 500 <= res.status < 600 or invariant_tag(res):
         return False
-    return not (res.status in (502, 503, 504) and str(res.status) in by_design)
+    return not answered_by_design(res.status, by_design)
 
 
 def findings(res: HttpResult) -> list[str]:
