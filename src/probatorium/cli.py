@@ -771,6 +771,8 @@ def ci_tier(
     err.print(f"ci-tier {tier}: budget {plan.budget_s:.0f}s, estimate {plan.estimate_s():.0f}s, "
               f"rotation {plan.rotation}", markup=False)
     if plan_only:
+        if json_out:  # wt-progress: the plan behind the --json envelope (docs/json.md)
+            print_json("ci-tier", 0, {"plan_only": True, **citier.summary(plan, [], [], 0, 0.0)})
         return
     tier_dir = run_folder(results_dir, "ci", tier)
     t0 = time.monotonic()
@@ -781,8 +783,8 @@ def ci_tier(
     code = citier.tier_exit_code(plan, rows, problems)
     doc = citier.summary(plan, rows, problems, code, time.monotonic() - t0)
     (tier_dir / "tier.json").write_text(json.dumps(doc, indent=2) + "\n")
-    if json_out:
-        print(json.dumps(doc, indent=2))
+    if json_out:  # wt-progress: tier.json behind the --json envelope (docs/json.md)
+        print_json("ci-tier", code, {"tier_json": str(tier_dir / "tier.json"), **doc})
     else:
         _print_coverage(rows, problems, tier_dir)
     raise typer.Exit(code)

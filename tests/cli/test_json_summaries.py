@@ -39,6 +39,9 @@ def test_catalogue_commands(monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "invariants", "--json")
     rows = envelope(out, "invariants")["invariants"]
     assert code == 0 and {"id": "I-LIVENESS"}.items() <= next(r for r in rows if r["id"] == "I-LIVENESS").items()
+    code, out, _ = run(monkeypatch, capsys, "ci-tier", "pr", "--plan", "--json")
+    doc = envelope(out, "ci-tier")
+    assert code == 0 and doc["plan_only"] is True and doc["tier"] == "pr" and doc["phases"]
     code, out, _ = run(monkeypatch, capsys, "bench", "--list", "--json")
     doc = envelope(out, "bench")
     assert code == 0 and any(c["default"] for c in doc["competitors"]) and doc["cells"]
