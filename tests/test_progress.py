@@ -141,3 +141,20 @@ def test_live_requests_reads_what_each_tier_already_counts():
     assert live_requests("tier_1", {"requests_sent": 7, "requests": 99}) == 7
     assert live_requests("tier_2", {"requests": 5}) == 5 and live_requests("tier_3", {}) == 0
     assert live_requests("tier_1", {"requests_sent": "?"}) == 0
+
+
+def test_a_unit_that_knows_its_time_left_overrides_its_plan():
+    assert eta_s([60, 60], [None, None], 0, 59.0, current_left_s=100.0) == pytest.approx(160.0)
+    assert eta_s([None, None], [None, None], 0, 5.0, current_left_s=10.0) == pytest.approx(10.0)
+    clock = Clock()
+    p = Progress("validate", mode="off", stream=io.StringIO(), clock=clock)
+    p.plan([30])
+    p.start("kv/cmd")
+    clock.t += 40  # past its budget: explicit Tier 3 seeds run on
+    assert p.snapshot().eta_s == 0.0
+    p.unit_left(50.0)  # 5 seeds left x 10 s
+    clock.t += 20
+    assert p.snapshot().eta_s == pytest.approx(30.0)
+    p.finish()
+    p.start("next")  # a new unit forgets the old one's estimate
+    assert p.snapshot().eta_s == pytest.approx(60.0)  # the mean of the finished unit, no leftover hint

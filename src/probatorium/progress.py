@@ -64,7 +64,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def eta_s(planned: Sequence[float | None], actual: Sequence[float | None], current: int | None,
-          in_unit_s: float) -> float | None:
+          in_unit_s: float, current_left_s: float | None = None) -> float | None:
     """Seconds left, or None when nothing tells yet.
 
     ``planned[i]`` is unit i's planned duration (None: unknown), ``actual[i]``
@@ -74,6 +74,8 @@ def eta_s(planned: Sequence[float | None], actual: Sequence[float | None], curre
     With plans, every unit left is its plan scaled by what the finished
     units took over what they planned (start-up, settle and shutdown add to
     a cell's budget); without plans, the mean of the finished units.
+    ``current_left_s``, when the running unit knows better (Tier 3 with
+    explicit seeds: seeds left x their mean), replaces its own estimate.
     """
     done = [(p, a) for p, a in zip(planned, actual) if a is not None and a > 0]
     left = [i for i in range(len(planned)) if actual[i] is None and i != current
@@ -87,14 +89,15 @@ def eta_s(planned: Sequence[float | None], actual: Sequence[float | None], curre
         ratio = min(max(ratio, 0.5), 5.0)  # one odd unit must not swing the estimate wildly
         rest = sum(planned[i] * ratio for i in left)  # type: ignore[operator]
         if current is not None:
-            rest += max(0.0, planned[current] * ratio - in_unit_s)  # type: ignore[operator]
+            rest += current_left_s if current_left_s is not None else \
+                max(0.0, planned[current] * ratio - in_unit_s)  # type: ignore[operator]
         return rest
-    if not done:
+    if not done and current_left_s is None:
         return None
-    mean = sum(a for _, a in done) / len(done)
+    mean = sum(a for _, a in done) / len(done) if done else 0.0
     rest = mean * len(left)
     if current is not None:
-        rest += max(0.0, mean - in_unit_s)
+        rest += current_left_s if current_left_s is not None else max(0.0, mean - in_unit_s)
     return rest
 
 
@@ -156,6 +159,9 @@ class NullProgress:
     def sub(self, text: str) -> None:
         """Where inside the unit: ignored."""
 
+    def unit_left(self, seconds: float) -> None:
+        """The running unit's own estimate: ignored."""
+
     def counts(self, **counts: int) -> None:
         """Sampled counters: ignored."""
 
@@ -187,6 +193,7 @@ class Progress:
         self.current: int | None = None
         self.label = self._sub = ""
         self._counts: dict[str, int] = {}
+        self._hint: tuple[float, float] | None = None  # (when, seconds left in the running unit)
         self.t0 = self.unit_t0 = clock()
         self.last_beat = self.t0
         # around stream writes only (messages, redraws), never per request; reentrant: a signal handler
@@ -215,7 +222,7 @@ class Progress:
         if self.current >= len(self.planned):  # more units than planned: grow the plan
             self.planned.append(None)
             self.actual.append(None)
-        self.label, self._sub, self._counts = label, "", {}
+        self.label, self._sub, self._counts, self._hint = label, "", {}, None
         self.unit_t0 = self.clock()
 
     def finish(self, outcome: str = "", *, skipped: bool = False, announce: bool = True) -> None:
@@ -240,6 +247,10 @@ class Progress:
         """Sampled counters of the running unit (requests, incidents): replaced, not locked."""
         self._counts = dict(counts)
 
+    def unit_left(self, seconds: float) -> None:
+        """The running unit's own estimate of its time left (counts down from now until replaced)."""
+        self._hint = (self.clock(), max(0.0, seconds))
+
     # ---- rendering --------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         """The status now."""
@@ -249,9 +260,11 @@ class Progress:
         n = min(len(planned), len(actual))
         planned, actual = planned[:n], actual[:n]
         running = current if current is not None and current < n and actual[current] is None else None
+        hint = self._hint
+        left = max(0.0, hint[1] - (now - hint[0])) if hint is not None and running is not None else None
         return Snapshot(command=self.command, noun=self.noun, index=running, total=n,
                         label=self.label if running is not None else "", sub=self._sub, elapsed_s=now - self.t0,
-                        eta_s=eta_s(planned, actual, running, now - self.unit_t0),
+                        eta_s=eta_s(planned, actual, running, now - self.unit_t0, left),
                         counts=dict(self._counts))
 
     def tick(self) -> None:
