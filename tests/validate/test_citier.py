@@ -28,7 +28,7 @@ def _cells(plan: citier.TierPlan) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("rotation", range(8))
 def test_the_pr_tier_fits_its_ten_minutes_and_judges_every_refapp_and_leaks_on_a_stream_refapp(rotation):
     plan = citier.plan_tier("pr", REFAPPS, ENGINES, rotation=rotation, streaming=STREAMING)
-    assert plan.estimate_s() <= 600 * citier.PLAN_SHARE + 1e-6
+    assert plan.estimate_s() <= 600 * citier.TIERS['pr'].share + 1e-6
     assert {r for r, _ in _cells(plan)} == set(REFAPPS)
     depth = next(p for p in plan.phases if p.name == "depth")
     assert depth.cell_s >= citier.LEAK_CELL_S and len(depth.cells) == 2
@@ -48,7 +48,7 @@ def test_nightly_and_weekend_judge_every_cell_long_enough_for_the_leak_judges(ti
     plan = citier.plan_tier(tier, REFAPPS, engines, rotation=3, streaming=STREAMING)
     assert sorted(_cells(plan)) == sorted((r, e) for r in REFAPPS for e in engines)
     assert plan.phases[0].cell_s >= citier.LEAK_CELL_S
-    assert plan.estimate_s() <= citier.TIERS[tier].budget_s
+    assert plan.estimate_s() <= citier.TIERS[tier].budget_s * citier.TIERS[tier].share + 1e-6
 
 
 @pytest.mark.parametrize("tier,budget,needle", [("pr", 120, "too small for the pr tier"),
