@@ -24,7 +24,7 @@ from rich.table import Table
 from . import __version__
 from .config import default_map, find_config
 from .errors import ProbatoriumError, UsageError, error_line, warning_line
-from .jsonsummary import envelope, print_json
+from .jsonsummary import print_json
 from .progress import Progress, make_progress, reporter_of
 from .seeds import parse_seed, random_seed
 from .validate.tier1.registry import slice_names
