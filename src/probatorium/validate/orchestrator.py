@@ -67,7 +67,8 @@ class Orchestrator:
                     cell = self.cells.not_run(plan, "; ".join(dict.fromkeys(reasons)))
                 else:
                     cell = self.cells.run(plan, budget, len(self.plans))
-                progress.finish(cell.status, skipped=bool(reasons))
+                # a cell that never ran (no service, no start) teaches the ETA nothing
+                progress.finish(cell.status, skipped=cell.status == "not_run")
                 self.checkpointer.record_cell(cell)
         finally:
             if manager is not None:
