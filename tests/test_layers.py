@@ -106,6 +106,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.wsframe",  # the one WebSocket framer (RFC 6455 §5), for the load generator and the ws slice
         "probatorium.results.*",
         "probatorium.api.*",  # Tier 2's OpenAPI model, values and dependencies: stdlib + yaml/jsonschema only
+        # wt-progress: the progress reporter (ETA, status line) every orchestrator feeds; stdlib only
+        "probatorium.progress",
+        "probatorium.jsonsummary",  # wt-progress: the --json envelope every command prints
     )),
 )
 

@@ -24,6 +24,8 @@ from rich.table import Table
 from . import __version__
 from .config import default_map, find_config
 from .errors import ProbatoriumError, UsageError, error_line, warning_line
+from .jsonsummary import print_json
+from .progress import Progress, make_progress, reporter_of
 from .seeds import parse_seed, random_seed
 from .validate.tier1.registry import slice_names
 
@@ -51,6 +53,8 @@ console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 SLICE_NAMES = slice_names()
+JSON_HELP = "Print a summary object as JSON on stdout instead of the text (docs/json.md)."
+QUIET_HELP = "No progress status line, heartbeats or ETA on stderr (env PROBATORIUM_PROGRESS=0)."
 
 
 def parse_duration(text: str) -> float:
@@ -152,6 +156,7 @@ def validate(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
     sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
@@ -183,7 +188,7 @@ def validate(
                                slices=chosen, tiers=parse_tiers(tiers, bool(chosen)), echo_path=echo_path,
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
-                               progress=lambda m: err.print(m, markup=False, soft_wrap=True),
+                               progress=make_progress("validate", quiet),
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
@@ -245,7 +250,8 @@ def _concurrency(given: int | None, duration_s: float) -> int:
     return given
 
 
-def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out: bool = False) -> None:
+def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out: bool = False,
+                    command: str = "validate") -> None:
     """Run the cells with Ctrl-C / SIGTERM handling, print the summary, exit with the gate's status."""
     from .targets.launcher import stop_all
     from .validate.gate import gate_exit_code
@@ -258,7 +264,8 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out:
         if stop_event.is_set():
             stop_all(grace=1.0)
             os._exit(130)
-        err.print(f"probatorium: {signal.Signals(signum).name}: stopping, writing a partial document…")
+        say = opts.progress if isinstance(opts.progress, Progress) else err.print  # above a live status line
+        say(f"probatorium: {signal.Signals(signum).name}: stopping, writing a partial document…")
         stop_event.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -271,20 +278,25 @@ def _run_validation(plans, opts, run_dir: Path, matrix: bool, ci=None, json_out:
     orch = Orchestrator(plans, opts, run_dir, kind="matrix" if matrix else "single", command=sys.argv[:],
                         stop_event=stop_event, baseline=ci.baseline if ci else None,
                         baseline_source=str(ci.baseline_path or "") if ci else "")
+    progress = reporter_of(opts.progress)
     try:
+        if isinstance(progress, Progress):
+            progress.begin()
         doc = orch.run()
     except ProbatoriumError as e:
+        progress.close()
         stop_all()
         _fail(e)
         return
     finally:
+        progress.close()
         stop_all()
     code = gate_exit_code(doc, interrupted=stop_event.is_set())
-    _finish_outputs(doc, run_dir, ci, json_out, code)
+    _finish_outputs(doc, run_dir, ci, json_out, code, command)
     raise typer.Exit(code)
 
 
-def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int) -> None:
+def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int, command: str = "validate") -> None:
     """The summary (table, or --json), then the baseline update and the --junit/--sarif files."""
     import json
 
@@ -296,7 +308,7 @@ def _finish_outputs(doc, run_dir: Path, ci, json_out: bool, code: int) -> None:
         _fail(e)
         return
     if json_out:
-        print(json.dumps(json_summary(doc, run_dir, code), indent=2))
+        print_json(command, code, json_summary(doc, run_dir, code))
         for line in lines:
             err.print(line, markup=False)
         return
@@ -384,6 +396,7 @@ def fuzz(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
     sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Tier 2 alone: stateful API fuzzing from the target's OpenAPI document (validate's results layout)."""
     from .results.store import lock_run_folder
@@ -407,7 +420,7 @@ def fuzz(
         opts = ValidateOptions(duration_s=duration_s, concurrency=walkers,
                                seed=random_seed() if seed in (None, "") else parse_seed(seed), slices=None,
                                tiers=[2], health_path=health_path, tier_options={2: options},
-                               progress=lambda m: err.print(m, markup=False))
+                               progress=make_progress("fuzz", quiet))
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, False)
         run_lock = lock_run_folder(run_dir, force=force)
@@ -415,7 +428,7 @@ def fuzz(
         _fail(e)
         return
     with run_lock:
-        _run_validation(plans, opts, run_dir, False, ci, json_out)
+        _run_validation(plans, opts, run_dir, False, ci, json_out, command="fuzz")
 
 
 @app.command("validate-diff")
@@ -425,9 +438,19 @@ def validate_diff(
     hosts: Optional[str] = typer.Option(os.environ.get("VALIDATE_DIFF_HOSTS"), "--hosts", help="Only these hosts. Env VALIDATE_DIFF_HOSTS."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <results>/validate-diff)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir"),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compare cells: cross-engine, cross-arch and per-case divergences."""
-    from .validate.diff import run_diff
+    from .validate.diff import DIFF_FOLDER, run_diff
+
+    if json_out:  # the diff.json it wrote, behind the envelope; no text on stdout
+        out_dir = out if out is not None else results_dir / DIFF_FOLDER
+        code = run_diff(list(docs or []), out_dir=out_dir, strict=strict, results_root=results_dir,
+                        hosts=_csv(hosts) or None)
+        import json
+
+        diff = json.loads((out_dir / "diff.json").read_text())
+        raise typer.Exit(print_json("validate-diff", code, {"diff_json": str(out_dir / "diff.json"), **diff}))
 
     # ProbatoriumError reaches main(): one line, exit 2. Plain rows (as diff.txt): a pipe gets them
     # whole, a terminal wraps them itself; never cut to a console width.
@@ -439,18 +462,24 @@ def validate_diff(
 def repro_check(
     run: Path = typer.Argument(..., help="A run folder (or its validate-results.json)."),
     include_med: bool = typer.Option(True, "--med/--high-only", help="Also check MED findings."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-run every finding's repro.py against a fresh target; exit 1 if any does not reproduce."""
     from .validate.reprocheck import check_reproducers
 
     results = check_reproducers(run, ("HIGH", "MED") if include_med else ("HIGH",))  # errors: see main()
+    bad = [r for r in results if r.outcome != "REPRODUCED"]
+    if json_out:
+        raise typer.Exit(print_json("repro-check", 1 if bad else 0, {
+            "run": str(run), "reproduced": len(results) - len(bad), "total": len(results),
+            "results": [{"engine": r.engine, "predicate": r.predicate, "case": r.case, "outcome": r.outcome}
+                        for r in results]}))
     table = Table(title="repro-check")
     for col in ("engine", "predicate", "case", "outcome"):
         table.add_column(col)
     for r in results:
         table.add_row(r.engine, r.predicate, r.case, r.outcome)
     console.print(table)
-    bad = [r for r in results if r.outcome != "REPRODUCED"]
     console.print(f"{len(results) - len(bad)}/{len(results)} reproduced", markup=False)
     raise typer.Exit(1 if bad else 0)
 
@@ -502,18 +531,22 @@ def bench(
     threshold: list[str] = typer.Option([], "--threshold", help="k6-style criterion on every competitor x cell "
                                         "saturation result, repeatable: 'p99<50ms', 'rps>1000'. Any broken -> exit 1."),
     list_only: bool = typer.Option(False, "--list", help="List the competitors and cells (* = default) and exit."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
-    from .bench.cli import bench_command, bench_list
+    from .bench.cli import bench_command, bench_list, bench_list_json
 
     if list_only:
+        if json_out:
+            raise typer.Exit(print_json("bench", 0, bench_list_json()))
         print(bench_list())
         raise typer.Exit(0)
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
                                    out=out, server_cpus=server_cpus, client_cpus=client_cpus, max_probes=max_probes,
-                                   thresholds=threshold))
+                                   thresholds=threshold, json_out=json_out, quiet=quiet))
 
 
 @app.command("bench-since")
@@ -521,12 +554,14 @@ def bench_since(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline version. Env BASELINE_VERSION."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Allowed drop (0.05 = 5 %). Env REGRESSION_THRESHOLD."),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Root of result folders. Env PROBATORIUM_RESULTS (default results)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compare the newest bench with the newest bench of a baseline version; exit 1 on a regression."""
     from .bench.cli import bench_since_command
 
     # ProbatoriumError reaches main(): one line, exit 2.
-    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold, results_dir=results_dir))
+    raise typer.Exit(bench_since_command(baseline=baseline, threshold=threshold, results_dir=results_dir,
+                                         json_out=json_out))
 
 
 @app.command()
@@ -542,18 +577,24 @@ def services(
 
 
 @app.command()
-def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive.")) -> None:
+def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive."),
+            json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Undo whatever killed runs left behind (service processes, data directories)."""
     from .services.cli import cleanup_command
 
-    raise typer.Exit(cleanup_command(include_live=include_live))
+    raise typer.Exit(cleanup_command(include_live=include_live, as_json=json_out))
 
 
 @app.command()
-def invariants(markdown: bool = typer.Option(False, "--markdown", help="Print docs/invariants.md.")) -> None:
+def invariants(markdown: bool = typer.Option(False, "--markdown", help="Print docs/invariants.md."),
+               json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the invariant catalogue: ID, severity and the property each predicate guards."""
     from .validate import invariants as catalogue
 
+    if json_out:
+        raise typer.Exit(print_json("invariants", 0, {"invariants": [
+            {"id": i.id, "severity": i.severity, "property": i.property, "judged_by": i.judged_by}
+            for i in catalogue.CATALOGUE.values()]}))
     if markdown:
         print(catalogue.markdown(), end="")
         return
@@ -581,6 +622,8 @@ def replay(
     faults: Optional[str] = typer.Option(None, "--faults"), durable: bool = typer.Option(False, "--durable"),
     recovery_deadline: float = typer.Option(10.0, "--recovery-deadline"),
     ready_timeout: float = typer.Option(30.0, "--ready-timeout"),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Re-run one Tier 3 seed (or plan file) against a fresh target; exit 1 if it fails."""
     from .validate.plan import TargetArgs, check_services
@@ -596,9 +639,18 @@ def replay(
     req = ReplayRequest(args, opts, seed=parse_seed(seed) if seed else None, plan_file=plan_file,
                         services=tuple(check_services(_csv(services_opt))), attempts=attempts)
     if dry_run:
-        print(dry_run_plan(req).to_json(indent=2), end="")
+        plan_json = dry_run_plan(req).to_json(indent=2)
+        if json_out:
+            import json
+
+            raise typer.Exit(print_json("replay", 0, {"dry_run": True, "plan": json.loads(plan_json)}))
+        print(plan_json, end="")
         return
-    code, _ = run_replay(req, lambda m: err.print(m, markup=False))
+    with make_progress("replay", quiet) as progress:
+        code, results = run_replay(req, progress)
+    if json_out:
+        raise typer.Exit(print_json("replay", code, {"attempts": attempts, "results": [
+            {k: v for k, v in r.as_dict().items() if k != "timeline"} for r in results]}))
     raise typer.Exit(code)
 
 
@@ -614,6 +666,8 @@ def corpus(
 
     from .validate.tier3 import corpus as c
 
+    if json_out:
+        raise typer.Exit(print_json("corpus", 0, _corpus_json(action, seed, offset, limit)))
     if action == "list":
         rows = c.rows(offset=offset, limit=limit)
         for r in rows:
@@ -634,11 +688,30 @@ def corpus(
         _fail(UsageError(f"unknown corpus action {action!r}: list, show, stats, build"))
 
 
+def _corpus_json(action: str, seed: str | None, offset: int, limit: int) -> dict:
+    """`corpus ACTION --json`: the fields of the one summary object (bad input: UsageError, exit 2)."""
+    import json
+
+    from .validate.tier3 import corpus as c
+
+    if action == "list":
+        return {"action": "list", "offset": offset, "limit": limit, "rows": c.rows(offset=offset, limit=limit)}
+    if action == "show":
+        if not seed:
+            raise UsageError("corpus show SEED: give a seed (0x…) or #INDEX")
+        return {"action": "show", "plan": json.loads(c.show(seed).to_json())}
+    if action in ("stats", "build"):
+        return {"action": action, **(c.build() if action == "build" else c.stats())}
+    raise UsageError(f"unknown corpus action {action!r}: list, show, stats, build")
+
+
 @app.command()
-def refapps() -> None:
+def refapps(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the reference apps."""
     from .targets.refapps import list_refapps
 
+    if json_out:
+        raise typer.Exit(print_json("refapps", 0, {"refapps": list(list_refapps())}))
     for slug in list_refapps():
         console.print(slug, markup=False)
 
@@ -698,6 +771,8 @@ def ci_tier(
     err.print(f"ci-tier {tier}: budget {plan.budget_s:.0f}s, estimate {plan.estimate_s():.0f}s, "
               f"rotation {plan.rotation}", markup=False)
     if plan_only:
+        if json_out:  # wt-progress: the plan behind the --json envelope (docs/json.md)
+            print_json("ci-tier", 0, {"plan_only": True, **citier.summary(plan, [], [], 0, 0.0)})
         return
     tier_dir = run_folder(results_dir, "ci", tier)
     t0 = time.monotonic()
@@ -708,8 +783,8 @@ def ci_tier(
     code = citier.tier_exit_code(plan, rows, problems)
     doc = citier.summary(plan, rows, problems, code, time.monotonic() - t0)
     (tier_dir / "tier.json").write_text(json.dumps(doc, indent=2) + "\n")
-    if json_out:
-        print(json.dumps(doc, indent=2))
+    if json_out:  # wt-progress: tier.json behind the --json envelope (docs/json.md)
+        print_json("ci-tier", code, {"tier_json": str(tier_dir / "tier.json"), **doc})
     else:
         _print_coverage(rows, problems, tier_dir)
     raise typer.Exit(code)
@@ -733,8 +808,10 @@ def _print_coverage(rows, problems: list[str], tier_dir: Path) -> None:
 
 
 @app.command()
-def version() -> None:
+def version(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print the version."""
+    if json_out:
+        raise typer.Exit(print_json("version", 0, {"version": __version__}))
     console.print(f"probatorium {__version__}", markup=False)
 
 

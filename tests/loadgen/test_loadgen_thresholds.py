@@ -132,6 +132,7 @@ def test_real_run_one_threshold_passes_one_breaks(capsys):
     out, err = capsys.readouterr()
     doc = json.loads(out)
     assert doc["requests"] > 0
+    assert (doc["command"], doc["exit_code"], doc["status"]) == ("loadgen", 1, "failed")  # the --json envelope
     v = {x["threshold"]: x for x in doc["thresholds"]}
     assert v["p99<10s"]["passed"] is True and 0 < v["p99<10s"]["actual"] < 10
     assert v["rps>1e9"]["passed"] is False and v["rps>1e9"]["actual"] == doc["requests_per_sec"]

@@ -449,3 +449,19 @@ def test_started_from_a_short_lived_thread_survives_the_thread_not_the_process(s
     assert _wait(lambda: not sproc.same_process(info["pid"], None), 10)
     cleanup_manifest(Manifest(svc_env["state"]))
     assert list(svc_env["root"].iterdir()) == []
+
+
+# ---- wt-progress: --json envelope (docs/json.md) ---------------------------------------------------
+def test_status_down_and_cleanup_json_with_nothing_recorded(svc_env, capsys):
+    import json as _json
+
+    from probatorium.services.cli import cleanup_command, services_command
+
+    assert services_command("status", None, as_json=True) == 0
+    assert _json.loads(capsys.readouterr().out) == {"command": "services", "exit_code": 0, "status": "ok",
+                                                     "action": "status", "services": []}
+    assert services_command("down", ["redis"], as_json=True) == 0
+    res = capsys.readouterr()
+    assert _json.loads(res.out)["stopped"] == [] and "nothing recorded as running" in res.err
+    assert cleanup_command(as_json=True) == 0
+    assert _json.loads(capsys.readouterr().out) == {"command": "cleanup", "exit_code": 0, "status": "ok", "undone": []}

@@ -16,8 +16,10 @@ from probatorium.bench.cells import select_cells
 from probatorium.bench.competitors import select_competitors
 from probatorium.bench.ratesearch import DEFAULT_SLOS_MS
 from probatorium.bench.runner import BenchOptions, broken_thresholds, format_table, parse_cpus, run_bench
-from probatorium.bench.since import bench_since
+from probatorium.bench.since import bench_since, since_result
 from probatorium.errors import ProbatoriumError, UsageError, error_line
+from probatorium.jsonsummary import print_json
+from probatorium.progress import make_progress
 from probatorium.loadgen.thresholds import parse_thresholds
 
 DEFAULT_DURATION = 2.0
@@ -49,11 +51,13 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
                   duration: float | str | None = None, warmup: float | str | None = None,
                   out: Path | None = None, server_cpus: str | list[int] | None = None,
                   client_cpus: str | list[int] | None = None, max_probes: int = 5,
-                  thresholds: list[str] | tuple[str, ...] = ()) -> int:
+                  thresholds: list[str] | tuple[str, ...] = (), json_out: bool = False, quiet: bool = False) -> int:
     """`probatorium bench`: 0 when every applicable cell measured ok, 1 when a cell was
     invalid or failed or a threshold broke on a cell, 2 on a usage/infrastructure error.
     Prints the table and the results path. ``thresholds`` (k6-style, ``"p99<50ms"``) are
-    judged per competitor x cell on its saturation result and recorded in results.json."""
+    judged per competitor x cell on its saturation result and recorded in results.json.
+    ``json_out``: the summary object (docs/json.md) instead of the table; ``quiet``: no progress."""
+    progress = make_progress("bench", quiet)
     try:
         judged = parse_thresholds(thresholds)
         comp_spec = competitors or os.environ.get("BENCH_COMPETITORS") or "default"
@@ -74,19 +78,41 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
         opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
                             client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
                             version=version, max_probes=max_probes, thresholds=judged)
-        doc = run_bench(comps, cell_list, opts, echo=lambda line: print(line, file=sys.stderr, flush=True))
+        with progress:
+            doc = run_bench(comps, cell_list, opts, echo=progress, progress=progress)
     except ProbatoriumError as exc:
         print(error_line(f"bench: {exc}"), file=sys.stderr)
         return 2
+    bad = [c for c in doc.cells if c.status in ("invalid", "failed")]
+    code = 1 if bad or broken_thresholds(doc) else 0
+    if json_out:
+        return print_json("bench", code, bench_json(doc))
     print(format_table(doc))
     print(f"\nresults: {doc.path}")
-    bad = [c for c in doc.cells if c.status in ("invalid", "failed")]
-    return 1 if bad or broken_thresholds(doc) else 0
+    return code
+
+
+def bench_json(doc) -> dict:
+    """`bench --json`: the results path and one entry per competitor x cell (what the table shows)."""
+    cells = []
+    for c in doc.cells:
+        sat = c.saturation
+        lat = sat.latency_us if sat is not None else {}
+        cells.append({"competitor": c.competitor, "cell": c.cell, "status": c.status, "reason": c.reason,
+                      "saturation_rps": sat.rps if sat is not None else None,
+                      "client_bound": sat.client_bound if sat is not None else None,
+                      "p50_ms": lat["p50"] / 1000 if lat else None, "p99_ms": lat["p99"] / 1000 if lat else None,
+                      "latency_at_slo": c.latency_at_slo, "thresholds": c.thresholds})
+    broken = [{"competitor": c.competitor, "cell": c.cell, "threshold": v["threshold"], "detail": v["detail"]}
+              for c, v in broken_thresholds(doc)]
+    return {"results": doc.path, "version": doc.version, "partial": doc.partial, "cells": cells,
+            "thresholds_broken": broken}
 
 
 def bench_since_command(baseline: str | None = None, threshold: float | None = None,
-                        results_dir: Path | None = None) -> int:
-    """`probatorium bench-since --baseline VERSION --threshold 0.05`: exit 0/1/2, table on stdout."""
+                        results_dir: Path | None = None, json_out: bool = False) -> int:
+    """`probatorium bench-since --baseline VERSION --threshold 0.05`: exit 0/1/2, table on stdout
+    (``json_out``: the summary object with the regressions, docs/json.md)."""
     base = baseline or os.environ.get("BASELINE_VERSION")
     if not base:
         print(error_line("bench-since: --baseline VERSION (or BASELINE_VERSION) is required"), file=sys.stderr)
@@ -102,6 +128,12 @@ def bench_since_command(baseline: str | None = None, threshold: float | None = N
         print(error_line(f"bench-since: results folder {root} does not exist (--results-dir or PROBATORIUM_RESULTS)"),
               file=sys.stderr)
         return 2
+    if json_out:
+        code, fields = since_result(root, base, thr)
+        if code == 2:
+            print(error_line(fields["error"]), file=sys.stderr)
+            return 2
+        return print_json("bench-since", code, fields)
     code, text = bench_since(root, base, thr)
     print(error_line(text) if code == 2 else text, file=sys.stderr if code == 2 else sys.stdout)
     return code
@@ -123,3 +155,14 @@ def bench_list() -> str:
         what = cell.description or f"{cell.method} {cell.path}"
         lines.append(f"  {mark} {cell.name:<{width}}  {cell.kind:<8}  {what}")
     return "\n".join(lines)
+
+
+def bench_list_json() -> dict:
+    """`bench --list --json`: the competitors and cells, with which are the defaults."""
+    from probatorium.bench.cells import CELLS, DEFAULT_CELLS
+    from probatorium.bench.competitors import DEFAULT_COMPETITORS, REGISTRY
+
+    return {"competitors": [{"name": c.name, "group": c.group, "description": c.description,
+                             "default": c.name in DEFAULT_COMPETITORS} for c in REGISTRY.values()],
+            "cells": [{"name": c.name, "kind": c.kind, "description": c.description or f"{c.method} {c.path}",
+                       "default": c.name in DEFAULT_CELLS} for c in CELLS.values()]}

@@ -33,6 +33,7 @@ from probatorium.bench.observer import Observer, pin_tree
 from probatorium.bench.ratesearch import DEFAULT_ERROR_BUDGET, DEFAULT_SLOS_MS, Probe, latency_at_slo
 from probatorium.bench.verify import verify_cell
 from probatorium.errors import ProbatoriumError
+from probatorium.progress import NullProgress, Progress, reporter_of
 from probatorium.loadgen import LoadConfig, run_load
 from probatorium.loadgen import hist
 from probatorium.loadgen.thresholds import Measured, Threshold, evaluate
@@ -169,10 +170,19 @@ def broken_thresholds(doc: BenchDocument) -> list[tuple[BenchCell, dict]]:
     return [(c, v) for c in doc.cells for v in (c.thresholds or []) if not v["passed"]]
 
 
-def _measure_saturation(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOptions) -> list[dict]:
+def planned_seconds(cell: Cell, opts: BenchOptions) -> float:
+    """What one competitor x cell is planned to take: its saturation runs and, with a rate search,
+    at most ``max_probes`` probes, each warmup + duration (start-up and fewer probes: the ETA learns)."""
+    loads = opts.runs + (opts.max_probes if cell.rate_search else 0)
+    return loads * (opts.warmup + opts.duration)
+
+
+def _measure_saturation(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOptions,
+                        progress: Progress | NullProgress = NullProgress()) -> list[dict]:
     """`opts.runs` closed-loop runs, each loadgen result written to raw/ and returned."""
     out = []
     for k in range(opts.runs):
+        progress.sub(f"saturation run {k + 1}/{opts.runs}")
         d = run_load(_load_config(target.base_url, cell, rate=None, opts=opts)).to_dict()
         write_json_atomic(raw_dir / f"{prefix}-sat-{k + 1}.json", d)
         out.append(d)
@@ -180,11 +190,13 @@ def _measure_saturation(target, cell: Cell, raw_dir: Path, prefix: str, opts: Be
 
 
 def _search_rate(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOptions, saturation_rps: float,
-                 echo: Callable[[str], None]) -> tuple[dict, list[dict]]:
+                 echo: Callable[[str], None],
+                 progress: Progress | NullProgress = NullProgress()) -> tuple[dict, list[dict]]:
     """latency_at_slo by open-loop probes from the saturation rate: (the search, the probes' loadgen results)."""
     probes_raw: list[dict] = []
 
     def run_fn(rate: float) -> Probe:
+        progress.sub(f"probe {len(probes_raw) + 1}/<={opts.max_probes} at {rate:.0f} rps")
         res = run_load(_load_config(target.base_url, cell, rate=rate, opts=opts))
         d = res.to_dict()
         write_json_atomic(raw_dir / f"{prefix}-probe-{len(probes_raw) + 1}.json", d)
@@ -211,8 +223,9 @@ def _write_server_log(cell_dir: Path) -> None:
 
 
 def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell, opts: BenchOptions, *,
-                 extra_env: dict, subs: dict, echo: Callable[[str], None]) -> None:
+                 extra_env: dict, subs: dict, echo: Callable[[str], None], progress: object = None) -> None:
     """Start, verify, measure one cell; fill `rec` in place (status ok / invalid / failed)."""
+    progress = reporter_of(progress)
     prefix = cell_dir.name
     server_cpus = opts.server_cpus
     spec = reg.target_spec(comp, subs, extra_env)
@@ -233,13 +246,14 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell
         if server_cpus:  # workers and threads started while serving the first requests
             pin_tree(target.pid, server_cpus)
         observer.set_phase("measure")
-        saturation_runs = _measure_saturation(target, cell, raw_dir, prefix, opts)
+        saturation_runs = _measure_saturation(target, cell, raw_dir, prefix, opts, progress)
         rec.saturation = merge_runs(saturation_runs)
         judge_thresholds(rec, opts.thresholds)
         probes_raw: list[dict] = []
         if cell.rate_search and rec.saturation.rps > 0:
             observer.set_phase("probe")
-            search, probes_raw = _search_rate(target, cell, raw_dir, prefix, opts, rec.saturation.rps, echo)
+            search, probes_raw = _search_rate(target, cell, raw_dir, prefix, opts, rec.saturation.rps, echo,
+                                              progress)
             rec.rate_search = search
             rec.latency_at_slo = {slo: v["rps"] for slo, v in search["slos"].items()}
         elif not cell.rate_search:
@@ -294,8 +308,9 @@ class _BenchRun:
     """One bench run in progress: the document, where it goes, and the cell-by-cell loop."""
 
     def __init__(self, doc: BenchDocument, out: Path, opts: BenchOptions, services: _Services,
-                 echo: Callable[[str], None]) -> None:
+                 echo: Callable[[str], None], progress: object = None) -> None:
         self.doc, self.out, self.opts, self.services, self.echo = doc, out, opts, services, echo
+        self.progress = reporter_of(progress)
         self.raw_dir = out / "raw"
         self.index = 0
 
@@ -327,6 +342,7 @@ class _BenchRun:
         self.index += 1
         rec = _cell_record(self.index, comp, cell)
         self.doc.cells.append(rec)
+        self.progress.start(f"{comp.name} / {cell.name}")
         not_here = entry.reason if entry.status == "not_applicable" else None
         why = not_here or reg.serves(comp, cell) or self.services.why_not(cell)
         if why is not None:
@@ -335,6 +351,8 @@ class _BenchRun:
             rec.status, rec.reason = "failed", entry.reason
         else:
             self.measure(comp, cell, rec, subs)
+        # the "-> status" line is the end line; a cell not measured costs nothing in the ETA
+        self.progress.finish(rec.status, skipped=rec.started_at is None, announce=False)
         self.checkpoint()
 
     def measure(self, comp, cell: Cell, rec: BenchCell, subs: dict[str, str]) -> None:
@@ -344,7 +362,7 @@ class _BenchRun:
         self.echo(f"[{self.index:02d}] {comp.name} / {cell.name}")
         try:
             measure_cell(comp, cell, self.out / folder, self.raw_dir, rec, self.opts,
-                         extra_env=self.services.env, subs=subs, echo=self.echo)
+                         extra_env=self.services.env, subs=subs, echo=self.echo, progress=self.progress)
         except Exception as exc:  # noqa: BLE001 - one cell failing never stops the run
             rec.status, rec.reason = "failed", f"{type(exc).__name__}: {exc}"
         rec.finished_at = _now()
@@ -352,7 +370,7 @@ class _BenchRun:
 
 
 def run_bench(competitors: list, cells: list[Cell], opts: BenchOptions | None = None, *,
-              echo: Callable[[str], None] = print) -> BenchDocument:
+              echo: Callable[[str], None] = print, progress: object = None) -> BenchDocument:
     """Run every competitor x cell; write and return the results document (its `path` set).
 
     A competitor that cannot run here, or a cell it does not serve or whose
@@ -371,7 +389,8 @@ def run_bench(competitors: list, cells: list[Cell], opts: BenchOptions | None = 
                            competitors=[c.name for c in competitors], cells=[c.name for c in cells],
                            thresholds=[t.expr for t in opts.thresholds]))
     services = _Services.start(competitors, cells)
-    run = _BenchRun(doc, out, opts, services, echo)
+    run = _BenchRun(doc, out, opts, services, echo, progress)
+    run.progress.plan([planned_seconds(cell, opts) for _ in competitors for cell in cells], noun="cell")
     run.checkpoint()
     try:
         for comp in competitors:

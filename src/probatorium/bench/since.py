@@ -92,22 +92,31 @@ def format_regressions(regs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def bench_since(results_root: Path, baseline_version: str, threshold: float = 0.05) -> tuple[int, str]:
-    """(exit code, text): 1 with the regressions table, 0 when none, 2 when nothing to compare."""
+def since_result(results_root: Path, baseline_version: str, threshold: float = 0.05) -> tuple[int, dict]:
+    """(exit code, what was compared): 1 with regressions, 0 without, 2 (with ``error``) when nothing to compare."""
     runs = bench_runs(results_root)
     if not runs:
-        return 2, f"bench-since: no finished bench run under {results_root}"
+        return 2, {"error": f"bench-since: no finished bench run under {results_root}"}
     newest = runs[-1]
     baselines = [r for r in runs if r[1] == baseline_version and r[2] != newest[2]]
     if not baselines:
-        return 2, (f"bench-since: no bench run of baseline version {baseline_version!r} under {results_root} "
-                   f"(other than the newest run)")
+        return 2, {"error": f"bench-since: no bench run of baseline version {baseline_version!r} under "
+                            f"{results_root} (other than the newest run)"}
     base = baselines[-1]
-    baseline_doc = load_bench_document(base[2])
-    current_doc = load_bench_document(newest[2])
-    regs = compare(baseline_doc, current_doc, threshold)
-    head = (f"bench-since: {newest[2].parent.name} (version {newest[1]}) vs baseline "
-            f"{base[2].parent.name} (version {base[1]}), threshold {threshold * 100:g}%")
+    regs = compare(load_bench_document(base[2]), load_bench_document(newest[2]), threshold)
+    run = lambda r: {"run": r[2].parent.name, "version": r[1], "results": str(r[2])}  # noqa: E731
+    return (1 if regs else 0), {"current": run(newest), "baseline": run(base), "threshold": threshold,
+                                "regressions": regs}
+
+
+def bench_since(results_root: Path, baseline_version: str, threshold: float = 0.05) -> tuple[int, str]:
+    """(exit code, text): 1 with the regressions table, 0 when none, 2 when nothing to compare."""
+    code, r = since_result(results_root, baseline_version, threshold)
+    if code == 2:
+        return 2, r["error"]
+    cur, base, regs = r["current"], r["baseline"], r["regressions"]
+    head = (f"bench-since: {cur['run']} (version {cur['version']}) vs baseline "
+            f"{base['run']} (version {base['version']}), threshold {threshold * 100:g}%")
     if regs:
         return 1, f"{head}\n{len(regs)} regression(s):\n{format_regressions(regs)}"
     return 0, f"{head}\nno regression"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Sequence
 
 from probatorium.errors import ProbatoriumError, UsageError, error_line
+from probatorium.jsonsummary import print_json
 from probatorium.loadgen.config import LoadConfig
 from probatorium.loadgen.runner import LoadResult, run_load
 from probatorium.loadgen.thresholds import Measured, Verdict, all_passed, evaluate, fmt_us, parse_thresholds
@@ -93,7 +93,8 @@ def run_loadgen_command(
         doc = result.to_dict()
         if judged:
             doc["thresholds"] = [v.to_dict() for v in verdicts]
-        print(json.dumps(doc))
+        # the result object, behind the envelope every command's --json starts with (docs/json.md)
+        print_json("loadgen", exit_code(result, verdicts if judged else None), doc, indent=None)
         for v in verdicts:  # stdout stays one JSON object; the broken ones are named on stderr too
             if not v.passed:
                 print(f"probatorium loadgen: {v.line()}", file=sys.stderr)

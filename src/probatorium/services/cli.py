@@ -10,11 +10,11 @@ or usage error (one line, never a traceback).
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 
 from probatorium.errors import ProbatoriumError, UsageError
+from probatorium.jsonsummary import print_json
 from probatorium.services.base import normalise_names
 from probatorium.services.manager import (
     ServiceManager,
@@ -43,6 +43,8 @@ def services_command(action: str, names: list[str] | str | None = None, *, as_js
                 _err(line)
             if not lines:
                 _err("services down: nothing recorded as running")
+            if as_json:
+                print_json("services", 0, {"action": "down", "stopped": lines})
             return 0
         return _status(wanted, as_json)
     except ProbatoriumError as e:
@@ -73,7 +75,7 @@ def _up(wanted: list[str], as_json: bool) -> int:
             _err(f"services up: {n} {info.version} pid {info.pid} on {info.host}:{info.port} "
                  f"({info.start_seconds:.2f}s) dir {info.data_dir}")
     if as_json:
-        print(json.dumps({"services": report, "env": env}, indent=2, sort_keys=True))
+        print_json("services", 0, {"action": "up", "services": report, "env": env})
     else:
         for k, v in env.items():
             print(f"export {k}={shlex.quote(v)}")
@@ -83,7 +85,7 @@ def _up(wanted: list[str], as_json: bool) -> int:
 def _status(wanted: list[str], as_json: bool) -> int:
     rows = [s for s in recorded_status() if s.name in wanted]
     if as_json:
-        print(json.dumps([s.as_dict() for s in rows], indent=2, sort_keys=True))
+        print_json("services", 0, {"action": "status", "services": [s.as_dict() for s in rows]})
         return 0
     if not rows:
         print("no services recorded as running")
@@ -96,12 +98,14 @@ def _status(wanted: list[str], as_json: bool) -> int:
     return 0
 
 
-def cleanup_command(*, include_live: bool = False) -> int:
+def cleanup_command(*, include_live: bool = False, as_json: bool = False) -> int:
     try:
         lines = cleanup_manifest(include_live=include_live)
     except ProbatoriumError as e:
         _err(f"error: {e}")
         return 2
+    if as_json:
+        return print_json("cleanup", 0, {"undone": lines})
     for line in lines:
         print(line)
     if not lines:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ProbatoriumError
+from ..progress import NullProgress, reporter_of
 from ..results.schema import Cell, utc_now_iso
 from ..results.store import Checkpointer, cell_folder_name, write_json_atomic
 from ..seeds import derive_seed
@@ -35,6 +36,15 @@ from .tier1.base import ContractPaths
 from .tier1.held import HeldStreams
 from .tier_api import Tier, TierEnv
 from .tiers import TIERS, choose_tiers
+
+
+PROGRESS_SAMPLE_S = 2.0  # how often the progress line samples the tiers' counters
+
+
+def live_requests(key: str, tallies: dict[str, Any]) -> int:
+    """The requests a tier's tallies count so far (Tier 1: requests_sent; Tiers 2 and 3: requests)."""
+    value = tallies.get("requests_sent" if key == "tier_1" else "requests", 0)
+    return value if isinstance(value, int) else 0
 
 
 @dataclass
@@ -152,10 +162,12 @@ class CellRunner:
                       durable=live.plan.durable)
         loops = [asyncio.create_task(self._checkpoint_loop(live))]
         loops += [asyncio.create_task(o.watch()) for o in (live.leaks, live.metrics) if o is not None]
+        loops.append(asyncio.create_task(self._progress_loop(live)))
         try:
             for tier in tiers:
                 if self.stop_event.is_set():
                     break
+                reporter_of(self.opts.progress).sub(f"tier {tier.number}")
                 await tier.run(env, live.schedule.budget(tier.number))
             await live.liveness.finish()
         finally:
@@ -217,6 +229,16 @@ class CellRunner:
             snapshot.incidents = list(live.recorder.incidents)
             snapshot.status, snapshot.reason = provisional_status(snapshot)
             await asyncio.to_thread(self.checkpointer.record_cell, snapshot)
+
+    async def _progress_loop(self, live: LiveCell) -> None:
+        """Sample what the tiers already count (requests, incidents) for the progress line, every 2 s."""
+        rep = reporter_of(self.opts.progress)
+        if isinstance(rep, NullProgress):
+            return
+        while True:
+            await asyncio.sleep(PROGRESS_SAMPLE_S)
+            rep.counts(requests=sum(live_requests(t.key, t.tallies()) for t in live.tiers),
+                       incidents=len(live.recorder.incidents))
 
     def _judge(self, live: LiveCell, error: str) -> None:
         cell = live.cell

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ProbatoriumError
+from ..progress import reporter_of
 from ..results.schema import ValidateDocument, ValidationResults, host_arch_pair, normalize_arch, utc_now_iso
 from ..results.store import Checkpointer
 from .baseline import Entry, apply_baseline
@@ -54,15 +55,20 @@ class Orchestrator:
         self.checkpointer.checkpoint()
         manager, missing = self._start_services()
         self.cells.services = manager  # each cell's TargetControl can fault the services too
+        progress = reporter_of(self.opts.progress)
+        progress.plan([budget] * len(self.plans), noun="cell")
         try:
             for plan in self.plans:
                 if self.stop_event.is_set():
                     break
                 reasons = [missing[s] for s in self._needed(plan) if s in missing]
+                progress.start(f"{plan.label}/{plan.engine}")
                 if reasons:
                     cell = self.cells.not_run(plan, "; ".join(dict.fromkeys(reasons)))
                 else:
                     cell = self.cells.run(plan, budget, len(self.plans))
+                # a cell that never ran (no service, no start) teaches the ETA nothing
+                progress.finish(cell.status, skipped=cell.status == "not_run")
                 self.checkpointer.record_cell(cell)
         finally:
             if manager is not None:

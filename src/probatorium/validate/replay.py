@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..faults import SERVICE_KINDS
+from ..progress import reporter_of
 from ..targets.control import TargetControl
 from ..targets.launcher import start_target
 from .plan import CellPlan, TargetArgs, plan_cells
@@ -97,10 +98,14 @@ async def _attempts(req: ReplayRequest, cell: CellPlan, control: TargetControl, 
         say(f"replay seed {plan.seed:#x}: plan {plan.digest()[:16]}, faults {','.join(plan.kinds()) or 'none'}, "
             f"{len(plan.steps)} steps, {req.attempts} attempt(s)")
         out = []
+        progress = reporter_of(say)  # the CLI's say is a progress reporter: attempt i/n with ETA
+        progress.plan([None] * req.attempts, noun="attempt")
         for n in range(req.attempts):
+            progress.start(f"seed {plan.seed:#x}")
             res = await session.run(plan)
             out.append(res)
             line = res.error or "; ".join(f"{p}: {res.verdicts[p]['violations'][0]}" for p in res.failed)
+            progress.finish(res.outcome, announce=False)  # the attempt line below is its end line
             say(f"  attempt {n + 1}: {res.outcome}" + (f" — {line}"[:400] if line else ""))
         return out
     finally:

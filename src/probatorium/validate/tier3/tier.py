@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
+from ...progress import reporter_of
 from ...faults import FAULT_KINDS, SERVICE_KINDS
 from ...results.store import write_json_atomic, write_text_atomic
 from ..incidents import Evidence
@@ -114,6 +115,7 @@ class Tier3:
             if explicit is None and self.results and time.monotonic() + mean > deadline:
                 break  # as many as fit the budget, at least one
             seed = explicit[i] if explicit is not None else corpus.seed_at(i)
+            self._report_seed(env, i, seed, explicit, mean, deadline)
             res = await session.run(Plan.from_seed(seed, self.profile))
             self.results.append(res)
             env.say(f"  tier 3 seed {seed:#x} ({','.join(res.plan.kinds())}): {res.outcome}"
@@ -123,6 +125,20 @@ class Tier3:
             for pred in res.failed:
                 if pred not in self.shrinks and not env.stop():
                     await self._incident(env, session, opts, res, pred)
+
+    @staticmethod
+    def _report_seed(env: TierEnv, i: int, seed: int, explicit: list[int] | None, mean: float,
+                     deadline: float) -> None:
+        """The progress line: seed i/n (i/~n when as many as fit the budget run); with explicit
+        seeds, the seeds left x their mean is the cell's time left (they run whatever the budget)."""
+        progress = reporter_of(env.options.progress if env.options else None)
+        if explicit is not None:
+            of = f"/{len(explicit)}"
+            if mean > 0:
+                progress.unit_left((len(explicit) - i) * mean)
+        else:
+            of = f"/~{i + 1 + int(max(0.0, deadline - time.monotonic() - mean) / mean)}" if mean > 0 else ""
+        progress.sub(f"tier 3 seed {i + 1}{of} {seed:#x}")
 
     async def _incident(self, env: TierEnv, session: Session, opts: Tier3Options, res: SeedResult,
                         pred: str) -> None:
