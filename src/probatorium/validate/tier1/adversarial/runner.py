@@ -168,6 +168,8 @@ class AdversarialSlice(SliceBase):
                 self.host, self.port, segments, held=self.held, owner=self.name, quiet_timeout=self.quiet_timeout,
                 total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
                 done=None if case.close else done, linger=0.15,
+                # an echo of a multi-MiB head (size-limit cases) is longer than the default cap
+                max_bytes=max(4 << 20, 2 * sum(map(len, rendered.segments)) + (1 << 16)),
             )
         except BaseException:
             if crash is not None:
