@@ -150,7 +150,7 @@ def validate(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write JUnit XML here (a testsuite per cell, a testcase per property)."),
     sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
-    slowloris_connections: int = typer.Option(200, "--slowloris-connections", help="Adversarial slow-client phase: connections held at once (0: off; needs cells of 65 s)."),
+    slowloris_connections: int = typer.Option(200, "--slowloris-connections", help="Adversarial slow-client phase: connections held at once (0: off; needs cells of 67 s)."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder

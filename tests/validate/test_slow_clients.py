@@ -107,7 +107,7 @@ def test_a_short_cell_or_k_zero_is_not_judged_with_the_reason():
     sc = SlowClients("127.0.0.1", 9, "127.0.0.1:9", config=SlowConfig(), target="/", echo=False)
     asyncio.run(sc.run(time.monotonic() + 30))
     ev = sc.evidence()
-    assert {v.status for v in ev.values()} == {"not_judged"} and "needs 65 s" in ev["I-ADV-SLOWLORIS"].reason
+    assert {v.status for v in ev.values()} == {"not_judged"} and "needs 67 s" in ev["I-ADV-SLOWLORIS"].reason
     sc = SlowClients("127.0.0.1", 9, "127.0.0.1:9", config=SlowConfig(connections=0), target="/", echo=False)
     asyncio.run(sc.run(time.monotonic() + 300))
     assert "off" in sc.evidence()["I-ADV-STARVE"].reason and not sc.findings()

@@ -389,7 +389,7 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     # ---- wt-slow (issue 12): the adversarial slice's slow-client phase ----
     _inv("I-ADV-SLOWLORIS", "MED",
          "A partial request (half a request-line, a head trickled one byte every 2 s, a stalled body) is not "
-         "held open indefinitely: the server closes it before the cap (60 s).",
+         "held open indefinitely: the server closes it before the cap (62 s).",
          "adversarial slice, slow-client phase: K connections held at once (--slowloris-connections), the "
          "seconds each stays open per kind (RFC 9112 §9.5); an idle connection is measured, never judged",
          judge=_evidence_judge("I-ADV-SLOWLORIS")),
