@@ -244,7 +244,8 @@ def judge_memory(rss_before: int | None, rss_peak: int | None, streams: list[dic
     took (and by 16 MiB) while none of the heads was finished; not_judged without RSS samples."""
     sent = sum(int(s.get("sent", 0)) for s in streams)
     row = {"streams": len(streams), "bytes_taken": sent, "closed_early": sum(1 for s in streams if s.get("closed")),
-           "rss_before": rss_before, "rss_peak": rss_peak}
+           "rss_before": rss_before, "rss_peak": rss_peak,
+           "responses": sorted({s["response"] for s in streams if s.get("response")})[:3]}
     if rss_before is None or rss_peak is None:
         row.update(verdict="not_judged", reason="no resident-set sample of the target (no local process)")
         return row
