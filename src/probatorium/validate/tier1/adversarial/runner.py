@@ -27,6 +27,7 @@ from .cases import CASES
 from .catalogue import Case, Rendered, render
 from .repro import adversarial_repro
 from .slow import SlowClients, SlowConfig, slow_repro
+from .slowcore import opening
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
 # Worst first: the verdict a case shows in the per-case breakdown.
@@ -176,8 +177,10 @@ class AdversarialSlice(SliceBase):
             self.internal_errors.append(f"slow clients: {traceback.format_exc()}")
             return
         for predicate, case, detail, payload in self.slow.findings():
+            kind = payload.get("kind", "partial_line" if payload["mode"] == "starve" else "")
+            sent = opening(kind, target, self.host_header) if kind else b""  # what one held connection sent
             self.report(Evidence(
-                predicate=predicate, detail=f"{case}: {detail}", case=case, sent=b"", received=b"", seed=self.seed,
+                predicate=predicate, detail=f"{case}: {detail}", case=case, sent=sent, received=b"", seed=self.seed,
                 extra={"clause": "RFC 9112 §9.5" if predicate != "I-ADV-MEMORY" else "RFC 9110 §5.4, RFC 6585 §5",
                        "evidence": "echo" if echo and predicate == "I-ADV-STARVE" else
                        "rss" if predicate == "I-ADV-MEMORY" else "connection",
