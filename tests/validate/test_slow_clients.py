@@ -212,3 +212,23 @@ def test_memory_repro_reproduces_on_the_planted_bug_only(tmp_path):
             src = slow_repro(predicate="I-ADV-MEMORY", case="header_memory_growth", detail="t", payload=payload,
                              addr=addr, version="test")
             assert_outcome(run_repro(tmp_path, src, addr), code)
+
+
+def test_the_slice_runs_the_phase_beside_walker_0_and_reports_findings_with_a_repro():
+    reported = []
+    valid = [c for c in CASES if c.name == "valid_get"]
+    with h1("hold-partial") as (host, port, pid):
+        async def main():
+            sl = AdversarialSlice(host, port, quiet_timeout=1.0, cases=valid, report=reported.append, slow=FAST)
+            assert await sl.prepare() is None
+            await sl.walker(0, time.monotonic() + FAST.needed_s + 0.5, lambda: False)
+            return sl
+
+        sl = asyncio.run(main())
+    assert sl.evidence()["I-ADV-SLOWLORIS"].status == "failed"
+    assert sl.detail()["slow_clients"]["holds"]["stalled_body"]["verdict"] == "held_to_cap"
+    slow = [ev for ev in reported if ev.predicate == "I-ADV-SLOWLORIS"]
+    assert {ev.case for ev in slow} == {"slowloris_partial_line", "slowloris_trickle_headers", "slowloris_stalled_body"}
+    assert all(ev.sent.startswith(b"GET /echo") or ev.sent.startswith(b"POST /echo") for ev in slow)
+    assert all("REPRODUCED" in ev.repro and "import probatorium" not in ev.repro for ev in slow)
+    assert sl.tally["adv_sent"] > 0  # the catalogue's walker ran meanwhile
