@@ -53,6 +53,7 @@ def test_a_partial_kind_held_by_half_is_held_to_cap_and_idle_never_is_a_finding(
     row = judge_holds("partial_line", [_h(None), _h(None), _h(4.0), _h(None, connected=False)], 60.0)
     assert row["verdict"] == "held_to_cap" and row["held_to_cap"] == 2 and row["connected"] == 3
     assert row["median_s"] == 60.0 and row["max_s"] == 60.0
+    assert row["clause"].startswith("RFC 9112 §9.5") and row["level"] == "MAY" and row["required"]
     assert judge_holds("stalled_body", [_h(10.0), _h(None), _h(12.0)], 60.0)["verdict"] == "closed"
     assert judge_holds("idle", [_h(None)] * 3, 60.0)["verdict"] == "idle_held_to_cap"
     assert judge_holds("trickle_headers", [_h(None, connected=False)], 60.0)["verdict"] == "not_connected"
@@ -86,6 +87,10 @@ def test_segmentation_pairs_diverge_only_between_acceptance_and_rejection():
 
 
 def test_kinds_split_and_openings():
+    from probatorium.validate.tier1.adversarial.slowcore import HOLD_CASES, HOLD_KINDS, PARTIAL_KINDS
+
+    assert set(HOLD_CASES) == set(HOLD_KINDS)
+    assert {k for k, v in HOLD_CASES.items() if v[3] == "I-ADV-SLOWLORIS"} == set(PARTIAL_KINDS)
     assert split_kinds(10) == {"idle": 3, "partial_line": 3, "trickle_headers": 2, "stalled_body": 2}
     assert opening("idle", "/e", "h") == b"" and opening("partial_line", "/e", "h") == b"GET /e HT"
     assert b"Content-Length: 1000\r\n\r\n0123456789" in opening("stalled_body", "/e", "h")

@@ -25,6 +25,16 @@ import time
 HOLD_KINDS = ("idle", "partial_line", "trickle_headers", "stalled_body")
 PARTIAL_KINDS = ("partial_line", "trickle_headers", "stalled_body")  # holding these is I-ADV-SLOWLORIS
 STALLED_BODY_LENGTH = 1000
+# The held-connection kinds as data: clause, level, the outcome required, the predicate held-to-cap
+# breaks. RFC 9112 §9.5 leaves the timeout to the server (no keyword), so the level is MAY and the
+# finding's weight (MED) is the availability exposure the issue fixes, not a MUST.
+HOLD_CASES = {
+    "idle": ("RFC 9112 §9.5", "MAY", "measured only: keeping an idle connection is the server's choice", None),
+    "partial_line": ("RFC 9112 §9.5, §2.2", "MAY", "closed (408 or not) before the cap", "I-ADV-SLOWLORIS"),
+    "trickle_headers": ("RFC 9112 §9.5, §5", "MAY", "closed before the cap, however slowly bytes arrive",
+                        "I-ADV-SLOWLORIS"),
+    "stalled_body": ("RFC 9112 §9.5, §6.2", "MAY", "closed before the cap when the body stops", "I-ADV-SLOWLORIS"),
+}
 
 
 def opening(kind: str, target: str, host: str) -> bytes:
@@ -200,7 +210,8 @@ def judge_holds(kind: str, holds: list[dict], cap: float) -> dict:
     connected = [h for h in holds if h.get("connected")]
     open_s = sorted(cap if h.get("open_s") is None else float(h["open_s"]) for h in connected)
     at_cap = sum(1 for h in connected if h.get("open_s") is None)
-    row = {"kind": kind, "connections": len(holds), "connected": len(connected), "held_to_cap": at_cap,
+    clause, level, required, _ = HOLD_CASES[kind]
+    row = {"kind": kind, "clause": clause, "level": level, "required": required, "connections": len(holds), "connected": len(connected), "held_to_cap": at_cap,
            "cap_s": cap, "median_s": open_s[len(open_s) // 2] if open_s else None,
            "max_s": open_s[-1] if open_s else None,
            "responses": sorted({h["response"] for h in connected if h.get("response")})[:3]}
