@@ -157,6 +157,7 @@ def validate(
     sarif: Optional[Path] = typer.Option(None, "--sarif", help="Also write SARIF 2.1.0 here (a result per incident)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    slowloris_connections: int = typer.Option(200, "--slowloris-connections", help="Adversarial slow-client phase: connections held at once (0: off; needs cells of 67 s)."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
@@ -170,6 +171,8 @@ def validate(
         conc = _concurrency(concurrency, duration_s)
         chosen = _csv(slices) or None
         allocate_walkers(conc, chosen)  # an unknown slice is one line naming the registered ones
+        if slowloris_connections < 0:
+            raise UsageError("--slowloris-connections must be 0 (off) or a positive number of connections")
         if echo_path[:1] != "/":
             raise UsageError("--echo-path and --health-path must start with '/'")
         pairs = parse_cells(cells)
@@ -189,7 +192,8 @@ def validate(
                                health_path=health_path, debug_path=debug_path, quiet_timeout=quiet_timeout,
                                services=check_services(_csv(services_opt)), ws_path=ws_path, sse_path=sse_path,
                                progress=make_progress("validate", quiet),
-                               tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)})
+                               tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)},
+                               slowloris_connections=slowloris_connections)
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
         run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends

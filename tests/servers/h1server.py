@@ -47,7 +47,8 @@ Strict behaviour (no bugs)
   no parameters) must be present once and last, else 400; any other coding
   before it → 501; TE on HTTP/1.0 → 400; TE together with Content-Length →
   400. All of these close the connection.
-* Chunked body (§7.1): chunk-size = 1*HEXDIG (at most 16 digits), chunk-ext
+* Chunked body (§7.1): chunk-size = 1*HEXDIG (at most 16 digits after any
+  leading zeros), chunk-ext
   ``*( BWS ";" BWS name [ BWS "=" BWS token / quoted-string ] )``, CRLF after
   the size line and after the data exactly; trailer fields parsed with the
   field grammar and discarded; any violation → 400 and close.
@@ -172,6 +173,30 @@ resp-header-crlf
     (I-RFC-2, response splitting). Violates RFC 9110 §5.5 (field values with
     CR, LF or NUL are invalid; a sender MUST NOT generate them) and RFC 9112
     §5 (field-line grammar).
+
+Planted bugs of issue 12 (wt-slow: slow clients, size limits, chunked corners)
+hold-partial
+    No header or body timeout: a partial request line, a head trickled one byte
+    at a time, or a stalled body is waited for forever (I-ADV-SLOWLORIS). RFC
+    9112 §9.5 leaves timeouts to the server; holding partial requests without
+    bound is the slowloris exposure.
+starve
+    A fixed pool of 4 worker threads serves the connections (accepted ones wait
+    in a queue), so a few held connections starve new legitimate requests
+    (I-ADV-STARVE, availability).
+unbounded-headers
+    No limit on the request-line, a field line, the header section or the
+    number of fields: the head is buffered whatever its size, so memory grows
+    with what a client sends (I-ADV-MEMORY). RFC 9110 §5.4 lets a server refuse
+    with a 4xx; buffering without bound is the defect.
+header-limit-per-read
+    The 16 KiB header-section limit is checked against each recv() instead of
+    the section: 100 KiB sent at once gets 431, the same bytes in 1 KiB
+    segments are accepted (a limit that depends on TCP segmentation).
+chunk-ext-unbounded
+    No limit on the length of a chunk-size line, so a 1 MiB chunk extension is
+    read and ignored (RFC 9112 §7.1.1: a server ought to limit them; accepting
+    is lenient, the CVE-2023-39326 class of resource use).
 """
 
 from __future__ import annotations
@@ -216,7 +241,16 @@ BUGS: dict[str, str] = {
     "leak-mem": "keeps 64 KiB per request forever (a strong RSS leak: I-MEM-1)",
     "crash-path": "the process exits on GET /chunked, a path its OpenAPI lists (I-LIVENESS)",
     "leak-fd": "opens a file per request and never closes it (a strong fd leak: I-FD-1)",
+    # ---- wt-slow (issue 12) ----
+    "hold-partial": "no header / body timeout: partial requests are held forever (I-ADV-SLOWLORIS)",
+    "starve": "a fixed pool of 4 worker threads: held connections starve new requests (I-ADV-STARVE)",
+    "unbounded-headers": "no request-line / header size or count limit: the head is buffered whatever its size (I-ADV-MEMORY)",
+    "header-limit-per-read": "the header-section limit is checked per recv(), not per section (segmentation-dependent)",
+    "chunk-ext-unbounded": "no limit on a chunk-size line: 1 MiB chunk extensions accepted (RFC 9112 §7.1.1)",
 }
+HOLD_FOREVER = 3600.0  # hold-partial: "forever" for a test server
+STARVE_WORKERS = 4  # starve: the fixed pool
+UNBOUNDED = 1 << 40  # unbounded-headers / chunk-ext-unbounded: no limit
 
 MAX_REQUEST_LINE = 8192  # bytes, without CRLF
 MAX_HEADER_SECTION = 16384  # bytes of field lines incl. the final empty line
@@ -422,6 +456,9 @@ class Server:
             conn = Connection(self, sock)
             with self.lock:
                 self.conns.add(conn)
+            if "starve" in self.bugs:
+                self._pool_put(conn)
+                continue
             try:
                 threading.Thread(target=conn.run, daemon=True).start()
             except RuntimeError:  # cannot start a thread: drop the connection
@@ -432,6 +469,20 @@ class Server:
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
+
+    def _pool_put(self, conn: Connection) -> None:
+        """starve: hand the connection to the fixed pool (started on first use)."""
+        import queue
+
+        if not hasattr(self, "_pool"):
+            self._pool: queue.Queue = queue.Queue()
+            for _ in range(STARVE_WORKERS):
+                threading.Thread(target=self._pool_worker, daemon=True).start()
+        self._pool.put(conn)
+
+    def _pool_worker(self) -> None:
+        while True:
+            self._pool.get().run()
 
     def _shutdown(self, grace: float = 10.0) -> None:
         try:
@@ -456,6 +507,7 @@ class Connection:
         self.bugs = server.bugs
         self.sock = sock
         self.buf = bytearray()
+        self.last_recv = 0
         self.first = True
         self.idle = False
         self.lf_ok = "lf-only" in self.bugs
@@ -474,8 +526,9 @@ class Connection:
 
     def _fill(self, deadline: float | None) -> bool:
         """Receive more bytes; False on EOF. deadline None = idle timeout per recv."""
+        idle = HOLD_FOREVER if "hold-partial" in self.bugs else self.server.idle_timeout
         remaining = (
-            self.server.idle_timeout if deadline is None else deadline - time.monotonic()
+            idle if deadline is None else deadline - time.monotonic()
         )
         if remaining <= 0:
             raise Timeout
@@ -486,11 +539,14 @@ class Connection:
             raise Timeout from None
         if not data:
             return False
+        self.last_recv = len(data)
         self.buf += data
         return True
 
     def _read_line(self, limit: int, deadline: float | None, status: int) -> bytes:
         """Consume and return one line including its LF; more than `limit` bytes → HTTPError(status)."""
+        if status == 431 and "header-limit-per-read" in self.bugs:
+            return self._read_line_per_read(deadline)
         scanned = 0
         while True:
             idx = self.buf.find(b"\n", scanned)
@@ -505,6 +561,21 @@ class Connection:
             scanned = len(self.buf)
             if not self._fill(deadline):
                 raise PeerClosed
+
+    def _read_line_per_read(self, deadline: float | None) -> bytes:
+        """header-limit-per-read: the section limit compared with each recv(), never with the line."""
+        scanned = 0
+        while True:
+            idx = self.buf.find(b"\n", scanned)
+            if idx >= 0:
+                line = bytes(self.buf[: idx + 1])
+                del self.buf[: idx + 1]
+                return line
+            scanned = len(self.buf)
+            if not self._fill(deadline):
+                raise PeerClosed
+            if self.last_recv >= MAX_HEADER_SECTION:
+                raise HTTPError(431, "header section too large")
 
     def _read_exact(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -620,12 +691,13 @@ class Connection:
             finally:
                 self.idle = False
         self.first = False
-        deadline = time.monotonic() + srv.header_timeout
+        deadline = time.monotonic() + (HOLD_FOREVER if "hold-partial" in self.bugs else srv.header_timeout)
+        unbounded = "unbounded-headers" in self.bugs
         skip_to_end = "keepalive-after-400" in self.bugs
         pending: HTTPError | None = None
 
         # RFC 9112 §2.2: ignore empty lines received before the request-line.
-        budget = MAX_REQUEST_LINE + 2
+        budget = UNBOUNDED if unbounded else MAX_REQUEST_LINE + 2
         while True:
             line = self._read_line(budget, deadline, 414)
             if line == b"\r\n" or (self.lf_ok and line == b"\n"):
@@ -645,7 +717,7 @@ class Connection:
         used = 0
         fields: list[tuple[bytes, bytes]] = []
         while True:
-            line = self._read_line(MAX_HEADER_SECTION - used, deadline, 431)
+            line = self._read_line(UNBOUNDED if unbounded else MAX_HEADER_SECTION - used, deadline, 431)
             used += len(line)
             if line == b"\r\n" or (line == b"\n" and (self.lf_ok or pending is not None)):
                 break
@@ -657,7 +729,7 @@ class Connection:
                 if not (skip_to_end and e.status == 400):
                     raise
                 pending = e
-            if len(fields) > MAX_FIELDS:
+            if len(fields) > MAX_FIELDS and not unbounded:
                 raise HTTPError(431, "too many fields")
         if pending is not None:
             raise pending
@@ -866,7 +938,7 @@ class Connection:
         body = bytearray()
         lenient = "chunk-size-lenient" in self.bugs
         while True:
-            line = self._read_line(MAX_CHUNK_LINE, None, 400)
+            line = self._read_line(UNBOUNDED if "chunk-ext-unbounded" in self.bugs else MAX_CHUNK_LINE, None, 400)
             if not line.endswith(b"\r\n"):
                 raise HTTPError(400, "bare LF in chunk-size line")
             text = line[:-2]
@@ -879,7 +951,7 @@ class Connection:
                     raise HTTPError(400, "invalid chunk-size")
             else:
                 m = CHUNK_LINE_RE.fullmatch(text)
-                if not m or len(m.group(1)) > MAX_CHUNK_DIGITS:
+                if not m or len(m.group(1).lstrip(b"0")) > MAX_CHUNK_DIGITS:  # leading zeros are valid
                     raise HTTPError(400, "invalid chunk-size line")
                 size = int(m.group(1), 16)
             if size == 0:

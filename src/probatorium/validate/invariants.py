@@ -386,6 +386,25 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     _inv("I-API-LAX", "MED", "A request that violates an explicit schema constraint is not answered 2xx.",
          "tier 2 checker: mutated requests (maxLength, enum, type, required, additionalProperties: false, ...)",
          judge=_tier2("I-API-LAX", "no mutated request was sent")),
+    # ---- wt-slow (issue 12): the adversarial slice's slow-client phase ----
+    _inv("I-ADV-SLOWLORIS", "MED",
+         "A partial request (half a request-line, a head trickled one byte every 2 s, a stalled body) is not "
+         "held open indefinitely: the server closes it before the cap (62 s).",
+         "adversarial slice, slow-client phase: K connections held at once (--slowloris-connections), the "
+         "seconds each stays open per kind (RFC 9112 §9.5); an idle connection is measured, never judged",
+         judge=_evidence_judge("I-ADV-SLOWLORIS")),
+    _inv("I-ADV-STARVE", "HIGH",
+         "While K slow connections are held, new legitimate requests are still served (availability).",
+         "adversarial slice, slow-client phase: a legitimate request every 2 s (5 s time-out) while at least "
+         "half the held connections are open, judged by the echo route's nonce when present, else by status; "
+         "2 refused or timed-out requests fail it",
+         judge=_evidence_judge("I-ADV-STARVE")),
+    _inv("I-ADV-MEMORY", "HIGH",
+         "The target's memory does not grow with what a client sends: unfinished request heads are bounded "
+         "(RFC 9110 §5.4, RFC 6585 §5: 431).",
+         "adversarial slice, slow-client phase: 8 unfinished heads of up to 8 MiB each, RSS of the target's "
+         "process tree before and at peak; growth of at least half the bytes taken (and 16 MiB) fails it",
+         judge=_evidence_judge("I-ADV-MEMORY")),
 ]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.

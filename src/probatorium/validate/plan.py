@@ -39,6 +39,7 @@ class ValidateOptions:
     progress: object = None  # callable(str) for one-line progress messages
     # tier number → options for its configure() (2: fuzz's dict, 3: tier3.session.Tier3Options)
     tier_options: dict = field(default_factory=dict)
+    slowloris_connections: int = 200  # adversarial slow-client phase: connections held at once (K)
 
 
 @dataclass

@@ -54,6 +54,7 @@ class SliceContext:
     identity: Callable[[], Any] | None = None
     streams: Any = None  # held.HeldStreams: streams the validator holds open on the SSE path
     say: Callable[[str], None] = lambda msg: None
+    slowloris_connections: int = 200  # the adversarial slow-client phase's K (--slowloris-connections)
 
     def seed(self, name: str) -> int:
         """The slice's own seed, derived from the cell seed (a run is reproducible)."""

@@ -62,11 +62,13 @@ def _markov(ctx: SliceContext) -> Slice:
 
 def _adversarial(ctx: SliceContext) -> Slice:
     from .adversarial.runner import AdversarialSlice, sweep_targets
+    from .adversarial.slow import SlowConfig
 
     return AdversarialSlice(*ctx.address(), echo_path=ctx.paths.echo, health_path=ctx.paths.health,
                             seed=ctx.seed("adversarial"), quiet_timeout=ctx.quiet_timeout, report=ctx.report,
                             alive=ctx.alive, recover=ctx.recover, sweep=sweep_targets(ctx.operations, ctx.paths),
-                            crashlog=ctx.crashlog, say=ctx.say, held=ctx.streams, identity=ctx.identity)
+                            crashlog=ctx.crashlog, say=ctx.say, held=ctx.streams, identity=ctx.identity,
+                            slow=SlowConfig(connections=ctx.slowloris_connections))
 
 
 def _h2c(ctx: SliceContext) -> Slice:

@@ -33,7 +33,8 @@ class Tier1:
         ctx = SliceContext(address=env.address, cell_seed=env.cell_seed, paths=env.paths, report=env.report,
                            alive=env.alive, recover=env.recover, quiet_timeout=env.quiet_timeout,
                            openapi=env.openapi, markov=env.markov, crashlog=env.crashlog, streams=env.streams,
-                           say=env.say, identity=env.control.identity if env.control is not None else None)
+                           say=env.say, identity=env.control.identity if env.control is not None else None,
+                           slowloris_connections=getattr(env.options, "slowloris_connections", 200))
         deadline = time.monotonic() + budget_s
         walkers = []
         for name, count in env.schedule.walkers.items():

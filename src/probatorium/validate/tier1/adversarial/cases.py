@@ -393,3 +393,78 @@ CASES: list[Case] = [
          post("Content-Length: 10\r\n", "$|".join("0123456789")), pause=0.15, body="0123456789",
          methods=("POST",)),
 ]
+
+# ---- wt-slow (issue 12): size limits and chunked framing corners --------------------------
+KIB, MIB = 1024, 1 << 20
+CHUNKED_HELLO = "5\r\nhello\r\n0\r\n\r\n"
+
+
+def big_header(name: str, size: int, note: str, *, segment: int = 0, tags: tuple[str, ...] = ()) -> Case:
+    """One header field of `size` value bytes; with `segment`, sent in segments of that many bytes
+    (0.01 s apart) so the server reads it in small pieces. Accepting is the server's choice (LOW)."""
+    value = "a" * size
+    if segment:  # only the value is split, so no template marker is cut
+        value = "$|" + "$|".join(value[i:i + segment] for i in range(0, size, segment)) + "$|"
+    head = get("X-Adv: " + value + "\r\n")
+    return Case(name, "limits", "RFC 9110 §5.4, RFC 6585 §5", "MAY", "reject", head, pause=0.01 if segment else 0.0,
+                note=note, tags=tags, level_reason=LIMIT_REASON)
+
+
+def bad_trailer(name: str, trailer: str, note: str, *, inner: bool = False) -> Case:
+    """A trailer section that breaks the field-line grammar after a well-framed chunked body, then a
+    pipelined request: invalid grammar, RFC 9112 §2.2 SHOULD 400 + close. `inner`: $S lies inside
+    the trailer section (by RFC framing), so executing it is smuggling."""
+    follow = "" if inner else FOLLOW
+    return Case(name, "trailers", "RFC 9112 §2.2 (invalid grammar), §7.1.2, §5", "SHOULD", "reject",
+                post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n" + trailer + "\r\n") + follow,
+                body="hello", inner=inner, followups=0 if inner else 1,
+                methods=("POST",) if inner else ("POST", "GET"), note=note)
+
+
+# A limit that holds for bytes sent at once but not for the same bytes sent in small TCP segments
+# depends on segmentation: the pair is compared by verdict.segmentation_divergences.
+SEG_PAIR = "segmentation-pair:header-100k"
+
+CASES += [
+    # ---- size limits (RFC 9110 §5.4, RFC 6585 §5; 431 / 414 are the expected answers) ----
+    big_header("huge_header_value_1m", MIB, "a 1 MiB field value sent at once"),
+    big_header("huge_header_value_8m", 8 * MIB, "an 8 MiB field value sent at once"),
+    big_header("huge_header_100k_at_once", 100 * KIB, "100 KiB value in one send", tags=(SEG_PAIR,)),
+    big_header("huge_header_100k_segmented", 100 * KIB, "the same 100 KiB in 1 KiB segments",
+               segment=KIB, tags=(SEG_PAIR,)),
+    Case("many_header_fields_10000", "limits", "RFC 9110 §5.4, RFC 6585 §5", "MAY", "reject",
+         get("".join(f"X-Adv-{i}: v\r\n" for i in range(10000))), level_reason=LIMIT_REASON),
+    Case("huge_request_target_1m", "limits", "RFC 9112 §3 (long target), RFC 9110 §4.1", "MAY", "reject",
+         get(target="$T&" + "a" * MIB), note="414 is the expected answer", level_reason=LIMIT_REASON),
+
+    # ---- chunked framing corners (RFC 9112 §7.1) ----
+    bad_chunk_line("chunk_size_trailing_space", "5 \r\nhello\r\n0\r\n\r\n",
+                   "BWS is allowed only before ';' of a chunk-ext: '5 ' is not a chunk-size line"),
+    bad_chunk_line("chunk_size_trailing_tab", "5\t\r\nhello\r\n0\r\n\r\n", "HTAB after the chunk-size"),
+    Case("te_identity_chunked", "transfer-encoding", "RFC 9112 §6.1 (unknown coding), §7", "SHOULD", "reject",
+         post("Transfer-Encoding: identity, chunked\r\n", CHUNKED_HELLO) + FOLLOW, body="hello", followups=1,
+         methods=("POST", "GET"), note="'identity' is no transfer coding (RFC 9112 §7): unknown, SHOULD 501"),
+    Case("te_chunked_chunked_list", "transfer-encoding", "RFC 9112 §2.2 (invalid grammar), §6.1", "SHOULD", "reject",
+         post("Transfer-Encoding: chunked, chunked\r\n", CHUNKED_HELLO) + FOLLOW, body="hello", followups=1,
+         methods=("POST", "GET"), note="chunked applied twice in one field: a sender MUST NOT; decoding twice misframes"),
+    Case("chunk_ext_1m", "chunked", "RFC 9112 §7.1.1 (extension length), §7.1.1", "MAY", "reject",
+         post("Transfer-Encoding: chunked\r\n", "5;" + "a" * MIB + "\r\nhello\r\n0\r\n\r\n") + FOLLOW,
+         body="hello", followups=1, methods=("POST", "GET"),
+         note="a server ought to limit chunk extensions (4xx); accepting is allowed but must frame right"),
+    Case("chunk_size_1000_leading_zeros", "chunked", "RFC 9112 §7.1", "MUST", "serve",
+         post("Transfer-Encoding: chunked\r\n", "0" * 1000 + "5\r\nhello\r\n0\r\n\r\n") + FOLLOW,
+         body="hello", followups=1, methods=("POST", "GET"),
+         note="chunk-size = 1*HEXDIG: valid; a parser that caps the digit count may refuse (informational), "
+              "one that truncates them misframes"),
+    bad_trailer("chunk_trailer_space_before_colon", "X-Trailer : 1\r\n", "whitespace before the colon of a trailer"),
+    bad_trailer("chunk_trailer_obs_fold", "X-Trailer: 1\r\n 2\r\n", "obs-fold in the trailer section"),
+    bad_trailer("chunk_trailer_request_line", "GET $S HTTP/1.1\r\nHost: $H\r\n",
+                "a request-line inside the trailer section: a parser that ends the body at the last-chunk runs it",
+                inner=True),
+    Case("chunk_ext_bws_tabs", "chunked", "RFC 9112 §7.1.1", "MUST", "serve",
+         post("Transfer-Encoding: chunked\r\n", "5\t;\tfoo\t=\tbar\r\nhello\r\n0\r\n\r\n"), body="hello",
+         methods=("POST",), note="BWS (SP / HTAB) around ';' and '=' is valid"),
+    Case("chunk_ext_bws_quoted", "chunked", "RFC 9112 §7.1.1", "MUST", "serve",
+         post("Transfer-Encoding: chunked\r\n", '5 ; foo = "b a;r" ; baz\r\nhello\r\n0\r\n\r\n'), body="hello",
+         methods=("POST",), note="BWS around a quoted value and a second name-only extension"),
+]

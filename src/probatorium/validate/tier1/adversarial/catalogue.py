@@ -203,6 +203,11 @@ CLAUSE_LEVELS: dict[str, Level] = {
     # "the server MUST stop processing the client's handshake and return an HTTP response with
     #  an appropriate error code (such as 400 Bad Request)"
     "RFC 6455 §4.2.1": "MUST",
+    # ---- wt-slow (issue 12, items 5 and 6) ----
+    # "A server ought to limit the total length of chunk extensions received in a request to an
+    #  amount reasonable for the services provided ... and generate an appropriate 4xx (Client
+    #  Error) response if that amount is exceeded" ("ought to": no keyword, a permission)
+    "RFC 9112 §7.1.1 (extension length)": "MAY",
 }
 
 

@@ -26,6 +26,8 @@ from ..held import HeldStreams
 from .cases import CASES
 from .catalogue import Case, Rendered, render
 from .repro import adversarial_repro
+from .slow import SlowClients, SlowConfig, slow_repro
+from .slowcore import opening
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
 # Worst first: the verdict a case shows in the per-case breakdown.
@@ -58,8 +60,12 @@ class AdversarialSlice(SliceBase):
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  sweep: list[tuple[str, str]] | None = None, crashlog=None,
                  say: Callable[[str], None] | None = None, held: HeldStreams | None = None,
-                 identity: Callable[[], object] | None = None) -> None:
+                 identity: Callable[[], object] | None = None, slow: SlowConfig | None = None) -> None:
         self.host, self.port = host, port
+        # The slow-client phase (slow.py): held connections, starvation and head-size memory, once per
+        # cell beside walker 0; None (a slice built by hand) leaves it out.
+        self.slow_config = slow
+        self.slow: SlowClients | None = None
         # The target process's identity (pid + start time): when it changes across one exchange,
         # the target died while the exchange ran, even if it was already restarted when we look.
         self.identity = identity or (lambda: None)
@@ -140,7 +146,48 @@ class AdversarialSlice(SliceBase):
 
     def detail(self) -> dict:
         cal = self.calibration.__dict__ if self.calibration else {"error": self.stopped_reason}
-        return {"calibration": cal, "cases": self.case_breakdown()}
+        out = {"calibration": cal, "cases": self.case_breakdown()}
+        # wt-slow (issue 12): the slow-client phase and segmentation-dependent limits
+        out["segmentation"] = segmentation_divergences(self.cases, out["cases"])
+        if self.slow is not None:
+            out["slow_clients"] = self.slow.detail()
+        return out
+
+    def evidence(self) -> dict:
+        """The slow-client phase's verdicts (I-ADV-SLOWLORIS, I-ADV-STARVE, I-ADV-MEMORY)."""
+        return self.slow.evidence() if self.slow is not None else {}
+
+    def _pid(self) -> int | None:
+        ident = self.identity()
+        return getattr(ident, "pid", None)
+
+    async def run_slow(self, deadline: float, stop: Callable[[], bool]) -> None:
+        """Run the slow-client phase once and report its findings."""
+        cal = self.calibration
+        echo = cal.echo if cal is not None else False
+        target = cal.target if cal is not None else "/"
+        self.slow = SlowClients(self.host, self.port, self.host_header, config=self.slow_config or SlowConfig(),
+                                target=target, echo=echo, pid=self._pid, say=self.say)
+        try:
+            await self.slow.run(deadline, stop)
+        except Exception:  # a probatorium bug must not take the catalogue's walkers down
+            import traceback
+
+            self.slow.reason = "internal error in the slow-client phase"
+            self.internal_errors.append(f"slow clients: {traceback.format_exc()}")
+            return
+        for predicate, case, detail, payload in self.slow.findings():
+            kind = payload.get("kind", "partial_line" if payload["mode"] == "starve" else "")
+            sent = opening(kind, target, self.host_header) if kind else b""  # what one held connection sent
+            self.report(Evidence(
+                predicate=predicate, detail=f"{case}: {detail}", case=case, sent=sent, received=b"", seed=self.seed,
+                extra={"clause": "RFC 9112 §9.5" if predicate != "I-ADV-MEMORY" else "RFC 9110 §5.4, RFC 6585 §5",
+                       "evidence": "echo" if echo and predicate == "I-ADV-STARVE" else
+                       "rss" if predicate == "I-ADV-MEMORY" else "connection",
+                       "slow_clients": self.slow.detail()},
+                repro=slow_repro(predicate=predicate, case=case, detail=detail, payload=payload,
+                                 addr=self.host_header, version=__version__),
+            ))
 
     # ---- one case --------------------------------------------------------------------
     async def run_case(self, case: Case, nonce: str, *, echo: bool | None = None,
@@ -168,6 +215,8 @@ class AdversarialSlice(SliceBase):
                 self.host, self.port, segments, held=self.held, owner=self.name, quiet_timeout=self.quiet_timeout,
                 total_timeout=self.quiet_timeout + 5.0 + case.pause * len(segments),
                 done=None if case.close else done, linger=0.15,
+                # an echo of a multi-MiB head (size-limit cases) is longer than the default cap
+                max_bytes=max(4 << 20, 2 * sum(map(len, rendered.segments)) + (1 << 16)),
             )
         except BaseException:
             if crash is not None:
@@ -250,7 +299,17 @@ class AdversarialSlice(SliceBase):
             self.internal_errors.append(f"{case.name}: {traceback.format_exc()}")
 
     async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
-        """Take cases from the shared round until the deadline."""
+        """Take cases from the shared round until the deadline (walker 0 also runs the slow-client phase)."""
+        slow = None
+        if walker_id == 0 and self.slow_config is not None:
+            slow = asyncio.create_task(self.run_slow(deadline, stop))
+        try:
+            await self._walk(walker_id, deadline, stop)
+        finally:
+            if slow is not None:
+                await slow
+
+    async def _walk(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
         n = 0
         while time.monotonic() < deadline and not stop():
             case = self._next_case()
@@ -298,6 +357,28 @@ class AdversarialSlice(SliceBase):
         base.update(self.tally)
         base["adv_cases"] = len(self.cases)
         return dict(base)
+
+
+def segmentation_divergences(cases: list[Case], breakdown: dict) -> list[dict]:
+    """Pairs of cases (same `segmentation-pair:` tag: the same bytes at once and in small segments)
+    whose verdicts differ between acceptance and rejection: a limit that depends on TCP segmentation."""
+    pairs: dict[str, list[str]] = {}
+    for c in cases:
+        for tag in c.tags:
+            if tag.startswith("segmentation-pair:"):
+                pairs.setdefault(tag.split(":", 1)[1], []).append(c.name)
+    accepted = ("wrong_accepted", "lenient_accepted", "served_ok")
+    out = []
+    for pair, names in pairs.items():
+        verdicts = {n: breakdown.get(n, {}).get("verdict", "not_sent") for n in names}
+        if "not_sent" in verdicts.values() or len(verdicts) < 2:
+            continue
+        kinds = {v in accepted for v in verdicts.values()}
+        if len(kinds) > 1:
+            out.append({"pair": pair, "verdicts": verdicts,
+                        "detail": "the limit depends on TCP segmentation: " +
+                                  ", ".join(f"{n} {v}" for n, v in verdicts.items())})
+    return out
 
 
 def _request_line(rendered: Rendered) -> str:
