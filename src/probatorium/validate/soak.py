@@ -1,0 +1,530 @@
+"""``probatorium soak``: a long validation as a series of checkpointed rounds, resumable after a kill.
+
+A soak of D seconds is a series of rounds; each round is one ``probatorium validate`` run of
+the target(s) lasting the checkpoint interval (the last one shortened to what is left), run as
+a child process into ``<soak>/round-NNN/`` (its own schema 5.1 document, checkpointed by
+validate itself). After each round, and every few seconds while one runs (a heartbeat),
+``<soak>/soak.json`` (the soak's state) and ``<soak>/validate-results.json`` (schema 5.1: the
+cells of every round, each incident once) are rewritten atomically.
+
+``--resume SOAK_DIR`` reads soak.json, keeps the finished rounds, keeps what the killed round
+had checkpointed (its cells and incidents; the time it ran counts, up to its last heartbeat or
+checkpoint) and runs new rounds for the time left. Incidents are keyed by their dossier path
+under the soak folder, so none is lost or counted twice.
+
+Soak time: every round has a ``soak_offset_s`` (soak seconds spent before it started); a wall
+clock moment inside a round maps to ``soak_offset_s + (moment - round start)``. The hourly
+summary rows and the longest clean stretch are in soak time, so a resume gap does not count.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import ProbatoriumError, UsageError
+from ..results.schema import (Cell, Incident, ValidateDocument, ValidationResults, host_arch_pair,
+                              utc_now_iso)
+from ..results.store import DOCUMENT_NAME, load_document, write_json_atomic
+from ..seeds import derive_seed
+
+SOAK_SCHEMA = "soak/1"
+STATE_NAME = "soak.json"
+#: A round shorter than this measures too little: the time left below it ends the soak.
+MIN_ROUND_S = 5.0
+#: soak.json's heartbeat while a round runs (the time a SIGKILL can lose, at most).
+HEARTBEAT_S = 2.0
+#: Flags soak sets on each round itself: given after `soak` they are refused.
+RESERVED = ("--duration", "-d", "--out", "--force", "--results-dir", "--json", "--seed", "--junit",
+            "--sarif", "--baseline-update")
+LEAK_PREDICATES = ("I-MEM-1", "I-FD-1", "I-TASK-1")
+
+
+class SoakError(ProbatoriumError):
+    """A soak that cannot go on (a round that wrote no document, a broken soak.json): exit 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _between(a: str | None, b: str | None) -> float:
+    start, end = parse_iso(a), parse_iso(b)
+    return max(0.0, (end - start).total_seconds()) if start and end else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The state (soak.json)
+
+
+def new_state(duration_s: float, checkpoint_s: float, seed: int, validate_args: Sequence[str],
+              parallel: bool = False) -> dict[str, Any]:
+    if duration_s <= 0:
+        raise UsageError("soak --duration must be positive")
+    if checkpoint_s < MIN_ROUND_S:
+        raise UsageError(f"--checkpoint-every must be at least {MIN_ROUND_S:.0f}s")
+    return {"schema": SOAK_SCHEMA, "probatorium_version": __version__, "host_arch_pair": host_arch_pair(),
+            "duration_s": float(duration_s), "checkpoint_every_s": float(checkpoint_s), "seed": f"{seed:#x}",
+            "validate_args": list(validate_args), "parallel": parallel, "started_at": utc_now_iso(),
+            "finished_at": "", "finished": False, "resumes": 0, "spent_s": 0.0, "rounds": [],
+            "summary": {}}
+
+
+def load_state(soak_dir: Path) -> dict[str, Any]:
+    path = soak_dir / STATE_NAME
+    if not path.is_file():
+        raise UsageError(f"--resume {soak_dir}: no {STATE_NAME} there (not a soak folder)")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--resume {soak_dir}: unreadable {STATE_NAME}: {' '.join(str(e).split())}") from None
+    if not isinstance(state, dict) or state.get("schema") != SOAK_SCHEMA or not isinstance(state.get("rounds"), list):
+        raise UsageError(f"--resume {soak_dir}: {STATE_NAME} is not a {SOAK_SCHEMA} soak state")
+    return state
+
+
+def spent_s(state: dict[str, Any]) -> float:
+    """Soak seconds spent: the sum of every round's wall seconds (finished, killed or running);
+    a round's start-up and settle count, the gap between a kill and its resume does not."""
+    return round(sum(float(r.get("seconds") or 0.0) for r in state["rounds"]), 3)
+
+
+def next_round_s(state: dict[str, Any]) -> float:
+    """How long the next round runs: the checkpoint interval, the last one shortened; 0 when done."""
+    left = float(state["duration_s"]) - spent_s(state)
+    if left < MIN_ROUND_S:
+        return 0.0
+    return round(min(float(state["checkpoint_every_s"]), left), 3)
+
+
+def killed_round_seconds(rnd: dict[str, Any], doc_mtime: float | None) -> float:
+    """The time a killed round ran: up to its last heartbeat or its document's last checkpoint,
+    whichever is later, never more than a round may last (planned × 1.5 + 180 s)."""
+    ends = [parse_iso(rnd.get("last_seen"))]
+    if doc_mtime is not None:
+        ends.append(datetime.fromtimestamp(doc_mtime, timezone.utc))
+    start = parse_iso(rnd.get("started_at"))
+    latest = max((e for e in ends if e is not None), default=None)
+    if start is None or latest is None:
+        return 0.0
+    return round(min(max(0.0, (latest - start).total_seconds()), round_limit_s(float(rnd.get("planned_s") or 0.0))), 3)
+
+
+def round_limit_s(planned_s: float) -> float:
+    """The wall time a round may take (validate's start-up and settle included) before SIGTERM."""
+    return planned_s * 1.5 + 180.0
+
+
+def adopt_killed_rounds(state: dict[str, Any], soak_dir: Path) -> list[dict[str, Any]]:
+    """On --resume: every round still marked running was killed; its time counts up to its last
+    heartbeat/checkpoint and its partial document is kept as it is."""
+    adopted = []
+    for rnd in state["rounds"]:
+        if rnd.get("status") != "running":
+            continue
+        doc = soak_dir / rnd["folder"] / DOCUMENT_NAME
+        rnd["seconds"] = killed_round_seconds(rnd, doc.stat().st_mtime if doc.is_file() else None)
+        rnd["status"], rnd["exit_code"] = "killed", None
+        adopted.append(rnd)
+    state["spent_s"] = spent_s(state)
+    return adopted
+
+
+def check_resumable(state: dict[str, Any]) -> None:
+    if state.get("finished"):
+        raise UsageError("--resume: this soak already finished "
+                         f"({state.get('spent_s', 0):.0f}s of {state.get('duration_s', 0):.0f}s)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The combined document
+
+
+def _prefixed(path: str, folder: str) -> str:
+    return f"{folder}/{path}" if path else path
+
+
+def round_document(soak_dir: Path, rnd: dict[str, Any]) -> ValidateDocument | None:
+    file = soak_dir / rnd["folder"] / DOCUMENT_NAME
+    if not file.is_file():
+        return None
+    try:
+        return load_document(file)
+    except UsageError:
+        return None
+
+
+def orphan_dossiers(soak_dir: str | None, folder: str, seen: set[str]) -> list[Incident]:
+    """Incidents of a killed round whose dossier was written but that no checkpoint recorded."""
+    if not soak_dir:
+        return []
+    out = []
+    for file in sorted(Path(soak_dir, folder).glob("cell-*/incidents/*/incident.json")):
+        dossier = file.parent.relative_to(soak_dir).as_posix()
+        if dossier in seen:
+            continue
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+            # incident.json's "seed" is the cell's (an int), not a Tier 3 seed: not copied
+            fields = {k: raw[k] for k in Incident.model_fields if k in raw and k != "seed"}
+            inc = Incident.model_validate(fields)
+        except (OSError, ValueError, TypeError):
+            continue
+        out.append(inc.model_copy(update={"cell": _prefixed(inc.cell, folder), "dossier": dossier}))
+    return out
+
+
+def merge_rounds(state: dict[str, Any], docs: Sequence[tuple[dict[str, Any], ValidateDocument | None]]
+                 ) -> ValidateDocument:
+    """One schema 5.1 document over the rounds: every round's cells (folders relative to the soak
+    folder, ``round`` set), every incident once (keyed by its dossier under the soak folder)."""
+    cells: list[Cell] = []
+    incidents: list[Incident] = []
+    seen: set[str] = set()
+    for rnd, doc in docs:
+        if doc is None:
+            continue
+        folder = rnd["folder"]
+
+        def moved(inc: Incident) -> Incident:
+            return inc.model_copy(update={"cell": _prefixed(inc.cell, folder),
+                                          "dossier": _prefixed(inc.dossier, folder),
+                                          "reproducer": inc.reproducer.replace(f" {inc.cell}/", f" {folder}/{inc.cell}/")
+                                          if inc.reproducer else ""})
+
+        for cell in doc.validation_results.cells:
+            mine = [moved(i) for i in cell.incidents]
+            c = cell.model_copy(update={"folder": _prefixed(cell.folder, folder), "incidents": mine})
+            setattr(c, "round", rnd["index"])
+            cells.append(c)
+        # the run's own list holds the same incidents as its cells (plus any not in a cell)
+        for inc in [i for c in doc.validation_results.cells for i in c.incidents] + list(doc.incidents):
+            m = moved(inc)
+            key = m.dossier or f"{m.cell}|{m.predicate}|{m.first_seen}"
+            if key not in seen:
+                seen.add(key)
+                incidents.append(m)
+        if rnd.get("status") == "killed":  # dossiers written after the killed round's last checkpoint
+            for inc in orphan_dossiers(state.get("_dir"), folder, seen):
+                seen.add(inc.dossier)
+                incidents.append(inc)
+    vr = ValidationResults(started_at=state["started_at"], finished_at=state.get("finished_at", ""),
+                           duration_s=spent_s(state), seed=int(state["seed"], 16), cells=cells)
+    out = ValidateDocument(host_arch_pair=state.get("host_arch_pair") or host_arch_pair(), kind="matrix",
+                           probatorium_version=__version__, command=list(state.get("command", [])),
+                           partial=not state.get("finished"), validation_results=vr, incidents=incidents)
+    setattr(out, "soak", {"state": STATE_NAME, "rounds": len(state["rounds"]), "spent_s": spent_s(state),
+                          "duration_s": state["duration_s"]})
+    return out.finalize_back_compat()
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: hourly rows and the longest clean stretch
+
+
+def soak_time(state: dict[str, Any], moment: str) -> float | None:
+    """A wall-clock moment as soak seconds (None when it falls in no round)."""
+    t = parse_iso(moment)
+    if t is None:
+        return None
+    for rnd in state["rounds"]:
+        start = parse_iso(rnd.get("started_at"))
+        if start is None:
+            continue
+        into = (t - start).total_seconds()
+        if -1.0 <= into <= float(rnd.get("seconds") or 0.0) + 5.0:  # a dossier written while the round stopped
+            return round(float(rnd["soak_offset_s"]) + min(max(into, 0.0), float(rnd.get("seconds") or 0.0)), 3)
+    return None
+
+
+def _round_of(state: dict[str, Any], index: int) -> dict[str, Any] | None:
+    return next((r for r in state["rounds"] if r["index"] == index), None)
+
+
+def incident_times(state: dict[str, Any], doc: ValidateDocument) -> list[tuple[float, Incident]]:
+    """Each incident with its soak time (an incident outside every round: its round's start)."""
+    out = []
+    for inc in doc.incidents:
+        t = soak_time(state, inc.first_seen)
+        if t is None:
+            rnd = _round_of(state, _round_index(inc.cell))
+            t = float(rnd["soak_offset_s"]) if rnd else 0.0
+        out.append((t, inc))
+    return sorted(out, key=lambda p: p[0])
+
+
+def _round_index(folder: str) -> int:
+    head = folder.split("/", 1)[0]
+    try:
+        return int(head.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def clean_stretch(spent: float, high_times: Sequence[float]) -> dict[str, float]:
+    """The longest span of soak time [start, end] with no HIGH incident inside it."""
+    edges = [0.0, *sorted(min(max(t, 0.0), spent) for t in high_times), spent]
+    best = (0.0, 0.0)
+    for a, b in zip(edges, edges[1:]):
+        if b - a > best[1] - best[0]:
+            best = (a, b)
+    return {"start_s": round(best[0], 3), "end_s": round(best[1], 3), "seconds": round(best[1] - best[0], 3),
+            "high_incidents": len(high_times)}
+
+
+def cell_requests(cell: Cell) -> int:
+    t1 = cell.tier_1.get("requests_sent") or 0
+    t2 = cell.tier_2.get("requests") or 0
+    return int(t1 if isinstance(t1, int) else 0) + int(t2 if isinstance(t2, int) else 0)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    v = sorted(values)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def round_slopes(soak_dir: Path, cell: Cell) -> dict[str, float]:
+    """The leak judges' slopes (per minute) of one round's cell, from its resources.json series."""
+    from .resources import judge_all
+
+    series = soak_dir / cell.folder / "resources.json"
+    if not series.is_file():
+        return {}
+    try:
+        samples = json.loads(series.read_text(encoding="utf-8")).get("samples") or []
+        verdicts = judge_all(samples)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    return {p: round(v.slope_per_min, 6) for p, v in verdicts.items() if v.slope_per_min is not None}
+
+
+def summarize(state: dict[str, Any], doc: ValidateDocument, soak_dir: Path) -> dict[str, Any]:
+    """Hourly rows (requests, new incidents by severity, leak slopes so far), the longest clean
+    stretch, and the totals."""
+    spent = spent_s(state)
+    rounds = {r["index"]: r for r in state["rounds"]}
+    # per cell of each round: requests and slopes, placed in soak time
+    per_cell = []
+    for cell in doc.validation_results.cells:
+        rnd = rounds.get(getattr(cell, "round", -1))
+        if rnd is None:
+            continue
+        a = float(rnd["soak_offset_s"])
+        b = a + float(rnd.get("seconds") or 0.0)
+        per_cell.append((a, b, f"{cell.refapp}/{cell.engine}", cell_requests(cell), round_slopes(soak_dir, cell)))
+    timed = incident_times(state, doc)
+    hours = max(1, math.ceil(spent / 3600.0 - 1e-9)) if spent > 0 else 0
+    rows = []
+    for h in range(hours):
+        lo, hi = h * 3600.0, min((h + 1) * 3600.0, spent)
+        requests = 0.0
+        for a, b, _, n, _ in per_cell:
+            span = b - a
+            overlap = max(0.0, min(b, hi) - max(a, lo))
+            requests += n * (overlap / span if span > 0 else (1.0 if lo <= a < hi or (a == hi == spent) else 0.0))
+        new: dict[str, int] = {"HIGH": 0, "MED": 0, "LOW": 0}
+        for t, inc in timed:
+            if lo <= t < hi or (h == hours - 1 and t >= hi):
+                new[inc.severity] = new.get(inc.severity, 0) + 1
+        slopes: dict[str, dict[str, Any]] = {}
+        for a, b, name, _, s in per_cell:
+            if b > hi + 1e-6:  # only rounds over by the end of this hour
+                continue
+            for pred, v in s.items():
+                slopes.setdefault(name, {}).setdefault(pred, []).append(v)
+        rows.append({"hour": h, "from_s": round(lo, 3), "to_s": round(hi, 3), "requests": int(round(requests)),
+                     "incidents": new,
+                     "leak_slopes_per_min": {name: {p: {"median": _median(v), "rounds": len(v), "last": v[-1]}
+                                                    for p, v in preds.items()} for name, preds in slopes.items()}})
+    highs = [t for t, inc in timed if inc.severity == "HIGH" and not inc.accepted]
+    by_sev: dict[str, int] = {}
+    for _, inc in timed:
+        by_sev[inc.severity] = by_sev.get(inc.severity, 0) + 1
+    return {"spent_s": spent, "duration_s": state["duration_s"], "rounds": len(state["rounds"]),
+            "cells": len(doc.validation_results.cells), "requests": sum(p[3] for p in per_cell),
+            "incidents": len(doc.incidents), "incidents_by_severity": by_sev,
+            "hourly": rows, "longest_clean_stretch": clean_stretch(spent, highs)}
+
+
+def soak_exit_code(state: dict[str, Any], doc: ValidateDocument, interrupted: bool) -> int:
+    """1: any HIGH incident (not accepted) or failed cell in any round; 2: a round that could not
+    run (usage/infrastructure) or an interrupted soak; 0 otherwise."""
+    if any(i.severity == "HIGH" and not i.accepted for i in doc.incidents) or \
+            any(c.status == "failed" for c in doc.validation_results.cells):
+        return 1
+    if interrupted or not state.get("finished") or any(r.get("exit_code") == 2 for r in state["rounds"]):
+        return 2
+    return 0
+
+
+def write_all(state: dict[str, Any], soak_dir: Path) -> ValidateDocument:
+    """Rewrite validate-results.json (combined) and soak.json (with the summary), atomically."""
+    state["spent_s"] = spent_s(state)
+    docs = [(r, round_document(soak_dir, r)) for r in state["rounds"]]
+    doc = merge_rounds({**state, "_dir": str(soak_dir)}, docs)
+    state["summary"] = summarize(state, doc, soak_dir)
+    write_json_atomic(soak_dir / DOCUMENT_NAME, doc)
+    write_json_atomic(soak_dir / STATE_NAME, state)
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def soak_folder(results_dir: Path) -> Path:
+    """results/<ts>-soak-<version>/ (-2, -3 … on collision)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    base = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-soak-{__version__}"
+    for attempt in range(1, 1000):
+        candidate = results_dir / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UsageError(f"{results_dir}: cannot create a soak folder")
+
+
+def check_validate_args(args: Sequence[str]) -> None:
+    for a in args:
+        name = a.split("=", 1)[0]
+        if name in RESERVED:
+            raise UsageError(f"soak sets {name} on every round itself; give the soak's own "
+                             "--duration/--out/--seed/--json before the target flags")
+
+
+def lock_soak_dir(soak_dir: Path) -> int:
+    soak_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(soak_dir / ".probatorium.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{soak_dir}: another probatorium run is writing this folder") from None
+    return fd
+
+
+@dataclass
+class SoakRunner:
+    soak_dir: Path
+    state: dict[str, Any]
+    say: Callable[[str], None] = print
+    stop_event: threading.Event | None = None
+    python: str = sys.executable
+
+    def round_argv(self, rnd: dict[str, Any]) -> list[str]:
+        seed = derive_seed(int(self.state["seed"], 16), "soak-round", str(rnd["index"])) & ((1 << 63) - 1)
+        return [self.python, "-m", "probatorium.cli", "validate", *self.state["validate_args"],
+                "--duration", f"{rnd['planned_s']:g}s", "--seed", f"{seed:#x}",
+                "--out", str(self.soak_dir / rnd["folder"])]
+
+    def run(self) -> ValidateDocument:
+        stop = self.stop_event or threading.Event()
+        doc = write_all(self.state, self.soak_dir)
+        limit = int(float(self.state["duration_s"]) / MIN_ROUND_S) + 2  # bounded: every round is ≥ MIN_ROUND_S
+        for _ in range(limit):
+            secs = next_round_s(self.state)
+            if secs <= 0 or stop.is_set():
+                break
+            index = max((r["index"] for r in self.state["rounds"]), default=0) + 1
+            rnd = {"index": index, "folder": f"round-{index:03d}", "status": "running", "planned_s": secs,
+                   "soak_offset_s": spent_s(self.state), "started_at": utc_now_iso(), "last_seen": "",
+                   "seconds": 0.0, "exit_code": None}
+            self.state["rounds"].append(rnd)
+            write_all(self.state, self.soak_dir)
+            self.say(f"soak: round {index} ({rnd['folder']}): {secs:.0f}s, soak time "
+                     f"{rnd['soak_offset_s']:.0f}s of {float(self.state['duration_s']):.0f}s")
+            code = self._run_round(rnd, stop)
+            rnd["exit_code"] = code
+            rnd["seconds"] = round(_between(rnd["started_at"], utc_now_iso()), 3)
+            rnd["status"] = "done" if code in (0, 1) else ("interrupted" if stop.is_set() else "failed")
+            rnd["finished_at"] = utc_now_iso()
+            doc = write_all(self.state, self.soak_dir)
+            if code not in (0, 1) and round_document(self.soak_dir, rnd) is None:
+                raise SoakError(f"soak: round {index} wrote no document (validate exit {code}); see the lines above")
+        if next_round_s(self.state) <= 0:
+            self.state["finished"], self.state["finished_at"] = True, utc_now_iso()
+        return write_all(self.state, self.soak_dir)
+
+    def _run_round(self, rnd: dict[str, Any], stop: threading.Event) -> int:
+        folder = self.soak_dir / rnd["folder"]
+        folder.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + round_limit_s(float(rnd["planned_s"]))
+        with open(folder / "validate.stdout", "wb") as out:
+            proc = subprocess.Popen(self.round_argv(rnd), stdout=out, env={**os.environ})
+            termed = False
+            while True:
+                try:
+                    return proc.wait(timeout=HEARTBEAT_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                rnd["last_seen"] = utc_now_iso()
+                rnd["seconds"] = round(_between(rnd["started_at"], rnd["last_seen"]), 3)
+                self.state["spent_s"] = spent_s(self.state)
+                write_json_atomic(self.soak_dir / STATE_NAME, self.state)  # heartbeat
+                if (stop.is_set() or time.monotonic() > deadline) and not termed:
+                    proc.send_signal(signal.SIGTERM)  # validate writes its partial document
+                    termed, deadline = True, time.monotonic() + 60.0
+                elif termed and time.monotonic() > deadline:
+                    proc.kill()
+                    return proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Printing
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def summary_lines(state: dict[str, Any]) -> list[str]:
+    s = state.get("summary") or {}
+    lines = [f"soak: {_fmt_s(s.get('spent_s', 0))} of {_fmt_s(s.get('duration_s', 0))} in {s.get('rounds', 0)} "
+             f"round(s), {s.get('cells', 0)} cell(s), {s.get('requests', 0)} requests, {s.get('incidents', 0)} "
+             f"incident(s) {s.get('incidents_by_severity', {})}"]
+    for r in s.get("hourly", []):
+        inc = r["incidents"]
+        slopes = "; ".join(f"{name} " + ", ".join(f"{p} {v['median']:.3g}/min" for p, v in preds.items())
+                           for name, preds in r["leak_slopes_per_min"].items()) or "-"
+        lines.append(f"hour {r['hour']} [{_fmt_s(r['from_s'])}–{_fmt_s(r['to_s'])}]: {r['requests']} requests, "
+                     f"incidents HIGH {inc.get('HIGH', 0)} MED {inc.get('MED', 0)} LOW {inc.get('LOW', 0)}, "
+                     f"leak slopes (median of rounds) {slopes}")
+    c = s.get("longest_clean_stretch") or {}
+    if c:
+        lines.append(f"longest clean stretch (no HIGH incident): {_fmt_s(c['seconds'])} "
+                     f"from {_fmt_s(c['start_s'])} to {_fmt_s(c['end_s'])} of soak time "
+                     f"({c['high_incidents']} HIGH incident(s) in the soak)")
+    return lines
