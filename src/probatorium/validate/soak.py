@@ -116,12 +116,27 @@ def spent_s(state: dict[str, Any]) -> float:
     return round(sum(float(r.get("seconds") or 0.0) for r in state["rounds"]), 3)
 
 
-def next_round_s(state: dict[str, Any]) -> float:
-    """How long the next round runs: the checkpoint interval, the last one shortened; 0 when done."""
-    left = float(state["duration_s"]) - spent_s(state)
-    if left < MIN_ROUND_S:
+def round_overhead_s(state: dict[str, Any]) -> float:
+    """What a round takes beyond its validate budget (start-up, settle, judging): the median over
+    the rounds that ran to their end (0 before the first)."""
+    extra = sorted(max(0.0, float(r["seconds"]) - float(r["planned_s"]))
+                   for r in state["rounds"] if r.get("status") == "done")
+    if not extra:
         return 0.0
-    return round(min(float(state["checkpoint_every_s"]), left), 3)
+    mid = len(extra) // 2
+    return extra[mid] if len(extra) % 2 else (extra[mid - 1] + extra[mid]) / 2
+
+
+def next_round_s(state: dict[str, Any]) -> float:
+    """The next round's validate budget: the checkpoint interval, the last one shortened to what is
+    left less a round's overhead (so the soak ends near its duration); 0 when done."""
+    left = float(state["duration_s"]) - spent_s(state)
+    overhead = round_overhead_s(state)
+    budget = max(MIN_ROUND_S, left - overhead)
+    # one more round only when it ends nearer the asked duration than stopping now
+    if left < MIN_ROUND_S or abs(left - budget - overhead) >= left:
+        return 0.0
+    return round(min(float(state["checkpoint_every_s"]), budget), 3)
 
 
 def killed_round_seconds(rnd: dict[str, Any], doc_mtime: float | None) -> float:
@@ -181,12 +196,11 @@ def round_document(soak_dir: Path, rnd: dict[str, Any]) -> ValidateDocument | No
         return None
 
 
-def orphan_dossiers(soak_dir: str | None, folder: str, seen: set[str]) -> list[Incident]:
-    """Incidents of a killed round whose dossier was written but that no checkpoint recorded."""
-    if not soak_dir:
-        return []
+def orphan_dossiers(soak_dir: Path, folder: str, seen: set[str]) -> list[Incident]:
+    """Incidents of a killed round whose dossier was written but that no checkpoint recorded
+    (dossier paths relative to the soak folder)."""
     out = []
-    for file in sorted(Path(soak_dir, folder).glob("cell-*/incidents/*/incident.json")):
+    for file in sorted((soak_dir / folder).glob("cell-*/incidents/*/incident.json")):
         dossier = file.parent.relative_to(soak_dir).as_posix()
         if dossier in seen:
             continue
@@ -201,16 +215,54 @@ def orphan_dossiers(soak_dir: str | None, folder: str, seen: set[str]) -> list[I
     return out
 
 
-def merge_rounds(state: dict[str, Any], docs: Sequence[tuple[dict[str, Any], ValidateDocument | None]]
-                 ) -> ValidateDocument:
+def _cell_names(name: str, incidents: Sequence[Incident]) -> tuple[str, str, str]:
+    """(refapp, engine, arch) of a cell folder ``cell-NN-<refapp>-<engine>`` nobody checkpointed."""
+    if incidents:
+        return incidents[0].refapp, incidents[0].engine, incidents[0].arch
+    from ..results.schema import normalize_arch
+    from ..targets.engines import ENGINES
+
+    rest = name.split("-", 2)[2] if name.count("-") >= 2 else name
+    for engine in sorted(ENGINES, key=len, reverse=True):
+        if rest.endswith("-" + engine):
+            return rest[: -len(engine) - 1], engine, normalize_arch()
+    refapp, _, engine = rest.rpartition("-")
+    return refapp or rest, engine, normalize_arch()
+
+
+def _killed_round_extras(soak_dir: Path, rnd: dict[str, Any], cells: list[Cell], seen: set[str]) -> list[Incident]:
+    """What a killed round left on disk beyond its last checkpoint: dossiers no checkpoint listed
+    (added to their cell) and cell folders it never checkpointed (a partial cell each)."""
+    folder = rnd["folder"]
+    orphans = orphan_dossiers(soak_dir, folder, seen)
+    mine = {c.folder: c for c in cells if getattr(c, "round", None) == rnd["index"]}
+    for cell_dir in sorted((soak_dir / folder).glob("cell-*")):
+        key = f"{folder}/{cell_dir.name}"
+        its = [i for i in orphans if i.cell == key]
+        if key not in mine:
+            refapp, engine, arch = _cell_names(cell_dir.name, its)
+            high = sorted({i.predicate for i in its if i.severity == "HIGH"})
+            c = Cell(refapp=refapp, engine=engine, arch=arch, status="failed" if high else "not_run",
+                     reason=("HIGH: " + ", ".join(high) + "; " if high else "")
+                     + "soak round killed before the cell's first checkpoint", started_at=rnd.get("started_at", ""),
+                     finished_at=rnd.get("last_seen", ""), folder=key, partial=True)
+            setattr(c, "round", rnd["index"])
+            cells.append(c)
+            mine[key] = c
+        mine[key].incidents.extend(its)
+    return orphans
+
+
+def merge_rounds(state: dict[str, Any], docs: Sequence[tuple[dict[str, Any], ValidateDocument | None]],
+                 soak_dir: Path | None = None) -> ValidateDocument:
     """One schema 5.1 document over the rounds: every round's cells (folders relative to the soak
-    folder, ``round`` set), every incident once (keyed by its dossier under the soak folder)."""
+    folder, ``round`` set), every incident once (keyed by its dossier under the soak folder).
+    With ``soak_dir``, a killed round's dossiers and cells written after its last checkpoint are
+    taken from disk."""
     cells: list[Cell] = []
     incidents: list[Incident] = []
     seen: set[str] = set()
     for rnd, doc in docs:
-        if doc is None:
-            continue
         folder = rnd["folder"]
 
         def moved(inc: Incident) -> Incident:
@@ -219,20 +271,22 @@ def merge_rounds(state: dict[str, Any], docs: Sequence[tuple[dict[str, Any], Val
                                           "reproducer": inc.reproducer.replace(f" {inc.cell}/", f" {folder}/{inc.cell}/")
                                           if inc.reproducer else ""})
 
-        for cell in doc.validation_results.cells:
-            mine = [moved(i) for i in cell.incidents]
-            c = cell.model_copy(update={"folder": _prefixed(cell.folder, folder), "incidents": mine})
+        for cell in doc.validation_results.cells if doc is not None else []:
+            c = cell.model_copy(update={"folder": _prefixed(cell.folder, folder),
+                                        "incidents": [moved(i) for i in cell.incidents]})
             setattr(c, "round", rnd["index"])
             cells.append(c)
         # the run's own list holds the same incidents as its cells (plus any not in a cell)
-        for inc in [i for c in doc.validation_results.cells for i in c.incidents] + list(doc.incidents):
+        run_incidents = [] if doc is None else [i for c in doc.validation_results.cells for i in c.incidents] + \
+            list(doc.incidents)
+        for inc in run_incidents:
             m = moved(inc)
             key = m.dossier or f"{m.cell}|{m.predicate}|{m.first_seen}"
             if key not in seen:
                 seen.add(key)
                 incidents.append(m)
-        if rnd.get("status") == "killed":  # dossiers written after the killed round's last checkpoint
-            for inc in orphan_dossiers(state.get("_dir"), folder, seen):
+        if soak_dir is not None and rnd.get("status") == "killed":
+            for inc in _killed_round_extras(soak_dir, rnd, cells, seen):
                 seen.add(inc.dossier)
                 incidents.append(inc)
     vr = ValidationResults(started_at=state["started_at"], finished_at=state.get("finished_at", ""),
@@ -313,19 +367,42 @@ def _median(values: Sequence[float]) -> float | None:
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
-def round_slopes(soak_dir: Path, cell: Cell) -> dict[str, float]:
-    """The leak judges' slopes (per minute) of one round's cell, from its resources.json series."""
-    from .resources import judge_all
+def series_slopes(samples: Sequence[dict[str, Any]], max_points: int = 80) -> dict[str, float]:
+    """Per leak predicate, the Theil–Sen slope (per minute) of one round's resource series: its
+    last restart segment, the leak judges' warm-up dropped, at most ``max_points`` samples (evenly
+    picked). A description of the trend, not a verdict (the verdicts are the cells' properties)."""
+    from .resources import FIELDS, PREDICATES, theil_sen, warmup_for
 
+    if not samples:
+        return {}
+    last = samples[-1].get("segment", 0)
+    seg = [x for x in samples if x.get("segment", 0) == last and isinstance(x.get("t"), (int, float))]
+    if len(seg) < 3:
+        return {}
+    t0 = float(seg[0]["t"])
+    kept = [x for x in seg if float(x["t"]) - t0 >= warmup_for(float(seg[-1]["t"]) - t0)]
+    seg = kept if len(kept) >= 3 else seg
+    if len(seg) > max_points:
+        step = (len(seg) - 1) / (max_points - 1)
+        seg = [seg[round(i * step)] for i in range(max_points)]
+    out = {}
+    for kind, key in FIELDS.items():
+        pts = [(float(x["t"]), float(x[key])) for x in seg if isinstance(x.get(key), (int, float))]
+        if len(pts) >= 3:
+            out[PREDICATES[kind]] = round(theil_sen(pts)[0] * 60.0, 6)
+    return out
+
+
+def round_slopes(soak_dir: Path, cell: Cell) -> dict[str, float]:
+    """:func:`series_slopes` of one round's cell, from its resources.json ({} without one)."""
     series = soak_dir / cell.folder / "resources.json"
     if not series.is_file():
         return {}
     try:
         samples = json.loads(series.read_text(encoding="utf-8")).get("samples") or []
-        verdicts = judge_all(samples)
+        return series_slopes(samples)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
-    return {p: round(v.slope_per_min, 6) for p, v in verdicts.items() if v.slope_per_min is not None}
 
 
 def summarize(state: dict[str, Any], doc: ValidateDocument, soak_dir: Path) -> dict[str, Any]:
@@ -391,7 +468,7 @@ def write_all(state: dict[str, Any], soak_dir: Path) -> ValidateDocument:
     """Rewrite validate-results.json (combined) and soak.json (with the summary), atomically."""
     state["spent_s"] = spent_s(state)
     docs = [(r, round_document(soak_dir, r)) for r in state["rounds"]]
-    doc = merge_rounds({**state, "_dir": str(soak_dir)}, docs)
+    doc = merge_rounds(state, docs, soak_dir)
     state["summary"] = summarize(state, doc, soak_dir)
     write_json_atomic(soak_dir / DOCUMENT_NAME, doc)
     write_json_atomic(soak_dir / STATE_NAME, state)
