@@ -46,7 +46,7 @@ STATE_NAME = "soak.json"
 #: A round shorter than this measures too little: the time left below it ends the soak.
 MIN_ROUND_S = 5.0
 #: soak.json's heartbeat while a round runs (the time a SIGKILL can lose, at most).
-HEARTBEAT_S = 2.0
+HEARTBEAT_S = 1.0
 #: Flags soak sets on each round itself: given after `soak` they are refused.
 RESERVED = ("--duration", "-d", "--out", "--force", "--results-dir", "--json", "--seed", "--junit",
             "--sarif", "--baseline-update")
