@@ -752,7 +752,7 @@ def soak(
     duration: Optional[str] = typer.Option(os.environ.get("SOAK_DURATION"), "--duration", "-d", help="Soak length (e.g. 24h). Env SOAK_DURATION."),
     checkpoint_every: str = typer.Option("60m", "--checkpoint-every", help="Round length: the whole document is checkpointed after each round."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the soak in this folder (killed or interrupted)."),
-    parallel: bool = typer.Option(_env_bool("VALIDATE_PARALLEL"), "--parallel/--no-parallel", help="Cells of a matrix round concurrently. Env VALIDATE_PARALLEL=1."),
+    parallel: bool = typer.Option(_env_bool("VALIDATE_PARALLEL"), "--parallel/--no-parallel", help="Each cell of a refapp matrix round as its own validate run, all at once (each gets the whole round). Env VALIDATE_PARALLEL=1."),
     seed: Optional[str] = typer.Option(os.environ.get("VALIDATE_SEED"), "--seed", help="Soak seed; each round's seed is derived from it."),
     out: Optional[Path] = typer.Option(None, "--out", help="Soak folder (default results/<ts>-soak-<version>)."),
     results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
@@ -764,9 +764,6 @@ def soak(
     from .validate import soak as S
 
     try:
-        if parallel:
-            raise UsageError("soak --parallel is not implemented: a round runs its cells one after another "
-                             "(run one soak per cell, each with its own --out, to use more cores)")
         if resume is not None:
             if ctx.args or duration not in (None, os.environ.get("SOAK_DURATION")) or out is not None:
                 raise UsageError("--resume SOAK_DIR takes the soak's flags from its soak.json: give it alone")
@@ -777,9 +774,10 @@ def soak(
             if not duration:
                 raise UsageError("soak needs --duration (or env SOAK_DURATION), e.g. -d 24h")
             S.check_validate_args(ctx.args)
-            _check_forwarded(list(ctx.args))
+            plans = _check_forwarded(list(ctx.args))
+            cells = S.parallel_cells(plans, ctx.args) if parallel else None
             state = S.new_state(parse_duration(duration), parse_duration(checkpoint_every),
-                                random_seed() if seed in (None, "") else parse_seed(seed), ctx.args)
+                                random_seed() if seed in (None, "") else parse_seed(seed), ctx.args, cells)
             if out is not None and (out / S.STATE_NAME).exists():
                 raise UsageError(f"{out}: holds a soak already; continue it with --resume {out}")
             soak_dir = out if out is not None else S.soak_folder(results_dir)
@@ -823,7 +821,7 @@ def soak(
     raise typer.Exit(code)
 
 
-def _check_forwarded(args: list[str]) -> None:
+def _check_forwarded(args: list[str]) -> list:
     """The flags a soak hands to each round's validate, parsed by validate's own parser now: a bad
     one is one line before the first round starts."""
     command = typer.main.get_command(app).commands["validate"]  # type: ignore[attr-defined]
@@ -837,7 +835,7 @@ def _check_forwarded(args: list[str]) -> None:
     from .validate.plan import TargetArgs, parse_cells, plan_cells
 
     pairs = parse_cells(p["cells"])  # the targets checked as validate checks them (unknown refapp/engine, files)
-    plan_cells(TargetArgs(refapp=p["refapp"], app=p["app_target"], app_dir=p["app_dir"], cmd=p["cmd"], url=p["url"],
+    return plan_cells(TargetArgs(refapp=p["refapp"], app=p["app_target"], app_dir=p["app_dir"], cmd=p["cmd"], url=p["url"],
                           engine=p["engine"], matrix=p["matrix"] or bool(pairs), refapps=_csv(p["refapps"]),
                           engines=_csv(p["engines"]), cells=pairs, spec=p["spec"], markov=p["markov"],
                           label=p["label"], health_path=p["health_path"], allow_remote=p["allow_remote"],

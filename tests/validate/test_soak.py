@@ -188,3 +188,31 @@ def test_resume_refuses_what_is_not_a_resumable_soak(tmp_path):
         S.load_state(tmp_path)
     with pytest.raises(UsageError, match="already finished"):
         S.check_resumable({**state_with([]), "finished": True})
+
+
+def test_parallel_round_children_and_their_merge(tmp_path):
+    st = S.new_state(60, 10, 7, ["--matrix", "--refapps", "kitchen_sink,auth_jwt_csrf", "--engines=uvicorn",
+                                 "--slices", "adversarial"], cells=[("kitchen_sink", "uvicorn"),
+                                                                    ("auth_jwt_csrf", "uvicorn")])
+    assert S.strip_matrix_flags(st["validate_args"]) == ["--slices", "adversarial"]
+    r = {**rnd(1, 0, 0, 10.0), "parts": ["part-01-kitchen_sink-uvicorn", "part-02-auth_jwt_csrf-uvicorn"]}
+    st["rounds"] = [r]
+    argvs = S.SoakRunner(tmp_path, st, python="py").round_argvs(r)
+    assert [f for f, _ in argvs] == ["round-001/part-01-kitchen_sink-uvicorn", "round-001/part-02-auth_jwt_csrf-uvicorn"]
+    first, second = (a for _, a in argvs)
+    assert first[first.index("--cells") + 1] == "kitchen_sink:uvicorn" and "--matrix" not in first
+    assert second[second.index("--cells") + 1] == "auth_jwt_csrf:uvicorn"
+    assert first[first.index("--seed") + 1] != second[second.index("--seed") + 1]
+    for folder, _ in argvs:
+        round_doc(tmp_path / folder, [cell([incident("cell-01-cmd-cmd", 1, 3)])])
+    doc = S.write_all(st, tmp_path)
+    assert [c.folder for c in doc.validation_results.cells] == [f"{f}/cell-01-cmd-cmd" for f, _ in argvs]
+    assert len({i.dossier for i in doc.incidents}) == 2 == len(doc.incidents)
+    assert st["summary"]["incidents_by_severity"] == {"HIGH": 2}
+
+
+def test_round_exit_from_its_children():
+    assert S.combine_exit_codes([0, 0]) == 0
+    assert S.combine_exit_codes([0, 2, 1]) == 1
+    assert S.combine_exit_codes([0, -9]) == 2
+    assert S.combine_exit_codes([]) == 2

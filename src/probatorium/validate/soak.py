@@ -38,7 +38,7 @@ from .. import __version__
 from ..errors import ProbatoriumError, UsageError
 from ..results.schema import (Cell, Incident, ValidateDocument, ValidationResults, host_arch_pair,
                               utc_now_iso)
-from ..results.store import DOCUMENT_NAME, load_document, write_json_atomic
+from ..results.store import DOCUMENT_NAME, load_document, sanitize_name, write_json_atomic
 from ..seeds import derive_seed
 
 SOAK_SCHEMA = "soak/1"
@@ -85,14 +85,16 @@ def _between(a: str | None, b: str | None) -> float:
 
 
 def new_state(duration_s: float, checkpoint_s: float, seed: int, validate_args: Sequence[str],
-              parallel: bool = False) -> dict[str, Any]:
+              cells: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A new soak's state; ``cells`` (refapp, engine): --parallel's matrix cells, one child each."""
     if duration_s <= 0:
         raise UsageError("soak --duration must be positive")
     if checkpoint_s < MIN_ROUND_S:
         raise UsageError(f"--checkpoint-every must be at least {MIN_ROUND_S:.0f}s")
     return {"schema": SOAK_SCHEMA, "probatorium_version": __version__, "host_arch_pair": host_arch_pair(),
             "duration_s": float(duration_s), "checkpoint_every_s": float(checkpoint_s), "seed": f"{seed:#x}",
-            "validate_args": list(validate_args), "parallel": parallel, "started_at": utc_now_iso(),
+            "validate_args": list(validate_args), "parallel": bool(cells),
+            "cells": [list(c) for c in cells or []], "started_at": utc_now_iso(),
             "finished_at": "", "finished": False, "resumes": 0, "spent_s": 0.0, "rounds": [],
             "summary": {}}
 
@@ -164,8 +166,9 @@ def adopt_killed_rounds(state: dict[str, Any], soak_dir: Path) -> list[dict[str,
     for rnd in state["rounds"]:
         if rnd.get("status") != "running":
             continue
-        doc = soak_dir / rnd["folder"] / DOCUMENT_NAME
-        rnd["seconds"] = killed_round_seconds(rnd, doc.stat().st_mtime if doc.is_file() else None)
+        docs = [soak_dir / v["folder"] / DOCUMENT_NAME for v in round_views(rnd)]
+        mtimes = [d.stat().st_mtime for d in docs if d.is_file()]
+        rnd["seconds"] = killed_round_seconds(rnd, max(mtimes) if mtimes else None)
         rnd["status"], rnd["exit_code"] = "killed", None
         adopted.append(rnd)
     state["spent_s"] = spent_s(state)
@@ -184,6 +187,13 @@ def check_resumable(state: dict[str, Any]) -> None:
 
 def _prefixed(path: str, folder: str) -> str:
     return f"{folder}/{path}" if path else path
+
+
+def round_views(rnd: dict[str, Any]) -> list[dict[str, Any]]:
+    """A round as the validate run folders it holds: itself, or with --parallel one per cell
+    (``parts``: ``round-NNN/part-KK-<refapp>-<engine>/``), each with the round's index and status."""
+    parts = rnd.get("parts") or []
+    return [{**rnd, "folder": f"{rnd['folder']}/{p}"} for p in parts] if parts else [rnd]
 
 
 def round_document(soak_dir: Path, rnd: dict[str, Any]) -> ValidateDocument | None:
@@ -467,7 +477,7 @@ def soak_exit_code(state: dict[str, Any], doc: ValidateDocument, interrupted: bo
 def write_all(state: dict[str, Any], soak_dir: Path) -> ValidateDocument:
     """Rewrite validate-results.json (combined) and soak.json (with the summary), atomically."""
     state["spent_s"] = spent_s(state)
-    docs = [(r, round_document(soak_dir, r)) for r in state["rounds"]]
+    docs = [(v, round_document(soak_dir, v)) for r in state["rounds"] for v in round_views(r)]
     doc = merge_rounds(state, docs, soak_dir)
     state["summary"] = summarize(state, doc, soak_dir)
     write_json_atomic(soak_dir / DOCUMENT_NAME, doc)
@@ -491,6 +501,18 @@ def soak_folder(results_dir: Path) -> Path:
         except FileExistsError:
             continue
     raise UsageError(f"{results_dir}: cannot create a soak folder")
+
+
+def parallel_cells(plans: Sequence[Any], args: Sequence[str]) -> list[tuple[str, str]]:
+    """--parallel's cells: the (refapp, engine) pairs of a refapp matrix. Refused (one line) for
+    other targets and for backing services (every child would start its own set)."""
+    if any(p.spec.kind != "refapp" for p in plans):
+        raise UsageError("soak --parallel runs the cells of a refapp matrix (--matrix/--refapps/--engines/--cells) "
+                         "concurrently; an --app/--cmd/--url target is one cell: drop --parallel")
+    if "--services" in [a.split("=", 1)[0] for a in args] or any(p.services for p in plans):
+        raise UsageError("soak --parallel with backing services is not supported (each cell's run would start "
+                         "its own services); drop --parallel or the refapps that need services")
+    return [(p.label, p.engine) for p in plans]
 
 
 def check_validate_args(args: Sequence[str]) -> None:
@@ -520,11 +542,22 @@ class SoakRunner:
     stop_event: threading.Event | None = None
     python: str = sys.executable
 
-    def round_argv(self, rnd: dict[str, Any]) -> list[str]:
-        seed = derive_seed(int(self.state["seed"], 16), "soak-round", str(rnd["index"])) & ((1 << 63) - 1)
-        return [self.python, "-m", "probatorium.cli", "validate", *self.state["validate_args"],
-                "--duration", f"{rnd['planned_s']:g}s", "--seed", f"{seed:#x}",
-                "--out", str(self.soak_dir / rnd["folder"])]
+    def round_argvs(self, rnd: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        """(run folder relative to the soak, validate argv) of each child of the round: one, or with
+        --parallel one per matrix cell (``--cells REFAPP:ENGINE``, the whole round's budget each)."""
+        base = int(self.state["seed"], 16)
+        out = []
+        for view in round_views(rnd):
+            part = view["folder"].split("/", 1)[1] if "/" in view["folder"] else ""
+            seed = derive_seed(base, "soak-round", str(rnd["index"]), part) & ((1 << 63) - 1)
+            args = list(self.state["validate_args"])
+            if part:
+                refapp, engine = self.state["cells"][rnd["parts"].index(part)]
+                args = strip_matrix_flags(args) + ["--cells", f"{refapp}:{engine}"]
+            out.append((view["folder"], [self.python, "-m", "probatorium.cli", "validate", *args,
+                                         "--duration", f"{rnd['planned_s']:g}s", "--seed", f"{seed:#x}",
+                                         "--out", str(self.soak_dir / view["folder"])]))
+        return out
 
     def run(self) -> ValidateDocument:
         stop = self.stop_event or threading.Event()
@@ -538,44 +571,93 @@ class SoakRunner:
             rnd = {"index": index, "folder": f"round-{index:03d}", "status": "running", "planned_s": secs,
                    "soak_offset_s": spent_s(self.state), "started_at": utc_now_iso(), "last_seen": "",
                    "seconds": 0.0, "exit_code": None}
+            if self.state.get("parallel"):
+                rnd["parts"] = [f"part-{i:02d}-{sanitize_name(r)}-{sanitize_name(e)}"
+                                for i, (r, e) in enumerate(self.state["cells"], 1)]
             self.state["rounds"].append(rnd)
             write_all(self.state, self.soak_dir)
             self.say(f"soak: round {index} ({rnd['folder']}): {secs:.0f}s, soak time "
-                     f"{rnd['soak_offset_s']:.0f}s of {float(self.state['duration_s']):.0f}s")
+                     f"{rnd['soak_offset_s']:.0f}s of {float(self.state['duration_s']):.0f}s"
+                     + (f", {len(rnd['parts'])} cells in parallel" if rnd.get("parts") else ""))
             code = self._run_round(rnd, stop)
             rnd["exit_code"] = code
             rnd["seconds"] = round(_between(rnd["started_at"], utc_now_iso()), 3)
             rnd["status"] = "done" if code in (0, 1) else ("interrupted" if stop.is_set() else "failed")
             rnd["finished_at"] = utc_now_iso()
             doc = write_all(self.state, self.soak_dir)
-            if code not in (0, 1) and round_document(self.soak_dir, rnd) is None:
+            if code not in (0, 1) and all(round_document(self.soak_dir, v) is None for v in round_views(rnd)):
                 raise SoakError(f"soak: round {index} wrote no document (validate exit {code}); see the lines above")
         if next_round_s(self.state) <= 0:
             self.state["finished"], self.state["finished_at"] = True, utc_now_iso()
         return write_all(self.state, self.soak_dir)
 
     def _run_round(self, rnd: dict[str, Any], stop: threading.Event) -> int:
-        folder = self.soak_dir / rnd["folder"]
-        folder.mkdir(parents=True, exist_ok=True)
+        """Run the round's validate children, heartbeat soak.json every second; one SIGTERM each on
+        a stop or past the round's limit (validate writes its partial document), SIGKILL 60 s later.
+        Each child runs in its own session armed with PDEATHSIG=SIGKILL: it dies with the soak."""
+        from ..procs import spawn
+
         deadline = time.monotonic() + round_limit_s(float(rnd["planned_s"]))
-        with open(folder / "validate.stdout", "wb") as out:
-            proc = subprocess.Popen(self.round_argv(rnd), stdout=out, env={**os.environ})
+        procs: list[subprocess.Popen] = []
+        outs = []
+        try:
+            for folder, argv in self.round_argvs(rnd):
+                (self.soak_dir / folder).mkdir(parents=True, exist_ok=True)
+                outs.append(open(self.soak_dir / folder / "validate.stdout", "wb"))
+                procs.append(spawn(argv, death_signal=signal.SIGKILL, stdout=outs[-1], env={**os.environ}).popen)
             termed = False
-            while True:
-                try:
-                    return proc.wait(timeout=HEARTBEAT_S)
-                except subprocess.TimeoutExpired:
-                    pass
+            while any(p.poll() is None for p in procs):
+                time.sleep(HEARTBEAT_S)
                 rnd["last_seen"] = utc_now_iso()
                 rnd["seconds"] = round(_between(rnd["started_at"], rnd["last_seen"]), 3)
                 self.state["spent_s"] = spent_s(self.state)
                 write_json_atomic(self.soak_dir / STATE_NAME, self.state)  # heartbeat
                 if (stop.is_set() or time.monotonic() > deadline) and not termed:
-                    proc.send_signal(signal.SIGTERM)  # validate writes its partial document
+                    for p in procs:
+                        if p.poll() is None:
+                            p.send_signal(signal.SIGTERM)
                     termed, deadline = True, time.monotonic() + 60.0
                 elif termed and time.monotonic() > deadline:
-                    proc.kill()
-                    return proc.wait()
+                    for p in procs:
+                        if p.poll() is None:
+                            p.kill()
+                            p.wait()
+            return combine_exit_codes([p.wait() for p in procs])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            for f in outs:
+                f.close()
+
+
+def combine_exit_codes(codes: Sequence[int]) -> int:
+    """A round's exit from its children's: 1 when any gate failed, else 2 when any child could not
+    run (or died), else 0."""
+    if any(c == 1 for c in codes):
+        return 1
+    return 0 if codes and all(c == 0 for c in codes) else 2
+
+
+_MATRIX_VALUED = ("--refapps", "--engines", "--cells")
+
+
+def strip_matrix_flags(args: Sequence[str]) -> list[str]:
+    """validate's flags without the matrix selection (a --parallel child gets its one --cells)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in ("--matrix", "--no-matrix"):
+            continue
+        if name in _MATRIX_VALUED:
+            skip = "=" not in a
+            continue
+        out.append(a)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
