@@ -790,7 +790,9 @@ def soak(
             err.print(f"soak: resume: round {rnd['index']} was killed after {rnd['seconds']:.0f}s; "
                       "its checkpointed cells and incidents are kept", markup=False)
         state["resumes"] = int(state.get("resumes", 0)) + 1
-    state["command"] = sys.argv[:]
+        state.setdefault("resume_commands", []).append(sys.argv[:])
+    else:
+        state["command"] = sys.argv[:]
     stop_event = threading.Event()
 
     def on_signal(signum, frame):
