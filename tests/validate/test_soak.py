@@ -198,7 +198,8 @@ def test_parallel_round_children_and_their_merge(tmp_path):
     r = {**rnd(1, 0, 0, 10.0), "parts": ["part-01-kitchen_sink-uvicorn", "part-02-auth_jwt_csrf-uvicorn"]}
     st["rounds"] = [r]
     argvs = S.SoakRunner(tmp_path, st, python="py").round_argvs(r)
-    assert [f for f, _ in argvs] == ["round-001/part-01-kitchen_sink-uvicorn", "round-001/part-02-auth_jwt_csrf-uvicorn"]
+    assert [f for f, _ in argvs] == ["round-001/part-01-kitchen_sink-uvicorn",
+                                     "round-001/part-02-auth_jwt_csrf-uvicorn"]
     first, second = (a for _, a in argvs)
     assert first[first.index("--cells") + 1] == "kitchen_sink:uvicorn" and "--matrix" not in first
     assert second[second.index("--cells") + 1] == "auth_jwt_csrf:uvicorn"

@@ -276,10 +276,9 @@ def merge_rounds(state: dict[str, Any], docs: Sequence[tuple[dict[str, Any], Val
         folder = rnd["folder"]
 
         def moved(inc: Incident) -> Incident:
+            repro = inc.reproducer.replace(f" {inc.cell}/", f" {folder}/{inc.cell}/") if inc.reproducer else ""
             return inc.model_copy(update={"cell": _prefixed(inc.cell, folder),
-                                          "dossier": _prefixed(inc.dossier, folder),
-                                          "reproducer": inc.reproducer.replace(f" {inc.cell}/", f" {folder}/{inc.cell}/")
-                                          if inc.reproducer else ""})
+                                          "dossier": _prefixed(inc.dossier, folder), "reproducer": repro})
 
         for cell in doc.validation_results.cells if doc is not None else []:
             c = cell.model_copy(update={"folder": _prefixed(cell.folder, folder),
