@@ -217,3 +217,21 @@ def test_round_exit_from_its_children():
     assert S.combine_exit_codes([0, 2, 1]) == 1
     assert S.combine_exit_codes([0, -9]) == 2
     assert S.combine_exit_codes([]) == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["soak", "--refapp", "kitchen_sink"], "soak needs --duration"),
+    (["soak", "-d", "1m", "--refapp", "kitchen_sink", "--engine", "nope"], "unknown engine 'nope'"),
+    (["soak", "--resume", "/nonexistent-soak"], "no soak.json"),
+])
+def test_bad_soak_input_is_one_error_line(tmp_path, args, needle):
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {k: v for k, v in os.environ.items() if k != "SOAK_DURATION"}
+    r = subprocess.run([sys.executable, "-m", "probatorium.cli", *args], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**env, "PYTHONPATH": str(src)})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("probatorium: error: "), r.stderr
+    assert needle in lines[0] and not list(tmp_path.iterdir())  # nothing started, no folder written
