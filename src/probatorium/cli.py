@@ -817,6 +817,12 @@ def soak(
     if json_out:
         print(json.dumps({"soak_dir": str(soak_dir), "exit_code": code, **state["summary"]}, indent=2))
     else:
+        table = Table(title="soak — per hour of soak time")
+        for col in S.HOURLY_COLUMNS:
+            table.add_column(col, overflow="fold")
+        for row in S.hourly_rows(state):
+            table.add_row(*row)
+        console.print(table)
         for line in S.summary_lines(state):
             console.print(line, markup=False, soft_wrap=True)
         console.print(f"results: {soak_dir / S.STATE_NAME}, {soak_dir / 'validate-results.json'}", markup=False)

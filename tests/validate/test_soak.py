@@ -166,6 +166,9 @@ def test_hourly_rows_split_requests_and_incidents_by_soak_hour(tmp_path):
     assert rows[0]["incidents"]["HIGH"] == 1 and rows[1]["incidents"]["MED"] == 1
     clean = st["summary"]["longest_clean_stretch"]
     assert (clean["start_s"], clean["end_s"]) == (100.0, 5400.0)
+    table = S.hourly_rows(st)
+    assert [row[:6] for row in table] == [("0", "0m00s–1h00m00s", "3000", "1", "0", "0"),
+                                          ("1", "1h00m00s–1h30m00s", "6000", "0", "1", "0")]
 
 
 def test_series_slopes_of_a_leaking_series():

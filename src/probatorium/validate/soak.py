@@ -668,18 +668,27 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+HOURLY_COLUMNS = ("hour", "soak time", "requests", "HIGH", "MED", "LOW", "leak slopes /min (median of rounds so far)")
+
+
+def hourly_rows(state: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The hourly summary as table rows (columns: HOURLY_COLUMNS)."""
+    out = []
+    for r in (state.get("summary") or {}).get("hourly", []):
+        inc = r["incidents"]
+        slopes = "; ".join(f"{name} " + ", ".join(f"{p} {v['median']:.3g} ({v['rounds']})" for p, v in preds.items())
+                           for name, preds in r["leak_slopes_per_min"].items()) or "-"
+        out.append((str(r["hour"]), f"{_fmt_s(r['from_s'])}–{_fmt_s(r['to_s'])}", str(r["requests"]),
+                    str(inc.get("HIGH", 0)), str(inc.get("MED", 0)), str(inc.get("LOW", 0)), slopes))
+    return out
+
+
 def summary_lines(state: dict[str, Any]) -> list[str]:
+    """The totals and the longest clean stretch, one line each."""
     s = state.get("summary") or {}
     lines = [f"soak: {_fmt_s(s.get('spent_s', 0))} of {_fmt_s(s.get('duration_s', 0))} in {s.get('rounds', 0)} "
              f"round(s), {s.get('cells', 0)} cell(s), {s.get('requests', 0)} requests, {s.get('incidents', 0)} "
              f"incident(s) {s.get('incidents_by_severity', {})}"]
-    for r in s.get("hourly", []):
-        inc = r["incidents"]
-        slopes = "; ".join(f"{name} " + ", ".join(f"{p} {v['median']:.3g}/min" for p, v in preds.items())
-                           for name, preds in r["leak_slopes_per_min"].items()) or "-"
-        lines.append(f"hour {r['hour']} [{_fmt_s(r['from_s'])}–{_fmt_s(r['to_s'])}]: {r['requests']} requests, "
-                     f"incidents HIGH {inc.get('HIGH', 0)} MED {inc.get('MED', 0)} LOW {inc.get('LOW', 0)}, "
-                     f"leak slopes (median of rounds) {slopes}")
     c = s.get("longest_clean_stretch") or {}
     if c:
         lines.append(f"longest clean stretch (no HIGH incident): {_fmt_s(c['seconds'])} "
