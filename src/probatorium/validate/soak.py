@@ -581,7 +581,7 @@ class SoakRunner:
             code = self._run_round(rnd, stop)
             rnd["exit_code"] = code
             rnd["seconds"] = round(_between(rnd["started_at"], utc_now_iso()), 3)
-            rnd["status"] = "done" if code in (0, 1) else ("interrupted" if stop.is_set() else "failed")
+            rnd["status"] = "interrupted" if stop.is_set() else ("done" if code in (0, 1) else "failed")
             rnd["finished_at"] = utc_now_iso()
             doc = write_all(self.state, self.soak_dir)
             if code not in (0, 1) and all(round_document(self.soak_dir, v) is None for v in round_views(rnd)):
