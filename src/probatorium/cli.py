@@ -811,6 +811,125 @@ def _print_coverage(rows, problems: list[str], tier_dir: Path) -> None:
     console.print(f"results: {tier_dir / 'tier.json'}", markup=False, soft_wrap=True)
 
 
+# ---- soak (issue 13): rounds of validate, checkpointed, resumable; see docs/soak.md --------------
+SOAK_EXAMPLES = """Examples:
+
+  probatorium soak -d 24h --checkpoint-every 60m --refapp kitchen_sink --engine uvicorn
+
+  probatorium soak -d 5m --checkpoint-every 1m --out soak1 --cmd "python3 srv.py --port {port}"
+
+  probatorium soak --resume soak1
+
+Every flag after the soak's own is validate's (target, tiers, slices, matrix); each round is
+one validate run of them. Exit 1: a HIGH incident in any round; 2: usage/infrastructure or an
+unfinished soak; 0 otherwise. See docs/soak.md."""
+
+
+@app.command(epilog=SOAK_EXAMPLES, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def soak(
+    ctx: typer.Context,
+    duration: Optional[str] = typer.Option(os.environ.get("SOAK_DURATION"), "--duration", "-d", help="Soak length (e.g. 24h). Env SOAK_DURATION."),
+    checkpoint_every: str = typer.Option("60m", "--checkpoint-every", help="Round length: the whole document is checkpointed after each round."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the soak in this folder (killed or interrupted)."),
+    parallel: bool = typer.Option(_env_bool("VALIDATE_PARALLEL"), "--parallel/--no-parallel", help="Each cell of a refapp matrix round as its own validate run, all at once (each gets the whole round). Env VALIDATE_PARALLEL=1."),
+    seed: Optional[str] = typer.Option(os.environ.get("VALIDATE_SEED"), "--seed", help="Soak seed; each round's seed is derived from it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Soak folder (default results/<ts>-soak-<version>)."),
+    results_dir: Path = typer.Option(Path(os.environ.get("PROBATORIUM_RESULTS", "results")), "--results-dir", help="Root of result folders."),
+    json_out: bool = typer.Option(False, "--json", help="Print soak.json's summary as JSON on stdout."),
+) -> None:
+    """A long validation as checkpointed rounds of validate; --resume continues a killed one."""
+    import json
+
+    from .validate import soak as S
+
+    try:
+        if resume is not None:
+            if ctx.args or duration not in (None, os.environ.get("SOAK_DURATION")) or out is not None:
+                raise UsageError("--resume SOAK_DIR takes the soak's flags from its soak.json: give it alone")
+            soak_dir = resume
+            state = S.load_state(soak_dir)
+            S.check_resumable(state)
+        else:
+            if not duration:
+                raise UsageError("soak needs --duration (or env SOAK_DURATION), e.g. -d 24h")
+            S.check_validate_args(ctx.args)
+            plans = _check_forwarded(list(ctx.args))
+            cells = S.parallel_cells(plans, ctx.args) if parallel else None
+            state = S.new_state(parse_duration(duration), parse_duration(checkpoint_every),
+                                random_seed() if seed in (None, "") else parse_seed(seed), ctx.args, cells)
+            if out is not None and (out / S.STATE_NAME).exists():
+                raise UsageError(f"{out}: holds a soak already; continue it with --resume {out}")
+            soak_dir = out if out is not None else S.soak_folder(results_dir)
+        lock = S.lock_soak_dir(soak_dir)
+    except (ProbatoriumError, ValueError) as e:
+        _fail(e)
+        return
+    if resume is not None:
+        for rnd in S.adopt_killed_rounds(state, soak_dir):
+            err.print(f"soak: resume: round {rnd['index']} was killed after {rnd['seconds']:.0f}s; "
+                      "its checkpointed cells and incidents are kept", markup=False)
+        state["resumes"] = int(state.get("resumes", 0)) + 1
+        state.setdefault("resume_commands", []).append(sys.argv[:])
+    else:
+        state["command"] = sys.argv[:]
+    stop_event = threading.Event()
+
+    def on_signal(signum, frame):
+        err.print(f"probatorium: {signal.Signals(signum).name}: stopping the soak after this round's "
+                  "partial document (resume with --resume)", markup=False)
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    err.print(f"probatorium {__version__}: soak {state['duration_s']:.0f}s in rounds of "
+              f"{state['checkpoint_every_s']:.0f}s, {S.spent_s(state):.0f}s spent, seed {state['seed']}, "
+              f"results {soak_dir}", markup=False, soft_wrap=True)
+    try:
+        doc = S.SoakRunner(soak_dir, state, say=lambda m: err.print(m, markup=False, soft_wrap=True),
+                           stop_event=stop_event).run()
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    finally:
+        os.close(lock)
+    code = S.soak_exit_code(state, doc, stop_event.is_set())
+    if json_out:
+        print(json.dumps({"soak_dir": str(soak_dir), "exit_code": code, **state["summary"]}, indent=2))
+    else:
+        table = Table(title="soak — per hour of soak time")
+        for col in S.HOURLY_COLUMNS:
+            table.add_column(col, overflow="fold")
+        for row in S.hourly_rows(state):
+            table.add_row(*row)
+        console.print(table)
+        for line in S.summary_lines(state):
+            console.print(line, markup=False, soft_wrap=True)
+        console.print(f"results: {soak_dir / S.STATE_NAME}, {soak_dir / 'validate-results.json'}", markup=False)
+    raise typer.Exit(code)
+
+
+def _check_forwarded(args: list[str]) -> list:
+    """The flags a soak hands to each round's validate, parsed by validate's own parser now: a bad
+    one is one line before the first round starts."""
+    command = typer.main.get_command(app).commands["validate"]  # type: ignore[attr-defined]
+    try:
+        p = command.make_context("validate", [*args, "--duration", "10s"]).params
+    except typer.Exit:
+        raise UsageError("soak: --help is not a target flag") from None
+    except Exception as e:  # click's usage errors
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        raise UsageError(f"soak: bad validate flag: {message.split(' (Possible options')[0]}") from None
+    from .validate.plan import TargetArgs, parse_cells, plan_cells
+
+    pairs = parse_cells(p["cells"])  # the targets checked as validate checks them (unknown refapp/engine, files)
+    return plan_cells(TargetArgs(refapp=p["refapp"], app=p["app_target"], app_dir=p["app_dir"], cmd=p["cmd"], url=p["url"],
+                          engine=p["engine"], matrix=p["matrix"] or bool(pairs), refapps=_csv(p["refapps"]),
+                          engines=_csv(p["engines"]), cells=pairs, spec=p["spec"], markov=p["markov"],
+                          label=p["label"], health_path=p["health_path"], allow_remote=p["allow_remote"],
+                          ready_timeout=p["ready_timeout"]), _csv(p["slices"]) or None)
+# ---- end soak ----------------------------------------------------------------------------------
+
+
 @app.command()
 def version(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print the version."""
