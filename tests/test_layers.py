@@ -55,6 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.validate.fuzz",  # not drawn: `probatorium fuzz` (Tier 2 alone), beside the orchestrator
         "probatorium.validate.replay",  # not drawn: `probatorium replay` starts a target like a cell, then Tier 3
         "probatorium.validate.citier",  # not drawn: `probatorium ci-tier` runs validate per phase, reads the documents
+        "probatorium.validate.soak",  # not drawn: `probatorium soak` runs validate per round, merges the documents
     )),
     ("validate cell", (
         "probatorium.validate.cell",
