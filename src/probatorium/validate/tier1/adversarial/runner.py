@@ -9,6 +9,7 @@ to the incident path.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter, deque
@@ -58,8 +59,11 @@ class AdversarialSlice(SliceBase):
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  sweep: list[tuple[str, str]] | None = None, crashlog=None,
                  say: Callable[[str], None] | None = None, held: HeldStreams | None = None,
-                 identity: Callable[[], object] | None = None) -> None:
+                 identity: Callable[[], object] | None = None, debug_path: str | None = None) -> None:
         self.host, self.port = host, port
+        # wt-smuggle (issue 12): the debug endpoint whose `requests` counter is app-side evidence
+        self.debug_path = debug_path
+        self._counter_checked: set[str] = set()  # cases already re-run between counter reads
         # The target process's identity (pid + start time): when it changes across one exchange,
         # the target died while the exchange ran, even if it was already restarted when we look.
         self.identity = identity or (lambda: None)
@@ -225,10 +229,12 @@ class AdversarialSlice(SliceBase):
                 received=outcome.received, seed=self.seed,
                 extra={"clause": case.clause, "level": case.level, "expect": case.expect, "verdict": v,
                        "nonce": rendered.nonce, "echo_mode": echo, "probe_target": target,
+                       "evidence": verdict.evidence,
                        "closed": outcome.closed, "timed_out": outcome.timed_out},
                 repro=adversarial_repro(case=case, predicate=predicate, detail=detail, echo=echo,
                                         target=target, nonce=rendered.nonce, addr=self.host_header,
-                                        quiet=self.quiet_timeout, version=__version__),
+                                        quiet=self.quiet_timeout, version=__version__,
+                                        debug_path=self.debug_path if verdict.evidence == "counter" else None),
             ))
 
     # ---- walkers -----------------------------------------------------------------------
@@ -268,6 +274,11 @@ class AdversarialSlice(SliceBase):
                 self._account(case, rendered, outcome, verdict, sent)
             except Exception:
                 self._internal_error(case)
+            if self._wants_counter(case, verdict):  # wt-smuggle (issue 12): app-side evidence
+                try:
+                    await self.counter_check(case, f"w{walker_id}-{n}c")
+                except Exception:
+                    self._internal_error(case)
             if case.name.startswith("sweep GET "):
                 cond = conditional_case(case, outcome.received)
                 if cond is not None:
@@ -277,6 +288,67 @@ class AdversarialSlice(SliceBase):
                 if self.recover is None or not await self.recover():
                     self.stopped_reason = f"the target died on case {case.name} and could not be restarted"
                     return
+
+    # ---- wt-smuggle (issue 12): the debug counter as app-side evidence -------------------
+    def _wants_counter(self, case: Case, verdict: Verdict) -> bool:
+        """Re-run a case once per cell between counter reads when the status-judged verdict says the
+        application did not run (or one request ran where the body held another)."""
+        if not self.debug_path or case.group == "sweep" or case.name in self._counter_checked:
+            return False
+        if verdict.evidence == "echo" and not case.inner:
+            return False
+        if case.inner:
+            return verdict.verdict not in ("wrong_accepted", "crash")
+        return len(case.methods) == 1 and verdict.verdict in (
+            "well_rejected", "server_error", "refused_valid", "not_routed", "misrouted")
+
+    async def app_count(self) -> int | None:
+        """The debug endpoint's `requests` counter (None: no endpoint, no such field)."""
+        raw = f"GET {self.debug_path} HTTP/1.1\r\nHost: {self.host_header}\r\nConnection: close\r\n\r\n"
+        ex = await exchange(self.host, self.port, [Segment(raw.encode("latin-1"), 0.0)], quiet_timeout=2.0,
+                            total_timeout=4.0)
+        finals = parse_response_stream(ex.received, ["GET"], eof=True).final_responses
+        if not finals or finals[0].status != 200:
+            return None
+        try:
+            value = json.loads(finals[0].body).get("requests")
+        except (ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    async def counter_check(self, case: Case, nonce: str) -> None:
+        """Run the case between two counter reads, with a control window of the same length
+        before and after in which nothing may be counted; judge it with `app_requests` when both
+        controls are quiet, and account it as one more evaluation either way."""
+        self._counter_checked.add(case.name)
+
+        async def control(seconds: float) -> bool:
+            a = await self.app_count()
+            await asyncio.sleep(seconds)
+            b = await self.app_count()
+            return a is not None and b is not None and b - a == 1  # only the second read itself
+
+        t0 = time.monotonic()
+        rendered, outcome, verdict, sent = await self.run_case(case, nonce)
+        span = min(max(time.monotonic() - t0, 0.2), 5.0)
+        if verdict.verdict in ("conn_error", "crash"):
+            return
+        if not await control(span):
+            self.tally["adv_counter_busy"] += 1
+            return
+        c0 = await self.app_count()
+        rendered, outcome, verdict, sent = await self.run_case(case, nonce)
+        c1 = await self.app_count()
+        quiet_after = await control(span)
+        if verdict.verdict in ("conn_error", "crash") or c0 is None or c1 is None:
+            return
+        if not quiet_after:
+            self.tally["adv_counter_busy"] += 1
+            return
+        outcome.app_requests = c1 - c0 - 1
+        verdict = judge(case, rendered, outcome, echo=bool(self.calibration and self.calibration.echo))
+        self.tally["adv_counter_judged"] += 1
+        self._account(case, rendered, outcome, verdict, sent)
 
     def case_breakdown(self) -> dict:
         """Per-case detail for tier1_tally.json (validate-diff compares the `verdict` field)."""
