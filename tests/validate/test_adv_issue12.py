@@ -171,3 +171,25 @@ def test_planted_bug_is_caught(bug, case, want):
     with server("h1server", bug) as addr:
         verdict, why = _judge(addr, case)
     assert verdict == want, why
+
+
+# ---- the refapps do not mask the engine (item 8) -------------------------------------------
+def test_echo_route_sends_nothing_when_the_engine_reports_a_disconnect():
+    import asyncio
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "refapps"))
+    from refapp_common.contract import EchoEndpoint
+
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": b"he", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/echo", "raw_path": b"/echo", "query_string": b"",
+             "headers": [(b"content-length", b"5")], "http_version": "1.1"}
+    asyncio.run(EchoEndpoint()(scope, receive, send))
+    assert sent == []  # the engine decides what the client gets, not a refapp 400

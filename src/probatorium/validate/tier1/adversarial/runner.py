@@ -29,6 +29,8 @@ from .catalogue import Case, Rendered, render
 from .repro import adversarial_repro
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
+# wt-smuggle (issue 12): bracketed runs of one counter check (their smallest delta is judged).
+COUNTER_RUNS = 3
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
 
@@ -64,6 +66,8 @@ class AdversarialSlice(SliceBase):
         # wt-smuggle (issue 12): the debug endpoint whose `requests` counter is app-side evidence
         self.debug_path = debug_path
         self._counter_checked: set[str] = set()  # cases already re-run between counter reads
+        self._quiet: asyncio.Event | None = None  # cleared while a counter check runs alone
+        self._inflight = 0  # this slice's exchanges in progress
         # The target process's identity (pid + start time): when it changes across one exchange,
         # the target died while the exchange ran, even if it was already restarted when we look.
         self.identity = identity or (lambda: None)
@@ -167,6 +171,7 @@ class AdversarialSlice(SliceBase):
                                 f"{case.name}: {_request_line(rendered)}", b"".join(rendered.segments),
                                 self.host_header)
         before = self.identity()
+        self._inflight += 1
         try:
             ex = await exchange(
                 self.host, self.port, segments, held=self.held, owner=self.name, quiet_timeout=self.quiet_timeout,
@@ -177,6 +182,8 @@ class AdversarialSlice(SliceBase):
             if crash is not None:
                 crash.end(token, "no_response")
             raise
+        finally:
+            self._inflight -= 1
         parsed = parse_response_stream(ex.received, list(case.methods), eof=True)
         answered = bool(parsed.final_responses)
         if crash is not None:
@@ -259,6 +266,7 @@ class AdversarialSlice(SliceBase):
         """Take cases from the shared round until the deadline."""
         n = 0
         while time.monotonic() < deadline and not stop():
+            await self._quiet_event().wait()  # a counter check runs alone (bounded: see counter_check)
             case = self._next_case()
             n += 1
             try:
@@ -321,7 +329,28 @@ class AdversarialSlice(SliceBase):
         before and after in which nothing may be counted; judge it with `app_requests` when both
         controls are quiet, and account it as one more evaluation either way."""
         self._counter_checked.add(case.name)
+        quiet = self._quiet_event()
+        if not quiet.is_set():
+            return  # another walker's check is running
+        quiet.clear()
+        try:
+            limit = time.monotonic() + self.quiet_timeout + 10.0
+            while self._inflight and time.monotonic() < limit:  # the other walkers' exchanges end
+                await asyncio.sleep(0.05)
+            await self._counter_check(case, nonce)
+        finally:
+            quiet.set()
 
+    def _quiet_event(self) -> asyncio.Event:
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+            self._quiet.set()
+        return self._quiet
+
+    async def _counter_check(self, case: Case, nonce: str) -> None:
+        """COUNTER_RUNS bracketed runs, 0.3 s apart, after a quiet control window of the same
+        length: other traffic only ever ADDS to a delta, so the smallest delta is the case's own
+        (a periodic request such as the watchdog's health check lands in at most one window)."""
         async def control(seconds: float) -> bool:
             a = await self.app_count()
             await asyncio.sleep(seconds)
@@ -336,16 +365,16 @@ class AdversarialSlice(SliceBase):
         if not await control(span):
             self.tally["adv_counter_busy"] += 1
             return
-        c0 = await self.app_count()
-        rendered, outcome, verdict, sent = await self.run_case(case, nonce)
-        c1 = await self.app_count()
-        quiet_after = await control(span)
-        if verdict.verdict in ("conn_error", "crash") or c0 is None or c1 is None:
-            return
-        if not quiet_after:
-            self.tally["adv_counter_busy"] += 1
-            return
-        outcome.app_requests = c1 - c0 - 1
+        deltas: list[int] = []
+        for _ in range(COUNTER_RUNS):
+            c0 = await self.app_count()
+            rendered, outcome, verdict, sent = await self.run_case(case, nonce)
+            c1 = await self.app_count()
+            if verdict.verdict in ("conn_error", "crash") or c0 is None or c1 is None:
+                return
+            deltas.append(c1 - c0 - 1)  # the second read counts itself
+            await asyncio.sleep(0.3)
+        outcome.app_requests = min(deltas)
         verdict = judge(case, rendered, outcome, echo=bool(self.calibration and self.calibration.echo))
         self.tally["adv_counter_judged"] += 1
         self._account(case, rendered, outcome, verdict, sent)
