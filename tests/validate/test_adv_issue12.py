@@ -146,7 +146,7 @@ def _judge(addr: str, name: str, echo: bool = True) -> tuple[bool, str]:
     host, port = addr.rsplit(":", 1)
     c = BY[name]
     import dataclasses
-    payload = {"case": dataclasses.asdict(c), "echo": echo, "target": "/echo", "nonce": "t1", "quiet": 1.0,
+    payload = {"case": dataclasses.asdict(c), "echo": echo, "target": "/echo", "nonce": "t1", "quiet": 0.5,
                "debug_path": "/debug/vars", "predicate": "-", "verdict_predicates": {}}
     _, why = judge_adversarial(host, int(port), addr, payload)
     return why.split(" - ", 1)[0].removeprefix("verdict "), why
