@@ -193,3 +193,27 @@ def test_echo_route_sends_nothing_when_the_engine_reports_a_disconnect():
              "headers": [(b"content-length", b"5")], "http_version": "1.1"}
     asyncio.run(EchoEndpoint()(scope, receive, send))
     assert sent == []  # the engine decides what the client gets, not a refapp 400
+
+
+def test_runner_counter_check_catches_a_misreport_and_passes_strict(monkeypatch):
+    import asyncio
+
+    from probatorium.validate.tier1.adversarial import runner
+    from probatorium.validate.tier1.adversarial.runner import AdversarialSlice
+
+    monkeypatch.setattr(runner, "COUNTER_GAP", 0.02)  # nothing else talks to these servers
+
+    async def check(addr: str) -> AdversarialSlice:
+        host, port = addr.rsplit(":", 1)
+        sl = AdversarialSlice(host, int(port), cases=[BY["upgrade_unknown_with_body"]], quiet_timeout=0.5,
+                              debug_path="/debug/vars")
+        await sl.calibrate()
+        await sl.counter_check(BY["upgrade_unknown_with_body"], "t9")
+        return sl
+
+    with server("h1server", "misreport") as addr:
+        sl = asyncio.run(check(addr))
+    assert sl.tally["adv_counter_judged"] == 1 and sl.tally["adv_misreported"] == 1, sl.tally
+    with server("h1server") as addr:
+        sl = asyncio.run(check(addr))
+    assert sl.tally["adv_counter_judged"] == 1 and sl.tally["adv_served_ok"] == 1, sl.tally

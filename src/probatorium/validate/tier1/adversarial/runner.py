@@ -31,6 +31,7 @@ from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
 # wt-smuggle (issue 12): bracketed runs of one counter check (their smallest delta is judged).
 COUNTER_RUNS = 3
+COUNTER_GAP = 0.3  # seconds between them
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
 
@@ -314,7 +315,9 @@ class AdversarialSlice(SliceBase):
         """The debug endpoint's `requests` counter (None: no endpoint, no such field)."""
         raw = f"GET {self.debug_path} HTTP/1.1\r\nHost: {self.host_header}\r\nConnection: close\r\n\r\n"
         ex = await exchange(self.host, self.port, [Segment(raw.encode("latin-1"), 0.0)], quiet_timeout=2.0,
-                            total_timeout=4.0)
+                            total_timeout=4.0, linger=0.0,
+                            done=lambda d: any(r.complete for r in
+                                               parse_response_stream(d, ["GET"], eof=False).final_responses))
         finals = parse_response_stream(ex.received, ["GET"], eof=True).final_responses
         if not finals or finals[0].status != 200:
             return None
@@ -373,7 +376,7 @@ class AdversarialSlice(SliceBase):
             if verdict.verdict in ("conn_error", "crash") or c0 is None or c1 is None:
                 return
             deltas.append(c1 - c0 - 1)  # the second read counts itself
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(COUNTER_GAP)
         outcome.app_requests = min(deltas)
         verdict = judge(case, rendered, outcome, echo=bool(self.calibration and self.calibration.echo))
         self.tally["adv_counter_judged"] += 1
