@@ -124,6 +124,13 @@ def test_http_1_2_served_or_refused():
     assert run("http_version_1_2", resp(505)).verdict == "refused_valid"
 
 
+def test_h2_preface_answered_with_http2_settings_is_not_a_request():
+    settings = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + b"\x00\x03\x00\x00\x00\x64"
+    v = run("h2_preface_on_h1", settings, closed=False)
+    assert v.verdict == "well_rejected" and not v.violations
+    assert run("h2_preface_on_h1", b"", closed=False).verdict == "hang_until_timeout"
+
+
 def test_h2_preface_reaching_the_app_is_lenient():
     assert run("h2_preface_on_h1", resp(200, b"")).verdict == "lenient_accepted"
     assert run("h2_preface_on_h1", resp(400)).verdict == "well_rejected"

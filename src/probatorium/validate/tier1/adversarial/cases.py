@@ -433,6 +433,6 @@ CASES: list[Case] = [
          note="an HTTP/0.9-style request-line followed by header lines"),
     Case("h2_preface_on_h1", "request-line", "RFC 9112 §3 (invalid request-line), §3.2.4, RFC 9113 §3.4",
          "SHOULD", "reject", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
-         methods=("PRI",), note="the HTTP/2 prior-knowledge preface on an HTTP/1-only port must not reach the "
+         methods=("PRI",), h2_preface=True, note="the HTTP/2 prior-knowledge preface on an HTTP/1-only port must not reach the "
          "application as a request (asterisk-form is only for OPTIONS)"),
 ]

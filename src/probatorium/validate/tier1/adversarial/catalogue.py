@@ -68,6 +68,9 @@ class Case:
     # The authority the application sees (an absolute-form target's, else Host) must be the
     # target's authority ($H): RFC 9112 §3.2.2. A non-echo answer to $T is "not routed".
     authority: bool = False
+    # The bytes are the HTTP/2 connection preface: a server that answers with HTTP/2 frames speaks
+    # HTTP/2 with prior knowledge on this port (RFC 9113 §3.3), which is not accepting a request.
+    h2_preface: bool = False
 
 
 # The requirement level each governing clause states, from the RFC sentence quoted beside it.

@@ -66,7 +66,8 @@ class AdversarialSlice(SliceBase):
         self.host, self.port = host, port
         # wt-smuggle (issue 12): the debug endpoint whose `requests` counter is app-side evidence
         self.debug_path = debug_path
-        self._counter_checked: set[str] = set()  # cases already re-run between counter reads
+        self._counter_checked: set[str] = set()  # cases judged from the counter (or tried twice)
+        self._counter_tries: Counter = Counter()
         self._quiet: asyncio.Event | None = None  # cleared while a counter check runs alone
         self._inflight = 0  # this slice's exchanges in progress
         # The target process's identity (pid + start time): when it changes across one exchange,
@@ -331,10 +332,12 @@ class AdversarialSlice(SliceBase):
         """Run the case between two counter reads, with a control window of the same length
         before and after in which nothing may be counted; judge it with `app_requests` when both
         controls are quiet, and account it as one more evaluation either way."""
-        self._counter_checked.add(case.name)
         quiet = self._quiet_event()
         if not quiet.is_set():
-            return  # another walker's check is running
+            return  # another walker's check is running: this case waits for its next turn
+        self._counter_tries[case.name] += 1
+        if self._counter_tries[case.name] >= 2:
+            self._counter_checked.add(case.name)
         quiet.clear()
         try:
             limit = time.monotonic() + self.quiet_timeout + 10.0
@@ -379,6 +382,7 @@ class AdversarialSlice(SliceBase):
             await asyncio.sleep(COUNTER_GAP)
         outcome.app_requests = min(deltas)
         verdict = judge(case, rendered, outcome, echo=bool(self.calibration and self.calibration.echo))
+        self._counter_checked.add(case.name)
         self.tally["adv_counter_judged"] += 1
         self._account(case, rendered, outcome, verdict, sent)
 

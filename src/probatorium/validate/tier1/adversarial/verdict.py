@@ -133,6 +133,12 @@ def app_authority(record: dict) -> str | None:
     return None
 
 
+def speaks_h2(received: bytes) -> bool:
+    """The stream starts with an HTTP/2 SETTINGS frame on stream 0 (RFC 9113 §3.4, §6.5)."""
+    return len(received) >= 9 and received[3] == 0x04 and received[5:9] == b"\x00\x00\x00\x00" \
+        and int.from_bytes(received[:3], "big") % 6 == 0
+
+
 def _is_rejection(resp: Response) -> bool:
     # A 5xx is an error, not an acceptance: the request was not acted on successfully.
     return resp.status in PARSER_REJECT_STATUSES or resp.status >= 500
@@ -314,6 +320,9 @@ def judge(case: Case, rendered: Rendered, outcome: Outcome, *, echo: bool) -> Ve
     if not outcome.target_alive:
         # A body or head cut off by the target's death is the crash, not a framing bug.
         return Verdict("crash", "the target died during the case", [v for v in viol if not is_truncation(v)])
+    if case.h2_preface and speaks_h2(outcome.received):
+        return Verdict("well_rejected", "the server answered with HTTP/2 frames: it speaks HTTP/2 with prior "
+                       "knowledge here (RFC 9113 §3.3), the preface reached no HTTP/1 application")
     ev = _evidence(case, rendered.nonce, parsed, outcome, echo)
     problem = _must_violation(case, rendered, ev, parsed, outcome, echo)
     if problem:
