@@ -32,6 +32,7 @@ from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 # wt-smuggle (issue 12): bracketed runs of one counter check (their smallest delta is judged).
 COUNTER_RUNS = 3
 COUNTER_GAP = 0.3  # seconds between them
+COUNTER_SHARE = 0.2  # of the walk's time at most spent in counter checks (the walkers wait)
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
 
@@ -68,6 +69,8 @@ class AdversarialSlice(SliceBase):
         self.debug_path = debug_path
         self._counter_checked: set[str] = set()  # cases judged from the counter (or tried twice)
         self._counter_tries: Counter = Counter()
+        self._counter_spent = 0.0  # seconds the walkers waited for counter checks
+        self._walk_started: float | None = None
         self._quiet: asyncio.Event | None = None  # cleared while a counter check runs alone
         self._inflight = 0  # this slice's exchanges in progress
         # The target process's identity (pid + start time): when it changes across one exchange,
@@ -305,6 +308,11 @@ class AdversarialSlice(SliceBase):
         application did not run (or one request ran where the body held another)."""
         if not self.debug_path or case.group == "sweep" or case.name in self._counter_checked:
             return False
+        now = time.monotonic()
+        if self._walk_started is None:
+            self._walk_started = now
+        if self._counter_spent > COUNTER_SHARE * (now - self._walk_started):
+            return False  # the walkers stand still during a check: at most this share of the walk
         if verdict.evidence == "echo" and not case.inner:
             return False
         if case.inner:
@@ -339,6 +347,7 @@ class AdversarialSlice(SliceBase):
         if self._counter_tries[case.name] >= 2:
             self._counter_checked.add(case.name)
         quiet.clear()
+        t0 = time.monotonic()
         try:
             limit = time.monotonic() + self.quiet_timeout + 10.0
             while self._inflight and time.monotonic() < limit:  # the other walkers' exchanges end
@@ -346,6 +355,7 @@ class AdversarialSlice(SliceBase):
             await self._counter_check(case, nonce)
         finally:
             quiet.set()
+            self._counter_spent += time.monotonic() - t0
 
     def _quiet_event(self) -> asyncio.Event:
         if self._quiet is None:
