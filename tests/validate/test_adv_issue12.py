@@ -92,8 +92,12 @@ def test_app_own_error_status_without_parser_status_is_not_misreport():
     assert run("upgrade_unknown_with_body", resp(405), echo=False, app=1).verdict == "served_ok"
 
 
-def test_must_reject_handler_ran_stays_wrong_accepted():
-    assert run("space_before_colon", resp(400), echo=False, app=1).verdict == "wrong_accepted"
+def test_must_reject_handler_started_then_400_is_misreported_not_accepted():
+    # the counter says the handler was started, the client got the server's 400: a misreport
+    assert run("space_before_colon", resp(400), echo=False, app=1).verdict == "misreported"
+    # the application's own answer came back: the request was accepted
+    assert run("space_before_colon", resp(200, b"ok"), echo=False, app=1).verdict == "wrong_accepted"
+    assert run("space_before_colon", rec(), app=1).verdict == "wrong_accepted"
 
 
 # ---- item 3: absolute-form ----------------------------------------------------------------
