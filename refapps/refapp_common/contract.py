@@ -48,8 +48,13 @@ def describe_request(scope: Scope) -> dict[str, Any]:
     }
 
 
-async def echo(request: Request) -> Response:
-    """The echo contract: the body is hashed as it streams (no size limit needed)."""
+async def echo(request: Request) -> Response | None:
+    """The echo contract: the body is hashed as it streams (no size limit needed).
+
+    None when the engine reported a disconnect before the body ended: the handler then sends
+    nothing, so whatever the client sees is the ENGINE's answer (a refapp 400 here would mask an
+    engine that turns a malformed body into a 500, or that signals a disconnect to a client still
+    connected; issue 12 item 8)."""
     digest = hashlib.sha256()
     length = 0
     try:
@@ -57,7 +62,7 @@ async def echo(request: Request) -> Response:
             digest.update(chunk)
             length += len(chunk)
     except ClientDisconnect:
-        return Response(status_code=400)  # nobody is left to read it
+        return None
     return JSONResponse({**describe_request(request.scope), "body_length": length,
                          "body_sha256": digest.hexdigest()})
 
@@ -68,7 +73,8 @@ class EchoEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await echo(Request(scope, receive, send))
-        await response(scope, receive, send)
+        if response is not None:
+            await response(scope, receive, send)
 
 
 def route_path(scope: Scope) -> str:

@@ -66,13 +66,16 @@ Strict behaviour (no bugs)
   keep-alive connection is closed silently after ``--idle-timeout`` (15 s);
   body reads time out after ``--idle-timeout`` without progress (408 + close).
 * Upgrade is ignored (answered as plain HTTP/1.1, body read by its framing).
+* A higher HTTP/1 minor version (``HTTP/1.2``) is processed as HTTP/1.1
+  (RFC 9110 §2.5 SHOULD); another major version gets 505.
 * Responses: ``Content-Length`` on every response with a body (chunked only
   for ``/chunked`` / ``/echo?chunked=1`` and only to HTTP/1.1 requests); no
   body and no Content-Length on 204 and 304; HEAD gets the headers GET would
   get and no body; header values never contain CR, LF or NUL.
 
 Routes: ``GET /healthz`` → ``ok``; ``GET /debug/vars`` → JSON ``sse_open``,
-``ws_open``, ``tasks`` (live threads), ``requests`` (final responses sent);
+``ws_open``, ``tasks`` (live threads), ``requests`` (requests that reached the
+routes, i.e. the application: parser rejections are not counted);
 ``/echo`` and ``/echo/...`` with ANY method → JSON ``method``, ``target``,
 ``http_version``, ``headers`` ([[name, value], ...] as received, values
 OWS-trimmed, latin-1), ``body_length``, ``body_sha256`` (of the decoded body);
@@ -166,6 +169,26 @@ body-on-204
 bad-chunked-resp
     ``/chunked`` and ``/echo?chunked=1`` write chunk sizes in DECIMAL instead
     of hexadecimal (I-RFC-1). Violates RFC 9112 §7.1 (chunk-size = 1*HEXDIG).
+upgrade-body-request
+    (issue 12) On a request with ``Connection: Upgrade`` and an ``Upgrade``
+    other than websocket, drops the Content-Length body unread, so a body that
+    is itself a request is executed. Violates RFC 9112 §6.3 (6) (the body is
+    Content-Length octets of THIS request) — request smuggling.
+misreport
+    (issue 12) Runs the route of a request with ``Connection: Upgrade`` (the
+    ``requests`` counter rises) and then answers ``400`` instead of its
+    response: the client is told it was rejected although it took effect.
+absolute-host-wins
+    (issue 12) For an absolute-form target, hands the route only the path and
+    keeps ``Host``: the application sees Host's authority. Violates RFC 9112
+    §3.2.2 (MUST ignore Host and use the target's authority).
+h2-preface-app
+    (issue 12) Routes ``PRI * HTTP/2.0`` (the HTTP/2 connection preface) as
+    a request (answered like ``OPTIONS *``). RFC 9112 §3 / §3.2.4: an invalid
+    request-line SHOULD get 400; the preface must not reach the application.
+malformed-500
+    (issue 12) Answers 500 instead of 400 to a malformed request. RFC 9110
+    §15.6: a 5xx reports the client's error as the server's.
 resp-header-crlf
     Also accepts NUL and bare CR in request field values (as nul-in-value)
     and reflects ``X-Request-Id`` raw into the response header ``X-Request-Id``,
@@ -247,6 +270,12 @@ BUGS: dict[str, str] = {
     "unbounded-headers": "no request-line / header size or count limit: the head is buffered whatever its size (I-ADV-MEMORY)",
     "header-limit-per-read": "the header-section limit is checked per recv(), not per section (segmentation-dependent)",
     "chunk-ext-unbounded": "no limit on a chunk-size line: 1 MiB chunk extensions accepted (RFC 9112 §7.1.1)",
+    # ---- wt-smuggle (issue 12) ----
+    "upgrade-body-request": "drops the body of an unknown-Upgrade request unread: a body that is a request runs (RFC 9112 §6.3)",
+    "misreport": "runs the route of an Upgrade request, then answers 400 (the app ran; the client is told rejected)",
+    "absolute-host-wins": "absolute-form: the route sees the path and Host, not the target's authority (RFC 9112 §3.2.2)",
+    "h2-preface-app": "routes the HTTP/2 preface 'PRI * HTTP/2.0' as a request (RFC 9112 §3, §3.2.4)",
+    "malformed-500": "answers 500 instead of 400 to malformed requests (RFC 9110 §15.6)",
 }
 HOLD_FOREVER = 3600.0  # hold-partial: "forever" for a test server
 STARVE_WORKERS = 4  # starve: the fixed pool
@@ -641,10 +670,12 @@ class Connection:
                 if req.version == (0, 9):  # http09 bug
                     resp = self._route(req)
                     self._sendall(resp.body if resp.chunks is None else b"".join(resp.chunks))
-                    self.server.count_request()
                     self._graceful_close()
                     return
                 self._prepare(req)
+                upgrade = self._unknown_upgrade(req)
+                if upgrade and "upgrade-body-request" in self.bugs:
+                    req.length, req.chunked = 0, False  # the body is left in the buffer: parsed as a request
                 if req.expect_continue:
                     self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if req.chunked:
@@ -652,13 +683,16 @@ class Connection:
                 elif req.length:
                     req.body = self._read_exact(req.length)
                 resp = self._route(req)
+                if upgrade and "misreport" in self.bugs:
+                    raise HTTPError(400, "upgrade refused after the route ran")
                 self._send(resp, req)
                 if not req.keep_alive:
                     self._graceful_close()
                     return
             except HTTPError as e:
                 keep = e.status == 400 and "keepalive-after-400" in self.bugs
-                self._send_error(e.status, close=not keep)
+                status = 500 if e.status == 400 and "malformed-500" in self.bugs else e.status
+                self._send_error(status, close=not keep)
                 if not keep:
                     self._graceful_close()
                     return
@@ -763,6 +797,12 @@ class Connection:
         if not m:
             raise HTTPError(400, "invalid HTTP-version")
         ver = (int(m.group(1)), int(m.group(2)))
+        if ver[0] == 1 and ver[1] > 1:
+            ver = (1, 1)  # RFC 9110 §2.5: a higher minor version is processed as the highest we implement
+        if "h2-preface-app" in self.bugs and (method, target, ver) == (b"PRI", b"*", (2, 0)):
+            req = Request("OPTIONS", "*", (1, 0))  # no Host needed; the connection closes after it
+            req.form = "asterisk"
+            return req
         if ver not in ((1, 0), (1, 1)):
             raise HTTPError(505, "unsupported HTTP-version")
         req = Request(method.decode("ascii"), target.decode("ascii"), ver)
@@ -796,6 +836,8 @@ class Connection:
                 raise HTTPError(400, "invalid absolute-form path")
             req.form = "absolute"
             path = path or b"/"
+            if "absolute-host-wins" in self.bugs:
+                req.target = (path + (b"?" + query if query else b"")).decode("ascii")
         if not PATH_RE.fullmatch(path) or not QUERY_RE.fullmatch(query):
             raise HTTPError(400, "invalid characters in request-target")
         req.path = path.decode("ascii")
@@ -884,6 +926,13 @@ class Connection:
                 req.keep_alive = b"close" not in tokens
         if req.form == "authority" or self.server.stopping.is_set():
             req.keep_alive = False
+
+    @staticmethod
+    def _unknown_upgrade(req: Request) -> bool:
+        """Connection: upgrade with an Upgrade that is not websocket (wt-smuggle planted bugs)."""
+        tokens = {t.lower() for t in split_list(req.values(b"connection"))}
+        protocols = {t.lower() for t in split_list(req.values(b"upgrade"))}
+        return b"upgrade" in tokens and bool(protocols) and b"websocket" not in protocols
 
     def _content_length(self, values: list[bytes]) -> int:
         if "cl-dup-first" in self.bugs and len(values) > 1:
@@ -977,6 +1026,7 @@ class Connection:
 
     # ---------------------------------------------------------------- routes
     def _route(self, req: Request) -> Response:
+        self.server.count_request()  # the application ran: what /debug/vars `requests` counts
         if "crash-path" in self.bugs and req.path == "/chunked":
             os._exit(70)
         if "leak-mem" in self.bugs:
@@ -1090,7 +1140,6 @@ class Connection:
         out += b"\r\n"
         out += payload
         self._sendall(bytes(out))
-        self.server.count_request()
 
     def _send_error(self, status: int, *, close: bool) -> None:
         body = f"{status} {REASONS.get(status, 'Error')}\n".encode()
@@ -1103,7 +1152,6 @@ class Connection:
             self._sendall(bytes(out))
         except OSError:
             return
-        self.server.count_request()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -405,6 +405,28 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
          "adversarial slice, slow-client phase: 8 unfinished heads of up to 8 MiB each, RSS of the target's "
          "process tree before and at peak; growth of at least half the bytes taken (and 16 MiB) fails it",
          judge=_evidence_judge("I-ADV-MEMORY")),
+    # ---- wt-smuggle (issue 12: items 2, 3, 8) ----
+    _inv("I-ADV-MISREPORT", "MED",
+         "A request whose handler ran is not answered as rejected (4xx/5xx): MED, not HIGH, because no MUST "
+         "is broken by the status itself, but a client told its request failed may retry a non-idempotent "
+         "request that already took effect (RFC 9110 §9.2.2, §15.5, §15.6), and a status-only judge would "
+         "count the execution as a rejection.",
+         "adversarial slice: verdict misreported, from app-side evidence only (the echo record, or the debug "
+         "endpoint's requests counter read around a quiet exchange)",
+         violations=("adversarial.adv_misreported",), evaluations=_ADV_SENT,
+         verdicts=("adversarial:misreported",), why_not="no adversarial case was judged"),
+    _inv("I-ADV-5XX", "MED",
+         "A malformed request is answered with a 4xx, not a 5xx (501/505 excepted): a 5xx reports the "
+         "client's error as the server's (RFC 9110 §15.6) and is not counted as a rejection.",
+         "adversarial slice: verdict server_error", violations=("adversarial.adv_server_error",),
+         evaluations=_ADV_SENT, verdicts=("adversarial:server_error",), why_not="no adversarial case was judged"),
+    _inv("I-ADV-AUTHORITY", "MED",
+         "An absolute-form request reaches the application routed by its target, with the target's authority "
+         "(RFC 9112 §3.2.2: the origin server MUST ignore Host and MUST accept the absolute-form); MED because "
+         "it misattributes the authority, it executes nothing unintended.",
+         "adversarial slice: verdict misrouted, from the echo record (what path and authority the application "
+         "received; a non-echo answer is not routed)", violations=("adversarial.adv_misrouted",),
+         evaluations=_ADV_SENT, verdicts=("adversarial:misrouted",), why_not="no adversarial case was judged"),
 ]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.

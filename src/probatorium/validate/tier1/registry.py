@@ -68,7 +68,8 @@ def _adversarial(ctx: SliceContext) -> Slice:
                             seed=ctx.seed("adversarial"), quiet_timeout=ctx.quiet_timeout, report=ctx.report,
                             alive=ctx.alive, recover=ctx.recover, sweep=sweep_targets(ctx.operations, ctx.paths),
                             crashlog=ctx.crashlog, say=ctx.say, held=ctx.streams, identity=ctx.identity,
-                            slow=SlowConfig(connections=ctx.slowloris_connections))
+                            slow=SlowConfig(connections=ctx.slowloris_connections),
+                            debug_path=ctx.paths.debug)  # wt-smuggle (issue 12): counter evidence
 
 
 def _h2c(ctx: SliceContext) -> Slice:

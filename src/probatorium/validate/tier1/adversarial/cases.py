@@ -17,6 +17,9 @@ H = "Host: $H\r\n"
 SMUG = "GET $S HTTP/1.1\r\nHost: $H\r\n\r\n"  # a complete, valid second request
 FOLLOW = SMUG
 SMUG_U = "GET $U HTTP/1.1\r\nHost: $H\r\n\r\n"
+# wt-smuggle (issue 12): upgrade heads whose body is a request
+UPG = "Connection: Upgrade\r\nUpgrade: probatorium/1\r\n"
+H2C = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
 # Size limits: the MUST is conditional on the server not wishing to process the element; no
 # limit is predefined, so accepting a large one is the server's choice.
 LIMIT_REASON = "conditional MUST: only a server unwilling to process the element must answer 4xx"
@@ -281,7 +284,7 @@ CASES: list[Case] = [
     Case("host_missing_http10", "host", "RFC 9112 §3.2", "MUST", "serve",
          get(host="", version="HTTP/1.0"), body=""),
     Case("absolute_form_other_host", "host", "RFC 9112 §3.2.2", "MUST", "serve",
-         get(target="http://$H$T", host="Host: other.invalid\r\n"), body="",
+         get(target="http://$H$T", host="Host: other.invalid\r\n"), body="", authority=True,
          note="the origin server ignores Host for an absolute-form target"),
     Case("absolute_form_no_host", "host", "RFC 9112 §3.2", "MUST", "reject",
          get(target="http://$H$T", host="")),
@@ -392,6 +395,46 @@ CASES: list[Case] = [
     Case("slowloris_body", "slowloris", "RFC 9112 §9.5", "MAY", "either",
          post("Content-Length: 10\r\n", "$|".join("0123456789")), pause=0.15, body="0123456789",
          methods=("POST",)),
+
+    # ---- wt-smuggle (issue 12: items 1, 3, 7) ----------------------------------------
+    # Item 1: the body of an upgrade request is itself a complete request. Whether the upgrade is
+    # ignored (unknown protocol) or taken (h2c), the Content-Length bytes are the request's body
+    # (RFC 9112 §6.3 (6)); running them as a request is smuggling (I-ADV-ACCEPTED).
+    Case("upgrade_unknown_body_is_request", "upgrade", "RFC 9112 §6.3 (6), RFC 9110 §7.8", "MUST", "either",
+         post(UPG + "Content-Length: $CL1\r\n", SMUG), inner=True, body=SMUG, no_upgrade=True,
+         methods=("POST",), note="an ignored upgrade still frames the body by Content-Length"),
+    Case("upgrade_unknown_body_is_request_paused", "upgrade", "RFC 9112 §6.3 (6), RFC 9110 §7.8", "MUST",
+         "either", post(UPG + "Content-Length: $CL1\r\n", "$|" + SMUG), pause=0.3, inner=True, body=SMUG,
+         no_upgrade=True, methods=("POST",), note="head and body in separate segments after a pause"),
+    Case("upgrade_unknown_get_body_is_request", "upgrade", "RFC 9112 §6.3 (6), RFC 9110 §7.8", "MUST", "either",
+         f"GET $T HTTP/1.1\r\n{H}{UPG}Content-Length: $CL1\r\n\r\n$|{SMUG}", pause=0.3, inner=True,
+         body=SMUG, no_upgrade=True, note="a GET upgrade with a body: handlers that wait for the switch drop it"),
+    Case("upgrade_h2c_body_is_request", "upgrade", "RFC 9112 §6.3 (6), RFC 7540 §3.2", "MUST", "either",
+         post(H2C + "Content-Length: $CL1\r\n", SMUG), inner=True, body=SMUG, methods=("POST",),
+         note="the body belongs to the HTTP/1.1 request whether or not h2c is taken"),
+    Case("upgrade_h2c_body_is_request_paused", "upgrade", "RFC 9112 §6.3 (6), RFC 7540 §3.2", "MUST", "either",
+         post(H2C + "Content-Length: $CL1\r\n", "$|" + SMUG), pause=0.3, inner=True, body=SMUG,
+         methods=("POST",), note="head and body in separate segments after a pause"),
+    # Item 3: absolute-form, judged from what path and authority the application received.
+    Case("absolute_form_other_port", "host", "RFC 9112 §3.2.2", "MUST", "serve",
+         get(target="http://$H$T", host="Host: 127.0.0.1:1\r\n"), body="", authority=True,
+         note="only the port differs: the target's authority still wins"),
+    Case("absolute_form_post_body", "host", "RFC 9112 §3.2.2, §6.3 (6)", "MUST", "serve",
+         post("Content-Length: $CL1\r\n", "hello", target="http://$H$T").replace(H, "Host: other.invalid\r\n", 1),
+         body="hello", authority=True, methods=("POST",)),
+    # Item 7: versions and methods.
+    Case("http_version_1_2", "request-line", "RFC 9110 §2.5 (higher minor)", "SHOULD", "serve",
+         get(version="HTTP/1.2"), body="", note="a higher minor version is processed as HTTP/1.1"),
+    Case("http2_version_with_body_request", "request-line", "RFC 9112 §2.3 (505), §6.3 (6)", "MAY", "either",
+         f"POST $T HTTP/2.0\r\n{H}Content-Length: $CL1\r\n\r\n{SMUG}", inner=True, body=SMUG,
+         methods=("POST",), note="505 is allowed; what is served must frame the body by Content-Length"),
+    Case("http09_request_line_with_headers", "request-line", "RFC 9112 §3 (invalid request-line)", "SHOULD",
+         "reject", "GET $T\r\n" + H + "X-Adv: a\r\n\r\n",
+         note="an HTTP/0.9-style request-line followed by header lines"),
+    Case("h2_preface_on_h1", "request-line", "RFC 9112 §3 (invalid request-line), §3.2.4, RFC 9113 §3.4",
+         "SHOULD", "reject", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+         methods=("PRI",), h2_preface=True, note="the HTTP/2 prior-knowledge preface on an HTTP/1-only port must not reach the "
+         "application as a request (asterisk-form is only for OPTIONS)"),
 ]
 
 # ---- wt-slow (issue 12): size limits and chunked framing corners --------------------------

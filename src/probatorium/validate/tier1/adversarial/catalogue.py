@@ -64,6 +64,13 @@ class Case:
     note: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     level_reason: str = ""  # why `level` deliberately differs from CLAUSE_LEVELS[governing clause]
+    # ---- wt-smuggle (issue 12) ----
+    # The authority the application sees (an absolute-form target's, else Host) must be the
+    # target's authority ($H): RFC 9112 §3.2.2. A non-echo answer to $T is "not routed".
+    authority: bool = False
+    # The bytes are the HTTP/2 connection preface: a server that answers with HTTP/2 frames speaks
+    # HTTP/2 with prior knowledge on this port (RFC 9113 §3.3), which is not accepting a request.
+    h2_preface: bool = False
 
 
 # The requirement level each governing clause states, from the RFC sentence quoted beside it.
@@ -208,6 +215,12 @@ CLAUSE_LEVELS: dict[str, Level] = {
     #  amount reasonable for the services provided ... and generate an appropriate 4xx (Client
     #  Error) response if that amount is exceeded" ("ought to": no keyword, a permission)
     "RFC 9112 §7.1.1 (extension length)": "MAY",
+    # ---- wt-smuggle (issue 12) ----
+    # "A recipient that receives a message with a major version number that it implements and a
+    #  minor version number higher than what it implements SHOULD process the message as if it
+    #  were in the highest minor version within that major version to which the recipient is
+    #  conformant"
+    "RFC 9110 §2.5 (higher minor)": "SHOULD",
 }
 
 
@@ -235,6 +248,7 @@ class Rendered:
     segments: tuple[bytes, ...]
     nonce: str
     body: bytes | None
+    host: str = ""  # the Host value ($H) the case was rendered for
 
     @property
     def data(self) -> bytes:
@@ -290,7 +304,7 @@ def render(case: Case, *, target: str, host: str, nonce: str, echo: bool) -> Ren
     raw = _resolve_lengths(subst(case.template))
     segments = tuple(p for p in raw.split(SEG.encode()) if p)
     body = None if case.body is None else _resolve_lengths(subst(case.body))
-    return Rendered(segments=segments, nonce=nonce, body=body)
+    return Rendered(segments=segments, nonce=nonce, body=body, host=host)
 
 
 def validate_catalogue(cases: list[Case]) -> None:

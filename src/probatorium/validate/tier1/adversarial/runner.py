@@ -9,6 +9,7 @@ to the incident path.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter, deque
@@ -30,6 +31,10 @@ from .slow import SlowClients, SlowConfig, slow_repro
 from .slowcore import opening
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
 
+# wt-smuggle (issue 12): bracketed runs of one counter check (their smallest delta is judged).
+COUNTER_RUNS = 3
+COUNTER_GAP = 0.3  # seconds between them
+COUNTER_SHARE = 0.3  # of the walk's time at most spent in counter checks (the walkers wait)
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
 
@@ -60,12 +65,21 @@ class AdversarialSlice(SliceBase):
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  sweep: list[tuple[str, str]] | None = None, crashlog=None,
                  say: Callable[[str], None] | None = None, held: HeldStreams | None = None,
-                 identity: Callable[[], object] | None = None, slow: SlowConfig | None = None) -> None:
+                 identity: Callable[[], object] | None = None, slow: SlowConfig | None = None,
+                 debug_path: str | None = None) -> None:
         self.host, self.port = host, port
         # The slow-client phase (slow.py): held connections, starvation and head-size memory, once per
         # cell beside walker 0; None (a slice built by hand) leaves it out.
         self.slow_config = slow
         self.slow: SlowClients | None = None
+        # wt-smuggle (issue 12): the debug endpoint whose `requests` counter is app-side evidence
+        self.debug_path = debug_path
+        self._counter_checked: set[str] = set()  # cases judged from the counter (or tried twice)
+        self._counter_tries: Counter = Counter()
+        self._counter_spent = 0.0  # seconds the walkers waited for counter checks
+        self._walk_started: float | None = None
+        self._quiet: asyncio.Event | None = None  # cleared while a counter check runs alone
+        self._inflight = 0  # this slice's exchanges in progress
         # The target process's identity (pid + start time): when it changes across one exchange,
         # the target died while the exchange ran, even if it was already restarted when we look.
         self.identity = identity or (lambda: None)
@@ -210,6 +224,7 @@ class AdversarialSlice(SliceBase):
                                 f"{case.name}: {_request_line(rendered)}", b"".join(rendered.segments),
                                 self.host_header)
         before = self.identity()
+        self._inflight += 1
         try:
             ex = await exchange(
                 self.host, self.port, segments, held=self.held, owner=self.name, quiet_timeout=self.quiet_timeout,
@@ -222,6 +237,8 @@ class AdversarialSlice(SliceBase):
             if crash is not None:
                 crash.end(token, "no_response")
             raise
+        finally:
+            self._inflight -= 1
         parsed = parse_response_stream(ex.received, list(case.methods), eof=True)
         answered = bool(parsed.final_responses)
         if crash is not None:
@@ -274,10 +291,12 @@ class AdversarialSlice(SliceBase):
                 received=outcome.received, seed=self.seed,
                 extra={"clause": case.clause, "level": case.level, "expect": case.expect, "verdict": v,
                        "nonce": rendered.nonce, "echo_mode": echo, "probe_target": target,
+                       "evidence": verdict.evidence,
                        "closed": outcome.closed, "timed_out": outcome.timed_out},
                 repro=adversarial_repro(case=case, predicate=predicate, detail=detail, echo=echo,
                                         target=target, nonce=rendered.nonce, addr=self.host_header,
-                                        quiet=self.quiet_timeout, version=__version__),
+                                        quiet=self.quiet_timeout, version=__version__,
+                                        debug_path=self.debug_path if verdict.evidence == "counter" else None),
             ))
 
     # ---- walkers -----------------------------------------------------------------------
@@ -312,10 +331,13 @@ class AdversarialSlice(SliceBase):
     async def _walk(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
         n = 0
         while time.monotonic() < deadline and not stop():
+            await self._quiet_event().wait()  # a counter check runs alone (bounded: see counter_check)
             case = self._next_case()
             n += 1
             try:
+                t_case = time.monotonic()
                 rendered, outcome, verdict, sent = await self.run_case(case, f"w{walker_id}-{n}")
+                span = time.monotonic() - t_case
             except Exception:  # a probatorium bug on one case must not stop the walker
                 self._internal_error(case)
                 continue
@@ -327,6 +349,11 @@ class AdversarialSlice(SliceBase):
                 self._account(case, rendered, outcome, verdict, sent)
             except Exception:
                 self._internal_error(case)
+            if self._wants_counter(case, verdict):  # wt-smuggle (issue 12): app-side evidence
+                try:
+                    await self.counter_check(case, f"w{walker_id}-{n}c", span)
+                except Exception:
+                    self._internal_error(case)
             if case.name.startswith("sweep GET "):
                 cond = conditional_case(case, outcome.received)
                 if cond is not None:
@@ -336,6 +363,104 @@ class AdversarialSlice(SliceBase):
                 if self.recover is None or not await self.recover():
                     self.stopped_reason = f"the target died on case {case.name} and could not be restarted"
                     return
+
+    # ---- wt-smuggle (issue 12): the debug counter as app-side evidence -------------------
+    def _wants_counter(self, case: Case, verdict: Verdict) -> bool:
+        """Re-run a case once per cell between counter reads when the status-judged verdict says the
+        application did not run (or one request ran where the body held another)."""
+        if not self.debug_path or case.group == "sweep" or case.name in self._counter_checked:
+            return False
+        now = time.monotonic()
+        if self._walk_started is None:
+            self._walk_started = now
+        if self._counter_spent > COUNTER_SHARE * (now - self._walk_started):
+            return False  # the walkers stand still during a check: at most this share of the walk
+        if verdict.evidence == "echo" and not case.inner:
+            return False
+        if case.inner:
+            return verdict.verdict not in ("wrong_accepted", "crash")
+        return len(case.methods) == 1 and verdict.verdict in (
+            "well_rejected", "server_error", "refused_valid", "not_routed", "misrouted")
+
+    async def app_count(self) -> int | None:
+        """The debug endpoint's `requests` counter (None: no endpoint, no such field)."""
+        raw = f"GET {self.debug_path} HTTP/1.1\r\nHost: {self.host_header}\r\nConnection: close\r\n\r\n"
+        ex = await exchange(self.host, self.port, [Segment(raw.encode("latin-1"), 0.0)], quiet_timeout=2.0,
+                            total_timeout=4.0, linger=0.0,
+                            done=lambda d: any(r.complete for r in
+                                               parse_response_stream(d, ["GET"], eof=False).final_responses))
+        finals = parse_response_stream(ex.received, ["GET"], eof=True).final_responses
+        if not finals or finals[0].status != 200:
+            return None
+        try:
+            value = json.loads(finals[0].body).get("requests")
+        except (ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    async def counter_check(self, case: Case, nonce: str, span: float | None = None) -> None:
+        """Run the case between two counter reads, with a control window of the same length
+        before and after in which nothing may be counted; judge it with `app_requests` when both
+        controls are quiet, and account it as one more evaluation either way."""
+        quiet = self._quiet_event()
+        if not quiet.is_set():
+            return  # another walker's check is running: this case waits for its next turn
+        self._counter_tries[case.name] += 1
+        if self._counter_tries[case.name] >= 2:
+            self._counter_checked.add(case.name)
+        quiet.clear()
+        t0 = time.monotonic()
+        try:
+            # Most other exchanges end within this; one still waiting out its quiet timeout has been
+            # answered already (a late one lands in at most one window: the minimum discards it).
+            limit = time.monotonic() + 1.0
+            while self._inflight and time.monotonic() < limit:
+                await asyncio.sleep(0.05)
+            await self._counter_check(case, nonce, span)
+        finally:
+            quiet.set()
+            self._counter_spent += time.monotonic() - t0
+
+    def _quiet_event(self) -> asyncio.Event:
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+            self._quiet.set()
+        return self._quiet
+
+    async def _counter_check(self, case: Case, nonce: str, span: float | None) -> None:
+        """COUNTER_RUNS bracketed runs, 0.3 s apart, after a quiet control window of the same
+        length: other traffic only ever ADDS to a delta, so the smallest delta is the case's own
+        (a periodic request such as the watchdog's health check lands in at most one window)."""
+        async def control(seconds: float) -> bool:
+            a = await self.app_count()
+            await asyncio.sleep(seconds)
+            b = await self.app_count()
+            return a is not None and b is not None and b - a == 1  # only the second read itself
+
+        if span is None:  # how long one exchange of this case takes
+            t0 = time.monotonic()
+            _, _, first, _ = await self.run_case(case, nonce)
+            span = time.monotonic() - t0
+            if first.verdict in ("conn_error", "crash"):
+                return
+        span = min(max(span, 0.2), 5.0)
+        if not await control(span):
+            self.tally["adv_counter_busy"] += 1
+            return
+        deltas: list[int] = []
+        for _ in range(COUNTER_RUNS):
+            c0 = await self.app_count()
+            rendered, outcome, verdict, sent = await self.run_case(case, nonce)
+            c1 = await self.app_count()
+            if verdict.verdict in ("conn_error", "crash") or c0 is None or c1 is None:
+                return
+            deltas.append(c1 - c0 - 1)  # the second read counts itself
+            await asyncio.sleep(COUNTER_GAP)
+        outcome.app_requests = min(deltas)
+        verdict = judge(case, rendered, outcome, echo=bool(self.calibration and self.calibration.echo))
+        self._counter_checked.add(case.name)
+        self.tally["adv_counter_judged"] += 1
+        self._account(case, rendered, outcome, verdict, sent)
 
     def case_breakdown(self) -> dict:
         """Per-case detail for tier1_tally.json (validate-diff compares the `verdict` field)."""
