@@ -1027,7 +1027,7 @@ class Connection:
     # ---------------------------------------------------------------- routes
     def _route(self, req: Request) -> Response:
         self.server.count_request()  # the application ran: what /debug/vars `requests` counts
-        if "crash-path" in self.bugs and req.path == "/chunked":
+        if "crash-path" in self.bugs and req.method == "GET" and req.path == "/chunked":
             os._exit(70)
         if "leak-mem" in self.bugs:
             _LEAKED.append(bytearray(os.urandom(16)) * 4096)  # touched pages: RSS really grows

@@ -8,6 +8,7 @@ judges the exchanges with the very checker that made the finding.
 
 from __future__ import annotations
 
+from ...api.spec import answered_by_design
 from .. import repro as R
 from ..repro import connect, http_exchange
 from . import checks, exchange, minischema
@@ -75,4 +76,4 @@ def api_repro(*, steps: list, ops: dict, predicate: str, op_id: str, detail: str
            f"{predicate} checker (embedded below).")
     return R.build_repro("tier2", payload, judge_api, predicate=predicate, detail=detail, addr=addr,
                          version=version, case=case, how=how, modules=(minischema, exchange, checks),
-                         helpers=(replay_steps,))
+                         helpers=(answered_by_design, replay_steps))
