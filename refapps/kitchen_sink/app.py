@@ -62,7 +62,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import check_text, EchoEndpoint, read_json_object, route_path  # noqa: E402
+from refapp_common.contract import check_text, EchoEndpoint, read_json_object, route_path, SelfChecks  # noqa: E402
 from refapp_common.runner import main  # noqa: E402
 
 logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
@@ -426,6 +426,8 @@ class RateLimitAudit:
 
 
 AUDIT = RateLimitAudit()
+#: How many times each self-check compared (debug endpoint ``self_checks``).
+SELF_CHECKS = SelfChecks("I-MW-RATELIMIT")
 
 
 def rate_limited(request: Request, exc: Exception) -> Response:
@@ -786,6 +788,7 @@ async def report(request: Request) -> Response:
 async def limited(request: Request) -> Response:
     admitted = AUDIT.record(client_key(request))  # first: same loop step as the limiter's hit
     STATS.events["limited_admitted"] += 1
+    SELF_CHECKS.ran("I-MW-RATELIMIT")
     if admitted > LIMITED_AMOUNT:
         STATS.events["ratelimit_over_admission"] += 1
         return _json(500, {"x-invariant": "I-MW-RATELIMIT",
@@ -855,6 +858,7 @@ async def debug_vars(request: Request) -> Response:
         "idempotency_keys": len(IDEMPOTENCY_STORE),
         "singleflight_computations": STATS.events["singleflight_computations"],
         "breaker": breaker_snapshot(), "events": dict(STATS.events),
+        "self_checks": SELF_CHECKS.snapshot(),
     })
 
 
