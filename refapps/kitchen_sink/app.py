@@ -776,6 +776,74 @@ async def order_item(request: Request) -> Response:
     return JSONResponse(order)
 
 
+# projects and their tasks: a parent/child pair. A task is reachable only under the project it
+# was created in (404 under any other: the child-under-another-parent case, I-API-HIERARCHY).
+MAX_PROJECTS = 10_000
+MAX_TASKS_PER_PROJECT = 200
+PROJECTS: OrderedDict[int, dict[str, Any]] = OrderedDict()
+PROJECT_TASKS: dict[int, dict[int, dict[str, Any]]] = {}  # project id -> task id -> task
+_PROJECT_IDS = itertools.count(1)
+_TASK_IDS = itertools.count(1)  # one sequence for every project: task ids never repeat
+
+
+def _project(request: Request) -> tuple[int, dict[str, Any]]:
+    pid: int = request.path_params["projectId"]
+    project = PROJECTS.get(pid)
+    if project is None:
+        raise HTTPException(404, "no such project")
+    return pid, project
+
+
+async def projects_collection(request: Request) -> Response:
+    data = await read_json_object(request, MAX_BODY)
+    name = _text(data, "name", 1, 100)
+    pid = next(_PROJECT_IDS)
+    project = {"id": pid, "name": name}
+    PROJECTS[pid] = project
+    PROJECT_TASKS[pid] = {}
+    while len(PROJECTS) > MAX_PROJECTS:
+        old, _ = PROJECTS.popitem(last=False)
+        PROJECT_TASKS.pop(old, None)
+    return JSONResponse(project, status_code=201, headers={"Location": f"/api/projects/{pid}"})
+
+
+async def project_item(request: Request) -> Response:
+    pid, project = _project(request)
+    if request.method == "DELETE":
+        del PROJECTS[pid]
+        PROJECT_TASKS.pop(pid, None)
+        return Response(status_code=204)
+    return JSONResponse(project)
+
+
+async def tasks_collection(request: Request) -> Response:
+    pid, _ = _project(request)
+    tasks = PROJECT_TASKS[pid]
+    if request.method == "GET":
+        return JSONResponse(list(tasks.values()))
+    data = await read_json_object(request, MAX_BODY)
+    title = _text(data, "title", 1, 200)
+    if len(tasks) >= MAX_TASKS_PER_PROJECT:
+        raise HTTPException(403, "task quota exceeded")
+    tid = next(_TASK_IDS)
+    task = {"id": tid, "project_id": pid, "title": title}
+    tasks[tid] = task
+    return JSONResponse(task, status_code=201, headers={"Location": f"/api/projects/{pid}/tasks/{tid}"})
+
+
+async def task_item(request: Request) -> Response:
+    pid, _ = _project(request)
+    tid: int = request.path_params["taskId"]
+    tasks = PROJECT_TASKS[pid]
+    task = tasks.get(tid)  # only this project's tasks: another project's task id is a 404
+    if task is None:
+        raise HTTPException(404, "no such task in this project")
+    if request.method == "DELETE":
+        del tasks[tid]
+        return Response(status_code=204)
+    return JSONResponse(task)
+
+
 async def report(request: Request) -> Response:
     """An 'expensive' computation (SINGLEFLIGHT_WORK_S); single-flight shares it."""
     await asyncio.sleep(SINGLEFLIGHT_WORK_S)
@@ -855,7 +923,7 @@ async def debug_vars(request: Request) -> Response:
         "sse_open": 0, "ws_open": 0, "tasks": tasks, "requests": STATS.requests,
         "pid": os.getpid(), "uptime_s": round(time.monotonic() - STATS.started, 3),
         "threads": threading.active_count(), "orders": len(ORDERS),
-        "idempotency_keys": len(IDEMPOTENCY_STORE),
+        "idempotency_keys": len(IDEMPOTENCY_STORE), "projects": len(PROJECTS),
         "singleflight_computations": STATS.events["singleflight_computations"],
         "breaker": breaker_snapshot(), "events": dict(STATS.events),
         "self_checks": SELF_CHECKS.snapshot(),
@@ -881,6 +949,10 @@ main_app = Starlette(
         Route("/api/catalog", catalog, methods=["GET"]),
         Route("/api/orders", orders_collection, methods=["POST"]),
         Route("/api/orders/{id:int}", order_item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route("/api/projects", projects_collection, methods=["POST"]),
+        Route("/api/projects/{projectId:int}", project_item, methods=["GET", "DELETE"]),
+        Route("/api/projects/{projectId:int}/tasks", tasks_collection, methods=["GET", "POST"]),
+        Route("/api/projects/{projectId:int}/tasks/{taskId:int}", task_item, methods=["GET", "DELETE"]),
         Route("/api/items/{name}", items_echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/api/report", report, methods=["GET"]),
         Route("/api/limited", limited, methods=["GET"]),
