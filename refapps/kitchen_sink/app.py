@@ -73,6 +73,8 @@ logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
 
 SECRET_KEY = (os.environ.get("REFAPP_SECRET_KEY") or secrets.token_urlsafe(32)).encode()
 MAX_BODY = int(os.environ.get("REFAPP_MAX_BODY", str(64 * 1024)))
+#: Planted defect for testing the checkers: "hierarchy_lax" (a task is found under any project).
+FAULT = os.environ.get("REFAPP_FAULT", "").strip()
 TIMEOUT_S = float(os.environ.get("REFAPP_TIMEOUT_S", "2"))
 RATE_LIMIT = os.environ.get("REFAPP_RATE_LIMIT", "2000/second").strip()
 LIMITED_RATE = os.environ.get("REFAPP_LIMITED_RATE", "5/second").strip()
@@ -836,6 +838,9 @@ async def task_item(request: Request) -> Response:
     tid: int = request.path_params["taskId"]
     tasks = PROJECT_TASKS[pid]
     task = tasks.get(tid)  # only this project's tasks: another project's task id is a 404
+    if task is None and FAULT == "hierarchy_lax":  # planted: looked up in every project
+        task = next((t[tid] for t in PROJECT_TASKS.values() if tid in t), None)
+        tasks = PROJECT_TASKS.get(task["project_id"], tasks) if task else tasks
     if task is None:
         raise HTTPException(404, "no such task in this project")
     if request.method == "DELETE":
