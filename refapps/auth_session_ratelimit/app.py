@@ -80,7 +80,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.requests import ClientDisconnect, cookie_parser, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -355,21 +355,20 @@ SESSION_SIGNER = TimestampSigner(str(SECRET_KEY))
 
 def cookie_session(scope: Scope) -> dict[str, Any] | None:
     """The session the client's ``session`` cookie carries (signature and age verified), None
-    when there is no valid one."""
+    when there is no valid one. Cookie headers are read as the middleware reads them (every
+    ``Cookie`` header, a later value of the same name wins)."""
+    cookies: dict[str, str] = {}
     for key, value in scope.get("headers", ()):
-        if key != b"cookie":
-            continue
-        for part in value.decode("latin-1").split(";"):
-            name, eq, data = part.strip().partition("=")
-            if not eq or name != SESSION_COOKIE:
-                continue
-            try:
-                payload = json.loads(b64decode(SESSION_SIGNER.unsign(data.encode("latin-1"), max_age=SESSION_MAX_AGE)))
-            except (BadSignature, ValueError):
-                continue
-            if isinstance(payload, dict):
-                return payload
-    return None
+        if key == b"cookie":
+            cookies.update(cookie_parser(value.decode("latin-1")))
+    data = cookies.get(SESSION_COOKIE)
+    if data is None:
+        return None
+    try:
+        payload = json.loads(b64decode(SESSION_SIGNER.unsign(data.encode("utf-8"), max_age=SESSION_MAX_AGE)))
+    except (BadSignature, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def session_violation(scope: Scope) -> str | None:
@@ -464,7 +463,8 @@ class AdmissionLedger:
             self.windows[slot] = [now, now + self.limits[index][1], 0, 0, prev_end]
             self.windows.move_to_end(slot)
             while len(self.windows) > 20_000:
-                self.windows.popitem(last=False)
+                old, _ = self.windows.popitem(last=False)
+                self.hit_at.pop(old, None)
         self.hit_at[slot] = now
 
     def admitted(self, key: str, hits: int) -> str | None:
