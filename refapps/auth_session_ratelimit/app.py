@@ -22,9 +22,10 @@ Self-checks (500 with ``{"x-invariant": ...}``; counted in ``/debug/vars``
 
 * ``I-MW-SESSION``: before authentication, the session the middleware put in
   the scope is compared with the cookie the client actually sent (decoded and
-  verified again here) and with the server-side record the login wrote
-  (session id -> user). A session without a valid cookie, a session that
-  differs from its cookie, or one carrying another user's name is a violation.
+  verified again here) and with what the login wrote (the session id is a
+  nonce and an HMAC of nonce and user under a key of the login's own). A
+  session without a valid cookie, a session that differs from its cookie, or
+  one carrying another user's name is a violation.
 * ``I-MW-RATELIMIT``: an independent ledger replays the limiter's fixed
   windows from the moment each hit was taken (the key function runs in the
   same loop step as the storage's increment) and counts the admitted
@@ -51,6 +52,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -332,22 +335,30 @@ def rate_limit_key(request: Request) -> str:
 
 
 class SessionRecords:
-    """What each session must hold, as the login wrote it: session id -> user (bounded)."""
+    """What each session must hold, as the login wrote it, without storing anything per login:
+    the session id is a nonce and an HMAC of (nonce, user) under a key only the login and this
+    check use (derived from SECRET_KEY, so it survives a restart exactly when the cookies do).
+    Memory stays flat however many logins a run makes."""
 
-    def __init__(self, cap: int = 50_000) -> None:
-        self.users: OrderedDict[str, str] = OrderedDict()
-        self.cap = cap
+    def __init__(self, secret: str) -> None:
+        self.key = hashlib.sha256(b"refapp-session-record\0" + secret.encode("utf-8")).digest()
 
-    def record(self, sid: str, user: str) -> None:
-        self.users[sid] = user
-        while len(self.users) > self.cap:
-            self.users.popitem(last=False)
+    def _mac(self, nonce: str, user: str) -> str:
+        return hmac.new(self.key, f"{nonce}\0{user}".encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
-    def user_of(self, sid: str) -> str | None:
-        return self.users.get(sid)
+    def new_sid(self, user: str) -> str:
+        nonce = secrets.token_urlsafe(12)
+        return f"{nonce}.{self._mac(nonce, user)}"
+
+    def holds(self, sid: Any, user: Any) -> bool:
+        """Whether session id `sid` was issued by the login of `user`."""
+        if not isinstance(sid, str) or not isinstance(user, str):
+            return False
+        nonce, dot, mac = sid.partition(".")
+        return bool(dot) and hmac.compare_digest(mac, self._mac(nonce, user))
 
 
-SESSION_RECORDS = SessionRecords()
+SESSION_RECORDS = SessionRecords(SECRET_KEY)
 #: Decodes the ``session`` cookie the way its format is defined (TimestampSigner over base64
 #: JSON), independently of the middleware instance that serves the request.
 SESSION_SIGNER = TimestampSigner(str(SECRET_KEY))
@@ -385,10 +396,9 @@ def session_violation(scope: Scope) -> str | None:
     if held != sent:
         return (f"the session in the request ({str(held.get('user'))[:40]!r}) differs from the cookie the client "
                 f"sent ({str(sent.get('user'))[:40]!r})")
-    sid = sent.get("sid")
-    owner = SESSION_RECORDS.user_of(sid) if isinstance(sid, str) else None
-    if owner is not None and sent.get("user") != owner:
-        return f"session {sid[:8]}… of {owner[:40]!r} carries the user {str(sent.get('user'))[:40]!r}"
+    if "user" in sent and not SESSION_RECORDS.holds(sent.get("sid"), sent.get("user")):
+        return (f"session {str(sent.get('sid'))[:8]}… carries the user {str(sent.get('user'))[:40]!r}, "
+                f"whose login did not issue it")
     return None
 
 
@@ -550,9 +560,7 @@ async def login(request: Request) -> Response:
     assert isinstance(username, str)
     STORE.login(username)  # any non-empty pair is accepted (contract)
     request.session.clear()
-    sid = secrets.token_urlsafe(16)
-    SESSION_RECORDS.record(sid, username)
-    request.session["sid"] = sid
+    request.session["sid"] = SESSION_RECORDS.new_sid(username)
     request.session["user"] = username
     return JSONResponse({"user": username, "token": issue_token(username)})
 
@@ -705,7 +713,6 @@ async def debug_vars(request: Request) -> Response:
         "users": len(STORE.users),
         "posts": STORE.post_count,
         "rate_limit": RATE_LIMIT if RATE_LIMIT_ENABLED else "off",
-        "sessions_recorded": len(SESSION_RECORDS.users),
         "self_checks": SELF_CHECKS.snapshot(),
         "stopping": SHUTDOWN.stopping,
     }

@@ -670,3 +670,29 @@ def test_self_checks_fire_on_planted_defects() -> None:
     finally:
         _stop(srv.proc)
         srv.log.unlink(missing_ok=True)
+
+
+def test_session_check_catches_a_validly_signed_session_of_another_user() -> None:
+    from base64 import b64encode
+
+    from itsdangerous import TimestampSigner
+
+    secret = "test-secret-for-a-forged-session"
+    srv = _start("uvicorn", {"REFAPP_SECRET_KEY": secret})
+    try:
+        alice, _ = login(srv.port, "forge-alice")
+        signer = TimestampSigner(secret)
+        sid = json.loads(b64decode_cookie(alice, signer))["sid"]
+        forged = signer.sign(b64encode(json.dumps({"sid": sid, "user": "forge-bob"}).encode())).decode()
+        r = call(srv.port, "GET", "/me", cookie="session=" + forged)
+        assert r.status == 500 and r.json()["x-invariant"] == "I-MW-SESSION", r.body
+        assert call(srv.port, "GET", "/me", cookie=alice).status == 200
+    finally:
+        _stop(srv.proc)
+        srv.log.unlink(missing_ok=True)
+
+
+def b64decode_cookie(cookie: str, signer) -> bytes:
+    from base64 import b64decode
+
+    return b64decode(signer.unsign(cookie.partition("=")[2].encode()))
