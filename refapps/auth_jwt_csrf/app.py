@@ -61,6 +61,7 @@ from refapp_common.contract import (  # noqa: E402
     read_json_object,
     RequestCounter,
     route_path,
+    SelfChecks,
 )
 from refapp_common.runner import main  # noqa: E402
 
@@ -104,6 +105,8 @@ class _Stats:
 
 
 STATS = _Stats()
+#: How many times each handler-side re-verification compared (debug endpoint ``self_checks``).
+SELF_CHECKS = SelfChecks("I-MW-JWT", "I-MW-CSRF")
 
 # --------------------------------------------------------------------------
 # in-memory data (single process, single event loop: no locking needed)
@@ -365,6 +368,7 @@ class InvariantViolation(Exception):
 
 def authed_user(request: Request) -> str:
     """Re-verify what JWTAuthMiddleware should have enforced (I-MW-JWT)."""
+    SELF_CHECKS.ran("I-MW-JWT")
     token = bearer(request.scope.get("headers", []))
     auth = request.scope.get("jwt")
     if token is None or not isinstance(auth, dict):
@@ -386,6 +390,7 @@ def authed_user(request: Request) -> str:
 
 def state_change_allowed(request: Request) -> None:
     """Re-verify the CSRF token before any state change (I-MW-CSRF)."""
+    SELF_CHECKS.ran("I-MW-CSRF")
     if not csrf_ok(request.scope):
         raise InvariantViolation("I-MW-CSRF", "a state change reached its handler without a valid CSRF token")
 
@@ -529,6 +534,7 @@ async def debug_vars(request: Request) -> Response:
         "notes": len(STORE.notes),
         "api_keys": len(STORE.api_keys),
         "rejected": dict(STATS.rejected),
+        "self_checks": SELF_CHECKS.snapshot(),
     })
 
 

@@ -17,6 +17,25 @@ Route layout (see openapi.yaml for the contract):
 * open (no session, no rate limit): ``/ws``, ``/events``, ``/healthz``,
   ``/debug/vars``, ``/echo`` and ``/echo/{rest:path}``.
 
+Self-checks (500 with ``{"x-invariant": ...}``; counted in ``/debug/vars``
+``self_checks``):
+
+* ``I-MW-SESSION``: before authentication, the session the middleware put in
+  the scope is compared with the cookie the client actually sent (decoded and
+  verified again here) and with what the login wrote (the session id is a
+  nonce and an HMAC of nonce and user under a key of the login's own). A
+  session without a valid cookie, a session that differs from its cookie, or
+  one carrying another user's name is a violation.
+* ``I-MW-RATELIMIT``: an independent ledger replays the limiter's fixed
+  windows from the moment each hit was taken (the key function runs in the
+  same loop step as the storage's increment) and counts the admitted
+  requests per client key and window; more than the limit is a violation.
+
+Planted defects for testing the self-checks (``REFAPP_FAULT``):
+``session_mixup`` (a session cache keyed by a cookie prefix hands one user's
+session to another), ``ratelimit_overadmit`` (the limiter's key alternates
+between two counters per client, so it admits twice the limit).
+
 The split is made by a pure ASGI path dispatcher, so the session and rate-limit
 middlewares never see the open paths at all.
 
@@ -33,6 +52,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -44,7 +65,10 @@ import tracemalloc
 from collections import Counter, OrderedDict
 from typing import Any
 
-from itsdangerous import BadData, URLSafeTimedSerializer
+from base64 import b64decode
+
+from itsdangerous import BadData, BadSignature, TimestampSigner, URLSafeTimedSerializer
+from limits import parse_many
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from slowapi.middleware import SlowAPIASGIMiddleware
@@ -59,10 +83,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.requests import ClientDisconnect, cookie_parser, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
@@ -74,6 +98,7 @@ from refapp_common.contract import (  # noqa: E402
     http_error,
     read_json_object,
     RequestCounter,
+    SelfChecks,
     Shutdown,
 )
 from refapp_common.runner import main  # noqa: E402
@@ -92,6 +117,9 @@ RATE_LIMIT_ENABLED = RATE_LIMIT.lower() not in ("", "0", "off", "none", "disable
 #: Secret for the session cookie and bearer tokens. Random per process unless
 #: given, so sessions do not survive a restart unless REFAPP_SECRET_KEY is set.
 SECRET_KEY = os.environ.get("REFAPP_SECRET_KEY") or secrets.token_urlsafe(32)
+
+#: Planted defects for testing the self-checks: "session_mixup", "ratelimit_overadmit".
+FAULT = os.environ.get("REFAPP_FAULT", "").strip()
 
 SESSION_COOKIE = "session"
 SESSION_MAX_AGE = 14 * 24 * 3600
@@ -128,6 +156,9 @@ class _Stats:
 
 
 STATS = _Stats()
+#: How many times each self-check compared (debug endpoint ``self_checks``); the rate-limit
+#: check exists only while limiting is on.
+SELF_CHECKS = SelfChecks("I-MW-SESSION", *(["I-MW-RATELIMIT"] if RATE_LIMIT_ENABLED else []))
 
 
 #: Open WebSocket sessions: cancelled when the server stops.
@@ -276,13 +307,213 @@ class SessionOrTokenBackend(AuthenticationBackend):
         return AuthCredentials(["authenticated"]), SimpleUser(name)
 
 
-def rate_limit_key(request: Request) -> str:
+def client_key(request: Request) -> str:
     """One shared counter per logged-in user, else per peer address."""
     user = request.scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
         return "user:" + user.display_name
     client = request.client
     return "addr:" + (client.host if client and client.host else "unknown")
+
+
+def rate_limit_key(request: Request) -> str:
+    """The limiter's key function. slowapi calls it once per limit, in order, right before that
+    limit's hit (same loop step, no await between): the ledger takes the hit's time here."""
+    key = client_key(request)
+    hits = request.scope.setdefault("refapp_rl_hits", [])
+    LEDGER.hit(key, len(hits), time.time())
+    hits.append(key)
+    if FAULT == "ratelimit_overadmit":  # planted: two counters per client, twice the limit admitted
+        STATS.overadmit_flip = not getattr(STATS, "overadmit_flip", False)
+        return key + (":b" if STATS.overadmit_flip else ":a")
+    return key
+
+
+# --------------------------------------------------------------------------
+# self-checks: I-MW-SESSION (session records) and I-MW-RATELIMIT (admission ledger)
+# --------------------------------------------------------------------------
+
+
+class SessionRecords:
+    """What each session must hold, as the login wrote it, without storing anything per login:
+    the session id is a nonce and an HMAC of (nonce, user) under a key only the login and this
+    check use (derived from SECRET_KEY, so it survives a restart exactly when the cookies do).
+    Memory stays flat however many logins a run makes."""
+
+    def __init__(self, secret: str) -> None:
+        self.key = hashlib.sha256(b"refapp-session-record\0" + secret.encode("utf-8")).digest()
+
+    def _mac(self, nonce: str, user: str) -> str:
+        return hmac.new(self.key, f"{nonce}\0{user}".encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+    def new_sid(self, user: str) -> str:
+        nonce = secrets.token_urlsafe(12)
+        return f"{nonce}.{self._mac(nonce, user)}"
+
+    def holds(self, sid: Any, user: Any) -> bool:
+        """Whether session id `sid` was issued by the login of `user`."""
+        if not isinstance(sid, str) or not isinstance(user, str):
+            return False
+        nonce, dot, mac = sid.partition(".")
+        return bool(dot) and hmac.compare_digest(mac, self._mac(nonce, user))
+
+
+SESSION_RECORDS = SessionRecords(SECRET_KEY)
+#: Decodes the ``session`` cookie the way its format is defined (TimestampSigner over base64
+#: JSON), independently of the middleware instance that serves the request.
+SESSION_SIGNER = TimestampSigner(str(SECRET_KEY))
+
+
+def cookie_session(scope: Scope) -> dict[str, Any] | None:
+    """The session the client's ``session`` cookie carries (signature and age verified), None
+    when there is no valid one. Cookie headers are read as the middleware reads them (every
+    ``Cookie`` header, a later value of the same name wins)."""
+    cookies: dict[str, str] = {}
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            cookies.update(cookie_parser(value.decode("latin-1")))
+    data = cookies.get(SESSION_COOKIE)
+    if data is None:
+        return None
+    try:
+        payload = json.loads(b64decode(SESSION_SIGNER.unsign(data.encode("utf-8"), max_age=SESSION_MAX_AGE)))
+    except (BadSignature, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def session_violation(scope: Scope) -> str | None:
+    """I-MW-SESSION: the scope's session against the client's cookie and the login's record.
+    Returns what is wrong, or None; counts one check when there is a session to compare."""
+    held = scope.get("session")
+    held = dict(held) if isinstance(held, dict) else {}
+    sent = cookie_session(scope)
+    if sent is None and not held:
+        return None  # no session at all: nothing to compare
+    SELF_CHECKS.ran("I-MW-SESSION")
+    if sent is None:
+        return f"a session for {str(held.get('user'))[:40]!r} reached the app without a valid session cookie"
+    if held != sent:
+        return (f"the session in the request ({str(held.get('user'))[:40]!r}) differs from the cookie the client "
+                f"sent ({str(sent.get('user'))[:40]!r})")
+    if "user" in sent and not SESSION_RECORDS.holds(sent.get("sid"), sent.get("user")):
+        return (f"session {str(sent.get('sid'))[:8]}… carries the user {str(sent.get('user'))[:40]!r}, "
+                f"whose login did not issue it")
+    return None
+
+
+class SessionAudit:
+    """Runs the I-MW-SESSION check between the session middleware and authentication."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            wrong = session_violation(scope)
+            if wrong is not None:
+                response = JSONResponse({"x-invariant": "I-MW-SESSION", "error": wrong}, status_code=500)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class SessionCacheBug:
+    """Planted defect ``session_mixup``: a decoded-session cache keyed by the cookie's first 12
+    characters (the signed base64 JSON of every session starts alike), so one user's session is
+    handed to the next."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and FAULT == "session_mixup":
+            sent = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"cookie"), "")
+            key = sent.partition(SESSION_COOKIE + "=")[2][:12]
+            session = scope.get("session")
+            if key and isinstance(session, dict):
+                if key in self.cache:
+                    session.clear()
+                    session.update(self.cache[key])
+                elif session:
+                    self.cache[key] = dict(session)
+                    while len(self.cache) > 1000:
+                        self.cache.popitem(last=False)
+        await self.app(scope, receive, send)
+
+
+#: How close to a window's edge a hit is ambiguous: the ledger's clock is read microseconds
+#: before the limiter's own.
+LEDGER_SLACK_S = 0.002
+
+
+class AdmissionLedger:
+    """I-MW-RATELIMIT: the limiter's fixed windows replayed independently, admissions counted.
+
+    A ``limits`` fixed window starts at the first hit after the previous one expired and lasts
+    the limit's period. ``hit`` (from the key function, for every request, admitted or not)
+    replays the window boundaries; ``admitted`` (from the middleware right inside the limiter,
+    only for requests it let through) counts. A hit within LEDGER_SLACK_S of an edge might
+    belong to the window on the other side: such hits widen the allowance, nothing else does."""
+
+    def __init__(self, text: str) -> None:
+        self.limits = [(item.amount, float(item.get_expiry())) for item in parse_many(text)] if text else []
+        # (key, limit index) -> [window start, window end, admitted, ambiguous admissions, previous end]
+        self.windows: OrderedDict[tuple[str, int], list[float]] = OrderedDict()
+        self.hit_at: dict[tuple[str, int], float] = {}
+
+    def hit(self, key: str, index: int, now: float) -> None:
+        if index >= len(self.limits):
+            return
+        slot = (key, index)
+        w = self.windows.get(slot)
+        if w is None or now >= w[1]:
+            prev_end = w[1] if w is not None else float("-inf")
+            self.windows[slot] = [now, now + self.limits[index][1], 0, 0, prev_end]
+            self.windows.move_to_end(slot)
+            while len(self.windows) > 20_000:
+                old, _ = self.windows.popitem(last=False)
+                self.hit_at.pop(old, None)
+        self.hit_at[slot] = now
+
+    def admitted(self, key: str, hits: int) -> str | None:
+        """Count one admitted request of `key` whose first `hits` limits were hit; what is wrong, or None."""
+        wrong = None
+        for index in range(min(hits, len(self.limits))):
+            w = self.windows.get((key, index))
+            if w is None:
+                continue
+            now = self.hit_at.pop((key, index), w[0])
+            w[2] += 1
+            if now < w[4] + LEDGER_SLACK_S or now >= w[1] - LEDGER_SLACK_S:
+                w[3] += 1
+            amount, period = self.limits[index]
+            if w[2] > amount + w[3] and wrong is None:
+                wrong = (f"{int(w[2])} requests of {key[:60]!r} admitted within one {period:g} s window, "
+                         f"limit {amount}")
+        return wrong
+
+
+LEDGER = AdmissionLedger(RATE_LIMIT if RATE_LIMIT_ENABLED else "")
+
+
+class AdmissionAudit:
+    """Right inside the limiter: every request reaching it was admitted (I-MW-RATELIMIT)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hits = scope.get("refapp_rl_hits")
+        if scope["type"] == "http" and RATE_LIMIT_ENABLED and hits:
+            SELF_CHECKS.ran("I-MW-RATELIMIT")
+            wrong = LEDGER.admitted(hits[0], len(hits))
+            if wrong is not None:
+                response = JSONResponse({"x-invariant": "I-MW-RATELIMIT", "error": wrong}, status_code=500)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 LIMITER = Limiter(
@@ -329,6 +560,7 @@ async def login(request: Request) -> Response:
     assert isinstance(username, str)
     STORE.login(username)  # any non-empty pair is accepted (contract)
     request.session.clear()
+    request.session["sid"] = SESSION_RECORDS.new_sid(username)
     request.session["user"] = username
     return JSONResponse({"user": username, "token": issue_token(username)})
 
@@ -439,8 +671,11 @@ guarded_app = Starlette(
             same_site="lax",
             https_only=False,
         ),
+        Middleware(SessionCacheBug),  # a no-op unless REFAPP_FAULT=session_mixup
+        Middleware(SessionAudit),  # I-MW-SESSION
         Middleware(AuthenticationMiddleware, backend=SessionOrTokenBackend()),
         Middleware(SlowAPIASGIMiddleware),
+        Middleware(AdmissionAudit),  # I-MW-RATELIMIT
     ],
     exception_handlers={HTTPException: http_error, RateLimitExceeded: rate_limited},
 )
@@ -478,6 +713,7 @@ async def debug_vars(request: Request) -> Response:
         "users": len(STORE.users),
         "posts": STORE.post_count,
         "rate_limit": RATE_LIMIT if RATE_LIMIT_ENABLED else "off",
+        "self_checks": SELF_CHECKS.snapshot(),
         "stopping": SHUTDOWN.stopping,
     }
     if tracemalloc.is_tracing():

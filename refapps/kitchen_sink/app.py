@@ -62,7 +62,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # refapps/: refapp_common
-from refapp_common.contract import check_text, EchoEndpoint, read_json_object, route_path  # noqa: E402
+from refapp_common.contract import check_text, EchoEndpoint, read_json_object, route_path, SelfChecks  # noqa: E402
 from refapp_common.runner import main  # noqa: E402
 
 logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
@@ -73,6 +73,8 @@ logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
 
 SECRET_KEY = (os.environ.get("REFAPP_SECRET_KEY") or secrets.token_urlsafe(32)).encode()
 MAX_BODY = int(os.environ.get("REFAPP_MAX_BODY", str(64 * 1024)))
+#: Planted defect for testing the checkers: "hierarchy_lax" (a task is found under any project).
+FAULT = os.environ.get("REFAPP_FAULT", "").strip()
 TIMEOUT_S = float(os.environ.get("REFAPP_TIMEOUT_S", "2"))
 RATE_LIMIT = os.environ.get("REFAPP_RATE_LIMIT", "2000/second").strip()
 LIMITED_RATE = os.environ.get("REFAPP_LIMITED_RATE", "5/second").strip()
@@ -426,6 +428,8 @@ class RateLimitAudit:
 
 
 AUDIT = RateLimitAudit()
+#: How many times each self-check compared (debug endpoint ``self_checks``).
+SELF_CHECKS = SelfChecks("I-MW-RATELIMIT")
 
 
 def rate_limited(request: Request, exc: Exception) -> Response:
@@ -774,6 +778,77 @@ async def order_item(request: Request) -> Response:
     return JSONResponse(order)
 
 
+# projects and their tasks: a parent/child pair. A task is reachable only under the project it
+# was created in (404 under any other: the child-under-another-parent case, I-API-HIERARCHY).
+MAX_PROJECTS = 10_000
+MAX_TASKS_PER_PROJECT = 200
+PROJECTS: OrderedDict[int, dict[str, Any]] = OrderedDict()
+PROJECT_TASKS: dict[int, dict[int, dict[str, Any]]] = {}  # project id -> task id -> task
+_PROJECT_IDS = itertools.count(1)
+_TASK_IDS = itertools.count(1)  # one sequence for every project: task ids never repeat
+
+
+def _project(request: Request) -> tuple[int, dict[str, Any]]:
+    pid: int = request.path_params["projectId"]
+    project = PROJECTS.get(pid)
+    if project is None:
+        raise HTTPException(404, "no such project")
+    return pid, project
+
+
+async def projects_collection(request: Request) -> Response:
+    data = await read_json_object(request, MAX_BODY)
+    name = _text(data, "name", 1, 100)
+    pid = next(_PROJECT_IDS)
+    project = {"id": pid, "name": name}
+    PROJECTS[pid] = project
+    PROJECT_TASKS[pid] = {}
+    while len(PROJECTS) > MAX_PROJECTS:
+        old, _ = PROJECTS.popitem(last=False)
+        PROJECT_TASKS.pop(old, None)
+    return JSONResponse(project, status_code=201, headers={"Location": f"/api/projects/{pid}"})
+
+
+async def project_item(request: Request) -> Response:
+    pid, project = _project(request)
+    if request.method == "DELETE":
+        del PROJECTS[pid]
+        PROJECT_TASKS.pop(pid, None)
+        return Response(status_code=204)
+    return JSONResponse(project)
+
+
+async def tasks_collection(request: Request) -> Response:
+    pid, _ = _project(request)
+    tasks = PROJECT_TASKS[pid]
+    if request.method == "GET":
+        return JSONResponse(list(tasks.values()))
+    data = await read_json_object(request, MAX_BODY)
+    title = _text(data, "title", 1, 200)
+    if len(tasks) >= MAX_TASKS_PER_PROJECT:
+        raise HTTPException(403, "task quota exceeded")
+    tid = next(_TASK_IDS)
+    task = {"id": tid, "project_id": pid, "title": title}
+    tasks[tid] = task
+    return JSONResponse(task, status_code=201, headers={"Location": f"/api/projects/{pid}/tasks/{tid}"})
+
+
+async def task_item(request: Request) -> Response:
+    pid, _ = _project(request)
+    tid: int = request.path_params["taskId"]
+    tasks = PROJECT_TASKS[pid]
+    task = tasks.get(tid)  # only this project's tasks: another project's task id is a 404
+    if task is None and FAULT == "hierarchy_lax":  # planted: looked up in every project
+        task = next((t[tid] for t in PROJECT_TASKS.values() if tid in t), None)
+        tasks = PROJECT_TASKS.get(task["project_id"], tasks) if task else tasks
+    if task is None:
+        raise HTTPException(404, "no such task in this project")
+    if request.method == "DELETE":
+        del tasks[tid]
+        return Response(status_code=204)
+    return JSONResponse(task)
+
+
 async def report(request: Request) -> Response:
     """An 'expensive' computation (SINGLEFLIGHT_WORK_S); single-flight shares it."""
     await asyncio.sleep(SINGLEFLIGHT_WORK_S)
@@ -786,6 +861,7 @@ async def report(request: Request) -> Response:
 async def limited(request: Request) -> Response:
     admitted = AUDIT.record(client_key(request))  # first: same loop step as the limiter's hit
     STATS.events["limited_admitted"] += 1
+    SELF_CHECKS.ran("I-MW-RATELIMIT")
     if admitted > LIMITED_AMOUNT:
         STATS.events["ratelimit_over_admission"] += 1
         return _json(500, {"x-invariant": "I-MW-RATELIMIT",
@@ -852,9 +928,10 @@ async def debug_vars(request: Request) -> Response:
         "sse_open": 0, "ws_open": 0, "tasks": tasks, "requests": STATS.requests,
         "pid": os.getpid(), "uptime_s": round(time.monotonic() - STATS.started, 3),
         "threads": threading.active_count(), "orders": len(ORDERS),
-        "idempotency_keys": len(IDEMPOTENCY_STORE),
+        "idempotency_keys": len(IDEMPOTENCY_STORE), "projects": len(PROJECTS),
         "singleflight_computations": STATS.events["singleflight_computations"],
         "breaker": breaker_snapshot(), "events": dict(STATS.events),
+        "self_checks": SELF_CHECKS.snapshot(),
     })
 
 
@@ -877,6 +954,10 @@ main_app = Starlette(
         Route("/api/catalog", catalog, methods=["GET"]),
         Route("/api/orders", orders_collection, methods=["POST"]),
         Route("/api/orders/{id:int}", order_item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route("/api/projects", projects_collection, methods=["POST"]),
+        Route("/api/projects/{projectId:int}", project_item, methods=["GET", "DELETE"]),
+        Route("/api/projects/{projectId:int}/tasks", tasks_collection, methods=["GET", "POST"]),
+        Route("/api/projects/{projectId:int}/tasks/{taskId:int}", task_item, methods=["GET", "DELETE"]),
         Route("/api/items/{name}", items_echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/api/report", report, methods=["GET"]),
         Route("/api/limited", limited, methods=["GET"]),

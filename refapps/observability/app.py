@@ -252,8 +252,10 @@ class LogDropCheck:
         self.reported_dropped = 0
         self.reported_errors = 0
         self.logged = 0  # log calls made (one per completed request)
+        self.checks = 0  # comparisons made (debug endpoint ``self_checks``)
 
     def violated(self) -> bool:
+        self.checks += 1
         dropped, errors = QUEUE_HANDLER.dropped, WRITER.errors
         bad = dropped > self.reported_dropped or errors > self.reported_errors
         self.reported_dropped, self.reported_errors = dropped, errors
@@ -516,6 +518,8 @@ async def debug_vars(request: Request) -> Response:
         "spans_finished": SPAN_EXPORTER.finished,
         "spans_kept": len(SPAN_EXPORTER.spans),
         "metric_checks": MONO.checks,
+        # the self-check count contract (docs/contracts.md): comparisons each check made
+        "self_checks": {"I-OBS-1": MONO.checks, "I-OBS-2": LOG_CHECK.checks},
         "invariant_hits": dict(STATS.invariant_hits),
         "last_obs1_violation": MONO.last_violation,
         "tokens": len(STORE.tokens),

@@ -236,3 +236,23 @@ class ExemptPathDispatcher:
             await self.open_app(scope, receive, send)
         else:
             await self.guarded_app(scope, receive, send)
+
+
+# --- self-check count contract (docs/contracts.md, debug endpoint ``self_checks``) ---
+
+
+class SelfChecks:
+    """How many times each of the app's self-checks compared, since the process started.
+
+    The refapp lists every predicate it checks from the start (0 until a request reaches the
+    check) and calls :meth:`ran` where the check actually compares; the debug endpoint serves
+    :meth:`snapshot` as ``self_checks``. Single event loop: no locking needed."""
+
+    def __init__(self, *predicates: str) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(predicates, 0)
+
+    def ran(self, predicate: str, n: int = 1) -> None:
+        self.counts[predicate] += n
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)

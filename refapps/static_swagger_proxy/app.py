@@ -464,6 +464,8 @@ async def debug_vars(request: Request) -> Response:
         "proxy_replaced": STATS.proxy_replaced,
         "upstream_errors": STATS.upstream_errors,
         "xff_checks": STATS.xff_checks,
+        # the self-check count contract (docs/contracts.md): each proxied request's XFF comparison
+        "self_checks": {"I-MW-XFF": STATS.xff_checks},
         "upstream": PROXY_UPSTREAM or "in-process",
         "trusted_proxies": [str(n) for n in TRUSTED_NETWORKS],
         "invariant_hits": dict(STATS.invariant_hits),

@@ -624,3 +624,75 @@ def test_markov_walk_against_server(server: Server) -> None:
         state = rng.choices([k for k, _ in choices], weights=[w for _, w in choices])[0]
     assert visited == set(states), set(states) - visited
     assert debug_vars(port)["users"] <= 3  # walkers (of all tests) do not pile up users
+
+
+# --------------------------------------------------------------------------
+# self-checks I-MW-SESSION / I-MW-RATELIMIT and their counts (/debug/vars self_checks)
+# --------------------------------------------------------------------------
+
+
+def test_self_checks_count_and_hold(server: Server) -> None:
+    port = server.port
+    before = debug_vars(port)["self_checks"]
+    alice, _ = login(port, "sc-alice")
+    bob, _ = login(port, "sc-bob")
+    for _ in range(3):
+        assert call(port, "GET", "/me", cookie=alice).json() == {"user": "sc-alice"}
+        assert call(port, "GET", "/me", cookie=bob).json() == {"user": "sc-bob"}
+    assert call(port, "POST", "/logout", cookie=alice).status == 204
+    # a replayed cookie is still validly signed: its session still matches the login's record
+    assert call(port, "GET", "/me", cookie=alice).status == 200
+    after = debug_vars(port)["self_checks"]
+    assert after["I-MW-SESSION"] - before["I-MW-SESSION"] >= 8  # every request that carried a session
+    assert after["I-MW-RATELIMIT"] - before["I-MW-RATELIMIT"] >= 10  # every admitted guarded request
+
+
+def test_self_checks_fire_on_planted_defects() -> None:
+    srv = _start("uvicorn", {"REFAPP_FAULT": "session_mixup"})
+    try:
+        alice, _ = login(srv.port, "mix-alice")
+        assert call(srv.port, "GET", "/me", cookie=alice).status == 200  # cached under the shared prefix
+        bob, _ = login(srv.port, "mix-bob")
+        r = call(srv.port, "GET", "/me", cookie=bob)
+        assert r.status == 500 and r.json()["x-invariant"] == "I-MW-SESSION", r.body
+        assert "mix-alice" in r.json()["error"] and "mix-bob" in r.json()["error"]
+    finally:
+        _stop(srv.proc)
+        srv.log.unlink(missing_ok=True)
+    srv = _start("uvicorn", {"REFAPP_FAULT": "ratelimit_overadmit", "REFAPP_RATE_LIMIT": "5/minute"})
+    try:
+        statuses = [call(srv.port, "GET", "/me").status for _ in range(8)]
+        # the planted limiter admits 10 a minute: the 6th admission breaks the limit of 5
+        assert statuses[:5] == [401] * 5 and statuses[5] == 500, statuses
+        r = call(srv.port, "GET", "/me")
+        assert r.status == 500 and r.json()["x-invariant"] == "I-MW-RATELIMIT", r.body
+        assert "limit 5" in r.json()["error"]
+    finally:
+        _stop(srv.proc)
+        srv.log.unlink(missing_ok=True)
+
+
+def test_session_check_catches_a_validly_signed_session_of_another_user() -> None:
+    from base64 import b64encode
+
+    from itsdangerous import TimestampSigner
+
+    secret = "test-secret-for-a-forged-session"
+    srv = _start("uvicorn", {"REFAPP_SECRET_KEY": secret})
+    try:
+        alice, _ = login(srv.port, "forge-alice")
+        signer = TimestampSigner(secret)
+        sid = json.loads(b64decode_cookie(alice, signer))["sid"]
+        forged = signer.sign(b64encode(json.dumps({"sid": sid, "user": "forge-bob"}).encode())).decode()
+        r = call(srv.port, "GET", "/me", cookie="session=" + forged)
+        assert r.status == 500 and r.json()["x-invariant"] == "I-MW-SESSION", r.body
+        assert call(srv.port, "GET", "/me", cookie=alice).status == 200
+    finally:
+        _stop(srv.proc)
+        srv.log.unlink(missing_ok=True)
+
+
+def b64decode_cookie(cookie: str, signer) -> bytes:
+    from base64 import b64decode
+
+    return b64decode(signer.unsign(cookie.partition("=")[2].encode()))

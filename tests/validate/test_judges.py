@@ -159,3 +159,34 @@ def test_tiers_registry():
 def test_docs_invariants_md_is_current():
     assert (ROOT / "docs" / "invariants.md").read_text() == inv.markdown(), \
         "docs/invariants.md is stale: run `probatorium invariants --markdown > docs/invariants.md`"
+
+
+# --- refapp self-check properties: the debug endpoint's self_checks counts (docs/contracts.md) ---
+
+SELF_CHECKED = ("I-MW-SESSION", "I-MW-RATELIMIT", "I-MW-JWT", "I-MW-CSRF", "I-OBS-2", "I-MW-XFF")
+
+
+@pytest.mark.parametrize("pred", SELF_CHECKED)
+def test_self_check_judges(pred):
+    listed = Observed(evidence={"self_checks": {pred: 1234}})
+    res = CATALOGUE[pred].decide(listed)
+    assert (res.status, res.evaluations) == ("passed", 1234)
+    zero = CATALOGUE[pred].decide(Observed(evidence={"self_checks": {pred: 0}}))
+    assert zero.status == "not_judged" and f"0 self-checks of {pred}" in zero.reason
+    assert CATALOGUE[pred].decide(Observed(evidence={"self_checks": {"I-OTHER": 5}})) is None  # does not apply
+    assert CATALOGUE[pred].decide(Observed()) is None  # no contract at all
+    # an x-invariant incident still fails it, keeping the count
+    props = judge_cell(listed, {pred: "500 x-invariant"})
+    assert (props[pred].status, props[pred].evaluations) == ("failed", 1234)
+    props = judge_cell(Observed(evidence={"self_checks": {pred: 0}}), {pred: "500 x-invariant"})
+    assert props[pred].status == "failed"
+
+
+def test_obs1_self_checks_do_not_add_to_the_scrapes():
+    scraped = {"comparisons": 40, "violations": 0, "absent_reason": ""}
+    res = CATALOGUE["I-OBS-1"].decide(Observed(evidence={"metrics": scraped, "self_checks": {"I-OBS-1": 900}}))
+    assert (res.status, res.evaluations) == ("passed", 40) and "900 self-check" in res.reason
+    # without /metrics the target's own check is the evidence
+    own = CATALOGUE["I-OBS-1"].decide(Observed(evidence={"self_checks": {"I-OBS-1": 900}}))
+    assert (own.status, own.evaluations) == ("passed", 900)
+    assert CATALOGUE["I-OBS-1"].decide(Observed()) is None

@@ -457,3 +457,24 @@ def test_sample_tree_reports_the_fd_share():
 
     got = sample_tree(os.getpid())
     assert got is not None and got["fd_share"] is not None and 0 < got["fd_share"] < 1
+
+
+# --- the self-check count contract: cumulative counts per process lifetime, summed ---
+
+
+def test_self_check_totals_per_lifetime():
+    from probatorium.validate.resources import debug_self_checks, self_check_totals
+
+    assert self_check_totals([{"pid": 1, "tasks": 3}]) is None  # the target does not offer the contract
+    series = [
+        {"pid": 1, "segment": 0, "self_checks": {"I-MW-JWT": 5, "I-MW-CSRF": 0}},
+        {"pid": 1, "segment": 0},  # a debug miss
+        {"pid": 1, "segment": 0, "self_checks": {"I-MW-JWT": 9, "I-MW-CSRF": 2}},
+        {"pid": 1, "segment": 1, "self_checks": {"I-MW-JWT": 12, "I-MW-CSRF": 2}},  # a pause: same process
+        {"pid": 2, "segment": 2, "self_checks": {"I-MW-JWT": 4, "I-MW-CSRF": 1}},  # restarted
+        {"pid": 2, "segment": 3, "self_checks": {"I-MW-JWT": 1, "I-MW-CSRF": 0}},  # restarted, same pid
+        {"pid": 2, "segment": 3, "self_checks": {"I-MW-JWT": 3, "I-MW-CSRF": 0}},
+    ]
+    assert self_check_totals(series) == {"I-MW-CSRF": 3, "I-MW-JWT": 12 + 4 + 3}
+    assert debug_self_checks({"self_checks": {"I-MW-JWT": 3, "bad": -1, "worse": True, "x": "1"}}) == {"I-MW-JWT": 3}
+    assert debug_self_checks({"self_checks": [1]}) is None and debug_self_checks(None) is None

@@ -211,7 +211,11 @@ class CellRunner:
             reasons.update(tier.reasons())
         if live.leaks is not None and live.leaks.verdicts is not None:
             evidence["leaks"] = live.leaks.verdicts
-        else:
+        if live.leaks is not None:
+            checks = live.leaks.self_checks()  # the refapp self-check properties' judges read these
+            if checks is not None:
+                evidence["self_checks"] = checks
+        if live.leaks is None or live.leaks.verdicts is None:
             evidence["leaks"] = "url target: no local process to sample"
         if live.metrics is not None:
             evidence["metrics"] = live.metrics.evidence()
@@ -248,7 +252,10 @@ class CellRunner:
         for inc in cell.incidents:
             if inc.severity == severity(inc.predicate):  # a lesser form (MED I-API-SCHEMA) is its judge's
                 first.setdefault(inc.predicate, inc.detail)
-        cell.properties = judge_cell(self.observed(live), first)
+        observed = self.observed(live)
+        if "self_checks" in observed.evidence:
+            cell.target["self_checks"] = observed.evidence["self_checks"]
+        cell.properties = judge_cell(observed, first)
         cell.finished_at = utc_now_iso()
         interrupted = self.stop_event.is_set()
         cell.partial = interrupted

@@ -132,10 +132,43 @@ def _drv1(obs: Observed) -> PropertyResult | None:
                        "no acknowledged write was read back")(obs)
 
 
+def self_check_count(obs: Observed, pred: str) -> int | None:
+    """How many times the target's own check of `pred` ran in the cell (the debug endpoint's
+    ``self_checks``, docs/contracts.md); None when the target does not list the predicate."""
+    checks = obs.evidence.get("self_checks")
+    if not isinstance(checks, Mapping):
+        return None
+    n = checks.get(pred)
+    return None if isinstance(n, bool) or not isinstance(n, int) else n
+
+
+def _self_check(pred: str) -> Judge:
+    """A refapp self-check property: passed with n evaluations when the target ran its check n > 0
+    times; not_judged when it lists the predicate with 0; None (does not apply) when it does not
+    list it. A violation is an x-invariant incident, which judge_cell turns into failed."""
+
+    def judge(obs: Observed) -> PropertyResult | None:
+        n = self_check_count(obs, pred)
+        if n is None:
+            return None
+        if n > 0:
+            return PropertyResult(status="passed", evaluations=n, reason="target self-checks (debug endpoint)")
+        return not_judged(f"the target ran 0 self-checks of {pred}: no request reached the checked code")
+
+    return judge
+
+
 def _obs1(obs: Observed) -> PropertyResult | None:
     m = obs.evidence.get("metrics")
     if m is None:
-        return None
+        # no /metrics to scrape: the target's own check is the only evidence
+        return _self_check("I-OBS-1")(obs)
+    own = self_check_count(obs, "I-OBS-1")
+    if m.get("comparisons") and not m.get("violations") and own:
+        # judged from outside; the target's own comparisons are named, not added (another view
+        # of the same counters)
+        return PropertyResult(status="passed", evaluations=m["comparisons"],
+                              reason=f"/metrics scrapes; the target also ran {own} self-check(s)")
     if m.get("violations"):
         return PropertyResult(status="failed", evaluations=m.get("comparisons", 0))
     if m.get("comparisons"):
@@ -334,13 +367,23 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
          judge=_leak("I-FD-1")),
     _inv("I-TASK-1", "HIGH", "asyncio tasks do not grow without bound.", "robust slope of debug tasks",
          judge=_leak("I-TASK-1")),
-    _inv("I-MW-SESSION", "HIGH", "Session middleware keeps sessions intact.", "refapp self-check"),
-    _inv("I-MW-RATELIMIT", "HIGH", "The rate limiter never over-admits.", "refapp self-check"),
-    _inv("I-MW-JWT", "HIGH", "Forged JWTs are rejected.", "refapp self-check"),
-    _inv("I-MW-CSRF", "HIGH", "Requests without a valid CSRF token are rejected.", "refapp self-check"),
+    _inv("I-MW-SESSION", "HIGH", "Session middleware keeps sessions intact.",
+         "refapp self-check (x-invariant incidents; evaluations: the debug endpoint's self_checks)",
+         judge=_self_check("I-MW-SESSION")),
+    _inv("I-MW-RATELIMIT", "HIGH", "The rate limiter never over-admits.",
+         "refapp self-check (x-invariant incidents; evaluations: the debug endpoint's self_checks)",
+         judge=_self_check("I-MW-RATELIMIT")),
+    _inv("I-MW-JWT", "HIGH", "Forged JWTs are rejected.",
+         "refapp self-check (x-invariant incidents; evaluations: the debug endpoint's self_checks)",
+         judge=_self_check("I-MW-JWT")),
+    _inv("I-MW-CSRF", "HIGH", "Requests without a valid CSRF token are rejected.",
+         "refapp self-check (x-invariant incidents; evaluations: the debug endpoint's self_checks)",
+         judge=_self_check("I-MW-CSRF")),
     _inv("I-OBS-1", "HIGH", "Histogram counters never decrease.", "refapp self-check and /metrics scrape",
          judge=_obs1),
-    _inv("I-OBS-2", "HIGH", "No log line is dropped.", "refapp self-check"),
+    _inv("I-OBS-2", "HIGH", "No log line is dropped.",
+         "refapp self-check (x-invariant incidents; evaluations: the debug endpoint's self_checks)",
+         judge=_self_check("I-OBS-2")),
     _inv("I-T3-LOST-WRITE", "HIGH",
          "A write acknowledged with a 2xx is read back with its value after recovery, across every fault "
          "the durability model covers.", "tier 3: the reads after recovery of each seed's timeline",
@@ -356,7 +399,8 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
          "exits within its grace period.", "tier 3: the requests in flight across each target-term",
          judge=_tier3("I-T3-DRAIN")),
     _inv("I-MW-XFF", "HIGH", "A reverse proxy never forwards an untrusted client's X-Forwarded-For as is.",
-         "refapp self-check (static_swagger_proxy)"),
+         "refapp self-check (static_swagger_proxy; evaluations: the debug endpoint's self_checks)",
+         judge=_self_check("I-MW-XFF")),
     _inv("I-API-5XX", "HIGH",
          "No request, valid or mutated, is answered with a 5xx (a 502/503/504 the operation declares by design "
          "excepted; a declared 500 is still a finding).",

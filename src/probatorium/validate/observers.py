@@ -75,6 +75,12 @@ class LeakObserver:
             reason = f"internal error in the leak judges: {type(e).__name__}: {e}"
             self.verdicts = {p: PropertyResult(status="not_judged", reason=reason) for p in LEAK_PREDICATES}
 
+    def self_checks(self) -> dict[str, int] | None:
+        """The target's self-check counts over the cell (docs/contracts.md), None without the contract."""
+        from .resources import self_check_totals
+
+        return self_check_totals(self.sampler.samples)
+
     def check(self, final: bool) -> dict[str, PropertyResult]:
         """Judge the leak properties on the samples so far (see the class docstring)."""
         from .resources import judge_all

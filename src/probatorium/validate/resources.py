@@ -58,7 +58,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -137,8 +137,8 @@ def sample_tree(root: int) -> dict[str, Any] | None:
             "procs": measured.procs, "fd_share": None if share is None else round(share, 4)}
 
 
-def fetch_debug_tasks(url: str, timeout: float = 1.0) -> int | None:
-    """``tasks`` from a debug endpoint (GET, JSON object); None if absent or unreachable."""
+def fetch_debug(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The debug endpoint's JSON object (GET); None if it is not one or unreachable."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         return None
@@ -157,10 +157,65 @@ def fetch_debug_tasks(url: str, timeout: float = 1.0) -> int | None:
         return None
     finally:
         connection.close()
-    tasks = data.get("tasks") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def debug_tasks(data: Mapping[str, Any] | None) -> int | None:
+    """``tasks`` of a debug answer; None if absent or not an integer."""
+    tasks = data.get("tasks") if isinstance(data, Mapping) else None
     if isinstance(tasks, bool) or not isinstance(tasks, int):
         return None
     return tasks
+
+
+def debug_self_checks(data: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """``self_checks`` of a debug answer (predicate → cumulative count of the target's own checks,
+    docs/contracts.md); None when absent or not an object. Entries that are not a predicate name
+    with a non-negative integer are dropped."""
+    raw = data.get("self_checks") if isinstance(data, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(k)[:64]: v for k, v in raw.items()
+            if isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def fetch_debug_tasks(url: str, timeout: float = 1.0) -> int | None:
+    """``tasks`` from a debug endpoint (GET, JSON object); None if absent or unreachable."""
+    return debug_tasks(fetch_debug(url, timeout))
+
+
+def self_check_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
+    """How many self-checks per predicate the target ran over the series (pure).
+
+    The counts are cumulative per process: within one process lifetime the largest value
+    seen is its count, and the lifetimes' counts are summed. A new lifetime starts at a
+    pid change or when a count goes down (a restart that kept the pid); a new ``segment``
+    alone (a planned pause) does not reset anything. None when no sample carried
+    ``self_checks`` (the target does not offer the contract)."""
+    done: dict[str, int] = {}  # sum over finished lifetimes
+    peak: dict[str, int] = {}  # the current lifetime's maximum
+    seen = False
+    pid: Any = None
+    for sample in samples:
+        checks = sample.get("self_checks")
+        if sample.get("pid") != pid:
+            pid = sample.get("pid")
+            for k, v in peak.items():
+                done[k] = done.get(k, 0) + v
+            peak = {}
+        if not isinstance(checks, Mapping):
+            continue
+        seen = True
+        for k, v in checks.items():
+            if k in peak and v < peak[k]:  # went down: the process restarted under the same pid
+                done[k] = done.get(k, 0) + peak[k]
+                peak[k] = v
+            else:
+                peak[k] = max(v, peak.get(k, 0))
+                done.setdefault(k, 0)
+    if not seen:
+        return None
+    return {k: done.get(k, 0) + peak.get(k, 0) for k in sorted(set(done) | set(peak))}
 
 
 class ResourceSampler:
@@ -178,7 +233,8 @@ class ResourceSampler:
 
     Each sample: ``t`` (s since start()), ``rss_bytes``, ``fds``,
     ``threads``, ``tasks`` (int or None), ``pid``, ``procs`` (processes in
-    the tree), ``segment``; ``restart`` on a segment's first sample.
+    the tree), ``segment``; ``restart`` on a segment's first sample;
+    ``self_checks`` (predicate → count) when the debug endpoint lists them.
     """
 
     def __init__(
@@ -314,9 +370,13 @@ class ResourceSampler:
         sample: dict[str, Any] = {"t": round(t, 3), **measured, "tasks": None, "pid": pid}
         url = self._resolve_debug_url()
         if url:
-            sample["tasks"] = fetch_debug_tasks(url, self._debug_timeout)
+            data = fetch_debug(url, self._debug_timeout)
+            sample["tasks"] = debug_tasks(data)
             if sample["tasks"] is None:
                 self.debug_misses += 1
+            checks = debug_self_checks(data)
+            if checks is not None:  # the self-check count contract (docs/contracts.md)
+                sample["self_checks"] = checks
         identity = (pid, start)
         with self._lock:
             if identity != self._identity or self._after_fault:

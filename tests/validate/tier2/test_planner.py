@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from probatorium.api.deps import infer
 from probatorium.api.spec import load_spec
@@ -147,3 +148,15 @@ def test_cleanup_deletes_what_a_sequence_created():
     # a child's parent is the one the sequence made, never a new resource
     assert all(s["op_id"] != "createItem" for s in sweep)
     assert p.cleanup(steps[1:], random.Random(2)) == []  # ids are not positions: left alone
+
+
+def test_wrong_parent_replays_the_parent_when_a_link_feeds_the_parent_id_from_the_child():
+    # auth_session_ratelimit: a link gives getPost's `id` from createPost's `user_id`; the probe
+    # must make a second *user* (the parent), not a second post under the same user
+    spec = load_spec(Path(__file__).resolve().parents[3] / "refapps" / "auth_session_ratelimit" / "openapi.yaml")
+    p = Planner(spec, infer(spec), None, {"A": "A", "B": "B"})
+    steps = p.build("wrong-parent", "getPost", random.Random(1))
+    last = steps[-1]
+    parent, child = steps[last["path_params"]["id"]["from"]], steps[last["path_params"]["post_id"]["from"]]
+    assert last["probe"] == "wrong-parent" and parent["op_id"] == "createUser" and child["op_id"] == "createPost"
+    assert child["path_params"]["id"]["from"] != parent["id"]  # the post was made under the other user

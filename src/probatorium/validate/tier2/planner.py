@@ -271,6 +271,15 @@ class Planner:
         params = seq.bind(op, "A")
         first = op.path_params[0]
         prod_step = seq.steps[params[first]["from"]] if "from" in params[first] else None
+        child = params[op.path_params[-1]]
+        if prod_step is not None and child.get("from") == prod_step["id"]:
+            # The parent id is fed by the child's own create (a link echoing `user_id`): a twin of
+            # it is another child under the same parent. Replay the parent's create instead, the
+            # producer the child's create was bound to for its own first path parameter.
+            up = next(iter((prod_step.get("path_params") or {}).values()), None)
+            if isinstance(up, dict) and "from" in up:
+                prod_step = seq.steps[up["from"]]
+                params = {**params, first: {"from": prod_step["id"], "source": up["source"]}}
         if prod_step is None:
             seq.add(op, params=params)
             return
