@@ -63,6 +63,7 @@ from refapp_common.contract import (  # noqa: E402
     route_path,
 )
 from refapp_common.runner import main  # noqa: E402
+from refapp_common import probes  # noqa: E402
 
 # --------------------------------------------------------------------------
 # configuration (environment)
@@ -522,6 +523,7 @@ async def debug_vars(request: Request) -> Response:
         "ws_open": 0,
         "tasks": tasks,
         "requests": STATS.requests,
+        **probes.debug_fields(),  # wt-wsasgi: the orphan-stream probe route (refapp_common/probes.py)
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - STATS.started, 3),
         "threads": threading.active_count(),
