@@ -386,6 +386,23 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
     _inv("I-API-LAX", "MED", "A request that violates an explicit schema constraint is not answered 2xx.",
          "tier 2 checker: mutated requests (maxLength, enum, type, required, additionalProperties: false, ...)",
          judge=_tier2("I-API-LAX", "no mutated request was sent")),
+    # ---- wt-wsasgi (issue 12 items 9, 10, 11) ----
+    _inv("I-ASGI-SCOPE", "MED",
+         "The ASGI scope the engine hands the application is what the ASGI HTTP spec states: http_version one "
+         "of \"1.0\", \"1.1\", \"2\" and the request's; server and client [str host, int port]; path decoded "
+         "without query or fragment; raw_path, query_string and header names/values byte strings.",
+         "adversarial slice: the raw scope the refapps' /_probatorium/scope route returns (application "
+         "evidence; a target without the route is not judged); optional keys missing are notes, not violations",
+         violations=("adversarial.asgi_scope_violation",), evaluations=("adversarial.asgi_scope_checked",),
+         verdicts=("adversarial:scope_violation",), why_not="no scope record was served"),
+    _inv("I-CONN-ORPHAN", "MED",
+         "Application code streaming with raw send() and never calling receive() is stopped once its client "
+         "reset: the target's orphans_open comes back to its baseline within 10 s (ASGI HTTP \"Disconnected "
+         "Client\": send should raise an OSError; a SHOULD of spec version 2.4, hence MED).",
+         "adversarial slice: orphan rounds of 3 streams on /_probatorium/orphan, judged from the debug endpoint's "
+         "orphans_open (application evidence; without it not judged)",
+         violations=("adversarial.asgi_orphan_kept",), evaluations=("adversarial.asgi_orphan_checked",),
+         verdicts=("adversarial:orphans_kept",), why_not="no orphan round could be judged"),
 ]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.

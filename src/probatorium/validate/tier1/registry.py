@@ -66,7 +66,8 @@ def _adversarial(ctx: SliceContext) -> Slice:
     return AdversarialSlice(*ctx.address(), echo_path=ctx.paths.echo, health_path=ctx.paths.health,
                             seed=ctx.seed("adversarial"), quiet_timeout=ctx.quiet_timeout, report=ctx.report,
                             alive=ctx.alive, recover=ctx.recover, sweep=sweep_targets(ctx.operations, ctx.paths),
-                            crashlog=ctx.crashlog, say=ctx.say, held=ctx.streams, identity=ctx.identity)
+                            crashlog=ctx.crashlog, say=ctx.say, held=ctx.streams, identity=ctx.identity,
+                            debug_path=ctx.paths.debug)
 
 
 def _h2c(ctx: SliceContext) -> Slice:

@@ -27,9 +27,12 @@ from .cases import CASES
 from .catalogue import Case, Rendered, render
 from .repro import adversarial_repro
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
+from ..asgi.judge import ORPHAN_VERDICTS, SCOPE_VERDICTS  # wt-wsasgi
+from ..asgi.probe import AsgiProbes  # wt-wsasgi
 
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
+ASGI_ORDER = {v: i for i, v in enumerate((*SCOPE_VERDICTS, *ORPHAN_VERDICTS))}  # wt-wsasgi
 
 
 @dataclass
@@ -58,7 +61,7 @@ class AdversarialSlice(SliceBase):
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  sweep: list[tuple[str, str]] | None = None, crashlog=None,
                  say: Callable[[str], None] | None = None, held: HeldStreams | None = None,
-                 identity: Callable[[], object] | None = None) -> None:
+                 identity: Callable[[], object] | None = None, debug_path: str = "/debug/vars") -> None:
         self.host, self.port = host, port
         # The target process's identity (pid + start time): when it changes across one exchange,
         # the target died while the exchange ran, even if it was already restarted when we look.
@@ -90,6 +93,9 @@ class AdversarialSlice(SliceBase):
         self.sweep_cases = [sweep_case(m, p) for m, p in self.sweep_targets] + [sweep_case("OPTIONS", "*")]
         for c in self.sweep_cases:
             self.per_case.setdefault(c.name, CaseTally())
+        # wt-wsasgi (issue 12 items 10, 11): the raw-scope and orphan-stream probes, run by walker 0.
+        self.asgi = AsgiProbes(lambda: self.host, lambda: self.port, lambda: self.host_header, debug_path=debug_path,
+                               report=self.report, quiet_timeout=quiet_timeout)
 
     # ---- calibration ---------------------------------------------------------------
     async def _probe(self, path: str) -> tuple[int | None, dict | None]:
@@ -253,6 +259,11 @@ class AdversarialSlice(SliceBase):
         """Take cases from the shared round until the deadline."""
         n = 0
         while time.monotonic() < deadline and not stop():
+            if walker_id == 0:  # wt-wsasgi: the ASGI probes that are due
+                try:
+                    await self.asgi.tick(deadline)
+                except Exception:
+                    self._internal_error(sweep_case("GET", "/", name="asgi probes"))
             case = self._next_case()
             n += 1
             try:
@@ -289,6 +300,7 @@ class AdversarialSlice(SliceBase):
                 "verdict": worst, "counts": dict(ct.counts), "level": c.level, "clause": c.clause,
                 "group": c.group, "expect": c.expect, "example": ct.example,
             }
+        out.update(self.asgi.case_breakdown(ASGI_ORDER))  # wt-wsasgi
         return out
 
     def counters(self) -> dict[str, int]:
@@ -297,6 +309,7 @@ class AdversarialSlice(SliceBase):
         base["adv_sent"] = 0
         base.update(self.tally)
         base["adv_cases"] = len(self.cases)
+        base.update(self.asgi.counters())  # wt-wsasgi: asgi_* counters of the ASGI probes
         return dict(base)
 
 
