@@ -190,6 +190,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from urllib.parse import unquote
 
 BUGS: dict[str, str] = {
     "lf-only": "accepts bare LF line terminators in the head (RFC 9112 §2.2 MAY: lenient, control case)",
@@ -216,6 +217,10 @@ BUGS: dict[str, str] = {
     "leak-mem": "keeps 64 KiB per request forever (a strong RSS leak: I-MEM-1)",
     "crash-path": "the process exits on GET /chunked, a path its OpenAPI lists (I-LIVENESS)",
     "leak-fd": "opens a file per request and never closes it (a strong fd leak: I-FD-1)",
+    # ---- wt-wsasgi (issue 12 items 10, 11): the refapps' raw-ASGI probe routes
+    "scope-port-str": "/_probatorium/scope reports server and client ports as strings (ASGI scope: I-ASGI-SCOPE)",
+    "orphan-kept": "/_probatorium/orphan keeps running (counted in orphans_open) after the client reset "
+                   "(I-CONN-ORPHAN)",
 }
 
 MAX_REQUEST_LINE = 8192  # bytes, without CRLF
@@ -296,6 +301,15 @@ class Timeout(Exception):
 
 class PeerClosed(Exception):
     """EOF in the middle of a message."""
+
+
+class StreamEnded(Exception):
+    """wt-wsasgi: a route wrote its own streamed response; the connection ends."""
+
+
+SCOPE_PATH = "/_probatorium/scope"  # wt-wsasgi: refapp_common/probes.py
+ORPHAN_PATH = "/_probatorium/orphan"
+ORPHAN_MAX_S = 20.0
 
 
 @dataclass
@@ -393,6 +407,7 @@ class Server:
         self.requests = 0
         self.conns: set[Connection] = set()
         self.listener: socket.socket | None = None
+        self.orphans_open = 0  # wt-wsasgi: /_probatorium/orphan streams running
 
     def count_request(self) -> None:
         with self.lock:
@@ -580,7 +595,10 @@ class Connection:
                     req.body = self._read_chunked()
                 elif req.length:
                     req.body = self._read_exact(req.length)
-                resp = self._route(req)
+                try:
+                    resp = self._route(req)
+                except StreamEnded:  # wt-wsasgi: the orphan route wrote its own response
+                    return
                 self._send(resp, req)
                 if not req.keep_alive:
                     self._graceful_close()
@@ -918,6 +936,8 @@ class Connection:
             return Response(200, [("Allow", ALLOW_ALL)], b"")
         if path == "/echo" or path.startswith("/echo/"):
             return self._echo(req)
+        if path == ORPHAN_PATH or path == SCOPE_PATH or path.startswith(SCOPE_PATH + "/"):  # wt-wsasgi
+            return self._asgi_scope(req) if path != ORPHAN_PATH else self._orphan(req)
         fixed = {"/healthz", "/debug/vars", "/", "/nocontent", "/notmodified", "/chunked"}
         if path in fixed and method not in ("GET", "HEAD"):
             return Response(405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")], b"method not allowed\n")
@@ -927,6 +947,7 @@ class Connection:
             with self.server.lock:
                 n = self.server.requests
             data = {"sse_open": 0, "ws_open": 0, "tasks": threading.active_count(), "requests": n}
+            data["orphans_open"] = self.server.orphans_open  # wt-wsasgi
             return Response(200, [("Content-Type", "application/json")], json.dumps(data).encode())
         if path == "/":
             if b'"hello-v1"' in [v.strip() for v in req.values(b"if-none-match")]:
@@ -965,6 +986,40 @@ class Connection:
             if "resp-cl-mismatch" in self.bugs:
                 resp.cl_delta = -1
         return resp
+
+    # ---- wt-wsasgi (issue 12 items 10, 11): the raw-ASGI probe routes of refapp_common/probes.py,
+    # answered as a conformant ASGI server would fill the scope and stop an orphan stream.
+    def _asgi_scope(self, req: Request) -> Response:
+        raw_path, _, query = req.target.partition("?")
+        host, port = self.sock.getsockname()[:2]
+        peer, peer_port = self.sock.getpeername()[:2]
+        ports = (str(port), str(peer_port)) if "scope-port-str" in self.bugs else (port, peer_port)
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": f"{req.version[0]}.{req.version[1]}", "method": req.method, "scheme": "http",
+                 "path": unquote(raw_path), "raw_path": {"$bytes": raw_path}, "query_string": {"$bytes": query},
+                 "root_path": "", "server": [host, ports[0]], "client": [peer, ports[1]],
+                 "headers": [[{"$bytes": k.lower().decode("latin-1")}, {"$bytes": v.decode("latin-1")}]
+                             for k, v in req.headers]}
+        return Response(200, [("Content-Type", "application/json")], json.dumps({"scope": scope}).encode())
+
+    def _orphan(self, req: Request) -> Response:
+        """1 KiB chunks every 20 ms for at most ORPHAN_MAX_S; stops on the first failed send."""
+        with self.server.lock:
+            self.server.orphans_open += 1
+        end = time.monotonic() + ORPHAN_MAX_S
+        try:
+            self._sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while time.monotonic() < end and not self.server.stopping.is_set():
+                self._sendall(b"400\r\n" + b"o" * 1024 + b"\r\n")
+                time.sleep(0.02)
+            self._sendall(b"0\r\n\r\n")
+        except OSError:
+            while "orphan-kept" in self.bugs and time.monotonic() < end and not self.server.stopping.is_set():
+                time.sleep(0.05)  # the planted defect: the stream "runs" on for a client that is gone
+        finally:
+            with self.server.lock:
+                self.server.orphans_open -= 1
+        raise StreamEnded()
 
     # -------------------------------------------------------------- responses
     def _head_block(self, status: int, headers: list[tuple[str, str | bytes]], raw: list[tuple[bytes, bytes]]) -> bytearray:

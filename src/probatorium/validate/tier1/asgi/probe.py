@@ -25,11 +25,13 @@ ORPHAN_INTERVAL_S = 35.0  # > the refapp's orphan cap (20 s) + the settle window
 
 class AsgiProbes:
     def __init__(self, host: Callable[[], str], port: Callable[[], int], host_header: Callable[[], str], *,
-                 debug_path: str, report: Callable[[Evidence], object], quiet_timeout: float = 3.0) -> None:
+                 debug_path: str, report: Callable[[Evidence], object], quiet_timeout: float = 3.0,
+                 settle_s: float = J.ORPHAN_SETTLE_S) -> None:
         self._host, self._port, self._hh = host, port, host_header
         self.debug_path = debug_path
         self.report = report
         self.quiet = quiet_timeout
+        self.settle_s = settle_s
         self.tally: Counter = Counter()
         self.per_case: dict[str, Counter] = {c.name: Counter() for c in J.SCOPE_CASES}
         self.per_case["asgi orphan streams after reset"] = Counter()
@@ -53,7 +55,7 @@ class AsgiProbes:
             self._next_scope = now + 10.0
             for case in J.SCOPE_CASES:
                 await self.scope_case(case)
-        if now >= self._next_orphan and deadline - now > J.ORPHAN_SETTLE_S + 5.0:
+        if now >= self._next_orphan and deadline - now > self.settle_s + 5.0:
             self._next_orphan = now + ORPHAN_INTERVAL_S
             await self.orphan_round()
 
@@ -130,13 +132,13 @@ class AsgiProbes:
                 pass
             writer.transport.abort()
         t0, after = time.monotonic(), []
-        while time.monotonic() - t0 < J.ORPHAN_SETTLE_S + 1.0:
+        while time.monotonic() - t0 < self.settle_s + 1.0:
             await asyncio.sleep(0.5)
             n = await self._debug()
             after.append((round(time.monotonic() - t0, 2), -1 if n is None else n))
             if n is not None and n <= baseline:
                 break
-        v = J.judge_orphans(baseline, while_held, after, len(held))
+        v = J.judge_orphans(baseline, while_held, after, len(held), self.settle_s)
         self.tally["asgi_orphan_rounds"] += 1
         if v.verdict in ("orphans_kept", "orphans_released"):
             self.tally["asgi_orphan_checked"] += 1
