@@ -403,6 +403,18 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
          "orphans_open (application evidence; without it not judged)",
          violations=("adversarial.asgi_orphan_kept",), evaluations=("adversarial.asgi_orphan_checked",),
          verdicts=("adversarial:orphans_kept",), why_not="no orphan round could be judged"),
+    _inv("I-WS-HANDSHAKE", "MED",
+         "A WebSocket handshake with an unsupported version is refused with a Sec-WebSocket-Version header "
+         "field listing the versions the server understands (RFC 6455 §4.4, §4.2.2 item 4).",
+         "ws slice: verdict ws_version_not_advertised", violations=("ws_torture.ws_version_not_advertised",),
+         verdicts=("ws:ws_version_not_advertised",), judge=_ws_judge(("ws_torture.ws_version_not_advertised",))),
+    _inv("I-WS-AFTER-CLOSE", "HIGH",
+         "After failing a connection with Close 1009 a server stops processing the oversize message: its RSS "
+         "does not grow with the bytes sent after its close (RFC 6455 §7.1.7 MUST NOT continue to process data).",
+         "ws slice: the oversize stream continued after the close, judged from the target's RSS (resource "
+         "sampler's procfs reading); without a local process it is only counted (ws_read_after_close_unmeasured)",
+         violations=("ws_torture.ws_buffered_after_close",), verdicts=("ws:ws_buffered_after_close",),
+         judge=_ws_judge(("ws_torture.ws_buffered_after_close",))),
 ]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.
