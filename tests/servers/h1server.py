@@ -80,6 +80,11 @@ with an ETag; ``GET /chunked`` → chunked body; ``OPTIONS *`` → 200 with
 Allow; other methods on those fixed routes → 405; anything else → 404. Any
 request carrying ``X-Request-Id`` gets it back as ``X-Request-Id`` (in strict
 mode its value cannot hold CR/LF/NUL, and the response writer enforces it).
+The refapps' raw-ASGI probe routes (docs/asgi-ws-corners.md): ``GET
+/_probatorium/scope...`` → the scope a conformant ASGI server would build, and
+``GET /_probatorium/orphan`` → 1 KiB chunks every 20 ms until a send fails
+(counted in ``/debug/vars`` ``orphans_open``); ``--bug scope-port-str`` and
+``--bug orphan-kept`` plant one defect each.
 
 Planted bugs (``--bug NAME``, repeatable or comma-separated)
 ------------------------------------------------------------
