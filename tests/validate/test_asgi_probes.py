@@ -105,7 +105,8 @@ def test_orphan_rule() -> None:
     assert J.judge_orphans(2, 5, [(0.5, 2)], 3).verdict == "orphans_busy"
     assert J.judge_orphans(0, 1, [(0.5, 0)], 3).verdict == "orphans_not_counted"
     assert J.judge_orphans(0, 3, [(0.5, 3), (1.0, 0)], 3).verdict == "orphans_released"
-    assert J.judge_orphans(0, 3, [(0.5, 3), (11.0, 0)], 3, 10.0).verdict == "orphans_kept"  # too late
+    late = J.judge_orphans(0, 3, [(0.5, 3), (11.0, 0)], 3, 10.0)
+    assert late.verdict == "orphans_kept" and "only 11.0 s" in late.reason  # too late
     kept = J.judge_orphans(0, 3, [(0.5, 3), (10.0, 2)], 3, 10.0)
     assert kept.verdict == "orphans_kept" and "still 2" in kept.reason
 

@@ -253,6 +253,11 @@ def judge_orphans(baseline: int | None, while_held: int | None, after: list[tupl
     for t, n in after:
         if t <= settle_s and n <= baseline:
             return OrphanVerdict("orphans_released", f"orphans_open back to {n} {t:.1f} s after the resets")
+    late = next(((t, n) for t, n in after if 0 <= n <= baseline), None)
+    if late is not None:
+        return OrphanVerdict("orphans_kept", f"orphans_open back to {late[1]} only {late[0]:.1f} s after {streams} "
+                                             f"client reset(s) (limit {settle_s:.0f} s): the engine kept running "
+                                             "application code that streams to a client that is gone")
     last = after[-1] if after else (0.0, while_held)
     return OrphanVerdict("orphans_kept", f"orphans_open still {last[1]} (baseline {baseline}) {last[0]:.1f} s after "
                                          f"{streams} client reset(s): the engine kept running application code "
