@@ -105,3 +105,28 @@ def test_each_planted_variant_is_caught(mode: str, case, predicate: str) -> None
     assert [e.predicate for e in found] == [predicate], [(e.predicate, e.detail) for e in found]
     if ws:
         assert found[0].extra["evidence"] == "rss" and found[0].extra["sent_after_close"] >= F.BUFFERED_MIN_BYTES
+
+
+@pytest.mark.parametrize(("mode", "reproduced"), [("buffer_after_close", True), ("strict", False)])
+def test_after_close_repro_is_standalone(tmp_path, mode: str, reproduced: bool) -> None:
+    import subprocess
+    import sys
+
+    from probatorium.validate.tier1.ws.repro import ws_repro
+
+    async def main() -> subprocess.CompletedProcess:
+        srv = await WsServer(mode).start()
+        try:
+            src = ws_repro(case=AFTER, predicate="I-WS-AFTER-CLOSE", detail="test", conn_seed=9, ws_path="/ws",
+                           addr=f"127.0.0.1:{srv.port}", close_timeout=0.5)
+            (tmp_path / "repro.py").write_text(src)
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", str(tmp_path / "repro.py"),
+                                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            return subprocess.CompletedProcess([], proc.returncode, out.decode(), err.decode())
+        finally:
+            await srv.stop()
+
+    r = asyncio.run(main())
+    assert r.returncode == (1 if reproduced else 0), (r.stdout, r.stderr)
+    assert "after the server's close; RSS" in r.stdout

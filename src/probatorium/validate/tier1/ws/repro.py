@@ -89,7 +89,7 @@ def _listener_rss(port: int) -> int | None:
 def _ws_after_close(sock: socket.socket, case, segments: list, port: int, timeout: float):
     """wt-wsasgi: send the oversize stream; after the server's close go on for up to case.after_close
     bytes or AFTER_CLOSE_MAX_S, then grade what it did with them from its RSS."""
-    before, received, at_close, sent, error = None, b"", None, 0, ""
+    before, received, at_close, sent, error, closed = None, b"", None, 0, "", False
     end = None
     sock.settimeout(timeout)
     for seg in segments:
@@ -98,32 +98,40 @@ def _ws_after_close(sock: socket.socket, case, segments: list, port: int, timeou
         try:
             sock.sendall(seg)
         except OSError as e:
-            error = f"send stopped: {e}"
+            error, closed = f"send stopped: {e}", True
             break
         sent += len(seg)
+        sock.setblocking(False)
         try:
             while True:
-                more = sock.recv(65536, socket.MSG_DONTWAIT)
+                more = sock.recv(65536)
                 if not more:
+                    closed = True
                     break
                 received += more
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
-            break
+            closed = True
+        finally:
+            sock.settimeout(timeout)
         if at_close is None and close_frame_complete(received):
             at_close, end = sent, time.monotonic() + AFTER_CLOSE_MAX_S
             before = _listener_rss(port)  # what it holds at its close
-        if at_close is not None and (sent - at_close >= case.after_close or time.monotonic() >= end):
+        if closed or (at_close is not None and (sent - at_close >= case.after_close or time.monotonic() >= end)):
             break
     time.sleep(0.5)
     after = _listener_rss(port)
     sent_after = sent - at_close if at_close is not None else 0
+    timed_out = False
     if at_close is None:
-        more, _ = read_until(sock, timeout, timeout, lambda d: close_frame_complete(received + d))
+        more, how = read_until(sock, timeout, timeout, lambda d: close_frame_complete(received + d))
         received += more
-    g = grade(case, received, False, at_close is None and not close_frame_complete(received))
+        closed = closed or how.startswith(("closed", "reset"))
+        timed_out = how.startswith("timeout")
+    g = grade(case, received, closed and not close_frame_complete(received), timed_out)
     print(f"sent {sent >> 20} MiB, {sent_after >> 20} MiB after the server's close; RSS {before} -> {after}", error)
+    print("close code:", g.close_code, "| verdict before the RSS rule:", g.verdict)
     if g.verdict == "ws_closed_correctly":
         extra = grade_after_close(sent_after, before, after)
         if extra is not None:
