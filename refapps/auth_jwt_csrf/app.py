@@ -64,6 +64,7 @@ from refapp_common.contract import (  # noqa: E402
     SelfChecks,
 )
 from refapp_common.runner import main  # noqa: E402
+from refapp_common import probes  # noqa: E402
 
 # --------------------------------------------------------------------------
 # configuration (environment)
@@ -527,6 +528,7 @@ async def debug_vars(request: Request) -> Response:
         "ws_open": 0,
         "tasks": tasks,
         "requests": STATS.requests,
+        **probes.debug_fields(),  # wt-wsasgi: the orphan-stream probe route (refapp_common/probes.py)
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - STATS.started, 3),
         "threads": threading.active_count(),

@@ -102,6 +102,7 @@ from refapp_common.contract import (  # noqa: E402
     Shutdown,
 )
 from refapp_common.runner import main  # noqa: E402
+from refapp_common import probes  # noqa: E402
 
 # --------------------------------------------------------------------------
 # configuration (environment)
@@ -705,6 +706,7 @@ async def debug_vars(request: Request) -> Response:
         "ws_open": STATS.ws_open,
         "tasks": tasks,
         "requests": STATS.requests,
+        **probes.debug_fields(),  # wt-wsasgi: the orphan-stream probe route (refapp_common/probes.py)
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - STATS.started, 3),
         "tasks_top": [[name, count] for name, count in by_coro],

@@ -22,6 +22,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import probes
+
 #: A JSON request body larger than this is refused with 413.
 MAX_JSON_BODY = 64 * 1024
 
@@ -215,6 +217,11 @@ class RequestCounter:
             self.stats.requests += 1
         if self.shutdown is not None and not self.shutdown.hooked and scope["type"] != "lifespan":
             self.shutdown.hook_signals()
+        # wt-wsasgi (issue 12 items 10, 11): the raw-ASGI probe routes see the engine's own scope,
+        # send and receive, before any framework layer.
+        if scope["type"] == "http" and probes.is_probe_path(route_path(scope)):
+            await probes.probe_app(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

@@ -55,6 +55,7 @@ from .contract import (
     read_json_object,
     route_path,
 )
+from . import probes
 
 __all__ = ["CHECKS", "CONFIG", "MAX_VALUE", "RATE", "RATE_LIMIT", "STATS", "InvariantViolation", "build_app",
            "check_absent", "check_equal", "check_text", "configure", "decode_session", "die", "encode_session",
@@ -451,6 +452,7 @@ async def debug_vars(request: Request) -> Response:
         "backend_errors": STATS.backend_errors,
         "fault": FAULT or None,
         "stopping": STATS.stopping,
+        **probes.debug_fields(),  # wt-wsasgi: the orphan-stream route's counters
     }
     body.update(CONFIG.backend.debug())
     return JSONResponse(body)
@@ -519,6 +521,9 @@ def build_app(backend: Any, driver_errors: tuple[type[BaseException], ...],
         if scope["type"] == "http":
             STATS.requests += 1
         path = route_path(scope)
+        if scope["type"] == "http" and probes.is_probe_path(path):  # wt-wsasgi: raw-ASGI probe routes
+            await probes.probe_app(scope, receive, send)
+            return
         if path in OPEN_PATHS or is_echo_path(path):
             await open_app(scope, receive, send)
         else:

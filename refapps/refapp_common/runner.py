@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
+ENGINES = ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne", "uvicorn-wsproto")
 READY_TIMEOUT_S = 30.0
 
 
@@ -43,6 +43,9 @@ def engine_argv(engine: str, host: str, port: int, module: str = "app:app") -> l
         loop, proto = ("uvloop", "httptools") if engine == "uvicorn" else ("asyncio", "h11")
         return [py, "-m", "uvicorn", "--host", host, "--port", str(port), "--loop", loop, "--http", proto,
                 "--no-access-log", "--log-level", "warning", module]
+    if engine == "uvicorn-wsproto":  # h11 with uvicorn's wsproto WebSocket implementation
+        return [py, "-m", "uvicorn", "--host", host, "--port", str(port), "--loop", "asyncio", "--http", "h11",
+                "--ws", "wsproto", "--no-access-log", "--log-level", "warning", module]
     if engine == "hypercorn":
         return [py, "-m", "hypercorn", "--workers", "0", "--bind", f"{host}:{port}", module]
     if engine == "granian":

@@ -66,6 +66,7 @@ from refapp_common.contract import (  # noqa: E402
     Shutdown,
 )
 from refapp_common.runner import main  # noqa: E402
+from refapp_common import probes  # noqa: E402
 
 HERE_PATH = Path(__file__).resolve().parent
 
@@ -455,6 +456,7 @@ async def debug_vars(request: Request) -> Response:
         "ws_open": STATS.ws_open,
         "tasks": len(all_tasks),
         "requests": STATS.requests,
+        **probes.debug_fields(),  # wt-wsasgi: the orphan-stream probe route (refapp_common/probes.py)
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - STATS.started, 3),
         "tasks_top": [[n, c] for n, c in Counter(_coro_name(t) for t in all_tasks).most_common(5)],

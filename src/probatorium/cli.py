@@ -131,7 +131,7 @@ def validate(
     app_dir: Optional[str] = typer.Option(None, "--app-dir", help="Where --app is imported from (like uvicorn's)."),
     cmd: Optional[str] = typer.Option(None, "--cmd", help="Any HTTP server command; {port} is substituted, or it prints 'ready addr=HOST:PORT'."),
     url: Optional[str] = typer.Option(None, "--url", help="A server that is already running."),
-    engine: str = typer.Option(os.environ.get("VALIDATE_REFAPP_ENGINE", "auto"), "--engine", help="uvicorn, uvicorn-h11, hypercorn, granian, daphne, auto. Env VALIDATE_REFAPP_ENGINE."),
+    engine: str = typer.Option(os.environ.get("VALIDATE_REFAPP_ENGINE", "auto"), "--engine", help="uvicorn, uvicorn-h11, hypercorn, granian, daphne, uvicorn-wsproto, auto. Env VALIDATE_REFAPP_ENGINE."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="OpenAPI file for a target that is not a refapp."),
     markov: Optional[Path] = typer.Option(None, "--markov", help="Markov session model for a target that is not a refapp."),
     label: Optional[str] = typer.Option(None, "--label", help="Cell name for --app/--cmd/--url targets."),

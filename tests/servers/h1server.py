@@ -84,6 +84,11 @@ with an ETag; ``GET /chunked`` → chunked body; ``OPTIONS *`` → 200 with
 Allow; other methods on those fixed routes → 405; anything else → 404. Any
 request carrying ``X-Request-Id`` gets it back as ``X-Request-Id`` (in strict
 mode its value cannot hold CR/LF/NUL, and the response writer enforces it).
+The refapps' raw-ASGI probe routes (docs/asgi-ws-corners.md): ``GET
+/_probatorium/scope...`` → the scope a conformant ASGI server would build, and
+``GET /_probatorium/orphan`` → 1 KiB chunks every 20 ms until a send fails
+(counted in ``/debug/vars`` ``orphans_open``); ``--bug scope-port-str`` and
+``--bug orphan-kept`` plant one defect each.
 
 Planted bugs (``--bug NAME``, repeatable or comma-separated)
 ------------------------------------------------------------
@@ -238,6 +243,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from urllib.parse import unquote
 
 BUGS: dict[str, str] = {
     "lf-only": "accepts bare LF line terminators in the head (RFC 9112 §2.2 MAY: lenient, control case)",
@@ -276,6 +282,10 @@ BUGS: dict[str, str] = {
     "absolute-host-wins": "absolute-form: the route sees the path and Host, not the target's authority (RFC 9112 §3.2.2)",
     "h2-preface-app": "routes the HTTP/2 preface 'PRI * HTTP/2.0' as a request (RFC 9112 §3, §3.2.4)",
     "malformed-500": "answers 500 instead of 400 to malformed requests (RFC 9110 §15.6)",
+    # ---- wt-wsasgi (issue 12 items 10, 11): the refapps' raw-ASGI probe routes
+    "scope-port-str": "/_probatorium/scope reports server and client ports as strings (ASGI scope: I-ASGI-SCOPE)",
+    "orphan-kept": "/_probatorium/orphan keeps running (counted in orphans_open) after the client reset "
+                   "(I-CONN-ORPHAN)",
 }
 HOLD_FOREVER = 3600.0  # hold-partial: "forever" for a test server
 STARVE_WORKERS = 4  # starve: the fixed pool
@@ -359,6 +369,15 @@ class Timeout(Exception):
 
 class PeerClosed(Exception):
     """EOF in the middle of a message."""
+
+
+class StreamEnded(Exception):
+    """wt-wsasgi: a route wrote its own streamed response; the connection ends."""
+
+
+SCOPE_PATH = "/_probatorium/scope"  # wt-wsasgi: refapp_common/probes.py
+ORPHAN_PATH = "/_probatorium/orphan"
+ORPHAN_MAX_S = 20.0
 
 
 @dataclass
@@ -456,6 +475,7 @@ class Server:
         self.requests = 0
         self.conns: set[Connection] = set()
         self.listener: socket.socket | None = None
+        self.orphans_open = 0  # wt-wsasgi: /_probatorium/orphan streams running
 
     def count_request(self) -> None:
         with self.lock:
@@ -682,7 +702,10 @@ class Connection:
                     req.body = self._read_chunked()
                 elif req.length:
                     req.body = self._read_exact(req.length)
-                resp = self._route(req)
+                try:
+                    resp = self._route(req)
+                except StreamEnded:  # wt-wsasgi: the orphan route wrote its own response
+                    return
                 if upgrade and "misreport" in self.bugs:
                     raise HTTPError(400, "upgrade refused after the route ran")
                 self._send(resp, req)
@@ -1040,6 +1063,8 @@ class Connection:
             return Response(200, [("Allow", ALLOW_ALL)], b"")
         if path == "/echo" or path.startswith("/echo/"):
             return self._echo(req)
+        if path == ORPHAN_PATH or path == SCOPE_PATH or path.startswith(SCOPE_PATH + "/"):  # wt-wsasgi
+            return self._asgi_scope(req) if path != ORPHAN_PATH else self._orphan(req)
         fixed = {"/healthz", "/debug/vars", "/", "/nocontent", "/notmodified", "/chunked"}
         if path in fixed and method not in ("GET", "HEAD"):
             return Response(405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")], b"method not allowed\n")
@@ -1049,6 +1074,7 @@ class Connection:
             with self.server.lock:
                 n = self.server.requests
             data = {"sse_open": 0, "ws_open": 0, "tasks": threading.active_count(), "requests": n}
+            data["orphans_open"] = self.server.orphans_open  # wt-wsasgi
             return Response(200, [("Content-Type", "application/json")], json.dumps(data).encode())
         if path == "/":
             if b'"hello-v1"' in [v.strip() for v in req.values(b"if-none-match")]:
@@ -1087,6 +1113,40 @@ class Connection:
             if "resp-cl-mismatch" in self.bugs:
                 resp.cl_delta = -1
         return resp
+
+    # ---- wt-wsasgi (issue 12 items 10, 11): the raw-ASGI probe routes of refapp_common/probes.py,
+    # answered as a conformant ASGI server would fill the scope and stop an orphan stream.
+    def _asgi_scope(self, req: Request) -> Response:
+        raw_path, _, query = req.target.partition("?")
+        host, port = self.sock.getsockname()[:2]
+        peer, peer_port = self.sock.getpeername()[:2]
+        ports = (str(port), str(peer_port)) if "scope-port-str" in self.bugs else (port, peer_port)
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": f"{req.version[0]}.{req.version[1]}", "method": req.method, "scheme": "http",
+                 "path": unquote(raw_path), "raw_path": {"$bytes": raw_path}, "query_string": {"$bytes": query},
+                 "root_path": "", "server": [host, ports[0]], "client": [peer, ports[1]],
+                 "headers": [[{"$bytes": k.lower().decode("latin-1")}, {"$bytes": v.decode("latin-1")}]
+                             for k, v in req.headers]}
+        return Response(200, [("Content-Type", "application/json")], json.dumps({"scope": scope}).encode())
+
+    def _orphan(self, req: Request) -> Response:
+        """1 KiB chunks every 20 ms for at most ORPHAN_MAX_S; stops on the first failed send."""
+        with self.server.lock:
+            self.server.orphans_open += 1
+        end = time.monotonic() + ORPHAN_MAX_S
+        try:
+            self._sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while time.monotonic() < end and not self.server.stopping.is_set():
+                self._sendall(b"400\r\n" + b"o" * 1024 + b"\r\n")
+                time.sleep(0.02)
+            self._sendall(b"0\r\n\r\n")
+        except OSError:
+            while "orphan-kept" in self.bugs and time.monotonic() < end and not self.server.stopping.is_set():
+                time.sleep(0.05)  # the planted defect: the stream "runs" on for a client that is gone
+        finally:
+            with self.server.lock:
+                self.server.orphans_open -= 1
+        raise StreamEnded()
 
     # -------------------------------------------------------------- responses
     def _head_block(self, status: int, headers: list[tuple[str, str | bytes]], raw: list[tuple[bytes, bytes]]) -> bytearray:

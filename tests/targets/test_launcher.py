@@ -218,7 +218,7 @@ def test_engine_serves_app_and_stop_leaves_nothing(
 
 
 def test_engine_registry() -> None:
-    assert ENGINES == ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne")
+    assert ENGINES == ("uvicorn", "uvicorn-h11", "hypercorn", "granian", "daphne", "uvicorn-wsproto")
     assert resolve_engine("auto") == "uvicorn"  # uvloop and httptools are installed here
     with pytest.raises(UsageError, match="granian"):
         resolve_engine("gunicorn")

@@ -84,6 +84,19 @@ ENGINE_DEFS: dict[str, EngineDef] = {
         args=("-b", "{host}", "-p", "{port}", "-v", "0", "{app}"),
         packages=("daphne", "twisted", "autobahn"),
     ),
+    # ---- wt-wsasgi (issue 12 item 9): uvicorn's other WebSocket implementation. uvicorn-h11
+    # and uvicorn serve WebSockets with the websockets library; this entry runs the same
+    # h11 HTTP stack with wsproto, so both implementations uvicorn ships are in the matrix.
+    "uvicorn-wsproto": EngineDef(
+        module="uvicorn",
+        args=(
+            "--host", "{host}", "--port", "{port}", "--app-dir", "{app_dir}",
+            "--loop", "asyncio", "--http", "h11", "--ws", "wsproto",
+            "--no-access-log",
+            "{app}",
+        ),
+        packages=("uvicorn", "h11", "wsproto"),
+    ),
 }
 
 #: Engine names, in the order the matrix runs them.

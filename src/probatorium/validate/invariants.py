@@ -471,6 +471,35 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
          "adversarial slice: verdict misrouted, from the echo record (what path and authority the application "
          "received; a non-echo answer is not routed)", violations=("adversarial.adv_misrouted",),
          evaluations=_ADV_SENT, verdicts=("adversarial:misrouted",), why_not="no adversarial case was judged"),
+    # ---- wt-wsasgi (issue 12 items 9, 10, 11) ----
+    _inv("I-ASGI-SCOPE", "MED",
+         "The ASGI scope the engine hands the application is what the ASGI HTTP spec states: http_version one "
+         "of \"1.0\", \"1.1\", \"2\" and the request's; server and client [str host, int port]; path decoded "
+         "without query or fragment; raw_path, query_string and header names/values byte strings.",
+         "adversarial slice: the raw scope the refapps' /_probatorium/scope route returns (application "
+         "evidence; a target without the route is not judged); optional keys missing are notes, not violations",
+         violations=("adversarial.asgi_scope_violation",), evaluations=("adversarial.asgi_scope_checked",),
+         verdicts=("adversarial:scope_violation",), why_not="no scope record was served"),
+    _inv("I-CONN-ORPHAN", "MED",
+         "Application code streaming with raw send() and never calling receive() is stopped once its client "
+         "reset: the target's orphans_open comes back to its baseline within 10 s (ASGI HTTP \"Disconnected "
+         "Client\": send should raise an OSError; a SHOULD of spec version 2.4, hence MED).",
+         "adversarial slice: orphan rounds of 3 streams on /_probatorium/orphan, judged from the debug endpoint's "
+         "orphans_open (application evidence; without it not judged)",
+         violations=("adversarial.asgi_orphan_kept",), evaluations=("adversarial.asgi_orphan_checked",),
+         verdicts=("adversarial:orphans_kept",), why_not="no orphan round could be judged"),
+    _inv("I-WS-HANDSHAKE", "MED",
+         "A WebSocket handshake with an unsupported version is refused with a Sec-WebSocket-Version header "
+         "field listing the versions the server understands (RFC 6455 §4.4, §4.2.2 item 4).",
+         "ws slice: verdict ws_version_not_advertised", violations=("ws_torture.ws_version_not_advertised",),
+         verdicts=("ws:ws_version_not_advertised",), judge=_ws_judge(("ws_torture.ws_version_not_advertised",))),
+    _inv("I-WS-AFTER-CLOSE", "HIGH",
+         "After failing a connection with Close 1009 a server stops processing the oversize message: its RSS "
+         "does not grow with the bytes sent after its close (RFC 6455 §7.1.7 MUST NOT continue to process data).",
+         "ws slice: the oversize stream continued after the close, judged from the target's RSS (resource "
+         "sampler's procfs reading); without a local process it is only counted (ws_read_after_close_unmeasured)",
+         violations=("ws_torture.ws_buffered_after_close",), verdicts=("ws:ws_buffered_after_close",),
+         judge=_ws_judge(("ws_torture.ws_buffered_after_close",))),
 ]}
 
 # Counter path → (predicate, severity): what validate-diff compares between cells.

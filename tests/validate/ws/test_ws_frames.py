@@ -141,7 +141,7 @@ def test_catalogue_shape() -> None:
     assert len([c for c in CASES if c.name.startswith("close with invalid code")]) >= 6
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c is not OVERSIZE], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [c for c in CASES if c is not OVERSIZE and not c.after_close], ids=lambda c: c.name)
 def test_builders_are_deterministic_and_frame_the_violation(case: F.WsCase) -> None:
     a, b = case.build(random.Random(5)), case.build(random.Random(5))
     assert a == b and a
@@ -276,12 +276,14 @@ def test_verdicts_map_to_predicates() -> None:
     # the catalogue's one verdict→predicate mapping; the copy must equal the catalogue.
     assert F.VERDICT_PREDICATE == {v: p for (s, v), p in VERDICT_PREDICATES.items() if s == "ws"}
     assert F.VERDICT_PREDICATE == {"ws_accepted_bad_frame": "I-WS-ACCEPTED", "ws_hang_no_close": "I-WS-HANG",
-                                   "ws_wrong_close": "I-WS-CLOSE", "ws_unclean_close": "I-WS-CLOSE"}
+                                   "ws_wrong_close": "I-WS-CLOSE", "ws_unclean_close": "I-WS-CLOSE",
+                                   "ws_version_not_advertised": "I-WS-HANDSHAKE",
+                                   "ws_buffered_after_close": "I-WS-AFTER-CLOSE"}
     assert F.VERDICTS[0] == "ws_accepted_bad_frame" and F.VERDICTS[1] == "ws_hang_no_close"
 
 
 def test_probe_ping_follows_frame_level_violations() -> None:
-    probed = [c for c in CASES if any(f.opcode == F.OP_PING and f.payload == F.PROBE_PING
+    probed = [c for c in CASES if not c.after_close and any(f.opcode == F.OP_PING and f.payload == F.PROBE_PING
                                       for seg in c.build(random.Random(1)) if seg is not None
                                       for f in parse_frames(seg).frames)]
     names = {c.name for c in probed}

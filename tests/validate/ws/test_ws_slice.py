@@ -15,6 +15,9 @@ from probatorium.validate.tier1.ws import frames as F
 from probatorium.validate.tier1.ws.slice import WsTortureSlice
 
 FAST = 0.5  # close timeout for the in-test servers (they answer in microseconds)
+# The catalogue these planted-server tests were written for (their seeded rounds reach the cases they
+# name in the time they allow); issue 12's corners are tested in test_ws_corners.py.
+BASE_CATALOGUE = {"cases": [c for c in F.CASES if not c.after_close], "handshakes": list(F.HANDSHAKE_CASES[:7])}
 
 
 def run_slice(mode: str, seconds: float = 2.0, walkers: int = 3, **kw) -> tuple[WsTortureSlice, list]:
@@ -67,7 +70,7 @@ def test_planted_echo_of_invalid_utf8_is_accepted() -> None:
 
 
 def test_planted_hang_on_bad_frame() -> None:
-    s, ev = run_slice("hang", seconds=2.5, walkers=8)
+    s, ev = run_slice("hang", seconds=2.5, walkers=8, **BASE_CATALOGUE)
     c = s.counters()
     assert c["ws_hang_no_close"] > 0 and c["ws_closed_correctly"] > 0  # valid controls still fine
     bd = s.case_breakdown()
@@ -155,7 +158,7 @@ def test_planted_skip_of_bad_frames_is_accepted_not_hang() -> None:
 
 
 def test_planted_tcp_kept_open_after_close_is_hang() -> None:
-    s, ev = run_slice("keep_open", seconds=3.0, walkers=16)
+    s, ev = run_slice("keep_open", seconds=3.0, walkers=16, **BASE_CATALOGUE)
     bd = s.case_breakdown()
     assert bd["valid close handshake"]["verdict"] == "ws_hang_no_close", bd["valid close handshake"]
     sent = {k: v for k, v in bd.items() if v["verdict"] != "not_sent" and v["kind"] != "handshake"}

@@ -12,6 +12,10 @@ Modes:
   keep_open      answers every close frame but never ends TCP (hang after the close handshake)
   no_endpoint    answers 404 to every request
   bad_accept     answers 101 with a wrong Sec-WebSocket-Accept
+  no_version_header  refuses an unsupported version with 426 but no Sec-WebSocket-Version (RFC 6455 §4.4)
+  http10_ok      upgrades an HTTP/1.0 handshake (RFC 6455 §4.2.1 item 1)
+  buffer_after_close  sends close 1009 for an oversize message, then keeps reading and buffering it
+                 (RFC 6455 §7.1.7)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class WsServer:
         self.port = 0
         self.server: asyncio.base_events.Server | None = None
         self.connections = 0
+        self.kept = 0
 
     async def start(self) -> "WsServer":
         self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
@@ -72,11 +77,13 @@ class WsServer:
             except ValueError:
                 key_ok = False
             if h.get("sec-websocket-version") != "13":
-                writer.write(b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n"
+                advertise = b"" if self.mode == "no_version_header" else b"Sec-WebSocket-Version: 13\r\n"
+                writer.write(b"HTTP/1.1 426 Upgrade Required\r\n" + advertise + b"Content-Length: 0\r\n"
                              b"Connection: close\r\n\r\n")
                 await writer.drain()
                 return
-            if method != "GET" or not key_ok or h.get("upgrade", "").lower() != "websocket" \
+            http11 = lines[0].endswith(" HTTP/1.1") or self.mode == "http10_ok"
+            if method != "GET" or not http11 or not key_ok or h.get("upgrade", "").lower() != "websocket" \
                     or "upgrade" not in h.get("connection", "").lower():
                 writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 await writer.drain()
@@ -111,6 +118,17 @@ class WsServer:
                     pass
                 raise ConnectionError
             if self.mode == "drop":
+                raise ConnectionError
+            if self.mode == "buffer_after_close" and code == 1009:
+                writer.write(_close(code))
+                await writer.drain()
+                kept = bytearray()
+                while len(kept) < (96 << 20):  # bounded: the planted defect buffers what it failed
+                    more = await reader.read(1 << 20)
+                    if not more:
+                        break
+                    kept += more
+                self.kept = len(kept)
                 raise ConnectionError
             writer.write(_close(code))
             await writer.drain()

@@ -83,7 +83,7 @@ def _ws(ctx: SliceContext) -> Slice:
     from .ws.slice import WsTortureSlice
 
     return WsTortureSlice(*ctx.address(), ws_path=ctx.paths.ws, seed=ctx.seed("ws"), report=ctx.report,
-                          alive=ctx.alive, recover=ctx.recover)
+                          alive=ctx.alive, recover=ctx.recover, identity=ctx.identity)
 
 
 def _sse(ctx: SliceContext) -> Slice:

@@ -30,6 +30,8 @@ from .repro import adversarial_repro
 from .slow import SlowClients, SlowConfig, slow_repro
 from .slowcore import opening
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
+from ..asgi.judge import ORPHAN_VERDICTS, SCOPE_VERDICTS  # wt-wsasgi
+from ..asgi.probe import AsgiProbes  # wt-wsasgi
 
 # wt-smuggle (issue 12): bracketed runs of one counter check (their smallest delta is judged).
 COUNTER_RUNS = 3
@@ -37,6 +39,7 @@ COUNTER_GAP = 0.3  # seconds between them
 COUNTER_SHARE = 0.3  # of the walk's time at most spent in counter checks (the walkers wait)
 # Worst first: the verdict a case shows in the per-case breakdown.
 SEVERITY_ORDER = {v: i for i, v in enumerate(VERDICTS)}
+ASGI_ORDER = {v: i for i, v in enumerate((*SCOPE_VERDICTS, *ORPHAN_VERDICTS))}  # wt-wsasgi
 
 
 @dataclass
@@ -110,6 +113,10 @@ class AdversarialSlice(SliceBase):
         self.sweep_cases = [sweep_case(m, p) for m, p in self.sweep_targets] + [sweep_case("OPTIONS", "*")]
         for c in self.sweep_cases:
             self.per_case.setdefault(c.name, CaseTally())
+        # wt-wsasgi (issue 12 items 10, 11): the raw-scope and orphan-stream probes, run by walker 0.
+        self.asgi = AsgiProbes(lambda: self.host, lambda: self.port, lambda: self.host_header,
+                                debug_path=debug_path or "/debug/vars",
+                               report=self.report, quiet_timeout=quiet_timeout)
 
     # ---- calibration ---------------------------------------------------------------
     async def _probe(self, path: str) -> tuple[int | None, dict | None]:
@@ -332,6 +339,11 @@ class AdversarialSlice(SliceBase):
         n = 0
         while time.monotonic() < deadline and not stop():
             await self._quiet_event().wait()  # a counter check runs alone (bounded: see counter_check)
+            if walker_id == 0:  # wt-wsasgi: the ASGI probes that are due
+                try:
+                    await self.asgi.tick(deadline)
+                except Exception:
+                    self._internal_error(sweep_case("GET", "/", name="asgi probes"))
             case = self._next_case()
             n += 1
             try:
@@ -473,6 +485,7 @@ class AdversarialSlice(SliceBase):
                 "verdict": worst, "counts": dict(ct.counts), "level": c.level, "clause": c.clause,
                 "group": c.group, "expect": c.expect, "example": ct.example,
             }
+        out.update(self.asgi.case_breakdown(ASGI_ORDER))  # wt-wsasgi
         return out
 
     def counters(self) -> dict[str, int]:
@@ -481,6 +494,7 @@ class AdversarialSlice(SliceBase):
         base["adv_sent"] = 0
         base.update(self.tally)
         base["adv_cases"] = len(self.cases)
+        base.update(self.asgi.counters())  # wt-wsasgi: asgi_* counters of the ASGI probes
         return dict(base)
 
 

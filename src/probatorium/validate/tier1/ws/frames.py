@@ -47,9 +47,12 @@ DATA_OPCODES = frozenset({OP_CONT, OP_TEXT, OP_BINARY})
 VERDICTS = (
     "ws_accepted_bad_frame",
     "ws_hang_no_close",
+    "ws_buffered_after_close",  # wt-wsasgi
     "ws_unclean_close",
     "ws_wrong_close",
     "ws_bad_accept",
+    "ws_version_not_advertised",  # wt-wsasgi
+    "ws_read_after_close_unmeasured",  # wt-wsasgi
     "ws_valid_refused",
     "ws_closed_correctly",
     "ws_handshake_rejected",
@@ -63,6 +66,8 @@ VERDICT_PREDICATE = {
     "ws_hang_no_close": "I-WS-HANG",
     "ws_wrong_close": "I-WS-CLOSE",
     "ws_unclean_close": "I-WS-CLOSE",
+    "ws_version_not_advertised": "I-WS-HANDSHAKE",  # wt-wsasgi
+    "ws_buffered_after_close": "I-WS-AFTER-CLOSE",  # wt-wsasgi
 }
 
 # Payloads above this are "oversize": uvicorn and hypercorn default to 16 MiB,
@@ -97,6 +102,10 @@ class HandshakeCase:
     upgrade: str | None = "websocket"
     connection: str | None = "Upgrade"
     note: str = ""
+    http_version: str = "1.1"  # wt-wsasgi: the request line's version (an upgrade needs 1.1 or higher)
+    # wt-wsasgi: the refusal must carry Sec-WebSocket-Version with the versions the server speaks
+    # (RFC 6455 §4.4, §4.2.2 item 4: an unsupported version)
+    advertise_version: bool = False
 
 
 VALID_HANDSHAKE = HandshakeCase("handshake valid", "RFC 6455 §4.1, §4.2.2", True)
@@ -113,12 +122,21 @@ HANDSHAKE_CASES: tuple[HandshakeCase, ...] = (
     HandshakeCase("handshake missing version", "RFC 6455 §4.2.1 item 6", False, version=None),
     HandshakeCase("handshake POST", "RFC 6455 §4.2.1 item 1", False, method="POST"),
     HandshakeCase("handshake missing Upgrade", "RFC 6455 §4.2.1 item 3", False, upgrade=None),
+    # ---- wt-wsasgi (issue 12 item 9)
+    HandshakeCase("handshake empty key", "RFC 6455 §4.2.1 item 5", False, key="empty",
+                  note="Sec-WebSocket-Key present with an empty value: not 16 base64-encoded bytes"),
+    HandshakeCase("handshake over HTTP/1.0", "RFC 6455 §4.2.1 item 1, §4.1", False, http_version="1.0",
+                  note="the opening handshake is an HTTP/1.1 or higher GET request"),
+    HandshakeCase("handshake unsupported version advertised", "RFC 6455 §4.4, §4.2.2 item 4", False, version="7",
+                  advertise_version=True,
+                  note="an unsupported version: refused (426 Upgrade Required is the example) with a "
+                       "Sec-WebSocket-Version header field listing the versions the server understands"),
 )
 
 
 def render_handshake(case: HandshakeCase, host: str, path: str, key: str) -> bytes:
     """The request bytes for a handshake case (`key` is the valid key the case may spoil)."""
-    lines = [f"{case.method} {path} HTTP/1.1", f"Host: {host}"]
+    lines = [f"{case.method} {path} HTTP/{case.http_version}", f"Host: {host}"]
     if case.upgrade is not None:
         lines.append(f"Upgrade: {case.upgrade}")
     if case.connection is not None:
@@ -129,6 +147,8 @@ def render_handshake(case: HandshakeCase, host: str, path: str, key: str) -> byt
         lines.append("Sec-WebSocket-Key: " + base64.b64encode(base64.b64decode(key)[:8]).decode())
     elif case.key == "not-base64":
         lines.append("Sec-WebSocket-Key: !!not*base64!!%%%%%%")
+    elif case.key == "empty":
+        lines.append("Sec-WebSocket-Key: ")
     if case.version is not None:
         lines.append(f"Sec-WebSocket-Version: {case.version}")
     if case.method == "POST":
@@ -256,6 +276,9 @@ class WsCase:
     # before it reads the bad frame; echoing (a prefix of) this is not acting on the bad frame.
     harmless_echo: bytes = b""
     note: str = ""
+    # wt-wsasgi: bytes the client keeps sending after the server's close (the oversize stream continued);
+    # graded by grade_after_close from the target's RSS
+    after_close: int = 0
 
 
 def _mk(rng: random.Random) -> bytes:
@@ -285,6 +308,41 @@ def _oversize(rng: random.Random) -> list[bytes]:
     chunk = key * ((1 << 20) // 4)
     n_full, tail = divmod(OVERSIZE_BYTES, len(chunk))
     return [head] + [chunk] * n_full + ([chunk[:tail]] if tail else [])
+
+
+# ---- wt-wsasgi (issue 12 item 9): the oversize stream continued after the server's close 1009.
+# RFC 6455 §7.1.7: an endpoint that fails the connection MUST NOT continue to attempt to process data
+# from the remote endpoint. A server that goes on reading and BUFFERING the message shows it in its
+# RSS: growth of at least BUFFERED_SHARE of what it took after its close (and at least
+# BUFFERED_MIN_BYTES) is the verdict ws_buffered_after_close. Reading and discarding is not.
+AFTER_CLOSE_BYTES = 48 << 20
+AFTER_CLOSE_MAX_S = 8.0  # sending after the close stops after this long (a server that stopped reading blocks us)
+BUFFERED_MIN_BYTES = 16 << 20
+BUFFERED_SHARE = 0.5
+
+
+def _oversize_stream(rng: random.Random) -> list[bytes]:
+    key = _mk(rng)
+    declared = OVERSIZE_BYTES + AFTER_CLOSE_BYTES + (1 << 20)
+    head = encode_frame(OP_BINARY, b"", mask=False, length=declared)
+    head = bytes([head[0], head[1] | 0x80]) + head[2:] + key
+    chunk = key * ((1 << 20) // 4)
+    return [head] + [chunk] * (declared // len(chunk))
+
+
+def grade_after_close(sent_after: int, rss_before: int | None, rss_after: int | None) -> tuple[str, str] | None:
+    """(verdict, reason) for what the server did with the bytes sent after its close 1009, None: fine.
+    Evidence is the target's RSS; without it only the bytes taken are known (counted, no predicate)."""
+    taken = f"the server took {sent_after >> 20} MiB sent after its close 1009"
+    if rss_before is None or rss_after is None:
+        if sent_after >= AFTER_CLOSE_BYTES:
+            return "ws_read_after_close_unmeasured", f"{taken}; no local process: RSS not measured"
+        return None
+    growth = rss_after - rss_before
+    if sent_after >= BUFFERED_MIN_BYTES and growth >= BUFFERED_SHARE * sent_after:
+        return "ws_buffered_after_close", (f"{taken} and its RSS grew {growth >> 20} MiB: it kept buffering the "
+                                           "message it had failed (RFC 6455 §7.1.7 MUST NOT process data)")
+    return None
 
 
 def _ping_flood(rng: random.Random) -> list[bytes]:
@@ -355,6 +413,12 @@ CASES: tuple[WsCase, ...] = (
     WsCase("oversize message", "RFC 6455 §7.4.1 (1009), §10.4", (1009,), _oversize,
            note=f"one binary message of {OVERSIZE_BYTES} bytes (> the 16 MiB engine defaults); "
                 "1009 is the code for it, 1002/1008 grade ws_wrong_close, an echo grades accepted"),
+    # ---- wt-wsasgi (issue 12 item 9)
+    WsCase("oversize message continued after close 1009", "RFC 6455 §7.1.7, §7.4.1 (1009), §10.4", (1009,),
+           _oversize_stream, after_close=AFTER_CLOSE_BYTES,
+           note=f"an oversize message whose payload keeps coming after the server's close: up to "
+                f"{AFTER_CLOSE_BYTES >> 20} MiB more for {AFTER_CLOSE_MAX_S:.0f} s; RSS growing with them is "
+                "ws_buffered_after_close"),
 )
 CASES_BY_NAME = {c.name: c for c in CASES}
 
@@ -374,9 +438,10 @@ class Grade:
 
 
 def grade_handshake(case: HandshakeCase, status: int | None, closed: bool, timed_out: bool,
-                    accept_problem: str | None = None) -> Grade:
+                    accept_problem: str | None = None, version_header: str | None = None) -> Grade:
     """Grade the answer to a handshake. Valid handshakes are graded only when they fail
-    (endpoint absent / bad accept); the frame case that follows carries the verdict."""
+    (endpoint absent / bad accept); the frame case that follows carries the verdict.
+    `version_header`: the refusal's Sec-WebSocket-Version value (None: absent)."""
     if case.valid:
         if status == 101 and accept_problem is None:
             return Grade("ws_closed_correctly", "101 with a correct Sec-WebSocket-Accept")
@@ -389,11 +454,24 @@ def grade_handshake(case: HandshakeCase, status: int | None, closed: bool, timed
     if status == 101:
         return Grade("ws_accepted_bad_frame", f"{case.name}: 101 Switching Protocols to an invalid handshake "
                                               f"({case.clause})")
+    if status is not None and case.advertise_version and not _lists_versions(version_header):
+        return Grade("ws_version_not_advertised", f"{case.name}: answered {status} without a Sec-WebSocket-Version "
+                                                  f"listing the supported versions (got {version_header!r}; "
+                                                  "RFC 6455 §4.4 MUST)")
     if status is not None:
-        return Grade("ws_handshake_rejected", f"{case.name}: answered {status}")
+        return Grade("ws_handshake_rejected", f"{case.name}: answered {status}"
+                     + (f", Sec-WebSocket-Version: {version_header}" if case.advertise_version else ""))
     if closed:
         return Grade("ws_handshake_rejected", f"{case.name}: closed without an answer")
     return Grade("ws_hang_no_close", f"{case.name}: no answer within the timeout")
+
+
+def _lists_versions(value: str | None) -> bool:
+    """A Sec-WebSocket-Version value that lists versions: 1#( 1*DIGIT ) with each 0..255 (RFC 6455 §11.3.5)."""
+    if value is None:
+        return False
+    items = [v.strip() for v in value.split(",")]
+    return bool(items) and all(v.isascii() and v.isdigit() and int(v) <= 255 for v in items)
 
 
 def grade(case: WsCase, received: bytes, closed: bool, timed_out: bool, kept_open: bool = False) -> Grade:

@@ -14,6 +14,7 @@ before it sends frames, which a fixed segment schedule cannot express.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import time
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ...incidents import Evidence
+from .... import procfs
 from ....rawclient import set_nodelay
 from ....seeds import derive_seed
 from ...invariants import predicate_for
@@ -44,6 +46,7 @@ class WsOutcome:
     head: bytes = b""  # the handshake response bytes (head and any body)
     status: int | None = None
     accept_problem: str | None = None
+    version_header: str | None = None  # wt-wsasgi: a refusal's Sec-WebSocket-Version
     sent: bytes = b""  # frames sent after the 101 (truncated to MAX_RECORD)
     sent_len: int = 0
     received: bytes = b""  # bytes after the 101
@@ -54,6 +57,10 @@ class WsOutcome:
     send_error: str | None = None
     rfc_violations: list = field(default_factory=list)
     responses_checked: int = 0
+    # wt-wsasgi: the oversize stream continued after the server's close (WsCase.after_close)
+    sent_after_close: int = 0
+    rss_before: int | None = None
+    rss_after: int | None = None
 
 
 class _Conn:
@@ -84,7 +91,8 @@ class _Conn:
 
 async def ws_connection(host: str, port: int, request: bytes, method: str, key: str,
                         segments: list[bytes | None] | None, *, close_timeout: float = 3.0,
-                        connect_timeout: float = 3.0) -> WsOutcome:
+                        connect_timeout: float = 3.0, after_close: int = 0,
+                        rss: Callable[[], int | None] | None = None) -> WsOutcome:
     """Handshake, then (after a 101, when `segments` is given) send the frames and read
     until a close frame, the end of TCP, or `close_timeout` s of quiet after the last write."""
     out = WsOutcome(request=request)
@@ -107,7 +115,7 @@ async def ws_connection(host: str, port: int, request: bytes, method: str, key: 
         conn = _Conn(sock)
         await _handshake(conn, out, request, method, key, close_timeout)
         if out.status == 101 and segments is not None:
-            await _frames(conn, out, segments, close_timeout)
+            await _frames(conn, out, segments, close_timeout, after_close, rss)
     finally:
         sock.close()
     return out
@@ -155,15 +163,28 @@ async def _handshake(conn: _Conn, out: WsOutcome, request: bytes, method: str, k
         out.closed = False
     else:
         out.head = data
+        ver = resp.header(b"sec-websocket-version")  # wt-wsasgi
+        out.version_header = ver.decode("latin-1") if ver is not None else None
 
 
-async def _frames(conn: _Conn, out: WsOutcome, segments: list[bytes | None], timeout: float) -> None:
+async def _frames(conn: _Conn, out: WsOutcome, segments: list[bytes | None], timeout: float,
+                  after_close: int = 0, rss: Callable[[], int | None] | None = None) -> None:
     """Send the case's frames while reading; once a close frame came, answer it and judge the end
-    of TCP."""
+    of TCP. With `after_close`, sending goes on after the server's close (up to that many bytes or
+    F.AFTER_CLOSE_MAX_S) and `rss` is sampled before the connection ends."""
     done_sending = asyncio.Event()
     task = asyncio.create_task(_send_case(conn, out, segments, timeout, done_sending))
     try:
         if await _read_to_close(conn, out, timeout, done_sending):
+            if after_close:  # wt-wsasgi: keep the stream coming; the server should no longer take it
+                at_close, end = out.sent_len, time.monotonic() + F.AFTER_CLOSE_MAX_S
+                if rss is not None:
+                    out.rss_before = rss()  # what it holds at its close: growth from here is the stream after it
+                while not task.done() and out.sent_len - at_close < after_close and time.monotonic() < end:
+                    await asyncio.sleep(0.05)
+                out.sent_after_close = out.sent_len - at_close
+                await asyncio.sleep(0.5)
+                out.rss_after = rss() if rss is not None else None
             # Our close reply is a frame only if everything before it went out whole: a close that
             # interrupted our sending (e.g. 1009 in the middle of the oversize payload) leaves us
             # mid-frame, so the server cannot see our reply and is not judged on ending TCP. Nor after
@@ -257,6 +278,18 @@ async def _cancel(task: asyncio.Task) -> None:
         pass
 
 
+def _after_close_extra(case: WsCase | HandshakeCase, out: WsOutcome) -> dict:
+    """wt-wsasgi: what the oversize-after-close verdict was judged from."""
+    if not isinstance(case, WsCase) or not case.after_close:
+        return {}
+    return {"sent_after_close": out.sent_after_close, "rss_before": out.rss_before, "rss_after": out.rss_after,
+            "evidence": "rss" if out.rss_after is not None else "bytes sent after the close"}
+
+
+_NO_LOCK = contextlib.nullcontext()
+AFTER_CLOSE_EVERY_S = 10.0  # wt-wsasgi: it may push 65 MiB per run; once in 10 s is evidence enough
+
+
 @dataclass
 class CaseTally:
     counts: Counter = field(default_factory=Counter)
@@ -274,7 +307,8 @@ class WsTortureSlice(SliceBase):
                  recover: Callable[[], Awaitable[bool]] | None = None,
                  close_timeout: float = 3.0,
                  cases: list[WsCase] | None = None,
-                 handshakes: list[HandshakeCase] | None = None) -> None:
+                 handshakes: list[HandshakeCase] | None = None,
+                 identity: Callable[[], object] | None = None) -> None:
         self.host, self.port = host, port
         self.ws_path = ws_path
         self.seed = seed
@@ -295,6 +329,10 @@ class WsTortureSlice(SliceBase):
         self._round = 0
         self._n = 0
         self._reported: set[tuple[str, str]] = set()
+        # wt-wsasgi: the target process (pid) whose RSS judges the oversize stream after close 1009
+        self.identity = identity or (lambda: None)
+        self._heavy = asyncio.Lock()
+        self._after_close_next = 0.0  # the after-close case runs at most every AFTER_CLOSE_EVERY_S
         self._liveness_reported = False
 
     # ---- one connection ------------------------------------------------------------
@@ -304,14 +342,31 @@ class WsTortureSlice(SliceBase):
         hs = case if isinstance(case, HandshakeCase) else VALID_HANDSHAKE
         request = F.render_handshake(hs, self.host_header, self.ws_path, key)
         segs = case.build(rng) if isinstance(case, WsCase) else None
-        out = await ws_connection(self.host, self.port, request, hs.method, key, segs,
-                                  close_timeout=self.close_timeout)
+        after = case.after_close if isinstance(case, WsCase) else 0
+        heavy = isinstance(case, WsCase) and (after or case.name == "oversize message")
+        # wt-wsasgi: the oversize cases run one at a time, so the RSS the after-close case reads is its own
+        async with self._heavy if heavy else _NO_LOCK:
+            out = await ws_connection(self.host, self.port, request, hs.method, key, segs,
+                                      close_timeout=self.close_timeout, after_close=after,
+                                      rss=self._rss if after else None)
         if out.connect_error:
             return out, F.Grade("ws_conn_error", out.connect_error)
-        hg = F.grade_handshake(hs, out.status, out.closed, out.timed_out, out.accept_problem)
+        hg = F.grade_handshake(hs, out.status, out.closed, out.timed_out, out.accept_problem, out.version_header)
         if isinstance(case, HandshakeCase) or hg.verdict != "ws_closed_correctly":
             return out, hg
-        return out, F.grade(case, out.received, out.closed, out.timed_out, out.kept_open)
+        g = F.grade(case, out.received, out.closed, out.timed_out, out.kept_open)
+        if case.after_close and g.verdict == "ws_closed_correctly":  # wt-wsasgi
+            after = F.grade_after_close(out.sent_after_close, out.rss_before, out.rss_after)
+            if after is not None:
+                g = F.Grade(after[0], after[1], close_code=g.close_code, close_seen=True, frames=g.frames)
+        return out, g
+
+    def _rss(self) -> int | None:
+        """The target process tree's RSS now (procfs, as the resource sampler reads it); None without one."""
+        ident = self.identity()
+        pid = getattr(ident, "pid", None)
+        sample = procfs.sample_tree(pid) if isinstance(pid, int) else None
+        return sample.rss_bytes if sample is not None and sample.procs else None
 
     # ---- accounting --------------------------------------------------------------------
     def _account(self, case: WsCase | HandshakeCase, out: WsOutcome, g: F.Grade, conn_seed: int,
@@ -344,7 +399,8 @@ class WsTortureSlice(SliceBase):
                 extra={"clause": case.clause, "expected_close": expected, "verdict": v, "close_code": g.close_code,
                        "status": out.status, "closed": out.closed, "timed_out": out.timed_out,
                        "kept_open_after_close": out.kept_open,
-                       "frames_sent_bytes": out.sent_len, "walker": walker_id, "ws_path": self.ws_path},
+                       "frames_sent_bytes": out.sent_len, "walker": walker_id, "ws_path": self.ws_path,
+                       **_after_close_extra(case, out)},
                 repro=ws_repro(case=case, predicate=predicate, detail=detail, conn_seed=conn_seed,
                                ws_path=self.ws_path, addr=self.host_header, close_timeout=self.close_timeout),
             ))
@@ -387,7 +443,13 @@ class WsTortureSlice(SliceBase):
             order: list = [*self.cases, *self.handshakes]
             random.Random(derive_seed(self.seed, "ws-round", self._round)).shuffle(order)
             self._queue.extend(order)
-        return self._queue.popleft()
+        case = self._queue.popleft()
+        if isinstance(case, WsCase) and case.after_close:  # wt-wsasgi: throttled, skipped in between
+            now = time.monotonic()
+            if now < self._after_close_next and (self._queue or len(self.cases) + len(self.handshakes) > 1):
+                return self._next_case()
+            self._after_close_next = now + AFTER_CLOSE_EVERY_S
+        return case
 
     async def walker(self, walker_id: int, deadline: float, stop: Callable[[], bool]) -> None:
         """Take cases from the shared seeded round until the deadline; one connection per case."""
@@ -452,6 +514,8 @@ class WsTortureSlice(SliceBase):
                                "ws_unclean_close", "ws_accepted_bad_frame", "ws_hang_no_close",
                                "ws_endpoint_absent", "ws_handshake_rejected", "ws_valid_refused",
                                "ws_bad_accept", "ws_conn_error", "ws_internal_error")}
+        base.update({k: 0 for k in ("ws_version_not_advertised", "ws_buffered_after_close",
+                                    "ws_read_after_close_unmeasured")})  # wt-wsasgi
         base.update({k: v for k, v in self.tally.items() if v or k in base})
         base["ws_cases"] = len(self.cases) + len(self.handshakes)
         return dict(base)
