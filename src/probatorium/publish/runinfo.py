@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from ..errors import UsageError
 from ..results.schema import BenchDocument, ValidateDocument
-from ..results.store import DOCUMENT_NAME, LOCK_NAME, load_document, sanitize_name
+from ..results.store import DOCUMENT_NAME, LOCK_NAME, load_document, parse_iso, sanitize_name
 from ..validate.gate import gate_exit_code
 from .badges import BENCH_COLOUR, STATUS_COLOURS, status_message
 
@@ -99,21 +99,13 @@ def tier_for_budget(seconds: float) -> str:
     return "nightly" if seconds <= _NIGHTLY_MAX_S else "weekend"
 
 
-def _parse_iso(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def _run_id(folder: Path, started_at: str) -> str:
     """The folder's name when it is a results/<ts>-<kind>-… folder, else ``<ts of started_at>-<name>``
     (a run written with ``--out x`` keeps a stable, distinct id)."""
     name = sanitize_name(folder.resolve().name)
     if _RUN_FOLDER.match(name):
         return name
-    moment = _parse_iso(started_at)
+    moment = parse_iso(started_at)
     prefix = moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") if moment else "undated"
     return f"{prefix}-{name}"
 
@@ -193,7 +185,7 @@ def _validate_info(folder: Path, doc: ValidateDocument, tier: str | None) -> Run
         reasons.insert(0, "no cells")
     budget = vr.duration_s
     if not budget:
-        start, end = _parse_iso(vr.started_at), _parse_iso(vr.finished_at)
+        start, end = parse_iso(vr.started_at), parse_iso(vr.finished_at)
         budget = (end - start).total_seconds() if start and end else 0.0
     severities = [i.severity for i in doc.incidents if not i.accepted]
     return RunInfo(

@@ -266,7 +266,8 @@ def _incident_key(inc: Incident) -> tuple[str, str, str, str]:
     return (inc.predicate, inc.cell, inc.first_seen, inc.dossier)
 
 
-def _parse_iso(text: str) -> datetime | None:
+def parse_iso(text: str | None) -> datetime | None:
+    """An ISO-8601 timestamp of a document (``Z`` or an offset; naive means UTC), or None."""
     if not text:
         return None
     try:
@@ -277,7 +278,7 @@ def _parse_iso(text: str) -> datetime | None:
 
 
 def _duration_s(started_at: str, finished_at: str) -> float:
-    start, end = _parse_iso(started_at), _parse_iso(finished_at)
+    start, end = parse_iso(started_at), parse_iso(finished_at)
     if start is None or end is None:
         return 0.0
     return max(0.0, round((end - start).total_seconds(), 3))

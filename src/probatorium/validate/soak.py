@@ -38,7 +38,7 @@ from .. import __version__
 from ..errors import ProbatoriumError, UsageError
 from ..results.schema import (Cell, Incident, ValidateDocument, ValidationResults, host_arch_pair,
                               utc_now_iso)
-from ..results.store import DOCUMENT_NAME, load_document, sanitize_name, write_json_atomic
+from ..results.store import DOCUMENT_NAME, load_document, parse_iso, sanitize_name, write_json_atomic
 from ..seeds import derive_seed
 
 SOAK_SCHEMA = "soak/1"
@@ -59,16 +59,6 @@ class SoakError(ProbatoriumError):
 
 # ---------------------------------------------------------------------------------------------
 # Time
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _iso(moment: datetime) -> str:

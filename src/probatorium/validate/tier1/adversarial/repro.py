@@ -26,6 +26,11 @@ def app_count(host: str, port: int, addr: str, path: str) -> int | None:
     sock = connect(host, port)
     data, _ = http_exchange(sock, f"GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
     sock.close()
+    return requests_counter(data)
+
+
+def requests_counter(data: bytes) -> int | None:
+    """The `requests` field of a debug-endpoint answer (the raw bytes read), or None."""
     finals = parse_response_stream(data, ["GET"], eof=True).final_responses
     if not finals or finals[0].status != 200:
         return None
@@ -101,4 +106,4 @@ def adversarial_repro(*, case: Case, predicate: str, detail: str, echo: bool, ta
            "and grades the answer with probatorium's verdict rules (embedded below).")
     return R.build_repro("adversarial", payload, judge_adversarial, predicate=predicate, detail=detail,
                          addr=addr, version=version, case=case.name, how=how,
-                         modules=(http1, catalogue, verdict), verdicts_of="adversarial", helpers=(app_count,))
+                         modules=(http1, catalogue, verdict), verdicts_of="adversarial", helpers=(app_count, requests_counter))

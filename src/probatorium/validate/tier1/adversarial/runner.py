@@ -9,7 +9,6 @@ to the incident path.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter, deque
@@ -26,7 +25,7 @@ from ..http1 import is_truncation, parse_response_stream
 from ..held import HeldStreams
 from .cases import CASES
 from .catalogue import Case, Rendered, render
-from .repro import adversarial_repro
+from .repro import adversarial_repro, requests_counter
 from .slow import SlowClients, SlowConfig, slow_repro
 from .slowcore import opening
 from .verdict import VERDICTS, Outcome, Verdict, echo_record, judge
@@ -401,14 +400,7 @@ class AdversarialSlice(SliceBase):
                             total_timeout=4.0, linger=0.0,
                             done=lambda d: any(r.complete for r in
                                                parse_response_stream(d, ["GET"], eof=False).final_responses))
-        finals = parse_response_stream(ex.received, ["GET"], eof=True).final_responses
-        if not finals or finals[0].status != 200:
-            return None
-        try:
-            value = json.loads(finals[0].body).get("requests")
-        except (ValueError, AttributeError):
-            return None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return requests_counter(ex.received)
 
     async def counter_check(self, case: Case, nonce: str, span: float | None = None) -> None:
         """Run the case between two counter reads, with a control window of the same length
