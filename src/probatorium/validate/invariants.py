@@ -447,7 +447,8 @@ CATALOGUE: dict[str, Invariant] = {inv.id: inv for inv in [
          "The target's memory does not grow with what a client sends: unfinished request heads are bounded "
          "(RFC 9110 §5.4, RFC 6585 §5: 431).",
          "adversarial slice, slow-client phase: 8 unfinished heads of up to 8 MiB each, RSS of the target's "
-         "process tree before and at peak; growth of at least half the bytes taken (and 16 MiB) fails it",
+         "process tree before and at peak; fails when the server took at least 16 MiB of head bytes and grew by "
+         "at least half of them (and 16 MiB)",
          judge=_evidence_judge("I-ADV-MEMORY")),
     # ---- wt-smuggle (issue 12: items 2, 3, 8) ----
     _inv("I-ADV-MISREPORT", "MED",

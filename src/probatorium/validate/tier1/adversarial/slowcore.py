@@ -251,8 +251,11 @@ MEMORY_SHARE = 0.5
 def judge_memory(rss_before: int | None, rss_peak: int | None, streams: list[dict]) -> dict:
     """Whether the target's memory grew with the unfinished heads it was sent.
 
-    grew (I-ADV-MEMORY) when the resident set rose by at least half the header bytes the server
-    took (and by 16 MiB) while none of the heads was finished; not_judged without RSS samples."""
+    grew (I-ADV-MEMORY) when the server took at least 16 MiB of head bytes (no header limit
+    stopped it) and the resident set rose by at least half of them (and by 16 MiB) while none of
+    the heads was finished. Growth alone is not evidence: a server that stopped reading after a
+    few KiB cannot owe its growth to the heads (other slices of the cell, e.g. a WebSocket
+    stream, move the same resident set). not_judged without RSS samples."""
     sent = sum(int(s.get("sent", 0)) for s in streams)
     row = {"streams": len(streams), "bytes_taken": sent, "closed_early": sum(1 for s in streams if s.get("closed")),
            "rss_before": rss_before, "rss_peak": rss_peak,
@@ -264,7 +267,7 @@ def judge_memory(rss_before: int | None, rss_peak: int | None, streams: list[dic
     row["growth"] = growth
     threshold = max(MEMORY_MIN_GROWTH, int(MEMORY_SHARE * sent))
     row["threshold"] = threshold
-    row["verdict"] = "grew" if sent and growth >= threshold else "bounded"
+    row["verdict"] = "grew" if sent >= MEMORY_MIN_GROWTH and growth >= threshold else "bounded"
     return row
 
 
