@@ -2,7 +2,7 @@
 (issue 14 items 3 and 4). `--baseline-update` writes the baseline, the same run with `--baseline`
 exits 0 with every finding marked accepted, and the same app with a planted application bug
 (tests/apps/echo_app.py, ECHO_APP_BUG=first-message-only) exits 1 naming only the new finding.
-Three 5 s adversarial cells (about 9 s each)."""
+Three 10 s adversarial cells (a 5 s cell no longer reaches the slow-body cases of the grown catalogue)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def _run(tmp_path, name: str, *flags: str):
     out = tmp_path / name
     res = run_cli(["validate", "--app", "tests.apps.echo_app:app", "--app-dir", ".", "--engine", "uvicorn",
-                   "--slices", "adversarial", "--duration", "5s", "--seed", "0x5eed", "--out", str(out), *flags],
+                   "--slices", "adversarial", "--duration", "10s", "--seed", "0x5eed", "--out", str(out), *flags],
                   timeout=90)
     return res, load_doc(out)
 
@@ -52,6 +52,9 @@ def test_baseline_accepts_known_findings_and_fails_on_a_new_one(tmp_path, monkey
     assert res.returncode == 1, res.stderr[-2000:]
     new = [(i["predicate"], i["case"]) for i in doc["incidents"] if i["severity"] == "HIGH" and not i["accepted"]]
     assert new and all(case not in {c for _, c in known} for _, case in new), new
-    assert ("I-ADV-ACCEPTED", "slowloris_body") in new
+    # The planted bug truncates request bodies: every new finding is a body the application did not
+    # receive whole (which body-carrying cases a 5 s cell reaches depends on the machine's speed).
+    details = {i["case"]: i["detail"] for i in doc["incidents"] if i["severity"] == "HIGH" and not i["accepted"]}
+    assert all(p == "I-ADV-ACCEPTED" and "body" in details[c] for p, c in new), details
     named = [ln for ln in res.stdout.splitlines() if "new HIGH finding" in ln]
     assert len(named) == len(new) and all(case in " ".join(named) for _, case in new)
