@@ -2,7 +2,7 @@
 (issue 14 items 3 and 4). `--baseline-update` writes the baseline, the same run with `--baseline`
 exits 0 with every finding marked accepted, and the same app with a planted application bug
 (tests/apps/echo_app.py, ECHO_APP_BUG=first-message-only) exits 1 naming only the new finding.
-Three 12 s adversarial cells: each covers the whole catalogue (about 1.5 rounds of its 162 cases here),
+Three 12 s adversarial cells: each covers the whole catalogue (a 10 s cell made about 1.5 rounds of its 162 cases here),
 so the baseline run and the runs judged against it see the same cases."""
 
 from __future__ import annotations
