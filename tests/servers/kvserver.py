@@ -69,6 +69,10 @@ BUGS = {
 }
 __doc__ += "".join(f"\n{name}\n    {text}\n" for name, text in BUGS.items())
 
+#: no-recover-after-stop: a watchdog gap this long means the process was stopped (plans stop it
+#: for 300-800 ms).
+STOP_GAP_S = 0.25
+
 KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 MAX_BODY = 1 << 20
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -275,6 +279,13 @@ class Server:
         self.sock = socket.create_server((args.host, args.port), backlog=128)
         self.stopping = threading.Event()
         self.wedged = threading.Event()
+        # no-recover-after-stop: a watchdog that ticks every 10 ms; a gap longer than STOP_GAP_S
+        # means the process was stopped. Each request also looks at the gap itself, so the wedge
+        # holds from the first request after SIGCONT (the Python-level SIGCONT handler runs on
+        # the main thread, which may only get the GIL after a worker has answered).
+        self.tick = time.monotonic()
+        if "no-recover-after-stop" in self.bugs:
+            threading.Thread(target=self._clock_watchdog, daemon=True).start()
         self.conns: set[socket.socket] = set()
         self.in_flight = 0
         self.requests = 0
@@ -381,7 +392,8 @@ class Server:
             self._send(conn, 413, b"too large\n", close=True)
             return False, b""
         body, buf = self._read_body(conn, buf, int(length))
-        if self.wedged.is_set():
+        if self.wedged.is_set() or ("no-recover-after-stop" in self.bugs and self._clock_jumped()):
+            self.wedged.set()
             threading.Event().wait()  # BUG: the store's watchdog holds the lock forever
         close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
         status, payload = self.route(method, target, body)
@@ -449,6 +461,16 @@ class Server:
                 except OSError:
                     pass
             os._exit(0)
+
+    def _clock_jumped(self) -> bool:
+        return time.monotonic() - self.tick > STOP_GAP_S
+
+    def _clock_watchdog(self) -> None:
+        while not self.stopping.is_set():
+            if self._clock_jumped():
+                self.wedged.set()
+            self.tick = time.monotonic()
+            time.sleep(0.01)
 
     def on_cont(self, signum, frame) -> None:
         if "no-recover-after-stop" in self.bugs:
