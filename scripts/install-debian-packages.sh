@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent: install the Debian packages whose servers probatorium starts
 # itself (postgresql, redis-server, memcached) and the bench baselines'
-# toolchains (nginx-light, golang-go) plus wrk, and chromium + chromium-driver for the
+# toolchains (nginx-light, golang-go) plus wrk, chromium + chromium-driver for the
 # report's browser test, when their binaries are missing.
 # As root with apt-get: apt-get update, then install only what is missing.
 # Otherwise: print one line naming the packages to install and exit 0.
@@ -31,9 +31,13 @@ command -v wrk >/dev/null || missing+=(wrk)
 # Chromium through Playwright, which cannot download its own browser here.
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null || [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# The multi-host drivers' tests: real sshd inside network namespaces (the
+# ansible driver), and ip/bridge for the namespaces themselves.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 
 if [ "${#missing[@]}" = 0 ]; then
-  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, golang-go, wrk, chromium, chromium-driver already present"
+  echo "install-debian-packages: postgresql, redis-server, memcached, nginx-light, golang-go, wrk, chromium, chromium-driver, openssh-server, iproute2 already present"
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
