@@ -41,6 +41,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "probatorium.cli",
         "probatorium.config",  # not drawn: the config file, defaults for the commands' flags (cli only)
     )),
+    # not drawn: the multi-host drivers run whole validate/bench commands per host (as child processes)
+    ("cluster", ("probatorium.hosts.*",)),
     # --- publish (issue 14 item 2): not drawn; reads run documents (validate gate, results), calls the report
     ("publish", ("probatorium.publish.*",)),
     # --- end publish
@@ -94,7 +96,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bench", ("probatorium.bench.*",)),
     # the picture's low row, split: what starts, watches and loads processes ...
     ("drivers", ("probatorium.loadgen.*", "probatorium.targets.*", "probatorium.services.*",
-                 "probatorium.faults.*")),  # Tier 3's faults: act on targets, services and sockets
+                 "probatorium.faults.*",  # Tier 3's faults: act on targets, services and sockets
+                 "probatorium.hosts.netns")),  # the netns hosts: the launcher places targets in them
     # ... on what everything uses: results, the raw-socket client, seeds, ddmin, processes
     ("foundation", (
         "probatorium",  # the package itself: __version__

@@ -115,6 +115,7 @@ See docs/contracts.md."""
 
 @app.command(epilog=VALIDATE_EXAMPLES)
 def validate(
+    ctx: typer.Context,
     duration: str = typer.Option(os.environ.get("VALIDATE_DURATION", "60s"), "--duration", "-d",
                                  help="Total budget (30s, 10m, 1h); a matrix splits it over the cells. Env VALIDATE_DURATION."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c",
@@ -158,6 +159,11 @@ def validate(
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     slowloris_connections: int = typer.Option(200, "--slowloris-connections", help="Adversarial slow-client phase: connections held at once (0: off; needs cells of 67 s)."),
+    driver: str = typer.Option(os.environ.get("PROBATORIUM_VALIDATE_DRIVER") or "local", "--driver",
+                               help="local (this machine), netns (a client and two server namespaces made here), ansible (the --inventory hosts). Env PROBATORIUM_VALIDATE_DRIVER. docs/cluster.md."),
+    inventory: Optional[Path] = typer.Option(os.environ.get("PROBATORIUM_INVENTORY"), "--inventory", help="--driver ansible: an ansible inventory with groups client and server. Env PROBATORIUM_INVENTORY."),
+    target_host: Optional[str] = typer.Option(os.environ.get("VALIDATE_TARGET"), "--target-host", help="Multi-host drivers: the server hosts to validate on (csv, or all). Env VALIDATE_TARGET."),
+    parallel: bool = typer.Option(_env_bool("VALIDATE_PARALLEL"), "--parallel/--no-parallel", help="Multi-host drivers: run the server hosts at the same time. Env VALIDATE_PARALLEL=1."),
 ) -> None:
     """Run the validation tier on one target, or on the refapp × engine matrix."""
     from .results.store import lock_run_folder
@@ -195,6 +201,11 @@ def validate(
                                tier_options={3: _tier3_options(args, seeds, faults, durable, recovery_deadline, services_opt)},
                                slowloris_connections=slowloris_connections)
         ci = _ci_options(baseline, baseline_update, junit, sarif)
+        from .hosts.cluster import check_driver
+        if check_driver(driver) != "local":
+            _validate_on_hosts(ctx, driver, plans, matrix, opts.seed, inventory, target_host, parallel, out,
+                               results_dir, json_out)
+            return
         run_dir = choose_run_dir(out, results_dir, plans, matrix)
         run_lock = lock_run_folder(run_dir, force=force)  # held until the process ends
     except (ProbatoriumError, ValueError) as e:
@@ -202,6 +213,64 @@ def validate(
         return
     with run_lock:
         _run_validation(plans, opts, run_dir, matrix, ci, json_out)
+
+
+#: validate's flags the controller of a multi-host run keeps to itself (each host's run gets its own --out).
+_CLUSTER_FLAGS = ("driver", "inventory", "target_host", "parallel", "out", "json_out", "seed", "results_dir")
+
+
+def _forwarded_flags(ctx: typer.Context, drop: tuple[str, ...] = _CLUSTER_FLAGS) -> list[str]:
+    """validate's flags as given on the command line (not from env or defaults), to pass to each host's run."""
+    argv: list[str] = []
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        if name in drop or not getattr(param, "opts", None) or getattr(source, "name", "") != "COMMANDLINE":
+            continue
+        value = ctx.params[name]
+        if param.is_flag:
+            flag = param.opts[0] if value else (param.secondary_opts[:1] or [None])[0]
+            argv += [flag] if flag else []
+        elif value is not None:
+            argv += [param.opts[0], str(value)]
+    return argv
+
+
+def _validate_on_hosts(ctx: typer.Context, driver: str, plans, matrix: bool, seed: int, inventory: Path | None, target_host: str | None,
+                       parallel: bool, out: Path | None, results_dir: Path, json_out: bool) -> None:
+    """--driver netns|ansible: the run once per server host (docs/cluster.md); exits with the worst host's status."""
+    from .hosts.cluster import HostRequest, exit_code, pick_hosts, run_netns
+
+    if any(p.spec.kind not in ("refapp", "app") for p in plans):
+        raise UsageError(f"--driver {driver} starts the target on each server host: give --refapp/--app/--matrix, "
+                         "not --url/--cmd (those name a server that runs somewhere already: use --driver local)")
+    needing = sorted({s for p in plans for s in p.services})
+    if needing and driver == "netns":
+        raise UsageError(f"--driver netns cannot give targets backing services yet ({', '.join(needing)}): "
+                         "choose refapps without services, or --driver local")
+    request = HostRequest(driver=driver, forwarded=[*_forwarded_flags(ctx), "--seed", f"{seed:#x}"],
+                          hosts=pick_hosts(target_host), parallel=parallel, matrix=matrix,
+                          results_dir=results_dir, out=out, json_out=json_out)
+    if driver == "ansible":
+        from .hosts.ansible_driver import run_ansible
+
+        runs = run_ansible(request, inventory)
+    else:
+        runs = run_netns(request)
+    code = exit_code(runs)
+    if json_out:
+        print_json("validate", code, {"driver": driver, "seed": f"{seed:#x}", "hosts": {
+            r.host: {"exit_code": r.exit_code, "document": str(r.document), "summary": r.summary,
+                     "error": r.error or None} for r in runs}})
+    else:
+        for r in runs:
+            state = "missing" if not r.document.is_file() else str(r.document)
+            console.print(f"{r.host}: exit {r.exit_code} — {state}" + (f" ({r.error})" if r.error else ""),
+                          markup=False, soft_wrap=True)
+        if len(runs) > 1:
+            console.print("compare the hosts: probatorium validate-diff "
+                          + " ".join(str(r.document) for r in runs), markup=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _tier3_options(args, seeds: str | None, faults: str | None, durable: bool, recovery_deadline: float,

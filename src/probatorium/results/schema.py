@@ -8,6 +8,7 @@ load/save round-trip through an older one.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import socket
@@ -259,7 +260,9 @@ class BenchDocument(_Model):
 
 def normalize_arch(machine: str | None = None) -> str:
     """Map ``platform.machine()`` spellings to ``amd64`` / ``aarch64``; other names pass through lower-cased."""
-    raw = platform.machine() if machine is None else machine
+    # The multi-host drivers run the validator on a client host for a server host: the
+    # arch (and the name, below) in results are the server host's, which they pass down.
+    raw = (os.environ.get("PROBATORIUM_HOST_ARCH") or platform.machine()) if machine is None else machine
     name = (raw or "").strip().lower()
     if not name:
         return "unknown"
@@ -273,7 +276,7 @@ def utc_now_iso() -> str:
 
 def host_arch_pair(hostname: str | None = None, machine: str | None = None) -> str:
     """``<short hostname>-<arch>``, e.g. ``msa2-server-amd64``; names the host in results."""
-    host = socket.gethostname() if hostname is None else hostname
+    host = (os.environ.get("PROBATORIUM_HOST_NAME") or socket.gethostname()) if hostname is None else hostname
     short = host.split(".", 1)[0] or "localhost"
     short = re.sub(r"[^A-Za-z0-9_.-]", "_", short)
     return f"{short}-{normalize_arch(machine)}"

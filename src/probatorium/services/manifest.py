@@ -40,10 +40,12 @@ def now_iso() -> str:
 
 
 class Manifest:
-    def __init__(self, directory: Path | str | None = None) -> None:
+    """``name`` picks the file: ``manifest`` (services) or ``hosts`` (the multi-host drivers' clusters)."""
+
+    def __init__(self, directory: Path | str | None = None, name: str = "manifest") -> None:
         self.dir = Path(directory) if directory else state_dir()
-        self.path = self.dir / "manifest.json"
-        self._lock_path = self.dir / "manifest.lock"
+        self.path = self.dir / f"{name}.json"
+        self._lock_path = self.dir / f"{name}.lock"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -78,7 +80,7 @@ class Manifest:
         if len(stopped) > KEEP_STOPPED:
             drop = {id(e) for e in stopped[: len(stopped) - KEEP_STOPPED]}
             doc["entries"] = [e for e in entries if id(e) not in drop]
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".manifest.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=1, sort_keys=True)

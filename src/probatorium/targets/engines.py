@@ -128,11 +128,12 @@ def resolve_engine(name: str) -> str:
     return name
 
 
-def engine_argv(engine: str, app: str, port: int | str, app_dir: str, python: str | None = None) -> list[str]:
-    """The command line serving ``module:attr`` `app` on 127.0.0.1:`port`, under `python`
+def engine_argv(engine: str, app: str, port: int | str, app_dir: str, python: str | None = None,
+                host: str = HOST) -> list[str]:
+    """The command line serving ``module:attr`` `app` on `host` (127.0.0.1):`port`, under `python`
     (default: this interpreter; `probatorium bisect` passes a probe venv's)."""
     definition = ENGINE_DEFS[resolve_engine(engine)]
-    values = {"host": HOST, "port": str(port), "app": app, "app_dir": str(app_dir)}
+    values = {"host": host, "port": str(port), "app": app, "app_dir": str(app_dir)}
     return [python or sys.executable, "-m", definition.module, *(a.format(**values) for a in definition.args)]
 
 

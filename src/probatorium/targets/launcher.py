@@ -36,6 +36,7 @@ from typing import IO
 
 from probatorium import procs
 from probatorium.errors import TargetStartError, UsageError
+from probatorium.hosts.netns import in_namespace, ip_binary, placement_from_env
 from probatorium.targets.engines import HOST, engine_argv, engine_versions, resolve_engine
 from probatorium.targets.refapps import refapp_app_target
 from probatorium.targets.safety import check_target_allowed
@@ -384,7 +385,10 @@ class RunningTarget:
         self.log_dir = log_dir
         self.stdout_path = log_dir / "stdout.log"
         self.stderr_path = log_dir / "stderr.log"
-        self.host = HOST
+        #: (network namespace, address) when the netns driver runs this target on a server "host".
+        self.placement = placement_from_env() if spec.kind in ("refapp", "app") else None
+        self.bind_host = self.placement[1] if self.placement else HOST
+        self.host = self.bind_host
         self.port = 0
         self.base_url = ""
         self.pid: int | None = None
@@ -496,7 +500,14 @@ class RunningTarget:
             assert spec.app is not None
             app, app_dir = spec.app, Path(spec.app_dir or os.getcwd())
         assert port is not None
-        return engine_argv(self.engine, app, port, str(app_dir.resolve())), str(app_dir.resolve())
+        argv = engine_argv(self.engine, app, port, str(app_dir.resolve()), host=self.bind_host)
+        if self.placement is not None:
+            argv = [ip_binary(), "netns", "exec", self.placement[0], *argv]
+        return argv, str(app_dir.resolve())
+
+    def _in_place(self, fn):
+        """Run a port probe where the target will listen: its namespace, or here."""
+        return in_namespace(self.placement[0], fn) if self.placement is not None else fn()
 
     def _environment(self, cwd: str | None) -> dict[str, str]:
         env = dict(os.environ)
@@ -520,10 +531,11 @@ class RunningTarget:
                 # Readiness is "the port accepts connections": a port someone
                 # else listens on would look ready at once, so never reuse a
                 # busy one.
-                if attempt == 1 and preferred_port and _port_bindable(HOST, preferred_port):
+                bind = self.bind_host
+                if attempt == 1 and preferred_port and self._in_place(lambda: _port_bindable(bind, preferred_port)):
                     port = preferred_port
                 else:
-                    port = free_port()
+                    port = self._in_place(lambda: free_port(bind))
             if uses_ready_line and self._named_port and self.starts == 0 \
                     and not _port_bindable(HOST, self._named_port):
                 raise TargetStartError(
@@ -582,8 +594,8 @@ class RunningTarget:
             assert process.stdout is not None
             self._pump = _StdoutPump(process.stdout, self.stdout_path)
         if port is not None:
-            self.host, self.port = HOST, port
-            self.base_url = f"http://{HOST}:{port}"
+            self.host, self.port = self.bind_host, port
+            self.base_url = f"http://{_url_host(self.bind_host)}:{port}"
 
     def _wait_ready(self, uses_ready_line: bool) -> None:
         spec = self.spec
