@@ -97,7 +97,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the picture's low row, split: what starts, watches and loads processes ...
     ("drivers", ("probatorium.loadgen.*", "probatorium.targets.*", "probatorium.services.*",
                  "probatorium.faults.*",  # Tier 3's faults: act on targets, services and sockets
-                 "probatorium.hosts.netns")),  # the netns hosts: the launcher places targets in them
+                 "probatorium.hosts.netns",  # the netns hosts: the launcher places targets in them
+                 "probatorium.hosts.agent_client")),  # the ansible driver's agent: the launcher asks it for targets
     # ... on what everything uses: results, the raw-socket client, seeds, ddmin, processes
     ("foundation", (
         "probatorium",  # the package itself: __version__

@@ -245,16 +245,19 @@ def _validate_on_hosts(ctx: typer.Context, driver: str, plans, matrix: bool, see
         raise UsageError(f"--driver {driver} starts the target on each server host: give --refapp/--app/--matrix, "
                          "not --url/--cmd (those name a server that runs somewhere already: use --driver local)")
     needing = sorted({s for p in plans for s in p.services})
-    if needing and driver == "netns":
-        raise UsageError(f"--driver netns cannot give targets backing services yet ({', '.join(needing)}): "
+    if needing:
+        raise UsageError(f"--driver {driver} cannot give targets backing services yet ({', '.join(needing)}): "
                          "choose refapps without services, or --driver local")
     request = HostRequest(driver=driver, forwarded=[*_forwarded_flags(ctx), "--seed", f"{seed:#x}"],
-                          hosts=pick_hosts(target_host), parallel=parallel, matrix=matrix,
-                          results_dir=results_dir, out=out, json_out=json_out)
+                          hosts=pick_hosts(target_host) if driver == "netns" else tuple(_csv(target_host)),
+                          parallel=parallel, matrix=matrix, results_dir=results_dir, out=out, json_out=json_out)
     if driver == "ansible":
         from .hosts.ansible_driver import run_ansible
 
-        runs = run_ansible(request, inventory)
+        if any(p.spec.kind != "refapp" for p in plans):
+            raise UsageError("--driver ansible deploys refapps to the hosts: give --refapp/--matrix/--cells, not --app")
+        runs = run_ansible(request, inventory, cells=[(p.spec.refapp or "", p.spec.cell_engine()) for p in plans],
+                           budget_s=parse_duration(ctx.params["duration"]))
     else:
         runs = run_netns(request)
     code = exit_code(runs)
@@ -650,12 +653,14 @@ def services(
 
 
 @app.command()
-def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive."),
+def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also undo what runs still alive hold."),
+            hosts: Optional[str] = typer.Option(os.environ.get("CLEANUP_HOSTS"), "--hosts", help="Only these hosts (csv, or all): netns host names, or the --inventory's. Env CLEANUP_HOSTS."),
+            inventory: Optional[Path] = typer.Option(None, "--inventory", help="Also clean the run folders and processes the ansible driver left on this inventory's hosts."),
             json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """Undo whatever killed runs left behind (service processes, data directories)."""
-    from .services.cli import cleanup_command
+    """Undo whatever killed runs left behind (services, netns clusters, and with --inventory the hosts' run folders)."""
+    from .hosts.commands import cleanup_command
 
-    raise typer.Exit(cleanup_command(include_live=include_live, as_json=json_out))
+    raise typer.Exit(cleanup_command(include_live, hosts, inventory, as_json=json_out))
 
 
 @app.command()
@@ -1120,6 +1125,26 @@ def bisect(
                                     pip_cache=pip_cache, deps=deps, prereleases=prereleases, yanked=yanked,
                                     keep=keep, json_out=json_out))
 # ---- end of bisect ------------------------------------------------------------------------
+
+
+@app.command()
+def deploy(inventory: Optional[Path] = typer.Option(os.environ.get("PROBATORIUM_INVENTORY"), "--inventory", help="An ansible inventory with groups client and server. Env PROBATORIUM_INVENTORY."),
+           refapps: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_REFAPPS"), "--refapps", help="Refapps to ship (csv; default auth_session_ratelimit). Env VALIDATE_MATRIX_REFAPPS."),
+           engines: Optional[str] = typer.Option(os.environ.get("VALIDATE_MATRIX_ENGINES"), "--engines", help="Engines to install (csv; default uvicorn). Env VALIDATE_MATRIX_ENGINES; DEPLOY_COMPETITORS=python-only|all|LIST adds more."),
+           json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Install probatorium, the refapps and engines into /tmp/probatorium-<run>/ on every inventory host (docs/cluster.md)."""
+    from .hosts.commands import deploy_command
+
+    raise typer.Exit(deploy_command(inventory, _csv(refapps) or ["auth_session_ratelimit"], _csv(engines), json_out))
+
+
+@app.command()
+def status(inventory: Optional[Path] = typer.Option(os.environ.get("PROBATORIUM_INVENTORY"), "--inventory", help="Also ask these hosts (ansible ping, run folders, marked processes). Env PROBATORIUM_INVENTORY."),
+           json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """What the multi-host drivers left running: netns clusters, ansible runs, and with --inventory each host's state."""
+    from .hosts.commands import status_command
+
+    raise typer.Exit(status_command(inventory, json_out))
 
 
 def _version_callback(value: bool) -> None:

@@ -82,7 +82,8 @@ class Injector:
     def _target_reason(self, kind: str) -> str | None:
         target = self.control.target
         if target is None or getattr(target, "spawned", None) is None:
-            return "the target has no local process (a --url target cannot be signalled)"
+            return (getattr(target, "no_process_reason", None)
+                    or "the target has no local process (a --url target cannot be signalled)")
         if kind == "fd-squeeze" and not hasattr(resource, "prlimit"):
             return "this platform has no prlimit"
         return None

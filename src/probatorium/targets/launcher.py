@@ -18,6 +18,7 @@ Every process probatorium starts:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import http.client
 import os
@@ -35,7 +36,8 @@ from pathlib import Path
 from typing import IO
 
 from probatorium import procs
-from probatorium.errors import TargetStartError, UsageError
+from probatorium.errors import ProbatoriumError, TargetStartError, UsageError
+from probatorium.hosts.agent_client import AgentClient, agent_from_env
 from probatorium.hosts.netns import in_namespace, ip_binary, placement_from_env
 from probatorium.targets.engines import HOST, engine_argv, engine_versions, resolve_engine
 from probatorium.targets.refapps import refapp_app_target
@@ -701,17 +703,25 @@ def _answers_http(host: str, port: int, path: str, deadline: float) -> bool:
         connection.close()
 
 
-def start_target(spec: TargetSpec, log_dir: Path, progress=None) -> RunningTarget:
+def start_target(spec: TargetSpec, log_dir: Path, progress=None, bind_host: str | None = None) -> RunningTarget:
     """Start (or reach) the target `spec` describes and return once it is ready.
 
     Raises UsageError for a bad spec or a refused non-loopback host, and
     TargetStartError (one line: the target's name and the last stderr lines)
     when it exits or is not ready within ``spec.ready_timeout``. Logs go to
     `log_dir`/stdout.log and stderr.log (truncated here, appended on restart).
+    `bind_host` (the host agent's traffic address) replaces loopback as the address a
+    refapp/app target listens on. With PROBATORIUM_TARGET_AGENT set (--driver ansible),
+    a refapp/app target is started by that server host's agent instead (RemoteTarget).
     """
     _validate(spec)
     log_dir = Path(log_dir)
+    agent = agent_from_env() if spec.kind in ("refapp", "app") and bind_host is None else None
+    if agent is not None:
+        return start_remote(spec, log_dir, agent)
     target = RunningTarget(spec, log_dir)
+    if bind_host is not None and spec.kind in ("refapp", "app"):
+        target.bind_host = target.host = bind_host
     target.progress = progress
     if spec.kind == "url":
         target._connect_url()
@@ -739,3 +749,102 @@ def stop_all(grace: float = 5.0) -> None:
 
 
 atexit.register(stop_all)
+
+
+# --------------------------------------------------------------------------
+# remote targets: started on a server host by its agent (--driver ansible)
+
+
+class RemoteTarget:
+    """A refapp/app target another host's agent runs: reached over the network, no process here.
+
+    It quacks like RunningTarget for the cell (address, versions, stop, restart), with
+    ``pid``/``process``/``spawned`` None: every observer that reads /proc or signals a
+    process (leak sampling, py-spy, Tier 3 process faults, fd-squeeze) takes the path a
+    url target takes and says why with :attr:`no_process_reason`, naming the host.
+    """
+
+    def __init__(self, spec: TargetSpec, log_dir: Path, agent: AgentClient) -> None:
+        self.spec = spec
+        self.engine = spec.cell_engine()
+        self.log_dir = log_dir
+        self.stdout_path = log_dir / "stdout.log"
+        self.stderr_path = log_dir / "stderr.log"
+        self.agent = agent
+        self.placement = None
+        self.host = self.bind_host = ""
+        self.port = 0
+        self.base_url = ""
+        self.pid: int | None = None
+        self.remote_pid: int | None = None
+        self.process = None
+        self.spawned = None
+        self.versions: dict[str, str] = {}
+        self.stopping = False
+        self.starts = 0
+        self.progress = None
+        self.id = ""
+        self.no_process_reason = (f"the target runs on remote host {agent.host_name} (its agent {agent.base}): "
+                                  "its process and /proc cannot be read or signalled from the client host")
+
+    def __repr__(self) -> str:
+        return f"<RemoteTarget {self.spec.describe()} at {self.base_url or '-'} on {self.agent.host_name}>"
+
+    def _where(self, answer: dict) -> None:
+        self.host, self.port, self.remote_pid = str(answer["host"]), int(answer["port"]), answer.get("pid")
+        self.bind_host = self.host
+        self.base_url = f"http://{_url_host(self.host)}:{self.port}"
+        self.starts += 1
+        self.stopping = False
+
+    def start(self) -> None:
+        answer = self.agent.call("POST", "/targets", {"spec": dataclasses.asdict(self.spec)},
+                                 timeout=self.spec.ready_timeout + 30)
+        self.id = str(answer["id"])
+        self.versions = dict(answer.get("versions") or {})
+        self._where(answer)
+        with _TARGETS_LOCK:
+            _TARGETS.add(self)  # type: ignore[arg-type]
+
+    def alive(self) -> bool:
+        return True  # like a url target: liveness is what the health checks see
+
+    def exit_code(self) -> int | None:
+        return None
+
+    def stderr_tail(self, n: int = 200) -> list[str]:
+        """The target's stderr lines, asked of the agent (empty when it cannot answer)."""
+        try:
+            return list(self.agent.call("GET", f"/targets/{self.id}/stderr", timeout=10).get("lines", []))[-n:]
+        except ProbatoriumError:
+            return []
+
+    def stop(self, grace: float = 5.0) -> None:
+        if not self.stopping and self.id:
+            self.stopping = True
+            try:
+                self.agent.call("POST", f"/targets/{self.id}/stop", timeout=grace + 30)
+            except ProbatoriumError:
+                pass  # the agent is gone (cleanup stops what it recorded)
+        self.stopping = True
+        with _TARGETS_LOCK:
+            _TARGETS.discard(self)  # type: ignore[arg-type]
+
+    def restart(self, grace: float = 5.0) -> None:
+        self.stopping = True
+        self._where(self.agent.call("POST", f"/targets/{self.id}/restart", timeout=self.spec.ready_timeout + 30))
+        with _TARGETS_LOCK:
+            _TARGETS.add(self)  # type: ignore[arg-type]
+
+
+def start_remote(spec: TargetSpec, log_dir: Path, agent: AgentClient) -> RemoteTarget:
+    """Ask `agent` to start `spec` on its host; the RemoteTarget once it answers (ready there)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for path in (log_dir / "stdout.log", log_dir / "stderr.log"):
+        path.write_bytes(b"")
+    target = RemoteTarget(spec, log_dir, agent)
+    try:
+        target.start()
+    except ProbatoriumError as exc:
+        raise TargetStartError(f"{spec.describe()} on {agent.host_name}: {exc}") from None
+    return target

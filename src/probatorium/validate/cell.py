@@ -216,11 +216,12 @@ class CellRunner:
             if checks is not None:
                 evidence["self_checks"] = checks
         if live.leaks is None or live.leaks.verdicts is None:
-            evidence["leaks"] = "url target: no local process to sample"
+            evidence["leaks"] = getattr(live.target, "no_process_reason", None) or "url target: no local process to sample"
         if live.metrics is not None:
             evidence["metrics"] = live.metrics.evidence()
         wd = live.watchdog
         evidence["watchdog"] = {"has_process": live.target.pid is not None, "health_checks": wd.health_checks,
+                                "no_process_reason": getattr(live.target, "no_process_reason", None),
                                 "events": sorted({e.predicate for e in wd.events})}
         incidents = frozenset(i.predicate for i in live.recorder.incidents)
         return Observed(tallies=live.cell.tier_1, reasons=reasons, evidence=evidence, incidents=incidents)

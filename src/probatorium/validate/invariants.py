@@ -192,7 +192,7 @@ def _liveness(obs: Observed) -> PropertyResult | None:
     if wd is None:
         return None
     if not wd.get("has_process"):
-        return not_judged("url target: no process to watch")
+        return not_judged(wd.get("no_process_reason") or "url target: no process to watch")
     dead = "I-LIVENESS" in wd.get("events", ()) or "I-LIVENESS" in obs.incidents
     return PropertyResult(status="failed" if dead else "passed", evaluations=max(1, wd.get("health_checks", 0)))
 
