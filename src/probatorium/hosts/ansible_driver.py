@@ -39,6 +39,7 @@ from probatorium.hosts.cluster import HostRequest, HostRun, host_out_dir, valida
 from probatorium.hosts.inventory import Inventory, read_inventory
 from probatorium.hosts.netns import hosts_manifest
 from probatorium.hosts.wheelhouse import build_wheelhouse, competitor_engines, plan_wheels, wheelhouse_size
+from probatorium.results.schema import normalize_arch
 from probatorium.services.manifest import Manifest, now_iso, state_dir
 from probatorium.targets.refapps import refapps_root
 
@@ -261,7 +262,7 @@ def run_ansible(request: HostRequest, inventory_path: Path | None,
         runs = []
         for server in servers:
             arch = dep.probes.get(server, {}).get("machine")
-            runs.append(HostRun(server, host_out_dir(request, server, arch)))
+            runs.append(HostRun(server, host_out_dir(request, server, normalize_arch(arch) if arch else None)))
 
         def start(run: HostRun) -> HostRun:
             return _run_on_client(dep, request, run, budget_s)

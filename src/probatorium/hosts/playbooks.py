@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,13 @@ def parse_oneline(output: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
     return results, failures
 
 
+def control_dir() -> Path:
+    """The controller's ssh ControlPath folder: short (a Unix socket path has ~100 bytes), private."""
+    path = Path(tempfile.gettempdir()) / f"pb-ansible-cp-{os.geteuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
 def ansible_env(workdir: Path, remote_tmp: str) -> dict[str, str]:
     """The environment ansible-playbook runs with (nothing of it lands in a host's home)."""
     local = workdir / ".ansible-local"
@@ -102,7 +110,7 @@ def ansible_env(workdir: Path, remote_tmp: str) -> dict[str, str]:
             "ANSIBLE_STDOUT_CALLBACK": "oneline", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0",
             "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent"),
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=10s",
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(local / "cp"), "ANSIBLE_FORKS": "10",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()), "ANSIBLE_FORKS": "10",
             "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True")}
 
 

@@ -1,0 +1,171 @@
+"""The ansible driver end to end: real sshd hosts in network namespaces, real ansible, the pristine rule.
+
+One netns cluster with an sshd per host (each with its own /tmp; tests/hosts/sshd_hosts.py)
+serves every test of this module. The pristine snapshot of a host is its /tmp listing (seen
+through its sshd's mount namespace), the processes carrying a run marker, and the
+controller's hosts manifest entries still running: identical before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from probatorium.hosts.hostside import MARKER_ENV, marked_processes
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sshd_hosts import start_hosts, stop_hosts  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DURATION = "16s"
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, mount namespaces, sshd)"
+    for tool in ("ip", "unshare", "nsenter", "ssh-keygen", "ssh"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"needs {tool}"
+    if not Path("/usr/sbin/sshd").exists():
+        reason = "needs /usr/sbin/sshd (apt-get install openssh-server)"
+        if os.environ.get("PROBATORIUM_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason + " under PROBATORIUM_REQUIRE_SERVICES=1")
+        return reason
+    return None
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    state = tmp_path_factory.mktemp("controller-state")
+    root = Path("/var/tmp") / f"pb-sshd-test-{os.getpid()}"  # not under /tmp: each host's /tmp is a private tmpfs
+    shutil.rmtree(root, ignore_errors=True)
+    old = os.environ.get("PROBATORIUM_STATE_DIR")
+    os.environ["PROBATORIUM_STATE_DIR"] = str(state)  # the test's cluster goes into the controller's manifest
+    try:
+        up = start_hosts(root)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        yield up, up.inventory(root / "inventory.yml"), state
+    finally:
+        stop_hosts(up)
+        shutil.rmtree(root, ignore_errors=True)
+        if old is None:
+            os.environ.pop("PROBATORIUM_STATE_DIR", None)
+        else:
+            os.environ["PROBATORIUM_STATE_DIR"] = old
+
+
+def _env(state: Path, results: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "PROBATORIUM_STATE_DIR": str(state),
+            "PROBATORIUM_RESULTS": str(results), "VALIDATE_PARALLEL": "1"}
+
+
+def _cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "probatorium.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _snapshot(up, state: Path) -> dict:
+    manifest = json.loads((state / "hosts.json").read_text()) if (state / "hosts.json").exists() else {}
+    running = sorted(e["id"] for e in manifest.get("entries", []) if e.get("state") == "running")
+    return {"tmp": {h: up.tmp_listing(h) for h in up.sshd}, "marked": sorted(p["pid"] for p in marked_processes()),
+            "running_entries": running}
+
+
+def _validate_argv(inventory: Path) -> list[str]:
+    return ["validate", "--driver", "ansible", "--inventory", str(inventory), "--matrix",
+            "--refapps", "auth_session_ratelimit", "--engines", "uvicorn,hypercorn", "--duration", DURATION]
+
+
+def test_deploy_validate_fetch_cleanup_pristine(hosts, tmp_path):
+    up, inventory, state = hosts
+    results = tmp_path / "results"
+    env = _env(state, results)
+    before = _snapshot(up, state)
+    assert not before["marked"], f"processes with {MARKER_ENV} before the test: {before['marked']}"
+
+    started = time.monotonic()
+    done = _cli(env, "deploy", "--inventory", str(inventory), "--refapps", "auth_session_ratelimit",
+                "--engines", "uvicorn,hypercorn", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    deployed = json.loads(done.stdout)
+    print(f"deploy: {time.monotonic() - started:.1f} s, wheelhouse {deployed['wheelhouse']}")
+    run_dir = f"probatorium-{deployed['run_id']}"
+    assert all(run_dir in up.tmp_listing(h) for h in up.sshd)
+    status = json.loads(_cli(env, "status", "--inventory", str(inventory), "--json").stdout)
+    assert all(h["reachable"] for h in status["hosts"].values()), status
+    assert {r["run_id"] for r in status["ansible_runs"]} == {deployed["run_id"]}
+
+    done = _cli(env, *_validate_argv(inventory), "--json", timeout=400)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    documents = {h: Path(r["document"]) for h, r in summary["hosts"].items()}
+    assert set(documents) == {"server-a", "server-b"}
+    for host, path in documents.items():
+        _check_document(host, path)
+    diff = _cli(env, "validate-diff", str(documents["server-a"]), str(documents["server-b"]), "--json")
+    assert diff.returncode in (0, 1), diff.stderr[-2000:]
+    assert json.loads(diff.stdout)["command"] == "validate-diff"
+
+    done = _cli(env, "cleanup", "--inventory", str(inventory), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _snapshot(up, state) == before
+    assert _cli(env, "cleanup", "--inventory", str(inventory)).returncode == 0  # idempotent
+    assert _snapshot(up, state) == before
+
+
+def _check_document(host: str, path: Path) -> None:
+    doc = json.loads(path.read_text())
+    assert doc["host_arch_pair"].startswith(f"{host}-"), doc["host_arch_pair"]
+    assert path.parent.name.endswith(f"-validate-matrix-{doc['host_arch_pair']}")
+    cells = doc["validation_results"]["cells"]
+    assert sorted(c["engine"] for c in cells) == ["hypercorn", "uvicorn"]
+    for cell in cells:
+        assert cell["status"] in ("ok", "failed"), (cell["status"], cell.get("reason"))
+        for pred in ("I-MEM-1", "I-FD-1", "I-TASK-1"):
+            prop = cell["properties"][pred]
+            assert prop["status"] == "not_judged", (pred, prop)
+            assert f"remote host {host}" in prop["reason"], prop["reason"]
+        assert cell["tier_3"]["faults_target-kill"] == 0 and cell["tier_3"]["faults_fd-squeeze"] == 0
+
+
+def test_sigkill_mid_run_then_cleanup_is_pristine(hosts, tmp_path):
+    up, inventory, state = hosts
+    env = _env(state, tmp_path / "results")
+    before = _snapshot(up, state)
+    proc = subprocess.Popen([sys.executable, "-m", "probatorium.cli", *_validate_argv(inventory)], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        seen = []
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen.append(line)
+            if not line or line.startswith("deployed "):
+                break
+        assert any(s.startswith("deployed ") for s in seen), "".join(seen)[-2000:]
+        time.sleep(6)  # the run is under way on the client host
+        assert _snapshot(up, state)["marked"], "nothing ran on the hosts"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    done = _cli(env, "cleanup", "--inventory", str(inventory), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    deadline = time.monotonic() + 20  # the controller's orphaned ssh sessions end once their commands did
+    while time.monotonic() < deadline and _snapshot(up, state) != before:
+        time.sleep(0.5)
+    assert _snapshot(up, state) == before
