@@ -141,7 +141,8 @@ def serve(address: str, run_dir: Path, token: str) -> None:
     tmp = run_dir / "agent.json.tmp"
     tmp.write_text(json.dumps(info))
     tmp.rename(run_dir / "agent.json")
-    signal.signal(signal.SIGTERM, lambda s, f: threading.Thread(target=server.shutdown, daemon=True).start())
+    if threading.current_thread() is threading.main_thread():  # (the tests serve from a thread)
+        signal.signal(signal.SIGTERM, lambda s, f: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

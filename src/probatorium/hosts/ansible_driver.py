@@ -149,14 +149,30 @@ def deploy(inventory: Inventory, refapps: tuple[str, ...], engines: tuple[str, .
                  "pb_env": pb.host_env(run_id), "pb_addr": {h.name: h.address for h in inventory.hosts},
                  "pb_tokens": {s: a["token"] for s, a in dep.agents.items()},
                  "pb_manifest": {"run": run_id, "entries": [{"kind": "folder", "path": dep.host_dir}]}}
-    result = pb.run_playbook(dep.workdir, "deploy", _deploy_plays(dep, [h.name for h in inventory.hosts], servers),
-                             inventory.path, variables, f"{dep.host_dir}/.ansible", DEPLOY_TIMEOUT_S)
-    if result.code != 0 or result.failures:
-        raise InfraError(f"deploy {run_id} failed on {result.first_failure()} "
-                         f"(log: {dep.workdir / 'deploy.log'}; undo: probatorium cleanup --inventory {inventory.path})")
-    _read_back(dep)
+    try:
+        result = pb.run_playbook(dep.workdir, "deploy", _deploy_plays(dep, [h.name for h in inventory.hosts],
+                                                                      servers),
+                                 inventory.path, variables, f"{dep.host_dir}/.ansible", DEPLOY_TIMEOUT_S)
+        if result.code != 0 or result.failures:
+            raise InfraError(f"deploy {run_id} failed on {result.first_failure()} (log: {dep.workdir / 'deploy.log'})")
+        _read_back(dep)
+    except BaseException:
+        _undo_failed(dep, manifest)  # a half-made deploy is removed at once, not left for a later cleanup
+        raise
     dep.seconds = time.monotonic() - started
     return dep
+
+
+def _undo_failed(dep: Deployment, manifest: Manifest) -> None:
+    try:
+        result = cleanup_run(dep, [dep.run_id], workdir=dep.workdir / "cleanup")
+    except Exception:  # noqa: BLE001 - the deploy's own error is the one to report
+        result = None
+    if result is not None and not result.failures:
+        manifest.mark(dep.entry_id, state="stopped", stopped_at=now_iso())
+    else:
+        print(f"probatorium: warning: the failed deploy {dep.run_id} is still on some hosts: "
+              f"probatorium cleanup --inventory {dep.inventory.path}", file=sys.stderr, flush=True)
 
 
 def _read_back(dep: Deployment) -> None:
@@ -258,8 +274,8 @@ def run_ansible(request: HostRequest, inventory_path: Path | None,
     manifest = hosts_manifest()
     dep = deploy(inventory, refapps, engines, manifest, say=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"deployed {dep.run_id} in {dep.seconds:.1f} s", file=sys.stderr, flush=True)
+    runs: list[HostRun] = []
     try:
-        runs = []
         for server in servers:
             arch = dep.probes.get(server, {}).get("machine")
             runs.append(HostRun(server, host_out_dir(request, server, normalize_arch(arch) if arch else None)))
@@ -271,5 +287,9 @@ def run_ansible(request: HostRequest, inventory_path: Path | None,
             with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="host") as pool:
                 return list(pool.map(start, runs))
         return [start(run) for run in runs]
+    except KeyboardInterrupt:  # ^C: the hosts are still cleaned (finally), each run says it was cut short
+        for run in runs:
+            run.error = run.error or "interrupted"
+        return runs
     finally:
         _finish(dep, manifest)
