@@ -166,6 +166,8 @@ def test_sigkill_mid_run_then_cleanup_is_pristine(hosts, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    left = json.loads(_cli(env, "status", "--json").stdout)["ansible_runs"]
+    assert [r["owner_alive"] for r in left] == [False], left  # the killed run is still recorded
     done = _cli(env, "cleanup", "--inventory", str(inventory), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     deadline = time.monotonic() + 20  # the controller's orphaned ssh sessions end once their commands did

@@ -21,6 +21,7 @@ cleanup
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -159,6 +160,8 @@ def deploy(inventory: Inventory, refapps: tuple[str, ...], engines: tuple[str, .
     except BaseException:
         _undo_failed(dep, manifest)  # a half-made deploy is removed at once, not left for a later cleanup
         raise
+    finally:
+        (dep.workdir / "bundle.tar").unlink(missing_ok=True)  # the hosts have it; the wheelhouse cache keeps the wheels
     dep.seconds = time.monotonic() - started
     return dep
 
@@ -272,6 +275,7 @@ def run_ansible(request: HostRequest, inventory_path: Path | None,
     if not refapps:
         raise UsageError("--driver ansible deploys refapps: give --refapp, --matrix or --cells")
     manifest = hosts_manifest()
+    inventory = dataclasses.replace(inventory, servers=tuple(inventory.server(s) for s in servers))  # only those asked
     dep = deploy(inventory, refapps, engines, manifest, say=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"deployed {dep.run_id} in {dep.seconds:.1f} s", file=sys.stderr, flush=True)
     runs: list[HostRun] = []
