@@ -143,6 +143,7 @@ def _check_document(host: str, path: Path) -> None:
             assert prop["status"] == "not_judged", (pred, prop)
             assert f"remote host {host}" in prop["reason"], prop["reason"]
         assert cell["tier_3"]["faults_target-kill"] == 0 and cell["tier_3"]["faults_fd-squeeze"] == 0
+        assert cell["properties"]["I-LIVENESS"]["status"] == "passed"  # the agent watches the process it started
 
 
 def test_sigkill_mid_run_then_cleanup_is_pristine(hosts, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -178,8 +179,14 @@ def test_agent_serves_a_remote_target(tmp_path, monkeypatch):
         assert target.remote_pid != first and target.remote_pid is not None
         entries = hostside.read_manifest(str(run_dir / "manifest.json"))["entries"]
         assert {e["pid"] for e in entries} >= {info["pid"], first, target.remote_pid}
+        assert target.alive() and target.process is not None and target.process.pid == target.remote_pid
+        os.kill(target.remote_pid, signal.SIGKILL)  # a crash on the "server host": the agent says so
+        assert _gone(target.remote_pid)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and target.alive():
+            time.sleep(0.2)
+        assert not target.alive() and target.exit_code() == -signal.SIGKILL
         target.stop()
-        assert not hostside.same_process(target.remote_pid, None) or _gone(target.remote_pid)
     finally:
         server_box["server"].shutdown()
         thread.join(timeout=15)

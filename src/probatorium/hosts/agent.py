@@ -9,7 +9,8 @@ manifest; its targets die with it (the launcher's PR_SET_PDEATHSIG).
 
 Endpoints (JSON bodies and answers): ``POST /targets`` {spec} → {id, host,
 port, pid, versions}; ``POST /targets/ID/stop``; ``POST /targets/ID/restart``
-→ {host, port, pid}; ``GET /targets/ID/stderr`` → {lines}; ``GET /health``.
+→ {host, port, pid}; ``GET /targets/ID/stderr`` → {lines}; ``GET /targets/ID/state`` →
+{alive, exit_code, pid}; ``GET /health``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class Agent:
             return self._where(target)
         if action == "stderr":
             return {"lines": target.stderr_tail(200), "alive": target.alive(), "exit_code": target.exit_code()}
+        if action == "state":  # what the remote watchdog polls: is the process this agent started still up
+            return {"alive": target.alive(), "exit_code": target.exit_code(), "pid": target.pid,
+                    "stopping": target.stopping}
         raise KeyError(action)
 
     def stop_all(self) -> None:

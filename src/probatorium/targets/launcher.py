@@ -755,14 +755,44 @@ atexit.register(stop_all)
 # remote targets: started on a server host by its agent (--driver ansible)
 
 
+class RemoteProcess:
+    """The agent's word on the remote target's process, shaped like the Popen the watchdog polls.
+
+    ``poll()`` is the exit status once the agent saw the process end, None while it runs
+    (or while the agent cannot be asked: a host that stops answering shows as I-HANG, not as
+    a death). Answers are cached for a second: several observers poll.
+    """
+
+    def __init__(self, target: RemoteTarget) -> None:
+        self._target = target
+        self.pid = target.remote_pid
+        self._at = 0.0
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        now = time.monotonic()
+        if now - self._at >= 1.0:
+            self._at = now
+            try:
+                state = self._target.agent.call("GET", f"/targets/{self._target.id}/state", timeout=5)
+                self._code = None if state.get("alive") else state.get("exit_code")
+            except ProbatoriumError:
+                pass
+        return self._code
+
+
 class RemoteTarget:
     """A refapp/app target another host's agent runs: reached over the network, no process here.
 
     It quacks like RunningTarget for the cell (address, versions, stop, restart), with
-    ``pid``/``process``/``spawned`` None: every observer that reads /proc or signals a
-    process (leak sampling, py-spy, Tier 3 process faults, fd-squeeze) takes the path a
-    url target takes and says why with :attr:`no_process_reason`, naming the host.
+    ``pid``/``spawned`` None: every observer that reads /proc or signals a process (leak
+    sampling, py-spy, Tier 3 process faults, fd-squeeze) takes the path a url target takes
+    and says why with :attr:`no_process_reason`, naming the host. Only liveness comes from
+    the agent (``process`` is a :class:`RemoteProcess`): it watches the process it started.
     """
+
+    #: The watchdog may judge I-LIVENESS from ``process`` (the agent's answer).
+    remote_liveness = True
 
     def __init__(self, spec: TargetSpec, log_dir: Path, agent: AgentClient) -> None:
         self.spec = spec
@@ -777,7 +807,7 @@ class RemoteTarget:
         self.base_url = ""
         self.pid: int | None = None
         self.remote_pid: int | None = None
-        self.process = None
+        self.process: RemoteProcess | None = None
         self.spawned = None
         self.versions: dict[str, str] = {}
         self.stopping = False
@@ -795,6 +825,7 @@ class RemoteTarget:
         self.bind_host = self.host
         self.base_url = f"http://{_url_host(self.host)}:{self.port}"
         self.starts += 1
+        self.process = RemoteProcess(self)  # a new process: the watchdog reports each one's exit once
         self.stopping = False
 
     def start(self) -> None:
@@ -807,10 +838,10 @@ class RemoteTarget:
             _TARGETS.add(self)  # type: ignore[arg-type]
 
     def alive(self) -> bool:
-        return True  # like a url target: liveness is what the health checks see
+        return self.process is None or self.process.poll() is None
 
     def exit_code(self) -> int | None:
-        return None
+        return None if self.process is None else self.process.poll()
 
     def stderr_tail(self, n: int = 200) -> list[str]:
         """The target's stderr lines, asked of the agent (empty when it cannot answer)."""

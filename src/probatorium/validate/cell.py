@@ -220,7 +220,8 @@ class CellRunner:
         if live.metrics is not None:
             evidence["metrics"] = live.metrics.evidence()
         wd = live.watchdog
-        evidence["watchdog"] = {"has_process": live.target.pid is not None, "health_checks": wd.health_checks,
+        has_process = live.target.pid is not None or getattr(live.target, "remote_liveness", False)
+        evidence["watchdog"] = {"has_process": has_process, "health_checks": wd.health_checks,
                                 "no_process_reason": getattr(live.target, "no_process_reason", None),
                                 "events": sorted({e.predicate for e in wd.events})}
         incidents = frozenset(i.predicate for i in live.recorder.incidents)
