@@ -129,7 +129,9 @@ def test_host_cleanup_stops_recorded_and_marked_processes(tmp_path, monkeypatch)
         assert [p["pid"] for p in hostside.marked_processes(run)] == [marked.pid]
         state = hostside.status()
         assert state["runs"][0]["state"] == "running"
-        done = hostside.cleanup(skip=set())
+        done = hostside.cleanup(skip=set(), known={"another-run"})  # live, and not this controller's: kept
+        assert done["cleaned"][0]["kept"] and folder.exists() and recorded.poll() is None
+        done = hostside.cleanup(skip=set(), known={run})
         assert done["cleaned"][0]["removed"] and not folder.exists()
         assert recorded.wait(timeout=10) is not None and marked.wait(timeout=10) is not None
         assert hostside.cleanup(skip=set()) == {"cleaned": []}  # idempotent

@@ -191,13 +191,15 @@ def _read_back(dep: Deployment) -> None:
 
 
 def cleanup_run(dep_or_inventory: Deployment | Inventory, only: list[str] | None, skip: list[str] | None = None,
-                hosts: list[str] | None = None, workdir: Path | None = None) -> pb.PlaybookResult:
-    """The cleanup playbook on `hosts` (default all): the runs `only` names, or every run but `skip`."""
+                hosts: list[str] | None = None, workdir: Path | None = None,
+                known: list[str] | None = None) -> pb.PlaybookResult:
+    """The cleanup playbook on `hosts` (default all): the runs `only` names, or every run but `skip`
+    (and, given `known`, but the live runs this controller does not know)."""
     inventory = dep_or_inventory.inventory if isinstance(dep_or_inventory, Deployment) else dep_or_inventory
     names = hosts or [h.name for h in inventory.hosts]
     token = secrets.token_hex(4)
     workdir = workdir or state_dir() / "ansible" / f"cleanup-{token}"
-    return pb.run_playbook(workdir, "cleanup", pb.cleanup_play(names, skip or [], only), inventory.path, {},
+    return pb.run_playbook(workdir, "cleanup", pb.cleanup_play(names, skip or [], only, known), inventory.path, {},
                            f"/tmp/.probatorium-ansible-{token}", 300.0)
 
 

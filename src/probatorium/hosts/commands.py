@@ -61,8 +61,10 @@ def cleanup_inventory(inventory: Path, hosts: str | None, include_live: bool = F
     manifest = hosts_manifest()
     entries = [e for e in manifest.running() if e.get("kind") == "ansible"]
     live = [e["run_id"] for e in entries if owner_alive(e) and not include_live]
-    result = cleanup_run(inv, None, skip=live, hosts=chosen)
-    lines = [f"{host}: run {c['run']}: stopped {c['stopped']} process(es), removed {c['folder']}"
+    known = None if include_live else [e["run_id"] for e in manifest.read() if e.get("kind") == "ansible"]
+    result = cleanup_run(inv, None, skip=live, hosts=chosen, known=known)
+    lines = [f"{host}: run {c['run']}: " + (f"kept ({c['kept']}; --include-live removes it)" if c.get("kept") else
+                                            f"stopped {c['stopped']} process(es), removed {c['folder']}")
              for host, results in sorted(result.results.items()) for r in results for c in r.get("cleaned", [])]
     lines += [f"{run}: run still alive on the controller: kept" for run in live]
     for host, why in result.failures.items():

@@ -12,7 +12,7 @@ process that died before it was recorded, or was started by one that was, is
 still found. ``cleanup`` stops both kinds and removes the folder; it is
 idempotent. Usage (stdout is one JSON object)::
 
-    python3 - cleanup [--skip RUN,RUN] [--only RUN,RUN]   # run folders on this host
+    python3 - cleanup [--skip RUN,..] [--only RUN,..] [--known RUN,..]   # run folders on this host
     python3 - status
     python -m probatorium.hosts.hostside run MANIFEST OUT_DIR -- ARGV...   # a recorded child run
 """
@@ -129,8 +129,11 @@ def run_dirs() -> list[str]:
     return sorted(d for d in glob.glob(RUN_PREFIX + "*") if os.path.isdir(d))
 
 
-def cleanup(skip: set[str], only: set[str] | None = None) -> dict:
-    """Stop what every (not skipped; or only the named) run recorded or marked on this host, remove its folder."""
+def cleanup(skip: set[str], only: set[str] | None = None, known: set[str] | None = None) -> dict:
+    """Stop what every (not skipped; or only the named) run recorded or marked on this host, remove its folder.
+
+    With `known` (the runs the asking controller recorded), a run it does not know whose recorded
+    processes are still alive is left alone: another controller's run, not a leftover."""
     done = []
     for folder in run_dirs():
         run = folder[len(RUN_PREFIX):]
@@ -139,6 +142,10 @@ def cleanup(skip: set[str], only: set[str] | None = None) -> dict:
         doc = read_manifest(os.path.join(folder, "manifest.json"))
         recorded = [(int(e["pid"]), e.get("start_ticks")) for e in doc.get("entries", [])
                     if e.get("kind") == "process" and e.get("pid")]
+        if known is not None and run not in known and any(same_process(p, t) for p, t in recorded):
+            done.append({"run": run, "folder": folder, "stopped": 0, "removed": False,
+                         "kept": "not this controller's run, and its processes are alive"})
+            continue
         marked = [(p["pid"], p["start_ticks"]) for p in marked_processes(run)]
         stopped = _stop(recorded + marked)
         for e in doc.get("entries", []):
@@ -182,7 +189,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["cleanup"]:
         skip = set(argv[argv.index("--skip") + 1].split(",")) if "--skip" in argv else set()
         only = set(argv[argv.index("--only") + 1].split(",")) if "--only" in argv else None
-        print(json.dumps(cleanup(skip, only)))
+        known = set(argv[argv.index("--known") + 1].split(",")) if "--known" in argv else None
+        print(json.dumps(cleanup(skip, only, known)))
         return 0
     if argv[:1] == ["status"]:
         print(json.dumps(status()))
@@ -190,7 +198,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["run"] and "--" in argv and len(argv) > 4:
         cut = argv.index("--")
         return run_recorded(argv[1], argv[2], argv[cut + 1:])
-    print("usage: hostside cleanup [--skip RUN,...] [--only RUN,...] | status | run MANIFEST OUT_DIR -- ARGV...", file=sys.stderr)
+    print("usage: hostside cleanup [--skip RUN,...] [--only RUN,...] [--known RUN,...] | status | run MANIFEST OUT_DIR -- ARGV...", file=sys.stderr)
     return 2
 
 

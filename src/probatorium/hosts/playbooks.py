@@ -157,7 +157,7 @@ def report_task(name: str, argv: list[str], stdin: str | None = None, **extra) -
 def hostside_source() -> str:
     """The stdlib script fed to each host's python3 for status and cleanup, printing PBRESULT."""
     source = (Path(__file__).parent / "hostside.py").read_text()
-    return source.replace('print(json.dumps(cleanup(skip, only)))', f'print({RESULT_TAG!r} + json.dumps(cleanup(skip, only)))') \
+    return source.replace('print(json.dumps(cleanup(skip, only, known)))', f'print({RESULT_TAG!r} + json.dumps(cleanup(skip, only, known)))') \
                  .replace('print(json.dumps(status()))', f'print({RESULT_TAG!r} + json.dumps(status()))')
 
 
@@ -168,8 +168,9 @@ def status_play(hosts: list[str]) -> list[dict]:
                     changed_when=False)]}]
 
 
-def cleanup_play(hosts: list[str], skip: list[str], only: list[str] | None = None) -> list[dict]:
+def cleanup_play(hosts: list[str], skip: list[str], only: list[str] | None = None,
+                 known: list[str] | None = None) -> list[dict]:
     argv = [HOST_PYTHON, "-", "cleanup"] + (["--skip", ",".join(skip)] if skip else []) \
-        + (["--only", ",".join(only)] if only else [])
+        + (["--only", ",".join(only)] if only else []) + (["--known", ",".join(known or ["-"])] if known is not None else [])
     return [{"name": "probatorium cleanup", "hosts": ",".join(hosts), "gather_facts": False, "tasks": [
         report_task("stop recorded processes, remove run folders", argv, hostside_source())]}]
