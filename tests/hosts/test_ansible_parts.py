@@ -113,9 +113,11 @@ def test_oneline_results_and_failures():
 def test_host_cleanup_stops_recorded_and_marked_processes(tmp_path, monkeypatch):
     prefix = str(tmp_path / "probatorium-")
     monkeypatch.setattr(hostside, "RUN_PREFIX", prefix)
-    run = f"{os.getpid():x}unit"
+    run = f"{os.getpid() & 0xffffffff:08x}"
     folder = Path(prefix + run)
     (folder / "sub").mkdir(parents=True)
+    other = Path(prefix + "replay-0bzi8cdm")  # another tool's folder that shares the prefix
+    other.mkdir()
     manifest = str(folder / "manifest.json")
     recorded = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
@@ -135,6 +137,7 @@ def test_host_cleanup_stops_recorded_and_marked_processes(tmp_path, monkeypatch)
         assert done["cleaned"][0]["removed"] and not folder.exists()
         assert recorded.wait(timeout=10) is not None and marked.wait(timeout=10) is not None
         assert hostside.cleanup(skip=set()) == {"cleaned": []}  # idempotent
+        assert other.is_dir()  # never a run folder
     finally:
         for p in (recorded, marked):
             if p.poll() is None:

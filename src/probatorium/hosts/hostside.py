@@ -24,6 +24,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ import sys
 import time
 
 RUN_PREFIX = "/tmp/probatorium-"
+RUN_ID = re.compile(r"[0-9a-f]{8}")  # secrets.token_hex(4), as the controller makes them
 MARKER_ENV = "PROBATORIUM_HOST_RUN"
 
 
@@ -126,7 +128,10 @@ def _stop(victims: list[tuple[int, int | None]], grace: float = 3.0) -> int:
 
 
 def run_dirs() -> list[str]:
-    return sorted(d for d in glob.glob(RUN_PREFIX + "*") if os.path.isdir(d))
+    """Run folders: ``/tmp/probatorium-`` + a run id (8 hex digits) exactly, so another tool's
+    ``/tmp/probatorium-replay-…`` (or anything else that shares the prefix) is never touched."""
+    return sorted(d for d in glob.glob(RUN_PREFIX + "*") if os.path.isdir(d) and not os.path.islink(d)
+                  and RUN_ID.fullmatch(d[len(RUN_PREFIX):]))
 
 
 def cleanup(skip: set[str], only: set[str] | None = None, known: set[str] | None = None) -> dict:
