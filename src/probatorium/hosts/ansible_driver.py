@@ -45,6 +45,8 @@ from probatorium.services.manifest import Manifest, now_iso, state_dir
 from probatorium.targets.refapps import refapps_root
 
 DEPLOY_TIMEOUT_S = 900.0
+#: validate flags that name a file on the controller: the run on the client host could not read it.
+CONTROLLER_FILE_FLAGS = ("--baseline", "--junit", "--sarif", "--spec", "--markov", "--app-dir")
 COMPETITORS_ENV = "DEPLOY_COMPETITORS"
 
 
@@ -269,6 +271,10 @@ def _finish(dep: Deployment, manifest: Manifest) -> None:
 def run_ansible(request: HostRequest, inventory_path: Path | None,
                 cells: list[tuple[str, str]] | None = None, budget_s: float = 60.0) -> list[HostRun]:
     """Deploy fresh, validate each chosen server host from the client host, fetch, clean up."""
+    shipped_not = [f for f in CONTROLLER_FILE_FLAGS if f in request.forwarded]
+    if shipped_not:
+        raise UsageError(f"--driver ansible does not ship controller files to the client host: drop "
+                         f"{', '.join(shipped_not)} (or use --driver local / netns)")
     inventory = read_inventory(inventory_path)
     servers = [inventory.server(h).name for h in request.hosts] if request.hosts else \
         [h.name for h in inventory.servers]
