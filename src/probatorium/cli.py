@@ -606,15 +606,31 @@ def bench(
     list_only: bool = typer.Option(False, "--list", help="List the competitors and cells (* = default) and exit."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    driver: str = typer.Option(os.environ.get("PROBATORIUM_VALIDATE_DRIVER") or "local", "--driver",
+                               help="local (this machine), netns (load generator in a client namespace, the "
+                                    "competitors in each server namespace, in turn). Env PROBATORIUM_VALIDATE_DRIVER."),
+    target_host: Optional[str] = typer.Option(None, "--target-host", help="--driver netns: the server hosts "
+                                              "(server-a,server-b or all). Env BENCH_TARGET (its host names)."),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
-    from .bench.cli import bench_command, bench_list, bench_list_json
+    from .bench.cli import bench_command, bench_list, bench_list_json, bench_target_hosts, resolve_bench
+    from .hosts.cluster import check_driver
 
     if list_only:
         if json_out:
             raise typer.Exit(print_json("bench", 0, bench_list_json()))
         print(bench_list())
         raise typer.Exit(0)
+    hosts = target_host or bench_target_hosts()
+    if check_driver(driver) != "local":
+        from .hosts.bench_hosts import bench_on_hosts
+
+        comps, cell_list, opts = resolve_bench(competitors, cells, runs, duration, warmup, out, server_cpus,
+                                               client_cpus, max_probes, threshold)
+        raise typer.Exit(bench_on_hosts(driver, hosts, comps, cell_list, opts, json_out))
+    if hosts:
+        raise UsageError(f"server host(s) {hosts} (--target-host / BENCH_TARGET) need a multi-host driver: "
+                         "add --driver netns")
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
