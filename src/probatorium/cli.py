@@ -627,7 +627,7 @@ def bench(
 
         comps, cell_list, opts = resolve_bench(competitors, cells, runs, duration, warmup, out, server_cpus,
                                                client_cpus, max_probes, threshold)
-        raise typer.Exit(bench_on_hosts(driver, hosts, comps, cell_list, opts, json_out))
+        raise typer.Exit(bench_on_hosts(driver, hosts, comps, cell_list, opts, json_out, quiet))
     if hosts:
         raise UsageError(f"server host(s) {hosts} (--target-host / BENCH_TARGET) need a multi-host driver: "
                          "add --driver netns")

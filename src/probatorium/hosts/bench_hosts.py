@@ -141,7 +141,7 @@ def roll_up(out: Path, runs: list[HostBench], version: str, started_at: str, pla
 
 
 def bench_on_hosts(driver: str, target_host: str | None, comps: list[reg.Competitor], cells: list[Cell],
-                   opts: BenchOptions, json_out: bool = False) -> int:
+                   opts: BenchOptions, json_out: bool = False, quiet: bool = False) -> int:
     """`probatorium bench --driver netns`: exit like a local bench (0/1), 2 when a host could not run.
 
     Bad input (the ansible driver, an unknown host, a competitor that cannot be
@@ -156,7 +156,7 @@ def bench_on_hosts(driver: str, target_host: str | None, comps: list[reg.Competi
     out = Path(opts.out_dir) if opts.out_dir is not None else run_folder(opts.results_root, "bench", opts.version)
     out.mkdir(parents=True, exist_ok=True)
     started = utc_now_iso()
-    runs = run_on_hosts(hosts, host_flags(comps, cells, opts), out, opts.version)
+    runs = run_on_hosts(hosts, host_flags(comps, cells, opts) + (["--quiet"] if quiet else []), out, opts.version)
     doc = roll_up(out, runs, opts.version, started, len(hosts))
     code = exit_code(runs)
     if json_out:
