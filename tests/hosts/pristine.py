@@ -56,7 +56,8 @@ def snapshot(state_dir: Path) -> dict:
         "namespaces": sorted(p.name for p in netns.iterdir() if p.name.startswith("pb-")) if netns.is_dir() else [],
         "links": sorted(n for n in os.listdir("/sys/class/net") if n.startswith("pb")),
         "manifest_running": running,
-        "tmp_folders": sorted(p.name for p in Path("/tmp").glob("probatorium-*")),
+        # deploy folders of the ansible driver (probatorium-replay-* are replay logs kept for the user)
+        "tmp_folders": sorted(p.name for p in Path("/tmp").glob("probatorium-*") if not p.name.startswith("probatorium-replay-")),
         "sysctls": sysctls,
     }
 

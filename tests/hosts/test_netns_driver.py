@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from probatorium.errors import UsageError
 from probatorium.hosts.cluster import pick_hosts
 from probatorium.hosts.netns import (HOSTS, cleanup_netns, create_cluster, destroy_cluster, hosts_manifest,
                                      in_namespace, namespace_pids, parse_host_names)
+from e2e_helpers import CLI, REPO
+from e2e_helpers import run_cli as _cli_run
 from pristine import differences, snapshot
-
-REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "probatorium.cli"]
 
 _why = ("needs root" if os.geteuid() != 0 else
         "needs iproute2's ip" if not (shutil.which("ip") or os.path.exists("/usr/sbin/ip")) else "")
@@ -44,16 +42,8 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def _cli(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(CLI + args, cwd=REPO, env={**os.environ, **env, "COLUMNS": "200"}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"probatorium {' '.join(args)} did not finish in {timeout}s\n{err[-3000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def _cli(args: list[str], env: dict, timeout: float):
+    return _cli_run(args, timeout=timeout, env=env)
 
 
 # ---------------------------------------------------------------------------------------------
