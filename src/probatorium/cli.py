@@ -202,7 +202,8 @@ def validate(
                                slowloris_connections=slowloris_connections)
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         from .hosts.cluster import check_driver
-        if check_driver(driver) != "local":
+        driver = check_driver(driver)
+        if driver != "local":
             _validate_on_hosts(ctx, driver, plans, matrix, opts.seed, inventory, target_host, parallel, out,
                                results_dir, json_out)
             return
