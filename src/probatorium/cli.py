@@ -202,7 +202,8 @@ def validate(
                                slowloris_connections=slowloris_connections)
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         from .hosts.cluster import check_driver
-        if check_driver(driver) != "local":
+        driver = check_driver(driver)
+        if driver != "local":
             _validate_on_hosts(ctx, driver, plans, matrix, opts.seed, inventory, target_host, parallel, out,
                                results_dir, json_out)
             return
@@ -666,12 +667,21 @@ def services(
 
 
 @app.command()
-def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also stop services of runs still alive."),
+def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also undo what runs still alive made."),
+            hosts: Optional[str] = typer.Option(os.environ.get("CLEANUP_HOSTS"), "--hosts",
+                                                help="Multi-host drivers: all (default) or a csv of host names. Env CLEANUP_HOSTS."),
             json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """Undo whatever killed runs left behind (service processes, data directories)."""
+    """Undo whatever killed runs left behind: service processes and data directories, netns clusters."""
+    from .hosts.netns import cleanup_netns, parse_host_names
     from .services.cli import cleanup_command
 
-    raise typer.Exit(cleanup_command(include_live=include_live, as_json=json_out))
+    try:
+        chosen = parse_host_names(hosts)
+        extra = cleanup_netns(chosen, include_live=include_live)
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    raise typer.Exit(cleanup_command(include_live=include_live, as_json=json_out, extra=extra))
 
 
 @app.command()

@@ -69,9 +69,15 @@ class HostRequest:
     env: dict[str, str] = field(default_factory=dict)
 
 
+#: The original README's PROBATORIUM_VALIDATE_DRIVER=ssh is what the ansible driver does here.
+ALIASES = {"ssh": "ansible"}
+
+
 def check_driver(name: str) -> str:
+    """The driver `name` stands for; UsageError naming the drivers for an unknown one."""
+    name = ALIASES.get(name, name)
     if name not in DRIVERS:
-        raise UsageError(f"unknown driver {name!r}; drivers: {', '.join(DRIVERS)}")
+        raise UsageError(f"unknown driver {name!r}; drivers: {', '.join(DRIVERS)} (ssh: the same as ansible)")
     return name
 
 
