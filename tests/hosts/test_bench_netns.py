@@ -1,4 +1,9 @@
-"""bench --driver netns end to end: real namespaces, one competitor x one cell x one short run per host."""
+"""bench --driver netns end to end: real namespaces, one competitor x one cell x one short run per host.
+
+Needs root and iproute2; without them the test skips with the reason, except on CI
+(PROBATORIUM_REQUIRE_SERVICES=1), where a machine that cannot run it is a failure
+(as tests/hosts/test_netns_driver.py).
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,28 @@ from pathlib import Path
 import pytest
 
 from probatorium.hosts.netns import NETNS_DIR, NetnsError, check_can_create
+from pristine import differences, snapshot
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def _skip_without_namespaces() -> None:
+def _why_not() -> str:
     try:
         check_can_create()
     except NetnsError as exc:
-        pytest.skip(f"needs network namespaces: {exc}")
+        return str(exc)
+    return ""
+
+
+_why = _why_not()
+if _why and os.environ.get("PROBATORIUM_REQUIRE_SERVICES"):
+    raise RuntimeError(f"the bench netns driver test must run on CI: {_why}")
+pytestmark = pytest.mark.skipif(bool(_why), reason=f"bench --driver netns: {_why}")
 
 
 def test_bench_on_both_server_hosts(tmp_path: Path):
-    _skip_without_namespaces()
     results = tmp_path / "results"
+    before = snapshot(tmp_path / "state")
     env = {**os.environ, "PYTHONPATH": str(SRC), "PROBATORIUM_RESULTS": str(results),
            "PROBATORIUM_STATE_DIR": str(tmp_path / "state"), "PROBATORIUM_TARGET_VERSION": "e2e"}
     for name in ("BENCH_TARGET", "BENCH_COMPETITORS", "BENCH_CELLS", "PROBATORIUM_VALIDATE_DRIVER"):
@@ -60,3 +73,4 @@ def test_bench_on_both_server_hosts(tmp_path: Path):
     entries = json.loads((tmp_path / "state" / "hosts.json").read_text())
     entries = entries.get("entries", entries) if isinstance(entries, dict) else entries
     assert [e["state"] for e in entries if e.get("run_id") == run_id] == ["stopped"]
+    assert differences(before, snapshot(tmp_path / "state")) == {}
