@@ -623,7 +623,8 @@ def bench(
         print(bench_list())
         raise typer.Exit(0)
     hosts = target_host or bench_target_hosts()
-    if check_driver(driver) != "local":
+    driver = check_driver(driver)  # ssh -> ansible
+    if driver != "local":
         from .hosts.bench_hosts import bench_on_hosts
 
         comps, cell_list, opts = resolve_bench(competitors, cells, runs, duration, warmup, out, server_cpus,

@@ -144,6 +144,8 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, env, message", [
     (["--driver", "ansible"], {}, "bench --driver ansible is not built yet"),
+    (["--driver", "ssh"], {}, "bench --driver ansible is not built yet"),
+    ([], {"PROBATORIUM_VALIDATE_DRIVER": "ansible"}, "bench --driver ansible is not built yet"),
     (["--target-host", "server-a"], {}, "need a multi-host driver: add --driver netns"),
     ([], {"BENCH_TARGET": "server-b"}, "need a multi-host driver: add --driver netns"),
     (["--driver", "netns", "--target-host", "server-c"], {}, "unknown target host server-c"),
