@@ -64,9 +64,16 @@ def snapshot(state_dir: Path) -> dict:
 
 def differences(before: dict, after: dict) -> dict:
     """What changed between two snapshots. Processes of clusters that existed before (another run
-    on a shared machine) are not ours to judge: only new marker values count."""
+    on a shared machine) are not ours to judge: only new marker values count; namespaces, links and
+    folders count when they were added (one that vanished was another run's)."""
     old_marks = {line.split(" ", 1)[0] for line in before["processes"]}
-    changed = {key: (before[key], after[key]) for key in before if key != "processes" and before[key] != after[key]}
+    added_only = ("namespaces", "links", "tmp_folders")  # another run's may also go away meanwhile
+    changed = {key: (before[key], after[key]) for key in before
+               if key not in ("processes", *added_only) and before[key] != after[key]}
+    for key in added_only:
+        new = sorted(set(after[key]) - set(before[key]))
+        if new:
+            changed[key] = new
     new = [line for line in after["processes"] if line.split(" ", 1)[0] not in old_marks]
     if new:
         changed["processes"] = new
