@@ -202,7 +202,8 @@ def validate(
                                slowloris_connections=slowloris_connections)
         ci = _ci_options(baseline, baseline_update, junit, sarif)
         from .hosts.cluster import check_driver
-        if check_driver(driver) != "local":
+        driver = check_driver(driver)
+        if driver != "local":
             _validate_on_hosts(ctx, driver, plans, matrix, opts.seed, inventory, target_host, parallel, out,
                                results_dir, json_out)
             return
@@ -609,15 +610,32 @@ def bench(
     list_only: bool = typer.Option(False, "--list", help="List the competitors and cells (* = default) and exit."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    driver: str = typer.Option(os.environ.get("PROBATORIUM_VALIDATE_DRIVER") or "local", "--driver",
+                               help="local (this machine), netns (load generator in a client namespace, the "
+                                    "competitors in each server namespace, in turn). Env PROBATORIUM_VALIDATE_DRIVER."),
+    target_host: Optional[str] = typer.Option(None, "--target-host", help="--driver netns: the server hosts "
+                                              "(server-a,server-b or all). Env BENCH_TARGET (its host names)."),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
-    from .bench.cli import bench_command, bench_list, bench_list_json
+    from .bench.cli import bench_command, bench_list, bench_list_json, bench_target_hosts, resolve_bench
+    from .hosts.cluster import check_driver
 
     if list_only:
         if json_out:
             raise typer.Exit(print_json("bench", 0, bench_list_json()))
         print(bench_list())
         raise typer.Exit(0)
+    hosts = target_host or bench_target_hosts()
+    driver = check_driver(driver)  # ssh -> ansible
+    if driver != "local":
+        from .hosts.bench_hosts import bench_on_hosts
+
+        comps, cell_list, opts = resolve_bench(competitors, cells, runs, duration, warmup, out, server_cpus,
+                                               client_cpus, max_probes, threshold)
+        raise typer.Exit(bench_on_hosts(driver, hosts, comps, cell_list, opts, json_out, quiet))
+    if hosts:
+        raise UsageError(f"server host(s) {hosts} (--target-host / BENCH_TARGET) need a multi-host driver: "
+                         "add --driver netns")
 
     # ProbatoriumError reaches main(): one line, exit 2.
     raise typer.Exit(bench_command(competitors=competitors, cells=cells, runs=runs, duration=duration, warmup=warmup,
@@ -653,14 +671,30 @@ def services(
 
 
 @app.command()
-def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also undo what runs still alive hold."),
-            hosts: Optional[str] = typer.Option(os.environ.get("CLEANUP_HOSTS"), "--hosts", help="Only these hosts (csv, or all): netns host names, or the --inventory's. Env CLEANUP_HOSTS."),
+def cleanup(include_live: bool = typer.Option(False, "--include-live", help="Also undo what runs still alive made."),
+            hosts: Optional[str] = typer.Option(os.environ.get("CLEANUP_HOSTS"), "--hosts",
+                                                help="Multi-host drivers: all (default) or a csv of host names (the --inventory's with it). Env CLEANUP_HOSTS."),
             inventory: Optional[Path] = typer.Option(None, "--inventory", help="Also clean the run folders and processes the ansible driver left on this inventory's hosts."),
             json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """Undo whatever killed runs left behind (services, netns clusters, and with --inventory the hosts' run folders)."""
-    from .hosts.commands import cleanup_command
+    """Undo whatever killed runs left behind: service processes and data directories, netns clusters, and
+    with --inventory what the ansible driver left on those hosts (docs/cluster.md)."""
+    from .hosts.netns import cleanup_netns, parse_host_names
+    from .services.cli import cleanup_command
 
-    raise typer.Exit(cleanup_command(include_live, hosts, inventory, as_json=json_out))
+    code = 0
+    try:
+        chosen = parse_host_names(hosts)
+        # --hosts names the inventory's hosts when one is given; the netns clusters are then cleaned whole.
+        extra = cleanup_netns(None if inventory is not None else chosen, include_live=include_live)
+        if inventory is not None:
+            from .hosts.commands import cleanup_inventory
+
+            more, code = cleanup_inventory(inventory, hosts, include_live)
+            extra += more
+    except ProbatoriumError as e:
+        _fail(e)
+        return
+    raise typer.Exit(cleanup_command(include_live=include_live, as_json=json_out, extra=extra) or code)
 
 
 @app.command()

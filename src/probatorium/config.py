@@ -35,7 +35,7 @@ ENV_KNOBS: dict[str, dict[str, str]] = {
     "validate-diff": {"strict": "VALIDATE_DIFF_STRICT", "hosts": "VALIDATE_DIFF_HOSTS",
                       "results_dir": "PROBATORIUM_RESULTS"},
     "bench": {"competitors": "BENCH_COMPETITORS", "cells": "BENCH_CELLS", "runs": "BENCH_RUNS",
-              "duration": "BENCH_DURATION", "warmup": "BENCH_WARMUP"},
+              "duration": "BENCH_DURATION", "warmup": "BENCH_WARMUP", "driver": "PROBATORIUM_VALIDATE_DRIVER"},
     "bench-since": {"baseline": "BASELINE_VERSION", "threshold": "REGRESSION_THRESHOLD",
                     "results_dir": "PROBATORIUM_RESULTS"},
 }

@@ -16,10 +16,10 @@ H1SERVER = REPO / "tests" / "servers" / "h1server.py"
 CLI = [sys.executable, "-m", "probatorium.cli"]
 
 
-def run_cli(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run `probatorium ARGS` to completion; kill its process group on timeout."""
+def run_cli(args: list[str], timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `probatorium ARGS` to completion (`env` added to ours); kill its process group on timeout."""
     proc = subprocess.Popen(CLI + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+                            text=True, start_new_session=True, env={**os.environ, **(env or {}), "COLUMNS": "200"})
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""The bench routes on aiohttp's own server (uvloop). Usage: python aiohttp_app.py PORT"""
+"""The bench routes on aiohttp's own server (uvloop). Usage: python aiohttp_app.py PORT [HOST]"""
 
 import asyncio
 import sys
@@ -66,5 +66,7 @@ app.add_routes(routes)
 
 if __name__ == "__main__":
     # one process, no access log; uvloop like the uvicorn entries
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
+    # argv: PORT [HOST] (HOST: where --driver netns places it; default loopback)
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    web.run_app(app, host=host, port=int(sys.argv[1]), access_log=None, print=None,
                 loop=uvloop.new_event_loop())

@@ -1,4 +1,4 @@
-// The bench routes on Go's net/http (standard library only). Usage: server PORT
+// The bench routes on Go's net/http (standard library only). Usage: server PORT [HOST]
 package main
 
 import (
@@ -57,5 +57,9 @@ func main() {
 		}
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	http.ListenAndServe("127.0.0.1:"+os.Args[1], mux)
+	host := "127.0.0.1" // argv: PORT [HOST] (HOST: where --driver netns places it)
+	if len(os.Args) > 2 {
+		host = os.Args[2]
+	}
+	http.ListenAndServe(host+":"+os.Args[1], mux)
 }

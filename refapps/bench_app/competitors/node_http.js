@@ -1,6 +1,7 @@
-// The bench routes on Node's http module (no dependencies). Usage: node node_http.js PORT
+// The bench routes on Node's http module (no dependencies). Usage: node node_http.js PORT [HOST]
 const http = require('http');
 const port = parseInt(process.argv[2], 10);
+const host = process.argv[3] || '127.0.0.1';
 const PLAIN = Buffer.from('Hello, World!');
 const JSONB = Buffer.from('{"message":"Hello, World!"}');
 http.createServer((req, res) => {
@@ -27,4 +28,4 @@ http.createServer((req, res) => {
   } else {
     res.writeHead(404, {'Content-Length': 0}); res.end();
   }
-}).listen(port, '127.0.0.1');
+}).listen(port, host);

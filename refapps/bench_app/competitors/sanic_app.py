@@ -1,4 +1,4 @@
-"""The bench routes on Sanic's own server. Usage: python sanic_app.py PORT"""
+"""The bench routes on Sanic's own server. Usage: python sanic_app.py PORT [HOST]"""
 
 import asyncio
 import sys
@@ -51,5 +51,6 @@ async def ws(request, sock):
 
 if __name__ == "__main__":
     # one process (no worker manager), no auto-reload, access log off
-    app.run(host="127.0.0.1", port=int(sys.argv[1]), single_process=True, auto_reload=False,
-            access_log=False, motd=False, debug=False)
+    # argv: PORT [HOST] (HOST: where --driver netns places it; default loopback)
+    app.run(host=sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", port=int(sys.argv[1]),
+            single_process=True, auto_reload=False, access_log=False, motd=False, debug=False)

@@ -3,7 +3,10 @@
 Flags default to the seed README's environment knobs: BENCH_TARGET,
 BENCH_COMPETITORS, BENCH_DURATION, BENCH_WARMUP, BENCH_RUNS, BENCH_CELLS,
 CELERIS_VERSION (version label), BASELINE_VERSION, REGRESSION_THRESHOLD;
-PROBATORIUM_RESULTS is the results root.
+PROBATORIUM_RESULTS is the results root. BENCH_TARGET takes both of its
+meanings: server host names (``server-a``, ``all``: the seed's, for
+``--driver netns``) and competitor names (the competitor under test, measured
+first); the two sets of names never overlap.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from probatorium.bench.ratesearch import DEFAULT_SLOS_MS
 from probatorium.bench.runner import BenchOptions, broken_thresholds, format_table, parse_cpus, run_bench
 from probatorium.bench.since import bench_since, since_result
 from probatorium.errors import ProbatoriumError, UsageError, error_line
+from probatorium.hosts.netns import SERVER_HOSTS
 from probatorium.jsonsummary import print_json
 from probatorium.progress import make_progress
 from probatorium.loadgen.thresholds import parse_thresholds
@@ -47,6 +51,46 @@ def results_root() -> Path:
     return Path(os.environ.get("PROBATORIUM_RESULTS", "results"))
 
 
+def split_bench_target(value: str | None) -> tuple[str | None, list[str]]:
+    """BENCH_TARGET's words: (the server hosts it names, csv or None; the competitors it names)."""
+    words = [w.strip() for w in (value or "").split(",") if w.strip()]
+    hosts = [w for w in words if w in SERVER_HOSTS or w == "all"]
+    return (",".join(hosts) or None), [w for w in words if w not in hosts]
+
+
+def bench_target_hosts() -> str | None:
+    """The server hosts BENCH_TARGET names (the seed's meaning), or None."""
+    return split_bench_target(os.environ.get("BENCH_TARGET"))[0]
+
+
+def resolve_bench(competitors: str | None = None, cells: str | None = None, runs: int | None = None,
+                  duration: float | str | None = None, warmup: float | str | None = None,
+                  out: Path | None = None, server_cpus: str | list[int] | None = None,
+                  client_cpus: str | list[int] | None = None, max_probes: int = 5,
+                  thresholds: list[str] | tuple[str, ...] = ()) -> tuple[list, list, BenchOptions]:
+    """(competitors, cells, options) from the flags, each falling back to its environment knob."""
+    judged = parse_thresholds(thresholds)
+    comp_spec = competitors or os.environ.get("BENCH_COMPETITORS") or "default"
+    # BENCH_TARGET naming a competitor: the competitor under test, always measured (first) besides the others
+    comps = select_competitors(comp_spec)
+    for target in reversed(split_bench_target(os.environ.get("BENCH_TARGET"))[1]):
+        if target not in [c.name for c in comps]:
+            comps = select_competitors(target) + comps
+    cell_list = select_cells(cells or os.environ.get("BENCH_CELLS") or "default")
+    n_runs = runs if runs is not None else int(os.environ.get("BENCH_RUNS") or DEFAULT_RUNS)
+    dur = _seconds(duration if duration is not None else os.environ.get("BENCH_DURATION"), DEFAULT_DURATION)
+    wu = _seconds(warmup if warmup is not None else os.environ.get("BENCH_WARMUP"), DEFAULT_WARMUP)
+    if n_runs < 1 or dur <= 0 or wu < 0:
+        raise UsageError("bench: runs >= 1, duration > 0, warmup >= 0")
+    s_cpus = parse_cpus(server_cpus) if isinstance(server_cpus, str) else server_cpus
+    c_cpus = parse_cpus(client_cpus) if isinstance(client_cpus, str) else client_cpus
+    version = os.environ.get("PROBATORIUM_TARGET_VERSION") or os.environ.get("CELERIS_VERSION") or "dev"
+    opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
+                        client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
+                        version=version, max_probes=max_probes, thresholds=judged)
+    return comps, cell_list, opts
+
+
 def bench_command(competitors: str | None = None, cells: str | None = None, runs: int | None = None,
                   duration: float | str | None = None, warmup: float | str | None = None,
                   out: Path | None = None, server_cpus: str | list[int] | None = None,
@@ -59,25 +103,8 @@ def bench_command(competitors: str | None = None, cells: str | None = None, runs
     ``json_out``: the summary object (docs/json.md) instead of the table; ``quiet``: no progress."""
     progress = make_progress("bench", quiet)
     try:
-        judged = parse_thresholds(thresholds)
-        comp_spec = competitors or os.environ.get("BENCH_COMPETITORS") or "default"
-        # BENCH_TARGET: the competitor under test, always measured (first) besides the others
-        target = os.environ.get("BENCH_TARGET", "").strip()
-        comps = select_competitors(comp_spec)
-        if target and target not in [c.name for c in comps]:
-            comps = select_competitors(target) + comps
-        cell_list = select_cells(cells or os.environ.get("BENCH_CELLS") or "default")
-        n_runs = runs if runs is not None else int(os.environ.get("BENCH_RUNS") or DEFAULT_RUNS)
-        dur = _seconds(duration if duration is not None else os.environ.get("BENCH_DURATION"), DEFAULT_DURATION)
-        wu = _seconds(warmup if warmup is not None else os.environ.get("BENCH_WARMUP"), DEFAULT_WARMUP)
-        if n_runs < 1 or dur <= 0 or wu < 0:
-            raise UsageError("bench: runs >= 1, duration > 0, warmup >= 0")
-        s_cpus = parse_cpus(server_cpus) if isinstance(server_cpus, str) else server_cpus
-        c_cpus = parse_cpus(client_cpus) if isinstance(client_cpus, str) else client_cpus
-        version = os.environ.get("PROBATORIUM_TARGET_VERSION") or os.environ.get("CELERIS_VERSION") or "dev"
-        opts = BenchOptions(runs=n_runs, duration=dur, warmup=wu, out_dir=out, server_cpus=s_cpus,
-                            client_cpus=c_cpus, slos=DEFAULT_SLOS_MS, results_root=results_root(),
-                            version=version, max_probes=max_probes, thresholds=judged)
+        comps, cell_list, opts = resolve_bench(competitors, cells, runs, duration, warmup, out, server_cpus,
+                                               client_cpus, max_probes, thresholds)
         with progress:
             doc = run_bench(comps, cell_list, opts, echo=progress, progress=progress)
     except ProbatoriumError as exc:
@@ -98,13 +125,14 @@ def bench_json(doc) -> dict:
     for c in doc.cells:
         sat = c.saturation
         lat = sat.latency_us if sat is not None else {}
-        cells.append({"competitor": c.competitor, "cell": c.cell, "status": c.status, "reason": c.reason,
+        cells.append({**({"host": c.host} if c.host else {}),
+                      "competitor": c.competitor, "cell": c.cell, "status": c.status, "reason": c.reason,
                       "saturation_rps": sat.rps if sat is not None else None,
                       "client_bound": sat.client_bound if sat is not None else None,
                       "p50_ms": lat["p50"] / 1000 if lat else None, "p99_ms": lat["p99"] / 1000 if lat else None,
                       "latency_at_slo": c.latency_at_slo, "thresholds": c.thresholds})
-    broken = [{"competitor": c.competitor, "cell": c.cell, "threshold": v["threshold"], "detail": v["detail"]}
-              for c, v in broken_thresholds(doc)]
+    broken = [{**({"host": c.host} if c.host else {}), "competitor": c.competitor, "cell": c.cell,
+               "threshold": v["threshold"], "detail": v["detail"]} for c, v in broken_thresholds(doc)]
     return {"results": doc.path, "version": doc.version, "partial": doc.partial, "cells": cells,
             "thresholds_broken": broken}
 

@@ -7,7 +7,9 @@ and which cells it serves (``capabilities``, matched against
 ``Cell.capabilities``). A missing package or toolchain makes the competitor
 ``not_applicable`` with the reason; it never fails a run.
 
-Command placeholders: ``{port}`` (the launcher's free port), ``{python}``
+Command placeholders: ``{port}`` (the launcher's free port), ``{host}`` (the
+address to bind, filled by the launcher: loopback, or the server host's address
+under ``--driver netns``; a command without it cannot be placed on a host), ``{python}``
 (this interpreter), ``{apps}`` (``refapps/bench_app/competitors``) and
 ``{dir}`` (a per-start temp folder, where ``prepare`` steps write configs
 or build binaries).
@@ -99,14 +101,14 @@ REGISTRY: dict[str, Competitor] = {c.name: c for c in (
     Competitor(
         name="flask-gunicorn", group="python", description="Flask on gunicorn (1 sync worker)",
         install="pip install flask gunicorn", kind="cmd",
-        cmd="{python} -m gunicorn --workers 1 --bind 127.0.0.1:{port} --chdir {apps} flask_app:app",
+        cmd="{python} -m gunicorn --workers 1 --bind {host}:{port} --chdir {apps} flask_app:app",
         capabilities=ALL_HTTP, distributions=("flask", "gunicorn"), app_file="flask_app.py",
     ),
     Competitor(
         name="django-gunicorn", group="python",
         description="Django (one-module project, no middleware) on gunicorn (1 sync worker)",
         install="pip install django gunicorn", kind="cmd",
-        cmd="{python} -m gunicorn --workers 1 --bind 127.0.0.1:{port} --chdir {apps} django_app:application",
+        cmd="{python} -m gunicorn --workers 1 --bind {host}:{port} --chdir {apps} django_app:application",
         # a sync worker serves one connection at a time: no WebSocket, and an SSE
         # stream would hold the only worker, so neither is declared
         capabilities=ALL_HTTP, distributions=("django", "gunicorn"), app_file="django_app.py",
@@ -117,32 +119,32 @@ REGISTRY: dict[str, Competitor] = {c.name: c for c in (
     _uvicorn_app("blacksheep-uvicorn", "blacksheep", "BlackSheep (@ws, ServerSentEvent generator)"),
     Competitor(
         name="aiohttp", group="python", description="aiohttp on its own server (web.run_app, uvloop, 1 process)",
-        install="pip install aiohttp uvloop", kind="cmd", cmd="{python} {apps}/aiohttp_app.py {port}",
+        install="pip install aiohttp uvloop", kind="cmd", cmd="{python} {apps}/aiohttp_app.py {port} {host}",
         capabilities=ASGI_FULL, distributions=("aiohttp", "uvloop"), app_file="aiohttp_app.py",
     ),
     Competitor(
         name="sanic", group="python",
         description="Sanic on its own server (single_process, no auto-reload, access log off)",
-        install="pip install sanic", kind="cmd", cmd="{python} {apps}/sanic_app.py {port}",
+        install="pip install sanic", kind="cmd", cmd="{python} {apps}/sanic_app.py {port} {host}",
         capabilities=ASGI_FULL, distributions=("sanic",), app_file="sanic_app.py",
     ),
     Competitor(
         name="nginx", group="baseline", description="nginx, 1 worker, fixed bodies from a generated config",
         install="apt-get install nginx-light", kind="cmd",
-        # the launcher fills {port} in argv only, so a shell writes it into the config
-        cmd="sh -c 'sed s/__PORT__/{port}/ {dir}/nginx.conf.in > {dir}/nginx.conf && "
+        # the launcher fills {port} and {host} in argv only, so a shell writes them into the config
+        cmd="sh -c 'sed -e s/__PORT__/{port}/ -e s/__HOST__/{host}/ {dir}/nginx.conf.in > {dir}/nginx.conf && "
             "exec nginx -p {dir} -e {dir}/error.log -c {dir}/nginx.conf'",
         capabilities=("plaintext", "json", "path_param"), executables=("nginx",),
         app_file="nginx.conf.tmpl", prepare="nginx_conf",
     ),
     Competitor(
         name="node-http", group="baseline", description="Node.js http module (no dependencies)",
-        install="apt-get install nodejs", kind="cmd", cmd="node {apps}/node_http.js {port}",
+        install="apt-get install nodejs", kind="cmd", cmd="node {apps}/node_http.js {port} {host}",
         capabilities=ALL_HTTP + ("sse",), executables=("node",), app_file="node_http.js",
     ),
     Competitor(
         name="go-nethttp", group="baseline", description="Go net/http, standard library only",
-        install="apt-get install golang-go", kind="cmd", cmd="{dir}/server {port}",
+        install="apt-get install golang-go", kind="cmd", cmd="{dir}/server {port} {host}",
         capabilities=ALL_HTTP + ("sse",), executables=("go",), app_file="go_nethttp.go", prepare="go_build",
     ),
     *(_driver_entry(s) for s in ("postgres", "redis", "memcached")),
@@ -222,8 +224,8 @@ def prepare(comp: Competitor, workdir: Path) -> dict[str, str]:
     subs = {"python": sys.executable, "apps": str(apps_dir()), "dir": str(workdir)}
     if comp.prepare == "nginx_conf":
         template = (apps_dir() / "nginx.conf.tmpl").read_text()
-        # {port} is filled at start (see the nginx entry); nginx's own braces are left alone.
-        text = template.replace("{dir}", str(workdir)).replace("{port}", "__PORT__")
+        # {port} and {host} are filled at start (see the nginx entry); nginx's own braces are left alone.
+        text = template.replace("{dir}", str(workdir)).replace("{port}", "__PORT__").replace("{host}", "__HOST__")
         (workdir / "nginx.conf.in").write_text(text)
     elif comp.prepare == "go_build":
         done = subprocess.run(

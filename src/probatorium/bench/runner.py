@@ -33,6 +33,7 @@ from probatorium.bench.observer import Observer, pin_tree
 from probatorium.bench.ratesearch import DEFAULT_ERROR_BUDGET, DEFAULT_SLOS_MS, Probe, latency_at_slo
 from probatorium.bench.verify import verify_cell
 from probatorium.errors import ProbatoriumError
+from probatorium.hosts.netns import placement_from_env
 from probatorium.progress import NullProgress, Progress, reporter_of
 from probatorium.loadgen import LoadConfig, run_load
 from probatorium.loadgen import hist
@@ -114,15 +115,21 @@ def host_info(server_cpus, client_cpus) -> BenchHost:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "not installed"
+    placed = placement_from_env()  # --driver netns: this run's competitors start on a server host
     return BenchHost(hostname=platform.node(), kernel=platform.release(), machine=platform.machine(),
                      cpu_model=model, cpus_online=os.cpu_count(), affinity=sorted(os.sched_getaffinity(0)),
                      server_cpus=server_cpus, client_cpus=client_cpus, versions=versions,
-                     loadavg=list(os.getloadavg()))
+                     loadavg=list(os.getloadavg()),
+                     server_host=(os.environ.get("PROBATORIUM_HOST_NAME") or None) if placed else None,
+                     server_address=placed[1] if placed else None)
 
 
-def _load_config(base_url: str, cell: Cell, *, rate: float | None, opts: BenchOptions) -> LoadConfig:
+def _load_config(target, cell: Cell, *, rate: float | None, opts: BenchOptions) -> LoadConfig:
     client_cpus = opts.client_cpus
+    base_url = target.base_url
     return LoadConfig(
+        # a target placed on a server host is at an address of a namespace probatorium made
+        allow_remote=getattr(target, "placement", None) is not None,
         url=base_url + cell.path, kind=cell.kind, connections=cell.connections, rate=rate,
         duration=opts.duration, warmup=opts.warmup, method=cell.method, headers=list(cell.headers), body=cell.body,
         close=cell.close, cpus=client_cpus, workers=len(client_cpus) if client_cpus else None,
@@ -183,7 +190,7 @@ def _measure_saturation(target, cell: Cell, raw_dir: Path, prefix: str, opts: Be
     out = []
     for k in range(opts.runs):
         progress.sub(f"saturation run {k + 1}/{opts.runs}")
-        d = run_load(_load_config(target.base_url, cell, rate=None, opts=opts)).to_dict()
+        d = run_load(_load_config(target, cell, rate=None, opts=opts)).to_dict()
         write_json_atomic(raw_dir / f"{prefix}-sat-{k + 1}.json", d)
         out.append(d)
     return out
@@ -197,7 +204,7 @@ def _search_rate(target, cell: Cell, raw_dir: Path, prefix: str, opts: BenchOpti
 
     def run_fn(rate: float) -> Probe:
         progress.sub(f"probe {len(probes_raw) + 1}/<={opts.max_probes} at {rate:.0f} rps")
-        res = run_load(_load_config(target.base_url, cell, rate=rate, opts=opts))
+        res = run_load(_load_config(target, cell, rate=rate, opts=opts))
         d = res.to_dict()
         write_json_atomic(raw_dir / f"{prefix}-probe-{len(probes_raw) + 1}.json", d)
         probes_raw.append(d)
@@ -235,6 +242,8 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell
     observer = None
     try:
         assert target.pid is not None
+        if target.placement is not None:
+            rec.target = f"{target.host}:{target.port}"
         if server_cpus:
             pin_tree(target.pid, server_cpus)
         observer = Observer(target.pid, cell_dir / "observer.sqlite").start()
@@ -411,8 +420,9 @@ def format_table(doc: BenchDocument) -> str:
     """The bench table: one line per competitor x cell (saturation, p99, latency_at_slo per SLO)."""
     slos = [f"{float(s):g}" for s in doc.config.slos_ms]
     judged = bool(doc.config.thresholds)
+    hosts = any(c.host for c in doc.cells)  # a multi-host roll-up: one column more
     head = ["competitor", "cell", "status", "sat rps", "p50 ms", "p99 ms"] + [f"@{s}ms" for s in slos] + ["srv cpu%"]
-    head += ["thresholds"] if judged else []
+    head = (["host"] if hosts else []) + head + (["thresholds"] if judged else [])
     rows = [head]
     for c in doc.cells:
         sat = c.saturation
@@ -421,7 +431,7 @@ def format_table(doc: BenchDocument) -> str:
         obs = (c.observer or {}).get("steady") or {}
         status = c.status if c.status == "ok" else f"{c.status}: {(c.reason or '')[:50]}"
         sat_rps = "-" if sat is None else _fmt_rps(sat.rps) + ("*" if sat.client_bound else "")
-        rows.append([c.competitor, c.cell, status, sat_rps,
+        rows.append([*([c.host or "-"] if hosts else []), c.competitor, c.cell, status, sat_rps,
                      f"{lat['p50'] / 1000:.2f}" if lat else "-", f"{lat['p99'] / 1000:.2f}" if lat else "-",
                      *(_fmt_rps(slo_vals.get(s)) for s in slos),
                      f"{obs['cpu_pct']:.0f}" if obs.get("cpu_pct") is not None else "-",
@@ -432,7 +442,7 @@ def format_table(doc: BenchDocument) -> str:
     if any(c.saturation is not None and c.saturation.client_bound for c in doc.cells):
         lines.append("* the load generator was the bottleneck (client_bound): the server may do more")
     for c, v in broken_thresholds(doc):
-        lines.append(f"{c.competitor} / {c.cell}: threshold {v['threshold']}: BROKEN ({v['detail']})")
+        lines.append(f"{c.host + ': ' if c.host else ''}{c.competitor} / {c.cell}: threshold {v['threshold']}: BROKEN ({v['detail']})")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """bench-since: compare the newest bench run with the newest run of a baseline version.
 
-Compared per (competitor, cell): the saturation rps and the latency_at_slo
+Compared per (competitor, cell), and per server host for a multi-host roll-up
+(``bench --driver netns``: its cells carry ``host``): the saturation rps and the latency_at_slo
 rate of every SLO the baseline measured. A drop beyond ``threshold`` (a
 fraction: 0.05 = 5 %) in any of them, or a cell the baseline measured (status
 ok) that the newest run no longer measures, is a regression: exit 1 with the
@@ -56,15 +57,16 @@ def _metrics(cell: BenchCell) -> dict[str, float | None]:
 
 def compare(baseline: BenchDocument, current: BenchDocument, threshold: float) -> list[dict]:
     """Regressions of `current` against `baseline` (pure)."""
-    now = {(c.competitor, c.cell): c for c in current.cells}
+    now = {(c.host, c.competitor, c.cell): c for c in current.cells}
     regressions = []
     for base in baseline.cells:
         if base.status != "ok":
             continue
-        key = (base.competitor, base.cell)
+        key = (base.host, base.competitor, base.cell)
+        where = {**({"host": base.host} if base.host else {}), "competitor": base.competitor, "cell": base.cell}
         cur = now.get(key)
         if cur is None or cur.status != "ok":
-            regressions.append({"competitor": key[0], "cell": key[1], "metric": "cell",
+            regressions.append({**where, "metric": "cell",
                                 "baseline": "ok", "current": "missing" if cur is None else cur.status,
                                 "change": None})
             continue
@@ -75,18 +77,20 @@ def compare(baseline: BenchDocument, current: BenchDocument, threshold: float) -
             new = cur_m.get(metric) or 0.0
             change = (new - old) / old
             if change < -threshold:
-                regressions.append({"competitor": key[0], "cell": key[1], "metric": metric,
-                                    "baseline": old, "current": new, "change": change})
+                regressions.append({**where, "metric": metric, "baseline": old, "current": new,
+                                    "change": change})
     return regressions
 
 
 def format_regressions(regs: list[dict]) -> str:
-    rows = [["competitor", "cell", "metric", "baseline", "current", "change"]]
+    hosts = any(r.get("host") for r in regs)
+    rows = [(["host"] if hosts else []) + ["competitor", "cell", "metric", "baseline", "current", "change"]]
     for r in regs:
         fmt = (lambda v: f"{v:,.0f}" if isinstance(v, (int, float)) else str(v))
-        rows.append([r["competitor"], r["cell"], r["metric"], fmt(r["baseline"]), fmt(r["current"]),
+        rows.append([*([r.get("host") or "-"] if hosts else []), r["competitor"], r["cell"], r["metric"],
+                     fmt(r["baseline"]), fmt(r["current"]),
                      "-" if r["change"] is None else f"{r['change'] * 100:+.1f}%"])
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -32,8 +33,8 @@ SIGNAL_SEEN_S = 5.0
 DURABLE_SERVICES = frozenset({"postgres", "redis"})
 #: Decisions of the proxy kept in ``observed`` (a long jitter window draws one per chunk).
 MAX_DECISIONS = 64
-NETEM_NOT_BUILT = ("net-netem needs the target inside a network namespace (the netns driver), "
-                   "which is not built: netem is never applied to the host's own loopback")
+NETEM_NO_NAMESPACE = ("net-netem needs the target inside a network namespace (--driver netns): "
+                      "netem is never applied to the host's own interfaces")
 
 
 def durable(service: str, manager: Any = None) -> bool:
@@ -70,7 +71,7 @@ class Injector:
         if kind in PROXY_KINDS:
             return None if self.proxy is not None else "no fault proxy"
         if kind == "net-netem":
-            return netem_unavailable() or NETEM_NOT_BUILT
+            return netem_unavailable() or (None if self._target_namespace() else NETEM_NO_NAMESPACE)
         if kind in SERVICE_KINDS:
             if not self.services or self.control.services is None:
                 return "no backing service"
@@ -207,5 +208,26 @@ class Injector:
                "net-slice": "pieces", "net-bandwidth": "paced_bytes"}.get(spec.kind, "delayed_chunks")
         return observed.get(bit, 0) > 0, observed
 
+    def _target_namespace(self) -> str | None:
+        placement = getattr(self.control.target, "placement", None)
+        return placement[0] if placement else None
+
     async def _netem(self, spec: FaultSpec, seed: int) -> tuple[bool, dict[str, Any]]:
-        raise RuntimeError(NETEM_NOT_BUILT)  # applies() already says so; never reached through inject()
+        """``tc qdisc add dev eth0 root netem`` inside the target's namespace for duration_s, then removed."""
+        namespace = self._target_namespace()
+        if namespace is None:
+            raise RuntimeError(NETEM_NO_NAMESPACE)  # applies() already says so
+        delay, loss = float(spec.params.get("delay_ms", 0.0)), float(spec.params.get("loss_pct", 0.0))
+        qdisc = ["ip", "netns", "exec", namespace, "tc", "qdisc"]
+        added = await asyncio.to_thread(subprocess.run, [*qdisc, "add", "dev", "eth0", "root", "netem",
+                                                         "delay", f"{delay:g}ms", "loss", f"{loss:g}%"],
+                                        capture_output=True, text=True, timeout=10)
+        observed: dict[str, Any] = {"namespace": namespace, "delay_ms": delay, "loss_pct": loss}
+        if added.returncode != 0:
+            return False, {**observed, "error": added.stderr.strip()}
+        try:
+            await asyncio.sleep(spec.duration_s)
+        finally:
+            await asyncio.to_thread(subprocess.run, [*qdisc, "del", "dev", "eth0", "root"],
+                                    capture_output=True, timeout=10)
+        return True, observed

@@ -25,9 +25,10 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 from probatorium import procs
 from probatorium.errors import UsageError
@@ -68,9 +69,15 @@ class HostRequest:
     env: dict[str, str] = field(default_factory=dict)
 
 
+#: The original README's PROBATORIUM_VALIDATE_DRIVER=ssh is what the ansible driver does here.
+ALIASES = {"ssh": "ansible"}
+
+
 def check_driver(name: str) -> str:
+    """The driver `name` stands for; UsageError naming the drivers for an unknown one."""
+    name = ALIASES.get(name, name)
     if name not in DRIVERS:
-        raise UsageError(f"unknown driver {name!r}; drivers: {', '.join(DRIVERS)}")
+        raise UsageError(f"unknown driver {name!r}; drivers: {', '.join(DRIVERS)} (ssh: the same as ansible)")
     return name
 
 
@@ -174,37 +181,48 @@ def validate_argv(forwarded: list[str], out_dir: Path, json_out: bool, python: s
     return argv + (["--json"] if json_out else [])
 
 
-def run_netns(request: HostRequest) -> list[HostRun]:
-    """The netns driver: cluster up, one validate per server host from the client namespace, cluster down."""
+@contextmanager
+def netns_cluster(interrupt: Interrupt) -> Iterator[Cluster]:
+    """A netns cluster for the length of the block, with SIGINT/SIGTERM handed to `interrupt`; removed however it ends."""
     run_id = secrets.token_hex(4)
-    interrupt = Interrupt()
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     cluster: Cluster | None = None
     try:
         cluster = create_cluster(run_id)
         print(f"netns cluster {run_id}: {cluster.subnet} — "
               + ", ".join(f"{h} {cluster.addresses[h]}" for h in cluster.namespaces), file=sys.stderr, flush=True)
-        runs = [HostRun(host, host_out_dir(request, host)) for host in request.hosts]
-        for run in runs:
-            run.out_dir.mkdir(parents=True, exist_ok=True)
-
-        def start(run: HostRun) -> HostRun:
-            assert cluster is not None
-            env = {**os.environ, **request.env, "PROBATORIUM_VALIDATE_DRIVER": "local",
-                   "PROBATORIUM_TARGET_NETNS": cluster.namespaces[run.host],
-                   "PROBATORIUM_TARGET_ADDR": cluster.addresses[run.host],
-                   "PROBATORIUM_HOST_NAME": run.host, CLUSTER_ENV: run_id}
-            env.pop("VALIDATE_PARALLEL", None)
-            argv = cluster.exec_argv("client") + validate_argv(request.forwarded, run.out_dir, request.json_out)
-            return run_child(run, argv, env, request.json_out, interrupt)
-
-        return run_hosts(runs, start, request.parallel)
+        yield cluster
     finally:
         if cluster is not None:
             for line in destroy_cluster(cluster):
                 print(f"netns cluster {run_id}: {line}", file=sys.stderr, flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def host_env(cluster: Cluster, host: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one server host's child run: the target placed in its namespace, named after it."""
+    return {**os.environ, **(extra or {}), "PROBATORIUM_VALIDATE_DRIVER": "local",
+            "PROBATORIUM_TARGET_NETNS": cluster.namespaces[host],
+            "PROBATORIUM_TARGET_ADDR": cluster.addresses[host],
+            "PROBATORIUM_HOST_NAME": host, CLUSTER_ENV: cluster.run_id}
+
+
+def run_netns(request: HostRequest) -> list[HostRun]:
+    """The netns driver: cluster up, one validate per server host from the client namespace, cluster down."""
+    interrupt = Interrupt()
+    with netns_cluster(interrupt) as cluster:
+        runs = [HostRun(host, host_out_dir(request, host)) for host in request.hosts]
+        for run in runs:
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+
+        def start(run: HostRun) -> HostRun:
+            env = host_env(cluster, run.host, request.env)
+            env.pop("VALIDATE_PARALLEL", None)
+            argv = cluster.exec_argv("client") + validate_argv(request.forwarded, run.out_dir, request.json_out)
+            return run_child(run, argv, env, request.json_out, interrupt)
+
+        return run_hosts(runs, start, request.parallel)
 
 
 def exit_code(runs: list[HostRun]) -> int:

@@ -1,4 +1,4 @@
-"""``probatorium deploy``, ``status`` and the hosts part of ``cleanup`` (the CLI wiring calls these).
+"""``probatorium deploy``, ``status`` and the ansible part of ``cleanup`` (the CLI wiring calls these).
 
 Each returns the exit status and prints either lines for a person or one
 ``--json`` envelope (docs/json.md). Errors are one line on stderr, exit 2.
@@ -14,7 +14,7 @@ from probatorium.errors import ProbatoriumError, error_line
 from probatorium.hosts import playbooks as pb
 from probatorium.hosts.ansible_driver import cleanup_run, deploy
 from probatorium.hosts.inventory import read_inventory
-from probatorium.hosts.netns import HOSTS, destroy_cluster, hosts_manifest, owner_alive, recorded_clusters
+from probatorium.hosts.netns import hosts_manifest, owner_alive, recorded_clusters
 from probatorium.jsonsummary import print_json
 from probatorium.services.manifest import now_iso, state_dir
 
@@ -39,19 +39,6 @@ def deploy_command(inventory: Path | None, refapps: list[str], engines: list[str
         print(f"  {name}: agent on {agent['address']}:{agent['port']} ({dep.probes[name].get('machine')})")
     print(f"  host folder {dep.host_dir}; undo: probatorium cleanup --inventory {inv.path}")
     return 0
-
-
-def cleanup_netns(hosts: str | None = None, include_live: bool = False) -> list[str]:
-    """Destroy the recorded netns clusters whose run is gone (or every one with `include_live`); `hosts`
-    (csv of client, server-a, server-b, or all) limits it to those hosts' namespaces."""
-    chosen = HOSTS if not hosts or hosts.strip() == "all" else tuple(h for h in HOSTS if h in hosts.split(","))
-    lines: list[str] = []
-    for cluster, entry in recorded_clusters():
-        if owner_alive(entry) and not include_live:
-            lines.append(f"netns cluster {cluster.run_id}: its run (pid {entry.get('owner_pid')}) is alive: kept")
-            continue
-        lines += [f"netns cluster {cluster.run_id}: {line}" for line in destroy_cluster(cluster, hosts=chosen)]
-    return lines
 
 
 def cleanup_inventory(inventory: Path, hosts: str | None, include_live: bool = False) -> tuple[list[str], int]:
@@ -127,26 +114,3 @@ def status_command(inventory: Path | None, as_json: bool) -> int:
     if not doc["netns_clusters"] and not doc["ansible_runs"] and not doc.get("hosts"):
         print("nothing recorded: no netns cluster, no ansible run")
     return 0
-
-
-def cleanup_command(include_live: bool, hosts: str | None, inventory: Path | None, as_json: bool) -> int:
-    """Services (as before), then the netns clusters, then, with an inventory, the hosts' run folders."""
-    from probatorium.services.manager import cleanup_manifest
-
-    code = 0
-    try:
-        lines = cleanup_manifest(include_live=include_live)
-        lines += cleanup_netns(hosts, include_live)
-        if inventory is not None:
-            more, code = cleanup_inventory(inventory, hosts, include_live)
-            lines += more
-    except ProbatoriumError as e:
-        _err(e)
-        return 2
-    if as_json:
-        return print_json("cleanup", code, {"undone": lines})
-    for line in lines:
-        print(line)
-    if not lines:
-        print("cleanup: nothing to undo")
-    return code

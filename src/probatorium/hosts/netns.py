@@ -311,3 +311,32 @@ def placement_from_env() -> tuple[str, str] | None:
     if not ns or not addr:
         raise UsageError("PROBATORIUM_TARGET_NETNS and PROBATORIUM_TARGET_ADDR go together (set by --driver netns)")
     return ns, addr
+
+
+def parse_host_names(text: str | None) -> tuple[str, ...] | None:
+    """CLEANUP_HOSTS / --hosts: None for all, else the named hosts (UsageError on an empty list)."""
+    if text is None or text.strip() in ("", "all"):
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UsageError(f"--hosts {text!r} names no host; give all or a csv of host names")
+    return names
+
+
+def cleanup_netns(hosts: tuple[str, ...] | None = None, include_live: bool = False,
+                  manifest: Manifest | None = None) -> list[str]:
+    """Remove the netns clusters whose run is gone (all of them with `include_live`); `hosts` limits
+    it to those host names. Only what the hosts manifest records is touched. One line per thing done."""
+    manifest = manifest or hosts_manifest()
+    out: list[str] = []
+    for cluster, entry in recorded_clusters(manifest):
+        label = f"netns cluster {cluster.run_id}"
+        if not include_live and owner_alive(entry):
+            out.append(f"{label}: left running (its run pid {entry.get('owner_pid')} is alive)")
+            continue
+        chosen = HOSTS if hosts is None else tuple(h for h in HOSTS if h in hosts)
+        if not chosen:
+            continue
+        done = destroy_cluster(cluster, manifest, chosen)
+        out += [f"{label}: {line}" for line in done] or [f"{label}: nothing left"]
+    return out

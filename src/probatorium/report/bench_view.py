@@ -32,6 +32,11 @@ def probe_verdict(p: dict, slos_ms: list, error_budget: float) -> str:
     return ", ".join(passed) or "none: p99 above every SLO"
 
 
+def who(c: BenchCell) -> str:
+    """A cell's series name: its competitor, and on a multi-host roll-up the server host it ran on."""
+    return f"{c.competitor} @ {c.host}" if c.host else c.competitor
+
+
 def _ok_cells(doc: BenchDocument) -> list[BenchCell]:
     return [c for c in doc.cells if c.status == "ok" and c.saturation is not None]
 
@@ -39,14 +44,14 @@ def _ok_cells(doc: BenchDocument) -> list[BenchCell]:
 def throughput(doc: BenchDocument) -> str:
     """Saturation rps: a grouped bar chart (cells × competitors) and the table of every cell's status."""
     groups = list(dict.fromkeys(c.cell for c in doc.cells))
-    series = list(dict.fromkeys(c.competitor for c in doc.cells))
-    values = {(c.cell, c.competitor): c.saturation.rps for c in _ok_cells(doc)}
+    series = list(dict.fromkeys(who(c) for c in doc.cells))
+    values = {(c.cell, who(c)): c.saturation.rps for c in _ok_cells(doc)}
     rows = []
     for c in doc.cells:
         s = c.saturation
         lat = s.latency_us if s else {}
         slo = ", ".join(f"{k} ms: {svg.fmt_num(v) if v else '–'}" for k, v in (c.latency_at_slo or {}).items())
-        rows.append([e(c.competitor), e(c.cell), badge(c.status), e(c.reason or ""),
+        rows.append([e(who(c)), e(c.cell), badge(c.status), e(c.reason or ""),
                      e(f"{s.rps:.1f}" if s else ""), e(lat.get("p50", "")), e(lat.get("p99", "")),
                      e(lat.get("p999", "")), e(sum((s.errors or {}).values()) if s else ""), e(slo)])
     return (svg.bar_chart("Saturation throughput (closed loop)", groups, series, values, "requests/s")
@@ -64,9 +69,9 @@ def rate_search(doc: BenchDocument) -> str:
             probes = (c.rate_search or {}).get("probes") or []
             if c.cell != cell or not probes:
                 continue
-            series[c.competitor] = [(p["rate"], p["p99_ms"]) for p in probes]
+            series[who(c)] = [(p["rate"], p["p99_ms"]) for p in probes]
             budget = float((c.rate_search or {}).get("error_budget", DEFAULT_ERROR_BUDGET))
-            rows += [[c.competitor, f'{p["rate"]:.1f}', f'{p["achieved_rps"]:.1f}', f'{p["p99_ms"]:.2f}',
+            rows += [[who(c), f'{p["rate"]:.1f}', f'{p["achieved_rps"]:.1f}', f'{p["p99_ms"]:.2f}',
                       p.get("requests", ""), p.get("errors", ""), p.get("unsent", ""),
                       f'{p.get("error_ratio", 0):.4%}', probe_verdict(p, doc.config.slos_ms, budget)]
                      for p in probes]
@@ -85,7 +90,7 @@ def spectra(doc: BenchDocument) -> str:
     """Per cell: the percentile spectrum of each competitor's merged saturation histogram."""
     out = []
     for cell in dict.fromkeys(c.cell for c in doc.cells):
-        series = {c.competitor: spectrum_points(c.saturation.histogram) for c in _ok_cells(doc) if c.cell == cell}
+        series = {who(c): spectrum_points(c.saturation.histogram) for c in _ok_cells(doc) if c.cell == cell}
         series = {k: v for k, v in series.items() if v}
         if series:
             out.append(f"<h4>{e(cell)}</h4>" + svg.spectrum_chart(f"Latency percentile spectrum: {cell}", series))
@@ -96,10 +101,10 @@ def cpu(run: Run) -> str:
     """Server CPU: steady (median over the saturation runs) and peak per cell; the 1 Hz samples over time."""
     doc: BenchDocument = run.document
     groups = list(dict.fromkeys(c.cell for c in doc.cells))
-    series = list(dict.fromkeys(c.competitor for c in doc.cells))
-    steady = {(c.cell, c.competitor): (c.observer or {}).get("steady", {}).get("cpu_pct")
+    series = list(dict.fromkeys(who(c) for c in doc.cells))
+    steady = {(c.cell, who(c)): (c.observer or {}).get("steady", {}).get("cpu_pct")
               for c in doc.cells if c.observer}
-    rows = [[c.competitor, c.cell, (c.observer or {}).get("samples", 0),
+    rows = [[who(c), c.cell, (c.observer or {}).get("samples", 0),
              (c.observer or {}).get("steady", {}).get("cpu_pct", ""), (c.observer or {}).get("peak", {}).get("cpu_pct", ""),
              (c.observer or {}).get("peak", {}).get("rss_kb", "")] for c in doc.cells]
     lines = {}
@@ -107,7 +112,7 @@ def cpu(run: Run) -> str:
         samples = run.extra.get(c.folder) or []
         if samples:
             t0 = samples[0][0]
-            lines[f"{c.competitor}/{c.cell}"] = [(ts - t0, pct) for ts, _phase, pct, _rss in samples]
+            lines[f"{who(c)}/{c.cell}"] = [(ts - t0, pct) for ts, _phase, pct, _rss in samples]
     return (svg.bar_chart("Server CPU, steady (median over saturation runs)", groups, series,
                           {k: v for k, v in steady.items() if v is not None}, "CPU %")
             + svg.line_chart("Server CPU over each cell (1 Hz observer samples)", lines, "seconds into the cell",
@@ -124,7 +129,10 @@ def render(run: Run, prefix: str) -> str:
                ("host", f"{host.hostname} {host.machine} {host.cpu_model}, {host.cpus_online} CPUs"),
                ("server / client CPUs", f"{host.server_cpus} / {host.client_cpus}"),
                ("runs × duration", f"{doc.config.runs} × {doc.config.duration_s:g} s (warm-up {doc.config.warmup_s:g} s)"),
-               ("SLOs", ", ".join(f"{s:g} ms" for s in doc.config.slos_ms))])
+               ("SLOs", ", ".join(f"{s:g} ms" for s in doc.config.slos_ms)),
+               *([("server hosts (--driver " + (doc.driver or "?") + ")", ", ".join(
+                   f"{h.name} {h.address} {h.machine} (exit {h.exit_code}{', ' + h.error if h.error else ''})"
+                   for h in doc.hosts))] if doc.hosts else [])])
     skipped = [[c.name, c.status, c.reason or ""] for c in doc.competitors if c.status != "ok"]
     return (f'<h2>Bench: {e(run.label)}</h2>{head}'
             f'<h3>Throughput</h3>{throughput(doc)}'

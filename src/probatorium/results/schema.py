@@ -160,6 +160,9 @@ class BenchHost(_Model):
     client_cpus: list[int] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     loadavg: list[float] = Field(default_factory=list)
+    # --driver netns: the server host the competitors ran on and its address (absent on a local bench)
+    server_host: str | None = Field(None, exclude_if=lambda v: v is None)
+    server_address: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class BenchConfig(_Model):
@@ -236,6 +239,22 @@ class BenchCell(_Model):
     thresholds: list[dict[str, Any]] | None = Field(None, exclude_if=lambda v: v is None)
     started_at: str | None = None
     finished_at: str | None = None
+    # a competitor placed on a server host (--driver netns): the HOST:PORT it listened on and the load went to
+    target: str | None = Field(None, exclude_if=lambda v: v is None)
+    # a multi-host roll-up: the server host this cell was measured on (absent on one host's own document)
+    host: str | None = Field(None, exclude_if=lambda v: v is None)
+
+
+class BenchHostRun(_Model):
+    """One server host's part of a multi-host bench (the roll-up's ``hosts``)."""
+
+    name: str
+    address: str = ""
+    machine: str = ""  # the host's platform.machine(), as its own document records it
+    folder: str = ""  # its run folder, relative to the roll-up's
+    raw: str = ""  # its own document, copied: raw/<host>.json
+    exit_code: int | None = None
+    error: str | None = None
 
 
 class BenchDocument(_Model):
@@ -255,6 +274,9 @@ class BenchDocument(_Model):
     config: BenchConfig = Field(default_factory=BenchConfig)
     competitors: list[BenchCompetitor] = Field(default_factory=list)
     cells: list[BenchCell] = Field(default_factory=list)
+    # a multi-host roll-up (bench --driver netns): the driver and each server host's run; absent otherwise
+    driver: str | None = Field(None, exclude_if=lambda v: v is None)
+    hosts: list[BenchHostRun] | None = Field(None, exclude_if=lambda v: v is None)
     #: where the document was written or read from; not part of the file
     path: str = Field("", exclude=True)
 

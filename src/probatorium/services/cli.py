@@ -98,9 +98,10 @@ def _status(wanted: list[str], as_json: bool) -> int:
     return 0
 
 
-def cleanup_command(*, include_live: bool = False, as_json: bool = False) -> int:
+def cleanup_command(*, include_live: bool = False, as_json: bool = False, extra: list[str] | None = None) -> int:
+    """Undo the services manifest's leftovers; `extra` are lines of other undoing done already (netns)."""
     try:
-        lines = cleanup_manifest(include_live=include_live)
+        lines = cleanup_manifest(include_live=include_live) + list(extra or [])
     except ProbatoriumError as e:
         _err(f"error: {e}")
         return 2

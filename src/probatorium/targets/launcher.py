@@ -128,7 +128,9 @@ class TargetSpec:
 
     ``refapp``/``app`` are served by ``engine``; ``cmd`` is any command line
     (``{port}`` is replaced by a free port, or the command prints
-    ``ready addr=HOST:PORT``); ``url`` is a server that is already running.
+    ``ready addr=HOST:PORT``; ``{host}`` by the address to bind: loopback, or a
+    server host's address under ``--driver netns``); ``url`` is a server that is
+    already running.
     ``app_dir`` is where ``module:attr`` is imported from (default: the
     current directory) and, for ``cmd``, the working directory.
     """
@@ -164,6 +166,17 @@ class TargetSpec:
         if self.kind == "cmd":
             return f"cmd {self.cmd!r}"
         return f"url {self.url}"
+
+
+def placeable(spec: TargetSpec) -> bool:
+    """Whether the netns driver can start `spec` on a server host (bound to that host's address).
+
+    refapp/app targets: always (the engine is given the address); ``cmd``: when its
+    command line takes both ``{host}`` and ``{port}``, so it binds where it is told.
+    """
+    if spec.kind in ("refapp", "app"):
+        return True
+    return spec.kind == "cmd" and "{host}" in (spec.cmd or "") and "{port}" in (spec.cmd or "")
 
 
 def _validate(spec: TargetSpec) -> None:
@@ -388,7 +401,7 @@ class RunningTarget:
         self.stdout_path = log_dir / "stdout.log"
         self.stderr_path = log_dir / "stderr.log"
         #: (network namespace, address) when the netns driver runs this target on a server "host".
-        self.placement = placement_from_env() if spec.kind in ("refapp", "app") else None
+        self.placement = placement_from_env() if placeable(spec) else None
         self.bind_host = self.placement[1] if self.placement else HOST
         self.host = self.bind_host
         self.port = 0
@@ -491,9 +504,11 @@ class RunningTarget:
         spec = self.spec
         if spec.kind == "cmd":
             assert spec.cmd is not None
-            argv = shlex.split(spec.cmd)
+            argv = [arg.replace("{host}", self.bind_host) for arg in shlex.split(spec.cmd)]
             if port is not None:
                 argv = [arg.replace("{port}", str(port)) for arg in argv]
+            if self.placement is not None:
+                argv = [ip_binary(), "netns", "exec", self.placement[0], *argv]
             return argv, spec.app_dir
         if spec.kind == "refapp":
             assert spec.refapp is not None

@@ -2,10 +2,12 @@
 
 Three comparisons (SPEC §5 "Matrix, diff, gate"):
 
-* cross-engine: same (refapp, arch), different engines — a predicate that is
+* cross-engine: same (refapp, host), different engines — a predicate that is
   violated on one engine (a mapped counter non-zero, the property ``failed``,
-  or an incident) and judged clean on another;
-* cross-arch: same (refapp, engine), different arches, same rule;
+  or an incident) and judged clean on another; the host is the document's
+  ``host_arch_pair``, so each host of a multi-host run is compared in itself;
+* cross-arch: same (refapp, engine), different hosts (``host_arch_pair``: another
+  arch, or another host of the same arch in a multi-host run), same rule;
 * per-case: the per-case verdicts of the adversarial, ws and h2c slices from
   each cell's ``tier1_tally.json`` sidecar, compared across engines (kind
   ``case``) and across arches (kind ``case-arch``), graded by the invariant
@@ -170,7 +172,14 @@ def _labels(refs: Sequence[_CellRef], axis: str) -> dict[int, str]:
 
 
 def _axis_value(ref: _CellRef, axis: str) -> str:
-    return ref.engine if axis == "engine" else ref.arch
+    return ref.engine if axis == "engine" else ref.host
+
+
+def _fixed(axis: str, fixed_value: str, group: Sequence[_CellRef]) -> dict[str, str]:
+    """What a finding's cells share: (arch, host) across engines, the engine across hosts."""
+    if axis == "engine":
+        return {"arch": group[0].arch, "host": fixed_value}
+    return {"engine": fixed_value}
 
 
 def _side_entry(ref: _CellRef, label: str, judgement: _Judgement) -> dict[str, Any]:
@@ -181,10 +190,10 @@ def _side_entry(ref: _CellRef, label: str, judgement: _Judgement) -> dict[str, A
 
 
 def _group(refs: Iterable[_CellRef], axis: str) -> dict[tuple[str, str], list[_CellRef]]:
-    """Cells grouped by what must be equal: (refapp, arch) across engines, (refapp, engine) across arches."""
+    """Cells grouped by what must be equal: (refapp, host) across engines, (refapp, engine) across hosts."""
     groups: dict[tuple[str, str], list[_CellRef]] = {}
     for ref in refs:
-        key = (ref.refapp, ref.arch) if axis == "engine" else (ref.refapp, ref.engine)
+        key = (ref.refapp, ref.host) if axis == "engine" else (ref.refapp, ref.engine)
         groups.setdefault(key, []).append(ref)
     return {k: v for k, v in groups.items() if len({_axis_value(r, axis) for r in v}) > 1}
 
@@ -197,7 +206,6 @@ def _predicate_findings(
     not_compared: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     kind = "cross-engine" if axis == "engine" else "cross-arch"
-    fixed = "arch" if axis == "engine" else "engine"
     counters_of: dict[str, list[str]] = {}
     for path, (predicate, _sev) in counter_predicates.items():
         counters_of.setdefault(predicate, []).append(path)
@@ -235,7 +243,7 @@ def _predicate_findings(
                 "counter": nonzero[0] if nonzero else "",
                 "counters": nonzero,
                 "refapp": refapp,
-                fixed: fixed_value,
+                **_fixed(axis, fixed_value, group),
                 "bad": [_side_entry(r, labels[r.index], j) for r, j in bad],
                 "good": [_side_entry(r, labels[r.index], j) for r, j in good],
             })
@@ -313,7 +321,6 @@ def _case_findings(
     cases_of: Mapping[int, dict[tuple[str, str], dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     kind = "case" if axis == "engine" else "case-arch"
-    fixed = "arch" if axis == "engine" else "engine"
     findings: list[dict[str, Any]] = []
     for (refapp, fixed_value), group in sorted(_group(refs, axis).items()):
         members = [r for r in group if r.index in cases_of]
@@ -342,7 +349,7 @@ def _case_findings(
                 "clause": str(info.get("clause", "")),
                 "level": str(info.get("level", "")),
                 "refapp": refapp,
-                fixed: fixed_value,
+                **_fixed(axis, fixed_value, group),
                 "verdicts": verdicts,
                 "counts": {labels[r.index]: c.get("counts", {}) for r, c in holders},
                 # With a spread of severities the worst verdict's holders are the bad side;
@@ -406,9 +413,9 @@ def compute_diff(
             refs.append(ref)
 
     if not _group(refs, "engine"):
-        notes.append("no (refapp, arch) has cells on two engines: no cross-engine comparison")
+        notes.append("no (refapp, host) has cells on two engines: no cross-engine comparison")
     if not _group(refs, "arch"):
-        notes.append("no (refapp, engine) has cells on two arches: no cross-arch comparison")
+        notes.append("no (refapp, engine) has cells on two hosts (host_arch_pair): no cross-arch comparison")
 
     findings = _predicate_findings(refs, "engine", mapping, severities, not_compared)
     findings += _predicate_findings(refs, "arch", mapping, severities, not_compared)

@@ -505,11 +505,20 @@ def parallel_cells(plans: Sequence[Any], args: Sequence[str]) -> list[tuple[str,
 
 
 def check_validate_args(args: Sequence[str]) -> None:
-    for a in args:
+    for i, a in enumerate(args):
         name = a.split("=", 1)[0]
         if name in RESERVED:
             raise UsageError(f"soak sets {name} on every round itself; give the soak's own "
                              "--duration/--out/--seed/--json before the target flags")
+        if name in ("--driver", "--inventory", "--target-host"):
+            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            if name != "--driver" or value != "local":
+                raise UsageError(f"soak rounds run on this machine: a soak over the multi-host drivers "
+                                 f"({name} {value}) is not built; run validate --driver … per host instead")
+    driver = os.environ.get("PROBATORIUM_VALIDATE_DRIVER") or "local"
+    if driver != "local":
+        raise UsageError(f"soak rounds run on this machine: PROBATORIUM_VALIDATE_DRIVER={driver} is not "
+                         "supported by soak (a multi-host soak is not built)")
 
 
 def lock_soak_dir(soak_dir: Path) -> int:
