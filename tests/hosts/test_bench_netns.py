@@ -81,12 +81,12 @@ def left_behind(changed: dict, run_id: str) -> dict:
     sysctl. Other sessions' clusters that come and go meanwhile (a shared machine) are not ours to judge."""
     out = {}
     for key, value in changed.items():
-        if key in ("namespaces", "links"):
-            mine = sorted(x for x in set(value[1]) - set(value[0]) if run_id[:6] in x)
+        if key in ("namespaces", "links"):  # pristine.differences lists what was added
+            mine = [x for x in value if run_id[:6] in x]
         elif key == "processes":
             mine = [line for line in value if line.startswith(run_id)]
         elif key == "tmp_folders":
-            mine = sorted(set(value[1]) - set(value[0]))
+            mine = value
         else:
             mine = value
         if mine:
