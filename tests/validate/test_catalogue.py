@@ -401,3 +401,13 @@ def test_unambiguous_chunk_line_errors_are_should_and_length_errors_must():
     for name in ("chunk_size_0x_prefix", "chunk_size_plus", "chunk_data_missing_crlf", "chunk_data_too_long",
                  "chunk_last_missing", "chunk_size_overflow"):
         assert BY_NAME[name].level == "MUST" and BY_NAME[name].close, name
+
+
+def test_other_port_host_keeps_the_targets_address_off_loopback():
+    """$A is $H's address part: on a server host's address (multi-host drivers) the Host of
+    absolute_form_other_port still differs from the target's authority in the port only."""
+    case = next(c for c in CASES if c.name == "absolute_form_other_port")
+    for addr, want in (("10.213.7.3:8123", b"Host: 10.213.7.3:1\r\n"), ("127.0.0.1:80", b"Host: 127.0.0.1:1\r\n"),
+                       ("[::1]:8080", b"Host: [::1]:1\r\n")):
+        raw = b"".join(render(case, target="/echo", host=addr, nonce="n", echo=True).segments)
+        assert want in raw and f"http://{addr}/echo".encode() in raw

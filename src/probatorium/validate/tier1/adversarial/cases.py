@@ -417,7 +417,7 @@ CASES: list[Case] = [
          methods=("POST",), note="head and body in separate segments after a pause"),
     # Item 3: absolute-form, judged from what path and authority the application received.
     Case("absolute_form_other_port", "host", "RFC 9112 §3.2.2", "MUST", "serve",
-         get(target="http://$H$T", host="Host: 127.0.0.1:1\r\n"), body="", authority=True,
+         get(target="http://$H$T", host="Host: $A:1\r\n"), body="", authority=True,
          note="only the port differs: the target's authority still wins"),
     Case("absolute_form_post_body", "host", "RFC 9112 §3.2.2, §6.3 (6)", "MUST", "serve",
          post("Content-Length: $CL1\r\n", "hello", target="http://$H$T").replace(H, "Host: other.invalid\r\n", 1),

@@ -9,6 +9,7 @@ byte (NUL, CR, 0xFF) can be written literally, with these markers:
   $S   a second request-target (nonce + "-s"): the smuggled / follow-up request
   $U   a third request-target (nonce + "-u")
   $H   the Host value (HOST:PORT)
+  $A   its address part (HOST), for a Host that differs from $H in the port only
   $|   a segment boundary (each segment is one send, `pause` seconds apart)
   $CLn decimal length of the bytes from the end of the head that follows the
        marker (the next CRLF CRLF) up to the marker $En (or the end)
@@ -299,6 +300,7 @@ def render(case: Case, *, target: str, host: str, nonce: str, echo: bool) -> Ren
 
     def subst(text: str) -> bytes:
         text = text.replace("$T", t).replace("$S", s).replace("$U", u).replace("$H", host)
+        text = text.replace("$A", host.rpartition(":")[0] or host)
         return text.encode("latin-1")
 
     raw = _resolve_lengths(subst(case.template))
