@@ -22,8 +22,8 @@ def test_producer_writes_find_a_delete_that_did_not_hold(tmp_path, monkeypatch):
     monkeypatch.setenv("PROBATORIUM_TIER3_SHRINK", "1,5")
     out = tmp_path / "run"
     r = run_cli(["validate", "--cmd", f"{sys.executable} {RESTSERVER} --port {{port}} --bug use-after-delete",
-                 "--spec", str(SPEC), "--tiers", "3", "--faults", "net-latency", "--seeds", "1", "--out", str(out)],
-                timeout=120)
+                 "--spec", str(SPEC), "--tiers", "3", "--faults", "net-latency", "--seeds", "1", "--out", str(out),
+                 "--duration", "30s"], timeout=120)  # under 55 s: no leak-judge settle after the one seed
     assert r.returncode == 1, r.stderr[-3000:]
     cell = load_doc(out)["validation_results"]["cells"][0]
     assert cell["properties"]["I-T3-LOST-WRITE"]["status"] == "failed"
