@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from probatorium.errors import InfraError, UsageError
+from probatorium.errors import InfraError, UsageError, warning_line
 from probatorium.targets.engines import ENGINE_DEFS, resolve_engine
 from probatorium.targets.refapps import refapp_dir
 
@@ -93,6 +93,10 @@ def competitor_engines(word: str | None) -> tuple[str, ...]:
     if not word or not word.strip():
         return ()
     word = word.strip()
+    if word == "all":  # honest about what "all" can mean here: say what is left out, once
+        print(warning_line("DEPLOY_COMPETITORS=all: the ansible driver ships the Python engines only "
+                           f"({', '.join(ENGINE_DEFS)}); the bench's non-Python competitors are not deployed"),
+              file=sys.stderr)
     if word in ("python-only", "all"):
         return tuple(ENGINE_DEFS)
     names = [w.strip() for w in word.split(",") if w.strip()]
