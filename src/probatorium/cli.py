@@ -612,9 +612,14 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     driver: str = typer.Option(os.environ.get("PROBATORIUM_VALIDATE_DRIVER") or "local", "--driver",
                                help="local (this machine), netns (load generator in a client namespace, the "
-                                    "competitors in each server namespace, in turn). Env PROBATORIUM_VALIDATE_DRIVER."),
-    target_host: Optional[str] = typer.Option(None, "--target-host", help="--driver netns: the server hosts "
+                                    "competitors in each server namespace, in turn), ansible (the --inventory "
+                                    "hosts: load from the client host, each server host in turn). "
+                                    "Env PROBATORIUM_VALIDATE_DRIVER. docs/bench.md."),
+    target_host: Optional[str] = typer.Option(None, "--target-host", help="--driver netns|ansible: the server hosts "
                                               "(server-a,server-b or all). Env BENCH_TARGET (its host names)."),
+    inventory: Optional[Path] = typer.Option(os.environ.get("PROBATORIUM_INVENTORY"), "--inventory",
+                                             help="--driver ansible: an ansible inventory with groups client and "
+                                                  "server. Env PROBATORIUM_INVENTORY."),
 ) -> None:
     """Bench competitors cell by cell: saturation and latency_at_slo for 10/50/100/500/1000 ms."""
     from .bench.cli import bench_command, bench_list, bench_list_json, bench_target_hosts, resolve_bench
@@ -632,7 +637,7 @@ def bench(
 
         comps, cell_list, opts = resolve_bench(competitors, cells, runs, duration, warmup, out, server_cpus,
                                                client_cpus, max_probes, threshold)
-        raise typer.Exit(bench_on_hosts(driver, hosts, comps, cell_list, opts, json_out, quiet))
+        raise typer.Exit(bench_on_hosts(driver, hosts, comps, cell_list, opts, json_out, quiet, inventory))
     if hosts:
         raise UsageError(f"server host(s) {hosts} (--target-host / BENCH_TARGET) need a multi-host driver: "
                          "add --driver netns")

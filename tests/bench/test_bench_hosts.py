@@ -143,9 +143,16 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, env, message", [
-    (["--driver", "ansible"], {}, "bench --driver ansible is not built yet"),
-    (["--driver", "ssh"], {}, "bench --driver ansible is not built yet"),
-    ([], {"PROBATORIUM_VALIDATE_DRIVER": "ansible"}, "bench --driver ansible is not built yet"),
+    # the default competitors include nginx and node-http: the ansible driver deploys Python ones only
+    (["--driver", "ansible"], {}, "deploys Python competitors only, not nginx, node-http"),
+    (["--driver", "ssh", "--competitors", "go-nethttp,bench_app-uvicorn"], {},
+     "deploys Python competitors only, not go-nethttp"),
+    ([], {"PROBATORIUM_VALIDATE_DRIVER": "ansible", "BENCH_COMPETITORS": "nginx"},
+     "deploys Python competitors only, not nginx"),
+    (["--driver", "ansible", "--competitors", "driver_redis-uvicorn", "--cells", "redis-get"], {},
+     "--driver ansible cannot place competitor driver_redis-uvicorn"),
+    (["--driver", "ansible", "--competitors", "bench_app-uvicorn", "--inventory", "/nonexistent/inv.yml"], {},
+     "inventory /nonexistent/inv.yml: no such file"),
     (["--target-host", "server-a"], {}, "need a multi-host driver: add --driver netns"),
     ([], {"BENCH_TARGET": "server-b"}, "need a multi-host driver: add --driver netns"),
     (["--driver", "netns", "--target-host", "server-c"], {}, "unknown target host server-c"),
@@ -157,3 +164,10 @@ def test_cli_refusals_are_one_line(args, env, message, tmp_path: Path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_ansible_bad_inventory_makes_no_results_folder(tmp_path: Path):
+    done = _cli("--driver", "ansible", "--competitors", "bench_app-uvicorn", "--inventory", str(tmp_path / "none.yml"),
+                env={"PROBATORIUM_RESULTS": str(tmp_path / "results")})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such file" in done.stderr, done.stderr
+    assert not (tmp_path / "results").exists()

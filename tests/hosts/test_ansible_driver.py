@@ -175,3 +175,42 @@ def test_sigkill_mid_run_then_cleanup_is_pristine(hosts, tmp_path):
     while time.monotonic() < deadline and _snapshot(up, state) != before:
         time.sleep(0.5)
     assert _snapshot(up, state) == before
+
+
+def test_bench_on_both_server_hosts_pristine(hosts, tmp_path):
+    """bench --driver ansible: one Python competitor x one cell x one short run per server host, the
+    competitor started by each server's agent on its address, server CPU not measured, hosts pristine."""
+    up, inventory, state = hosts
+    results = tmp_path / "results"
+    env = {**_env(state, results), "PROBATORIUM_TARGET_VERSION": "e2e"}
+    for name in ("BENCH_TARGET", "BENCH_COMPETITORS", "BENCH_CELLS", "PROBATORIUM_VALIDATE_DRIVER"):
+        env.pop(name, None)
+    before = _snapshot(up, state)
+    started = time.monotonic()
+    done = _cli(env, "bench", "--driver", "ansible", "--inventory", str(inventory), "--target-host", "all",
+                "--competitors", "bench_app-uvicorn", "--cells", "plaintext", "--runs", "1", "-d", "2s",
+                "--warmup", "0.5s", "--max-probes", "0", "--json", "--quiet", timeout=300)
+    print(f"bench --driver ansible: {time.monotonic() - started:.1f} s, exit {done.returncode}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    [folder] = [p for p in results.iterdir() if p.name.endswith("-bench-e2e")]
+    assert summary["results"] == str(folder / "results.json") and summary["driver"] == "ansible"
+    rollup = json.loads((folder / "results.json").read_text())
+    assert rollup["driver"] == "ansible" and not rollup["partial"]
+    for host in ("server-a", "server-b"):
+        doc = json.loads((folder / "raw" / f"{host}.json").read_text())
+        address = up.cluster.addresses[host]  # exists only inside that host's namespace
+        assert (doc["host"]["server_host"], doc["host"]["server_address"]) == (host, address)
+        [cell] = doc["cells"]
+        assert cell["status"] == "ok" and cell["target"].rsplit(":", 1)[0] == address
+        assert cell["saturation"]["requests"] > 0
+        observer = cell["observer"]
+        assert observer["samples"] == 0 and "steady" not in observer, observer  # never 0 %, never another process
+        assert f"remote host {host}" in observer["not_measured"], observer
+        if doc["host"]["server_cpus"]:  # the agent pinned it to the bench's server CPUs (the same machine here)
+            assert observer["server_cpus_pinned_by_agent"] == doc["host"]["server_cpus"], observer
+        entry = next(h for h in rollup["hosts"] if h["name"] == host)
+        assert entry["address"] == address and entry["raw"] == f"raw/{host}.json"
+        assert (folder / entry["folder"] / cell["folder"] / "loadgen.json").is_file()
+    assert [(c["host"], c["status"]) for c in rollup["cells"]] == [("server-a", "ok"), ("server-b", "ok")]
+    assert _snapshot(up, state) == before

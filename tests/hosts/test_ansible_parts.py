@@ -96,6 +96,29 @@ def test_wheel_plan_ships_what_the_hosts_need_only():
     assert competitor_engines("python-only") and competitor_engines(None) == ()
     with pytest.raises(UsageError, match="Python engines only"):
         competitor_engines("nginx")
+    assert "flask" not in plan.pins and "gunicorn" not in plan.pins
+    bench = plan_wheels(("uvicorn",), ("bench_app",), distributions=("flask", "gunicorn"))  # bench --driver ansible
+    assert "flask" in bench.pins and "gunicorn" in bench.pins and "werkzeug" in bench.pins  # with its closure
+
+
+def test_agent_checks_what_it_starts(tmp_path):
+    """refapp/app/cmd only; a cmd only of the agent's own Python binding {host}:{port}; CPUs it has."""
+    from probatorium.errors import ProbatoriumError
+    from probatorium.hosts.agent import checked_spec
+
+    with pytest.raises(ProbatoriumError, match="refapp, app and cmd"):
+        checked_spec({"kind": "url", "url": "http://x"}, tmp_path / "a")
+    for cmd in ("/bin/sh -c 'nc -l {host} {port}'", f"{sys.executable} -m http.server {{port}}"):
+        with pytest.raises(ProbatoriumError, match="its own Python"):
+            checked_spec({"kind": "cmd", "cmd": cmd}, tmp_path / "b")
+    own = sorted(os.sched_getaffinity(0))
+    spec, cpus = checked_spec({"kind": "cmd", "cmd": f"{sys.executable} -m gunicorn --bind {{host}}:{{port}} a:b",
+                               "app_dir": "/client/only/dir", "cpus": [own[0], 4096]}, tmp_path / "c")
+    assert spec.app_dir == str(tmp_path / "c") and (tmp_path / "c").is_dir()  # the client's folder is not here
+    assert cpus == [own[0]] and spec.cpus == (own[0],)  # a CPU this host lacks is dropped
+    spec, cpus = checked_spec({"kind": "refapp", "refapp": "bench_app", "engine": "uvicorn", "cpus": [4096]},
+                              tmp_path / "d")
+    assert cpus is None and spec.cpus is None  # none of the asked CPUs here: not pinned
 
 
 def test_oneline_results_and_failures():

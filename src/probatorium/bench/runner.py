@@ -4,7 +4,10 @@ Per cell: start the competitor with the one launcher (its process tree pinned
 to the server CPUs), verify its answers, then ``runs`` closed-loop runs of
 ``duration`` after ``warmup`` (saturation, histograms merged across runs),
 then ``latency_at_slo`` by open-loop probes; the observer samples the server
-tree at 1 Hz throughout. Layout (seed README)::
+tree at 1 Hz throughout. A server another host's agent runs (``--driver
+ansible``) has no process here: it is neither sampled nor pinned from here
+(its ``observer`` says ``not_measured`` and why; the agent starts it pinned).
+Layout (seed README)::
 
     results/<ts>-bench-<version>/
       results.json                       the document (checkpointed, partial until done)
@@ -21,6 +24,7 @@ import os
 import platform
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +37,7 @@ from probatorium.bench.observer import Observer, pin_tree
 from probatorium.bench.ratesearch import DEFAULT_ERROR_BUDGET, DEFAULT_SLOS_MS, Probe, latency_at_slo
 from probatorium.bench.verify import verify_cell
 from probatorium.errors import ProbatoriumError
+from probatorium.hosts.agent_client import AGENT_ENV
 from probatorium.hosts.netns import placement_from_env
 from probatorium.progress import NullProgress, Progress, reporter_of
 from probatorium.loadgen import LoadConfig, run_load
@@ -115,7 +120,7 @@ def host_info(server_cpus, client_cpus) -> BenchHost:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "not installed"
-    placed = placement_from_env()  # --driver netns: this run's competitors start on a server host
+    placed = placement_from_env() or _agent_placement()  # --driver netns / ansible: on a server host
     return BenchHost(hostname=platform.node(), kernel=platform.release(), machine=platform.machine(),
                      cpu_model=model, cpus_online=os.cpu_count(), affinity=sorted(os.sched_getaffinity(0)),
                      server_cpus=server_cpus, client_cpus=client_cpus, versions=versions,
@@ -124,12 +129,24 @@ def host_info(server_cpus, client_cpus) -> BenchHost:
                      server_address=placed[1] if placed else None)
 
 
+def _agent_placement() -> tuple[str, str] | None:
+    """--driver ansible: (the server host's agent URL, its address: where the competitors listen), or None."""
+    base = os.environ.get(AGENT_ENV, "").strip()
+    host = urllib.parse.urlsplit(base).hostname if base else None
+    return (base, host) if host else None
+
+
+def on_other_host(target) -> bool:
+    """Whether `target` runs on a server host (netns namespace or ansible agent), not beside the load generator."""
+    return getattr(target, "placement", None) is not None or getattr(target, "no_process_reason", None) is not None
+
+
 def _load_config(target, cell: Cell, *, rate: float | None, opts: BenchOptions) -> LoadConfig:
     client_cpus = opts.client_cpus
     base_url = target.base_url
     return LoadConfig(
-        # a target placed on a server host is at an address of a namespace probatorium made
-        allow_remote=getattr(target, "placement", None) is not None,
+        # a target on a server host is at an address of a namespace probatorium made or an inventory host
+        allow_remote=on_other_host(target),
         url=base_url + cell.path, kind=cell.kind, connections=cell.connections, rate=rate,
         duration=opts.duration, warmup=opts.warmup, method=cell.method, headers=list(cell.headers), body=cell.body,
         close=cell.close, cpus=client_cpus, workers=len(client_cpus) if client_cpus else None,
@@ -240,27 +257,31 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell
         spec = dataclasses.replace(spec, cpus=tuple(server_cpus))
     target = start_target(spec, cell_dir)
     observer = None
+    # a target another host's agent runs (--driver ansible) has no process here: its /proc cannot
+    # be sampled nor its tree pinned from the client host (the agent started it on the CPUs asked)
+    remote = getattr(target, "no_process_reason", None)
     try:
-        assert target.pid is not None
-        if target.placement is not None:
+        assert target.pid is not None or remote
+        if on_other_host(target):
             rec.target = f"{target.host}:{target.port}"
-        if server_cpus:
+        if server_cpus and target.pid is not None:
             pin_tree(target.pid, server_cpus)
-        observer = Observer(target.pid, cell_dir / "observer.sqlite").start()
+        if target.pid is not None:
+            observer = Observer(target.pid, cell_dir / "observer.sqlite").start()
         verdict = verify_cell(cell, target.base_url)
         rec.verify = BenchVerify(**verdict.to_dict())
         if not verdict.ok:
             rec.status, rec.reason = "invalid", f"wrong answer: {verdict.reason}"
             return
-        if server_cpus:  # workers and threads started while serving the first requests
+        if server_cpus and target.pid is not None:  # workers and threads started while serving the first requests
             pin_tree(target.pid, server_cpus)
-        observer.set_phase("measure")
+        _set_phase(observer, "measure")
         saturation_runs = _measure_saturation(target, cell, raw_dir, prefix, opts, progress)
         rec.saturation = merge_runs(saturation_runs)
         judge_thresholds(rec, opts.thresholds)
         probes_raw: list[dict] = []
         if cell.rate_search and rec.saturation.rps > 0:
-            observer.set_phase("probe")
+            _set_phase(observer, "probe")
             search, probes_raw = _search_rate(target, cell, raw_dir, prefix, opts, rec.saturation.rps, echo,
                                               progress)
             rec.rate_search = search
@@ -273,7 +294,29 @@ def measure_cell(comp, cell: Cell, cell_dir: Path, raw_dir: Path, rec: BenchCell
         target.stop()
         if observer is not None:
             rec.observer = observer.stop()
+        elif remote:
+            rec.observer = not_observed(remote, getattr(target, "cpus", None))
+            _keep_remote_stderr(target, cell_dir)
         _write_server_log(cell_dir)
+
+
+def _set_phase(observer: Observer | None, phase: str) -> None:
+    if observer is not None:
+        observer.set_phase(phase)
+
+
+def not_observed(reason: str, pinned: list[int] | None = None) -> dict:
+    """The observer summary of a server that could not be sampled: no samples, no CPU%, and why
+    (and the CPUs its host's agent started it on, when it pinned it)."""
+    return {"samples": 0, "not_measured": f"server CPU, RSS, fds, threads: {reason}",
+            **({"server_cpus_pinned_by_agent": list(pinned)} if pinned else {})}
+
+
+def _keep_remote_stderr(target, cell_dir: Path) -> None:
+    """A remote server's stderr, as its agent kept it, into the cell's stderr.log (for server.log)."""
+    lines = target.stderr_tail(200)
+    if lines:
+        (cell_dir / "stderr.log").write_text("\n".join(lines) + "\n", errors="replace")
 
 
 @dataclass
@@ -439,6 +482,8 @@ def format_table(doc: BenchDocument) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if any((c.observer or {}).get("not_measured") for c in doc.cells):
+        lines.append("srv cpu% -: not measured, the servers ran on other hosts (cells[].observer.not_measured)")
     if any(c.saturation is not None and c.saturation.client_bound for c in doc.cells):
         lines.append("* the load generator was the bottleneck (client_bound): the server may do more")
     for c, v in broken_thresholds(doc):

@@ -1,14 +1,17 @@
-"""The host agent: starts, stops and restarts targets on a server host for a validator elsewhere.
+"""The host agent: starts, stops and restarts targets on a server host for a validator or bench elsewhere.
 
 ``deploy`` starts one agent per server host (``python -m probatorium.hosts.agent
 --address ADDR --run-dir /tmp/probatorium-<run> --token-file F``). It listens
 on the host's traffic address (a random port), answers only requests carrying
 the bearer token the controller made, and starts targets with the normal
-launcher bound to that address. Every process it starts goes into the host
-manifest; its targets die with it (the launcher's PR_SET_PDEATHSIG).
+launcher bound to that address: a refapp or app, or a command of the run's
+own Python that binds ``{host}:{port}`` (the bench's gunicorn, aiohttp and
+sanic competitors), pinned to those of the asked CPUs this host has. Every
+process it starts goes into the host manifest; its targets die with it (the
+launcher's PR_SET_PDEATHSIG).
 
 Endpoints (JSON bodies and answers): ``POST /targets`` {spec} → {id, host,
-port, pid, versions}; ``POST /targets/ID/stop``; ``POST /targets/ID/restart``
+port, pid, versions, cpus}; ``POST /targets/ID/stop``; ``POST /targets/ID/restart``
 → {host, port, pid}; ``GET /targets/ID/stderr`` → {lines}; ``GET /targets/ID/state`` →
 {alive, exit_code, pid}; ``GET /health``.
 """
@@ -20,6 +23,7 @@ import hmac
 import itertools
 import json
 import os
+import shlex
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,10 +31,34 @@ from pathlib import Path
 
 from probatorium.errors import ProbatoriumError
 from probatorium.hosts import hostside
-from probatorium.targets.launcher import RunningTarget, TargetSpec, start_target
+from probatorium.targets.launcher import RunningTarget, TargetSpec, placeable, start_target
 
-#: TargetSpec fields a remote validator may set (kind is refapp or app; cmd/url never run here).
-SPEC_FIELDS = frozenset({"kind", "engine", "refapp", "app", "app_dir", "health_path", "env", "ready_timeout"})
+#: TargetSpec fields a remote validator or bench may set (kind refapp, app, or a cmd of this venv's Python).
+SPEC_FIELDS = frozenset({"kind", "engine", "refapp", "app", "app_dir", "cmd", "cpus", "health_path", "env",
+                         "ready_timeout"})
+
+
+def checked_spec(fields: dict, target_dir: Path) -> tuple[TargetSpec, list[int] | None]:
+    """The spec this agent will start from a request's `fields`, and the CPUs it pins it to.
+
+    A ``cmd`` runs only when its program is this agent's own interpreter (the run's venv:
+    the bench's Python competitors on gunicorn, aiohttp, sanic) and it binds ``{host}:{port}``;
+    its working folder is the agent's own for that target (the client's does not exist here).
+    ``cpus`` (the bench's server CPUs, numbered on the client host) keeps only the CPUs this
+    host lets the agent use; none left: the target is not pinned.
+    """
+    kind = fields.get("kind")
+    if kind not in ("refapp", "app", "cmd"):
+        raise ProbatoriumError("the agent starts refapp, app and cmd targets only")
+    if kind == "cmd":
+        argv = shlex.split(str(fields.get("cmd") or ""))
+        if not argv or argv[0] != sys.executable or not placeable(TargetSpec(kind="cmd", cmd=fields["cmd"])):
+            raise ProbatoriumError(f"the agent runs only commands of its own Python ({sys.executable}) "
+                                   "that bind {host}:{port}")
+        target_dir.mkdir(parents=True, exist_ok=True)
+        fields = {**fields, "app_dir": str(target_dir)}
+    cpus = sorted(set(fields.pop("cpus", None) or ()) & os.sched_getaffinity(0)) or None
+    return TargetSpec(**fields, cpus=tuple(cpus) if cpus else None), cpus
 
 
 class Agent:
@@ -47,16 +75,15 @@ class Agent:
 
     def start(self, body: dict) -> dict:
         fields = {k: v for k, v in (body.get("spec") or {}).items() if k in SPEC_FIELDS}
-        if fields.get("kind") not in ("refapp", "app"):
-            raise ProbatoriumError("the agent starts refapp and app targets only")
-        spec = TargetSpec(**fields)
         with self._lock:
             target_id = str(next(self._ids))
-        target = start_target(spec, self.run_dir / "targets" / target_id, bind_host=self.address)
+        folder = self.run_dir / "targets" / target_id
+        spec, cpus = checked_spec(fields, folder / "cwd")
+        target = start_target(spec, folder, bind_host=self.address)
         self._record(target)
         with self._lock:
             self.targets[target_id] = target
-        return {"id": target_id, **self._where(target), "versions": target.versions}
+        return {"id": target_id, **self._where(target), "versions": target.versions, "cpus": cpus}
 
     def _record(self, target: RunningTarget) -> None:
         if target.pid is not None:

@@ -131,12 +131,13 @@ def _record(dep: Deployment, manifest: Manifest) -> None:
 
 
 def deploy(inventory: Inventory, refapps: tuple[str, ...], engines: tuple[str, ...],
-           manifest: Manifest | None = None, say=print) -> Deployment:
-    """Build, record, then deploy a fresh run to every inventory host; InfraError (one line) on failure."""
+           manifest: Manifest | None = None, say=print, distributions: tuple[str, ...] = ()) -> Deployment:
+    """Build, record, then deploy a fresh run to every inventory host; InfraError (one line) on failure.
+    `distributions`: more pinned packages to ship (the bench's Python competitors' frameworks)."""
     started = time.monotonic()
     manifest = manifest or hosts_manifest()
     plan = plan_wheels(tuple(dict.fromkeys([*engines, *competitor_engines(os.environ.get(COMPETITORS_ENV))])),
-                       refapps)
+                       refapps, distributions=distributions)
     wheelhouse = build_wheelhouse(plan, state_dir() / "wheelhouse")
     run_id = secrets.token_hex(4)
     dep = Deployment(run_id, inventory, state_dir() / "ansible" / run_id, f"ansible-{run_id}",
@@ -208,27 +209,46 @@ def cleanup_run(dep_or_inventory: Deployment | Inventory, only: list[str] | None
 def _run_on_client(dep: Deployment, request: HostRequest, run: HostRun, budget_s: float) -> HostRun:
     """One server host's validate, run on the client host, its folder fetched into run.out_dir (bounded by
     twice the run's budget plus ten minutes of start-up and judging)."""
-    d, server = dep.host_dir, run.host
-    out = f"{d}/results/{server}"
-    venv = f"{d}/venv/bin/python"
-    argv = [venv, "-m", "probatorium.hosts.hostside", "run", f"{d}/manifest.json", f"{out}/.host-run", "--",
-            *validate_argv(request.forwarded, Path(out), request.json_out, python=venv)]
+    venv = f"{dep.host_dir}/venv/bin/python"
+    out = client_out(dep, run.host)
+    return run_on_client(dep, run, "validate", validate_argv(request.forwarded, Path(out), request.json_out,
+                                                             python=venv),
+                         request.env, budget_s * 2 + 600.0)
+
+
+def client_out(dep: Deployment, server: str) -> str:
+    """The folder on the client host where the run for `server` writes (packed and fetched when it ends)."""
+    return f"{dep.host_dir}/results/{server}"
+
+
+def agent_env(dep: Deployment, server: str) -> dict[str, str]:
+    """What a run on the client host needs to have `server`'s agent start its targets, named after it."""
     agent = dep.agents[server]
-    env = {**pb.host_env(dep.run_id), **request.env, AGENT_ENV: f"http://{agent['address']}:{agent['port']}",
-           TOKEN_ENV: agent["token"], HOST_NAME_ENV: server, "PROBATORIUM_VALIDATE_DRIVER": "local",
-           "PROBATORIUM_HOST_ARCH": dep.probes.get(server, {}).get("machine", "")}
+    return {AGENT_ENV: f"http://{agent['address']}:{agent['port']}", TOKEN_ENV: agent["token"],
+            HOST_NAME_ENV: server, "PROBATORIUM_VALIDATE_DRIVER": "local",
+            "PROBATORIUM_HOST_ARCH": dep.probes.get(server, {}).get("machine", "")}
+
+
+def run_on_client(dep: Deployment, run: HostRun, what: str, argv: list[str], env: dict[str, str],
+                  timeout: float) -> HostRun:
+    """`argv` (a probatorium command writing into client_out) on the client host for server run.host,
+    recorded in its host manifest, with that server's agent env; its folder fetched into run.out_dir."""
+    d, server = dep.host_dir, run.host
+    out = client_out(dep, server)
+    argv = [f"{d}/venv/bin/python", "-m", "probatorium.hosts.hostside", "run", f"{d}/manifest.json",
+            f"{out}/.host-run", "--", *argv]
+    env = {**pb.host_env(dep.run_id), **env, **agent_env(dep, server)}
     local = dep.workdir / "hosts" / server
-    plays = [{"name": f"validate {server} from {dep.inventory.client.name}", "hosts": dep.inventory.client.name,
+    plays = [{"name": f"{what} {server} from {dep.inventory.client.name}", "hosts": dep.inventory.client.name,
               "gather_facts": False, "tasks": [
-                  {"name": "validate", "ansible.builtin.command": {"argv": argv}, "environment": "{{ pb_env }}",
+                  {"name": what, "ansible.builtin.command": {"argv": argv}, "environment": "{{ pb_env }}",
                    "failed_when": False},
                   {"name": "pack results", "ansible.builtin.shell": f"tar -C {out} -czf {d}/results-{server}.tgz ."},
                   {"name": "fetch results", "ansible.builtin.fetch": {
                       "src": f"{d}/results-{server}.tgz", "dest": f"{local}/results.tgz", "flat": True}},
                   {"name": "drop the pack", "ansible.builtin.file": {"path": f"{d}/results-{server}.tgz",
                                                                      "state": "absent"}}]}]
-    result = pb.run_playbook(local, "run", plays, dep.inventory.path, {"pb_env": env}, f"{d}/.ansible",
-                             budget_s * 2 + 600.0)
+    result = pb.run_playbook(local, "run", plays, dep.inventory.path, {"pb_env": env}, f"{d}/.ansible", timeout)
     if result.failures:
         run.error = f"the run on {dep.inventory.client.name} failed: {result.first_failure()}"
         return run
@@ -257,7 +277,7 @@ def _unpack(pack: Path, run: HostRun) -> None:
             run.summary = None
 
 
-def _finish(dep: Deployment, manifest: Manifest) -> None:
+def finish(dep: Deployment, manifest: Manifest) -> None:
     result = cleanup_run(dep, [dep.run_id], workdir=dep.workdir / "cleanup")
     if result.failures:
         print(f"probatorium: warning: cleanup of {dep.run_id} failed on {result.first_failure()}; "
@@ -304,4 +324,4 @@ def run_ansible(request: HostRequest, inventory_path: Path | None,
             run.error = run.error or "interrupted"
         return runs
     finally:
-        _finish(dep, manifest)
+        finish(dep, manifest)

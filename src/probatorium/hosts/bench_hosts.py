@@ -45,27 +45,28 @@ class HostBench(HostRun):
     """One server host's bench: its run folder (``<TS>-bench-<host>``) and what it wrote there."""
 
     address: str = ""
+    machine: str = ""  # --driver ansible: the server host's own platform.machine() (netns: the document's)
 
     @property
     def document(self) -> Path:
         return self.out_dir / DOCUMENT_NAME
 
 
-def unplaceable_reason(comp: reg.Competitor, cells: list[Cell]) -> str | None:
-    """Why `comp` cannot be started on a netns server host for these cells, or None when it can."""
+def unplaceable_reason(comp: reg.Competitor, cells: list[Cell], driver: str = "netns") -> str | None:
+    """Why `comp` cannot be started on a server host of `driver` for these cells, or None when it can."""
     services = sorted({s for cell in cells if reg.serves(comp, cell) is None for s in cell.services})
     if services:
-        return f"its cells need backing services ({', '.join(services)}) the netns hosts do not have yet"
+        return f"its cells need backing services ({', '.join(services)}) the {driver} hosts do not have yet"
     if comp.kind == "cmd" and not placeable(TargetSpec(kind="cmd", cmd=comp.cmd)):
         return "its command line has no {host} (it would bind loopback on the client host)"
     return None
 
 
-def check_placeable(comps: list[reg.Competitor], cells: list[Cell]) -> None:
-    """UsageError naming every competitor the netns driver cannot place, and why (one line)."""
-    bad = [(c.name, why) for c in comps if (why := unplaceable_reason(c, cells)) is not None]
+def check_placeable(comps: list[reg.Competitor], cells: list[Cell], driver: str = "netns") -> None:
+    """UsageError naming every competitor the driver cannot place, and why (one line)."""
+    bad = [(c.name, why) for c in comps if (why := unplaceable_reason(c, cells, driver)) is not None]
     if bad:
-        raise UsageError("--driver netns cannot place " + "; ".join(f"competitor {n}: {why}" for n, why in bad)
+        raise UsageError(f"--driver {driver} cannot place " + "; ".join(f"competitor {n}: {why}" for n, why in bad)
                          + " (leave it out, or use --driver local)")
 
 
@@ -101,7 +102,8 @@ def run_on_hosts(hosts: tuple[str, ...], flags: list[str], out: Path, version: s
     return runs
 
 
-def roll_up(out: Path, runs: list[HostBench], version: str, started_at: str, planned: int) -> BenchDocument:
+def roll_up(out: Path, runs: list[HostBench], version: str, started_at: str, planned: int,
+            driver: str = "netns") -> BenchDocument:
     """The cross-host ``results.json`` of `out`, each host's own document copied to ``raw/<host>.json``.
 
     Cells are every host's, in host order, renumbered, each naming its host and
@@ -109,7 +111,7 @@ def roll_up(out: Path, runs: list[HostBench], version: str, started_at: str, pla
     """
     (out / "raw").mkdir(parents=True, exist_ok=True)
     docs: list[BenchDocument] = []
-    doc = BenchDocument(version=version, started_at=started_at, driver="netns", hosts=[])
+    doc = BenchDocument(version=version, started_at=started_at, driver=driver, hosts=[])
     for run in runs:
         entry = BenchHostRun(name=run.host, address=run.address, folder=run.out_dir.name,
                              exit_code=run.exit_code, error=run.error or None)
@@ -123,7 +125,7 @@ def roll_up(out: Path, runs: list[HostBench], version: str, started_at: str, pla
             entry.error = f"its bench document is unreadable: {exc}"
             continue
         shutil.copyfile(run.document, out / "raw" / f"{run.host}.json")
-        entry.raw, entry.machine = f"raw/{run.host}.json", host_doc.host.machine
+        entry.raw, entry.machine = f"raw/{run.host}.json", run.machine or host_doc.host.machine
         docs.append(host_doc)
         for cell in host_doc.cells:
             folder = f"{run.out_dir.name}/{cell.folder}" if cell.folder else None
@@ -140,24 +142,37 @@ def roll_up(out: Path, runs: list[HostBench], version: str, started_at: str, pla
     return doc
 
 
-def bench_on_hosts(driver: str, target_host: str | None, comps: list[reg.Competitor], cells: list[Cell],
-                   opts: BenchOptions, json_out: bool = False, quiet: bool = False) -> int:
-    """`probatorium bench --driver netns`: exit like a local bench (0/1), 2 when a host could not run.
-
-    Bad input (the ansible driver, an unknown host, a competitor that cannot be
-    placed, not root) is a UsageError/NetnsError before anything is created.
-    """
-    if driver == "ansible":
-        raise UsageError("bench --driver ansible is not built yet: use --driver netns (namespaces on this machine) "
-                         "or --driver local")
-    hosts = pick_hosts(target_host)
-    check_placeable(comps, cells)
-    check_can_create()
+def rollup_folder(opts: BenchOptions) -> Path:
+    """The roll-up's folder (``--out``, else a new ``results/<ts>-bench-<version>``), created."""
     out = Path(opts.out_dir) if opts.out_dir is not None else run_folder(opts.results_root, "bench", opts.version)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def bench_on_hosts(driver: str, target_host: str | None, comps: list[reg.Competitor], cells: list[Cell],
+                   opts: BenchOptions, json_out: bool = False, quiet: bool = False,
+                   inventory: Path | None = None) -> int:
+    """`probatorium bench --driver netns|ansible`: exit like a local bench (0/1), 2 when a host could not run.
+
+    Bad input (an unknown host, a competitor that cannot be placed or deployed,
+    not root, a bad inventory) is a UsageError/NetnsError before anything is created.
+    """
+    flags = host_flags(comps, cells, opts) + (["--quiet"] if quiet else [])
     started = utc_now_iso()
-    runs = run_on_hosts(hosts, host_flags(comps, cells, opts) + (["--quiet"] if quiet else []), out, opts.version)
-    doc = roll_up(out, runs, opts.version, started, len(hosts))
+    if driver == "ansible":
+        from probatorium.hosts.bench_ansible import bench_ansible, check_deployable
+
+        check_deployable(comps, cells)
+        out, runs = bench_ansible(inventory, target_host, comps, cells, opts, flags)
+        planned = len(runs)
+    else:
+        hosts = pick_hosts(target_host)
+        check_placeable(comps, cells)
+        check_can_create()
+        out = rollup_folder(opts)
+        runs = run_on_hosts(hosts, flags, out, opts.version)
+        planned = len(hosts)
+    doc = roll_up(out, runs, opts.version, started, planned, driver)
     code = exit_code(runs)
     if json_out:
         return print_json("bench", code, {**bench_json(doc), "driver": driver, "hosts": {

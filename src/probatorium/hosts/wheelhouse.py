@@ -120,10 +120,12 @@ class WheelPlan:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def plan_wheels(engines: tuple[str, ...], refapps: tuple[str, ...], lock_text: str | None = None) -> WheelPlan:
-    """The pins for these engines and refapps (core less the controller-only packages)."""
+def plan_wheels(engines: tuple[str, ...], refapps: tuple[str, ...], lock_text: str | None = None,
+                distributions: tuple[str, ...] = ()) -> WheelPlan:
+    """The pins for these engines, refapps and `distributions` (core less the controller-only packages)."""
     pins = parse_lock(lock_text if lock_text is not None else LOCK.read_text())
     roots = {n for n in requirement_names(CORE_IN.read_text()) if n not in CONTROLLER_ONLY}
+    roots.update(canonical(d) for d in distributions)
     resolved = tuple(dict.fromkeys(resolve_engine(e) for e in engines))
     for engine in resolved:
         roots.update(canonical(p) for p in ENGINE_DEFS[engine].packages)

@@ -726,16 +726,19 @@ def start_target(spec: TargetSpec, log_dir: Path, progress=None, bind_host: str 
     when it exits or is not ready within ``spec.ready_timeout``. Logs go to
     `log_dir`/stdout.log and stderr.log (truncated here, appended on restart).
     `bind_host` (the host agent's traffic address) replaces loopback as the address a
-    refapp/app target listens on. With PROBATORIUM_TARGET_AGENT set (--driver ansible),
-    a refapp/app target is started by that server host's agent instead (RemoteTarget).
+    refapp/app target (or a cmd's ``{host}``) listens on. With PROBATORIUM_TARGET_AGENT set
+    (--driver ansible), a refapp/app target, or a cmd with ``{host}`` and ``{port}`` (the bench's
+    Python competitors on gunicorn, aiohttp, sanic), is started by that server host's agent
+    instead (RemoteTarget).
     """
     _validate(spec)
     log_dir = Path(log_dir)
-    agent = agent_from_env() if spec.kind in ("refapp", "app") and bind_host is None else None
+    remote_kind = spec.kind in ("refapp", "app") or (spec.kind == "cmd" and placeable(spec))
+    agent = agent_from_env() if remote_kind and bind_host is None else None
     if agent is not None:
         return start_remote(spec, log_dir, agent)
     target = RunningTarget(spec, log_dir)
-    if bind_host is not None and spec.kind in ("refapp", "app"):
+    if bind_host is not None and remote_kind:
         target.bind_host = target.host = bind_host
     target.progress = progress
     if spec.kind == "url":
@@ -797,7 +800,7 @@ class RemoteProcess:
 
 
 class RemoteTarget:
-    """A refapp/app target another host's agent runs: reached over the network, no process here.
+    """A refapp/app (or placeable cmd) target another host's agent runs: reached over the network, no process here.
 
     It quacks like RunningTarget for the cell (address, versions, stop, restart), with
     ``pid``/``spawned`` None: every observer that reads /proc or signals a process (leak
@@ -829,6 +832,7 @@ class RemoteTarget:
         self.starts = 0
         self.progress = None
         self.id = ""
+        self.cpus: list[int] | None = None
         self.no_process_reason = (f"the target runs on remote host {agent.host_name} (its agent {agent.base}): "
                                   "its process and /proc cannot be read or signalled from the client host")
 
@@ -848,6 +852,7 @@ class RemoteTarget:
                                  timeout=self.spec.ready_timeout + 30)
         self.id = str(answer["id"])
         self.versions = dict(answer.get("versions") or {})
+        self.cpus = answer.get("cpus")  # what the agent pinned it to (those of spec.cpus its host has), or None
         self._where(answer)
         with _TARGETS_LOCK:
             _TARGETS.add(self)  # type: ignore[arg-type]
