@@ -211,6 +211,9 @@ def test_bench_on_both_server_hosts_pristine(hosts, tmp_path):
             assert observer["server_cpus_pinned_by_agent"] == doc["host"]["server_cpus"], observer
         entry = next(h for h in rollup["hosts"] if h["name"] == host)
         assert entry["address"] == address and entry["raw"] == f"raw/{host}.json"
-        assert (folder / entry["folder"] / cell["folder"] / "loadgen.json").is_file()
+        cell_dir = folder / entry["folder"] / cell["folder"]
+        assert (cell_dir / "loadgen.json").is_file()
+        # the server's own word, from its host's agent: it listened on that host's address
+        assert f"running on http://{cell['target']}" in (cell_dir / "server.log").read_text()
     assert [(c["host"], c["status"]) for c in rollup["cells"]] == [("server-a", "ok"), ("server-b", "ok")]
     assert _snapshot(up, state) == before
