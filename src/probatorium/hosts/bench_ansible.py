@@ -25,7 +25,7 @@ from pathlib import Path
 from probatorium.bench import competitors as reg
 from probatorium.bench.cells import Cell
 from probatorium.bench.runner import BenchOptions, planned_seconds
-from probatorium.errors import UsageError
+from probatorium.errors import InfraError, UsageError
 from probatorium.hosts.ansible_driver import client_out, deploy, finish, run_on_client
 from probatorium.hosts.bench_hosts import HostBench, check_placeable, rollup_folder
 from probatorium.hosts.inventory import read_inventory
@@ -83,8 +83,11 @@ def bench_ansible(inventory_path: Path | None, target_host: str | None, comps: l
         for run in runs:
             say(f"bench {run.host} ({run.address}) from {inventory.client.name}")
             argv = [venv, "-m", "probatorium.cli", "bench", *flags, "--out", client_out(dep, run.host), "--json"]
-            run_on_client(dep, run, "bench", argv, {"PROBATORIUM_TARGET_VERSION": opts.version},
-                          run_timeout(comps, cells, opts))
+            try:
+                run_on_client(dep, run, "bench", argv, {"PROBATORIUM_TARGET_VERSION": opts.version},
+                              run_timeout(comps, cells, opts))
+            except InfraError as exc:  # this host's run timed out or could not be fetched: the next one still runs
+                run.error = str(exc)
     except KeyboardInterrupt:  # ^C: the hosts are still cleaned (finally); the hosts not done say so
         for run in runs:
             if run.exit_code is None:
