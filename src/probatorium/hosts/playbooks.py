@@ -111,7 +111,11 @@ def ansible_env(workdir: Path, remote_tmp: str) -> dict[str, str]:
             "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent"),
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=10s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()), "ANSIBLE_FORKS": "10",
-            "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True")}
+            "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+            # a busy host (or a loaded CI machine) may take more than ansible's 10 s to accept SSH:
+            # a slow connect must not read as "unreachable"; a refused one still fails at once
+            "ANSIBLE_TIMEOUT": os.environ.get("ANSIBLE_TIMEOUT", "30"),
+            "ANSIBLE_SSH_RETRIES": os.environ.get("ANSIBLE_SSH_RETRIES", "2")}
 
 
 def run_playbook(workdir: Path, name: str, plays: list[dict], inventory: Path, variables: dict,
