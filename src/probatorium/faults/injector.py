@@ -24,6 +24,7 @@ from probatorium import procfs, procs
 from probatorium.faults.netem import netem_unavailable
 from probatorium.faults.proxy import FaultProxy
 from probatorium.faults.spec import FAULT_KINDS, PROXY_KINDS, SERVICE_KINDS, FaultSpec, InjectedFault
+from probatorium.hosts.netns import exec_prefix
 from probatorium.services.base import SERVICE_NAMES
 from probatorium.targets.control import TARGET, TargetControl
 
@@ -218,7 +219,7 @@ class Injector:
         if namespace is None:
             raise RuntimeError(NETEM_NO_NAMESPACE)  # applies() already says so
         delay, loss = float(spec.params.get("delay_ms", 0.0)), float(spec.params.get("loss_pct", 0.0))
-        qdisc = ["ip", "netns", "exec", namespace, "tc", "qdisc"]
+        qdisc = [*exec_prefix(namespace), "tc", "qdisc"]
         added = await asyncio.to_thread(subprocess.run, [*qdisc, "add", "dev", "eth0", "root", "netem",
                                                          "delay", f"{delay:g}ms", "loss", f"{loss:g}%"],
                                         capture_output=True, text=True, timeout=10)

@@ -103,9 +103,8 @@ def host_out_dir(request: HostRequest, host: str, arch: str | None = None) -> Pa
 class _Relay:
     """Copies a child's lines to ours, prefixed with the host (JSON stdout is kept, not printed)."""
 
-    def __init__(self, host: str, keep_stdout: bool) -> None:
+    def __init__(self, host: str) -> None:
         self.host = host
-        self.keep_stdout = keep_stdout
         self.stdout: list[str] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -152,7 +151,7 @@ class Interrupt:
 
 def run_child(run: HostRun, argv: list[str], env: dict[str, str], json_out: bool, interrupt: Interrupt) -> HostRun:
     """Run one host's validate to its end, relaying its output; fills exit_code/summary."""
-    relay = _Relay(run.host, keep_stdout=json_out)
+    relay = _Relay(run.host)
     spawned = procs.spawn(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     interrupt.add(spawned)
     relay.start(spawned.popen.stdout, sys.stdout, keep=json_out)

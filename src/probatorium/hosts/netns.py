@@ -62,6 +62,11 @@ def ip_binary() -> str:
     return found
 
 
+def exec_prefix(namespace: str) -> list[str]:
+    """The argv prefix that runs a command inside network namespace `namespace` (it execs in place)."""
+    return [ip_binary(), "netns", "exec", namespace]
+
+
 def check_can_create() -> None:
     """NetnsError unless this process may create network namespaces (root on Linux)."""
     if not os.uname().sysname == "Linux":
@@ -107,7 +112,7 @@ class Cluster:
 
     def exec_argv(self, host: str) -> list[str]:
         """The prefix that runs a command inside `host`'s namespace."""
-        return [ip_binary(), "netns", "exec", self.namespaces[host]]
+        return exec_prefix(self.namespaces[host])
 
     def as_entry(self) -> dict:
         return {"id": self.entry_id, "kind": "netns", "run_id": self.run_id, "subnet": self.subnet,

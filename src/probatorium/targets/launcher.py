@@ -38,7 +38,7 @@ from typing import IO
 from probatorium import procs
 from probatorium.errors import ProbatoriumError, TargetStartError, UsageError
 from probatorium.hosts.agent_client import AgentClient, agent_from_env
-from probatorium.hosts.netns import in_namespace, ip_binary, placement_from_env
+from probatorium.hosts.netns import exec_prefix, in_namespace, placement_from_env
 from probatorium.targets.engines import HOST, engine_argv, engine_versions, resolve_engine
 from probatorium.targets.refapps import refapp_app_target
 from probatorium.targets.safety import check_target_allowed
@@ -500,15 +500,17 @@ class RunningTarget:
             _TARGETS.add(self)
 
     def _argv(self, port: int | None) -> tuple[list[str], str | None]:
-        """The command line and working directory for one start."""
+        """The command line and working directory for one start (inside the placement's namespace, if any)."""
+        argv, cwd = self._command(port)
+        return (exec_prefix(self.placement[0]) + argv if self.placement is not None else argv), cwd
+
+    def _command(self, port: int | None) -> tuple[list[str], str | None]:
         spec = self.spec
         if spec.kind == "cmd":
             assert spec.cmd is not None
             argv = [arg.replace("{host}", self.bind_host) for arg in shlex.split(spec.cmd)]
             if port is not None:
                 argv = [arg.replace("{port}", str(port)) for arg in argv]
-            if self.placement is not None:
-                argv = [ip_binary(), "netns", "exec", self.placement[0], *argv]
             return argv, spec.app_dir
         if spec.kind == "refapp":
             assert spec.refapp is not None
@@ -517,10 +519,7 @@ class RunningTarget:
             assert spec.app is not None
             app, app_dir = spec.app, Path(spec.app_dir or os.getcwd())
         assert port is not None
-        argv = engine_argv(self.engine, app, port, str(app_dir.resolve()), host=self.bind_host)
-        if self.placement is not None:
-            argv = [ip_binary(), "netns", "exec", self.placement[0], *argv]
-        return argv, str(app_dir.resolve())
+        return engine_argv(self.engine, app, port, str(app_dir.resolve()), host=self.bind_host), str(app_dir.resolve())
 
     def _in_place(self, fn):
         """Run a port probe where the target will listen: its namespace, or here."""
